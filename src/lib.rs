@@ -1,0 +1,6 @@
+//! slurm-maint: budgeted rolling reboots, Slurm maintenance reservations and OCI
+//! maintenance events, driven from Kubernetes custom resources.
+
+pub mod api;
+pub mod plan;
+pub mod slurm;

@@ -1,0 +1,1 @@
+//! Slurm hostlist expression expansion and compression.

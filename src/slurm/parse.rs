@@ -1,0 +1,1 @@
+//! Parsers for Slurm 22.05 output.
