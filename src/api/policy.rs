@@ -1,0 +1,592 @@
+//! `MaintenancePolicy`: how maintenance runs in one Slurm partition.
+
+use jiff::Timestamp;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Duration};
+
+/// Desired maintenance of one Slurm partition (optionally narrowed by a nodelist).
+///
+/// Safe by default: with `reservations.enabled` and `reboots.enabled` false the
+/// operator only observes and reports its plan in status.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "slurm-maint.io",
+    version = "v1alpha1",
+    kind = "MaintenancePolicy",
+    namespaced,
+    status = "MaintenancePolicyStatus",
+    shortname = "mpol",
+    category = "slurm-maint",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Partition","type":"string","jsonPath":".spec.partition"}"#,
+    printcolumn = r#"{"name":"Allowed","type":"integer","jsonPath":".status.budget.allowed","description":"Nodes that may be out at once"}"#,
+    printcolumn = r#"{"name":"Unavail","type":"integer","jsonPath":".status.budget.unavailable","description":"Nodes out for maintenance"}"#,
+    printcolumn = r#"{"name":"Down","type":"integer","jsonPath":".status.budget.down","description":"Nodes Slurm has DOWN/DRAIN/FAIL"}"#,
+    printcolumn = r#"{"name":"Combined","type":"integer","jsonPath":".status.budget.combined","description":"|unavailable ∪ down|, compared against Allowed"}"#,
+    printcolumn = r#"{"name":"Done","type":"integer","jsonPath":".status.phases.completed"}"#,
+    printcolumn = r#"{"name":"Total","type":"integer","jsonPath":".status.nodesNeedingWork","description":"Nodes in the campaign"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".spec.paused"}"#,
+    printcolumn = r#"{"name":"DryRun","type":"boolean","jsonPath":".spec.dryRun","priority":1}"#,
+    printcolumn = r#"{"name":"ETA","type":"date","jsonPath":".status.eta","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.reboots) && self.reboots.enabled) || (has(self.reservations) && self.reservations.enabled)").message("reboots.enabled requires reservations.enabled: a node is emptied by its maintenance reservation before it reboots")
+)]
+pub struct MaintenancePolicySpec {
+    /// Slurm partition this policy manages. Its budget counts every node of the partition.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub partition: String,
+
+    /// Optional Slurm hostlist (e.g. `gpu[001-064,080]`) narrowing which nodes of the
+    /// partition get maintenance. The budget still counts the whole partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 4096),
+        regex(pattern = r"^[A-Za-z0-9_.,\[\]-]+$")
+    )]
+    pub nodelist: Option<String>,
+
+    /// How the controller reaches Slurm: the slurm-maint agent.
+    pub agent: AgentRef,
+
+    /// How many nodes of the partition may be out at once.
+    #[serde(default)]
+    pub budget: Budget,
+
+    /// Slurm MAINT reservations that empty each node at its jobs' end.
+    #[serde(default)]
+    pub reservations: ReservationSettings,
+
+    /// Rebooting nodes once their reservation is active.
+    #[serde(default)]
+    pub reboots: RebootSettings,
+
+    /// Which jobs may be ended early to start maintenance sooner.
+    #[serde(default)]
+    pub preemption: PreemptionSettings,
+
+    /// The rolling-reboot campaign: which nodes need a reboot, and when work may start.
+    #[serde(default)]
+    pub campaign: Campaign,
+
+    /// OCI instance maintenance events handled under the same budget.
+    #[serde(default)]
+    pub oci: OciSettings,
+
+    /// Stop starting new work. Nodes already rebooting finish safely; nothing new starts.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Compute and show the plan in status, but change nothing in Slurm or OCI.
+    #[serde(default)]
+    pub dry_run: bool,
+
+    /// Time between reconcile passes.
+    #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("interval must be between 5s and 1h"))]
+    pub interval: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::secs(60)
+}
+
+/// Connection to the slurm-maint agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRef {
+    /// Base URL of the agent, e.g. `http://slurm-maint-agent.slurm:8080`.
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: String,
+    /// Secret (in the policy's namespace) holding the agent's bearer token.
+    pub token_secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the policy's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key within the Secret.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".into()
+}
+
+/// The capacity budget. Give a percentage or an absolute count, not both; with neither,
+/// 10 % applies. The budget counts nodes out for maintenance together with nodes Slurm
+/// already has DOWN/DRAIN/FAIL/NOT_RESPONDING/POWER_DOWN (their union, not their sum).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.maxUnavailable) && has(self.maxUnavailablePercent))").message("set either budget.maxUnavailable or budget.maxUnavailablePercent, not both")
+)]
+pub struct Budget {
+    /// Percent of the partition's nodes that may be unavailable at once (0 < p ≤ 100).
+    /// Allowed nodes = max(1, floor(total × p / 100)): never above the percentage, except
+    /// that one node at a time can always proceed in a small partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100.0))]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 100.0").message("maxUnavailablePercent must be greater than 0 and at most 100"))]
+    pub max_unavailable_percent: Option<f64>,
+
+    /// Absolute number of nodes that may be unavailable at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_unavailable: Option<u32>,
+
+    /// A node whose maintenance reservation starts within this time already counts as
+    /// unavailable.
+    #[serde(default = "default_lead_time")]
+    pub reservation_lead_time: Duration,
+}
+
+fn default_lead_time() -> Duration {
+    Duration::mins(60)
+}
+
+/// Slurm MAINT reservations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationSettings {
+    /// Create reservations. Off by default (monitor only).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Length of each reservation; long enough to reboot and check the node.
+    #[serde(default = "default_reservation_duration")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5m')").message("reservation duration must be at least 5m"))]
+    pub duration: Duration,
+    /// Users allowed in the reservation (Slurm needs users or accounts).
+    #[serde(default = "default_users")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$")))]
+    pub users: Vec<String>,
+    /// Accounts allowed in the reservation.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$")))]
+    pub accounts: Vec<String>,
+    /// Reservation flags; MAINT is always added.
+    #[serde(default = "default_flags")]
+    #[schemars(length(max = 16), inner(regex(pattern = r"^[A-Z_]{1,32}$")))]
+    pub flags: Vec<String>,
+    /// Prefix of reservation names; reservations without it are never touched.
+    #[serde(default = "default_prefix")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$")
+    )]
+    pub name_prefix: String,
+}
+
+impl Default for ReservationSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            duration: default_reservation_duration(),
+            users: default_users(),
+            accounts: vec![],
+            flags: default_flags(),
+            name_prefix: default_prefix(),
+        }
+    }
+}
+
+fn default_reservation_duration() -> Duration {
+    Duration::hours(6)
+}
+fn default_users() -> Vec<String> {
+    vec!["root".into()]
+}
+fn default_flags() -> Vec<String> {
+    vec!["MAINT".into()]
+}
+fn default_prefix() -> String {
+    "slurm-maint".into()
+}
+
+/// Reboots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebootSettings {
+    /// Reboot nodes. Off by default. Requires `reservations.enabled`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How the agent reboots a node: `Scontrol` (`scontrol reboot ASAP nextstate=RESUME`)
+    /// or `Command` (the site command configured on the agent, e.g. ipmitool).
+    #[serde(default)]
+    pub method: RebootMethod,
+    /// How long a reboot may take until the node is back in service.
+    #[serde(default = "default_reboot_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('24h')").message("reboot timeout must be between 30s and 24h"))]
+    pub timeout: Duration,
+    /// Attempts before a node is marked Failed and kept drained.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: u32,
+    /// Run the agent's health check before a rebooted node is released.
+    #[serde(default = "default_true")]
+    pub health_check: bool,
+    /// Wait this long after a node is healthy before counting it complete (settle time).
+    #[serde(default)]
+    pub settle_time: Duration,
+}
+
+impl Default for RebootSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            method: RebootMethod::default(),
+            timeout: default_reboot_timeout(),
+            max_attempts: default_max_attempts(),
+            health_check: true,
+            settle_time: Duration::default(),
+        }
+    }
+}
+
+fn default_reboot_timeout() -> Duration {
+    Duration::secs(600)
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+
+/// How a node is rebooted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum RebootMethod {
+    /// `scontrol reboot ASAP nextstate=RESUME reason=…`.
+    #[default]
+    Scontrol,
+    /// The site reboot command configured on the agent.
+    Command,
+}
+
+/// Preemptable jobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreemptionSettings {
+    /// Cancel preemptable jobs so a node's reservation can start now. Non-preemptable jobs
+    /// are never ended.
+    #[serde(default)]
+    pub terminate_preemptable_jobs: bool,
+    /// QOS names whose jobs count as preemptable, besides jobs Slurm itself marks
+    /// preemptable (PreemptEligibleTime, or a partition whose PreemptMode is not OFF).
+    #[serde(default = "default_qos")]
+    #[schemars(length(max = 32), inner(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$")))]
+    pub preemptable_qos: Vec<String>,
+}
+
+impl Default for PreemptionSettings {
+    fn default() -> Self {
+        Self {
+            terminate_preemptable_jobs: false,
+            preemptable_qos: default_qos(),
+        }
+    }
+}
+
+fn default_qos() -> Vec<String> {
+    vec!["preemptable".into()]
+}
+
+/// The rolling-reboot campaign.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Campaign {
+    /// Every node whose Slurm BootTime is older than this needs a reboot. Unset: no
+    /// rolling reboot. Moving it later starts a new campaign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required_before: Option<Timestamp>,
+    /// When new work may start. Empty: any time. In-flight nodes finish outside windows.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub windows: Vec<MaintenanceWindow>,
+}
+
+/// A recurring window during which new maintenance may start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.start != self.end").message("window start and end must differ"))]
+pub struct MaintenanceWindow {
+    /// Days of the week (`Mon` … `Sun`); empty means every day.
+    #[serde(default)]
+    #[schemars(length(max = 7))]
+    pub days: Vec<Weekday>,
+    /// Start time of day, `HH:MM`.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// End time of day, `HH:MM`; earlier than `start` means the window crosses midnight.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub end: String,
+    /// IANA time zone of `start`/`end`, e.g. `Europe/Berlin`.
+    #[serde(default = "default_tz")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_+/-]+$"))]
+    pub time_zone: String,
+}
+
+fn default_tz() -> String {
+    "UTC".into()
+}
+
+/// A day of the week.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// OCI instance maintenance events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || (has(self.tenancyId) && has(self.region) && has(self.credentialsSecretRef))").message("oci.enabled requires tenancyId, region and credentialsSecretRef"))]
+pub struct OciSettings {
+    /// Discover and handle OCI maintenance events. Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Tenancy OCID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^ocid1\.tenancy\.[a-z0-9]+\.[a-z0-9-]*\.[a-z0-9.]+$"))]
+    pub tenancy_id: Option<String>,
+    /// Region identifier, e.g. `us-ashburn-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]+-[a-z]+-[0-9]+$"))]
+    pub region: Option<String>,
+    /// Compartments to search (with their subtree). Empty: the whole tenancy.
+    #[serde(default)]
+    #[schemars(
+        length(max = 256),
+        inner(regex(
+            pattern = r"^ocid1\.(compartment|tenancy)\.[a-z0-9]+\.[a-z0-9-]*\.[a-z0-9.]+$"
+        ))
+    )]
+    pub compartments: Vec<String>,
+    /// Override of the API endpoint (e.g. the emulator); normally derived from the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+    /// Secret with `config` (OCI config file) and `key` (PEM private key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretNameRef>,
+    /// Fault ids (exact match, e.g. `HPCRDMA-0002-02`) whose events are handled
+    /// automatically. Events with no approved fault id are only reported.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$")))]
+    pub approved_fault_codes: Vec<String>,
+    /// Slurm hosts never acted on.
+    #[serde(default)]
+    #[schemars(length(max = 4096), inner(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$")))]
+    pub excluded_hosts: Vec<String>,
+    /// At most this many events scheduled per UTC day (0: no cap).
+    #[serde(default)]
+    #[schemars(range(max = 10000))]
+    pub daily_schedule_cap: u32,
+    /// How an instance maps to a Slurm node.
+    #[serde(default)]
+    pub host_mapping: HostMapping,
+    /// How often to list events.
+    #[serde(default = "default_discovery_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("discoveryInterval must be at least 1m"))]
+    pub discovery_interval: Duration,
+    /// How often to check a draining node.
+    #[serde(default = "default_drain_poll")]
+    pub drain_poll_interval: Duration,
+    /// First poll interval of a running maintenance (backs off up to 4×).
+    #[serde(default = "default_maint_poll")]
+    pub maintenance_poll_interval: Duration,
+    /// Scheduled window start = now + this.
+    #[serde(default = "default_schedule_lead")]
+    pub schedule_lead_time: Duration,
+}
+
+impl Default for OciSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            tenancy_id: None,
+            region: None,
+            compartments: vec![],
+            endpoint: None,
+            credentials_secret_ref: None,
+            approved_fault_codes: vec![],
+            excluded_hosts: vec![],
+            daily_schedule_cap: 0,
+            host_mapping: HostMapping::default(),
+            discovery_interval: default_discovery_interval(),
+            drain_poll_interval: default_drain_poll(),
+            maintenance_poll_interval: default_maint_poll(),
+            schedule_lead_time: default_schedule_lead(),
+        }
+    }
+}
+
+fn default_discovery_interval() -> Duration {
+    Duration::mins(15)
+}
+fn default_drain_poll() -> Duration {
+    Duration::secs(30)
+}
+fn default_maint_poll() -> Duration {
+    Duration::secs(30)
+}
+fn default_schedule_lead() -> Duration {
+    Duration::mins(2)
+}
+
+/// A Secret in the policy's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretNameRef {
+    /// Secret name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+/// Mapping from an OCI instance to a Slurm node name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.source != 'FreeformTag' || has(self.tagKey)").message("hostMapping.source FreeformTag requires tagKey"))]
+#[x_kube(validation = Rule::new("self.source != 'ConfigMap' || has(self.configMapName)").message("hostMapping.source ConfigMap requires configMapName"))]
+pub struct HostMapping {
+    /// Where the node name comes from.
+    #[serde(default)]
+    pub source: HostMappingSource,
+    /// Freeform tag key holding the node name (source FreeformTag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub tag_key: Option<String>,
+    /// ConfigMap whose data maps instance OCID → node name (source ConfigMap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map_name: Option<String>,
+}
+
+impl Default for HostMapping {
+    fn default() -> Self {
+        Self {
+            source: HostMappingSource::DisplayName,
+            tag_key: None,
+            config_map_name: None,
+        }
+    }
+}
+
+/// Source of the instance → node mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum HostMappingSource {
+    /// The instance's display name is the node name.
+    #[default]
+    DisplayName,
+    /// A freeform tag holds the node name.
+    FreeformTag,
+    /// An explicit ConfigMap.
+    ConfigMap,
+}
+
+/// Observed state of a policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenancePolicyStatus {
+    /// The `metadata.generation` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Budget figures of the partition at the last pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+    /// Nodes in scope that need work in the current campaign.
+    #[serde(default)]
+    pub nodes_needing_work: u32,
+    /// NodeMaintenances by phase.
+    #[serde(default)]
+    pub phases: PhaseCounts,
+    /// The next nodes to start, in order, with their planned start (a plan preview).
+    #[serde(default)]
+    pub next: Vec<PlannedNode>,
+    /// Actions the last pass intended (in dry run: what would have been done).
+    #[serde(default)]
+    pub planned_actions: Vec<String>,
+    /// Estimated completion of the campaign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<Timestamp>,
+    /// When the last pass ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pass: Option<Timestamp>,
+    /// Ready, Progressing, Degraded, BudgetExhausted, Paused.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// Budget figures for one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// Partition name.
+    pub partition: String,
+    /// Nodes in the partition.
+    pub total: u32,
+    /// Nodes out for maintenance (active or imminent reservation, or being worked on).
+    pub unavailable: u32,
+    /// Nodes Slurm has DOWN/DRAIN/FAIL/NOT_RESPONDING/POWER_DOWN.
+    pub down: u32,
+    /// |unavailable ∪ down|.
+    pub combined: u32,
+    /// |unavailable ∩ down|.
+    pub overlap: u32,
+    /// Nodes allowed out at once.
+    pub allowed: u32,
+}
+
+/// Count of NodeMaintenances per phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseCounts {
+    /// Waiting to start.
+    pub pending: u32,
+    /// Reservation created, waiting for jobs to end.
+    pub reserved: u32,
+    /// Reservation active, waiting for budget to reboot.
+    pub pending_reboot: u32,
+    /// Reboot issued.
+    pub rebooting: u32,
+    /// Waiting for the node to return to service.
+    pub recovering: u32,
+    /// Running the health check.
+    pub health_check: u32,
+    /// Done.
+    pub completed: u32,
+    /// Gave up after max attempts; node kept drained.
+    pub failed: u32,
+}
+
+/// A node in the plan preview.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedNode {
+    /// Slurm node name.
+    pub node: String,
+    /// When its jobs end and maintenance can start.
+    pub release_time: Timestamp,
+}

@@ -1,0 +1,259 @@
+//! The CRDs: generated files are current, every field is described, printer columns and
+//! CEL rules are there, and the rules accept good specs and refuse bad ones.
+
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+use slurm_maint::api;
+
+fn crd_named(plural: &str) -> Value {
+    let crd = api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.plural == plural)
+        .unwrap_or_else(|| panic!("no CRD {plural}"));
+    serde_json::to_value(crd).unwrap()
+}
+
+fn schema(plural: &str) -> Value {
+    crd_named(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn crd_files_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for crd in api::crds() {
+        let path = dir.join(api::crd_file_name(&crd));
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == api::crd_yaml(&crd),
+            "{} is stale: run `cargo run -- crds --out-dir crds`",
+            path.display()
+        );
+    }
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(
+        files,
+        api::crds().len(),
+        "crds/ holds files that no type generates"
+    );
+}
+
+#[test]
+fn names_short_names_and_categories() {
+    for (plural, kind, short) in [
+        ("maintenancepolicies", "MaintenancePolicy", "mpol"),
+        ("nodemaintenances", "NodeMaintenance", "snm"),
+        ("ocimaintenanceevents", "OciMaintenanceEvent", "ome"),
+    ] {
+        let crd = crd_named(plural);
+        assert_eq!(crd["spec"]["group"], "slurm-maint.io");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert_eq!(crd["spec"]["names"]["kind"], kind);
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!([short]));
+        assert_eq!(crd["spec"]["names"]["categories"], json!(["slurm-maint"]));
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(v["name"], "v1alpha1");
+        assert_eq!(
+            v["subresources"]["status"],
+            json!({}),
+            "{kind} has a status subresource"
+        );
+        let cols: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert!(cols.len() >= 5 && cols.contains(&"Age"), "{kind}: {cols:?}");
+        let status = &v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        assert!(status.get("observedGeneration").is_some(), "{kind}");
+        let cond = &status["conditions"]["items"]["properties"];
+        for f in [
+            "type",
+            "status",
+            "reason",
+            "message",
+            "lastTransitionTime",
+            "observedGeneration",
+        ] {
+            assert!(cond.get(f).is_some(), "{kind} conditions lack {f}");
+        }
+    }
+    let nm_cols =
+        crd_named("nodemaintenances")["spec"]["versions"][0]["additionalPrinterColumns"].clone();
+    let names: Vec<_> = nm_cols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["Node", "Phase", "Attempts", "Reservation Start"] {
+        assert!(names.iter().any(|n| n == want), "snm lacks column {want}");
+    }
+}
+
+/// Every property of every schema carries a description, so `kubectl explain` helps.
+#[test]
+fn every_field_is_described() {
+    fn walk(path: &str, s: &Value, missing: &mut Vec<String>) {
+        if let Some(props) = s.get("properties").and_then(Value::as_object) {
+            for (name, p) in props {
+                let here = format!("{path}.{name}");
+                let top =
+                    path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&name.as_str());
+                if !top
+                    && p.get("description")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+                {
+                    missing.push(here.clone());
+                }
+                walk(&here, p, missing);
+            }
+        }
+        if let Some(items) = s.get("items") {
+            walk(&format!("{path}[]"), items, missing);
+        }
+    }
+    for plural in [
+        "maintenancepolicies",
+        "nodemaintenances",
+        "ocimaintenanceevents",
+    ] {
+        let mut missing = vec![];
+        walk("", &schema(plural), &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{plural}: no description on {missing:?}"
+        );
+    }
+}
+
+fn policy(spec: Value) -> Value {
+    json!({
+        "apiVersion": "slurm-maint.io/v1alpha1",
+        "kind": "MaintenancePolicy",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": spec,
+    })
+}
+
+fn base_spec() -> Value {
+    json!({
+        "partition": "batch",
+        "agent": {"url": "http://agent:8080", "tokenSecretRef": {"name": "agent-token"}},
+    })
+}
+
+fn cel(plural: &str, obj: &Value, old: Option<&Value>) -> Result<(), String> {
+    Validator::new()
+        .validate(&schema(plural), obj, old)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn cel_accepts_good_policies() {
+    let mut s = base_spec();
+    cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
+    s["budget"] = json!({"maxUnavailablePercent": 25.0, "reservationLeadTime": "30m"});
+    s["reservations"] = json!({"enabled": true, "duration": "4h"});
+    s["reboots"] = json!({"enabled": true, "timeout": "5m", "maxAttempts": 3});
+    s["preemption"] = json!({"terminatePreemptableJobs": true});
+    s["interval"] = "30s".into();
+    cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
+    s["budget"] = json!({"maxUnavailable": 2});
+    cel("maintenancepolicies", &policy(s), None).unwrap();
+}
+
+#[test]
+fn cel_refuses_bad_policies() {
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"budget": {"maxUnavailable": 2, "maxUnavailablePercent": 10.0}}),
+            "not both",
+        ),
+        (
+            json!({"budget": {"maxUnavailablePercent": 0.0}}),
+            "greater than 0",
+        ),
+        (
+            json!({"budget": {"maxUnavailablePercent": 150.0}}),
+            "at most 100",
+        ),
+        (
+            json!({"reboots": {"enabled": true}}),
+            "requires reservations.enabled",
+        ),
+        (
+            json!({"reboots": {"enabled": true}, "reservations": {"enabled": false}}),
+            "requires reservations.enabled",
+        ),
+        (json!({"interval": "1s"}), "between 5s and 1h"),
+        (json!({"reservations": {"duration": "1m"}}), "at least 5m"),
+        (
+            json!({"reboots": {"timeout": "10s"}}),
+            "between 30s and 24h",
+        ),
+        (json!({"oci": {"enabled": true}}), "requires tenancyId"),
+        (
+            json!({"oci": {"hostMapping": {"source": "FreeformTag"}}}),
+            "requires tagKey",
+        ),
+        (
+            json!({"campaign": {"windows": [{"start": "02:00", "end": "02:00"}]}}),
+            "must differ",
+        ),
+    ];
+    for (patch, want) in cases {
+        let mut s = base_spec();
+        for (k, v) in patch.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        let err = cel("maintenancepolicies", &policy(s), None).expect_err(&patch.to_string());
+        assert!(err.contains(want), "{patch}: {err}");
+    }
+}
+
+#[test]
+fn node_maintenance_node_name_is_immutable() {
+    let nm = |node: &str| {
+        json!({
+            "apiVersion": "slurm-maint.io/v1alpha1", "kind": "NodeMaintenance",
+            "metadata": {"name": "x", "namespace": "default"},
+            "spec": {"nodeName": node, "policy": "p", "action": "Reboot", "requestedAt": "2026-01-01T00:00:00Z"},
+        })
+    };
+    cel("nodemaintenances", &nm("node1"), None).unwrap();
+    cel("nodemaintenances", &nm("node1"), Some(&nm("node1"))).unwrap();
+    let err = cel("nodemaintenances", &nm("node2"), Some(&nm("node1"))).unwrap_err();
+    assert!(err.contains("nodeName is immutable"), "{err}");
+    let mut oci = nm("node1");
+    oci["spec"]["action"] = "OciMaintenance".into();
+    let err = cel("nodemaintenances", &oci, None).unwrap_err();
+    assert!(err.contains("requires ociEvent"), "{err}");
+}
+
+#[test]
+fn defaults_match_the_seed() {
+    let s = schema("maintenancepolicies");
+    let spec = &s["properties"]["spec"]["properties"];
+    assert_eq!(spec["interval"]["default"], "1m");
+    assert_eq!(spec["reboots"]["properties"]["timeout"]["default"], "10m");
+    assert_eq!(spec["reboots"]["properties"]["maxAttempts"]["default"], 3);
+    assert_eq!(spec["reboots"]["properties"]["enabled"]["default"], false);
+    assert_eq!(
+        spec["reservations"]["properties"]["enabled"]["default"],
+        false
+    );
+    assert_eq!(
+        spec["reservations"]["properties"]["duration"]["default"],
+        "6h"
+    );
+    assert_eq!(
+        spec["budget"]["properties"]["reservationLeadTime"]["default"],
+        "1h"
+    );
+    assert_eq!(
+        spec["oci"]["properties"]["discoveryInterval"]["default"],
+        "15m"
+    );
+}
