@@ -130,7 +130,7 @@ fn default_token_key() -> String {
 /// The capacity budget. Give a percentage or an absolute count, not both; with neither,
 /// 10 % applies. The budget counts nodes out for maintenance together with nodes Slurm
 /// already has DOWN/DRAIN/FAIL/NOT_RESPONDING/POWER_DOWN (their union, not their sum).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!(has(self.maxUnavailable) && has(self.maxUnavailablePercent))").message("set either budget.maxUnavailable or budget.maxUnavailablePercent, not both")
@@ -153,6 +153,16 @@ pub struct Budget {
     /// unavailable.
     #[serde(default = "default_lead_time")]
     pub reservation_lead_time: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            max_unavailable_percent: None,
+            max_unavailable: None,
+            reservation_lead_time: default_lead_time(),
+        }
+    }
 }
 
 fn default_lead_time() -> Duration {
@@ -555,6 +565,9 @@ pub struct BudgetStatus {
     pub combined: u32,
     /// |unavailable ∩ down|.
     pub overlap: u32,
+    /// |unavailable ∪ down ∪ nodes reserved beyond the lead time|: what new work is
+    /// admitted against.
+    pub committed: u32,
     /// Nodes allowed out at once.
     pub allowed: u32,
 }
@@ -587,6 +600,37 @@ pub struct PhaseCounts {
 pub struct PlannedNode {
     /// Slurm node name.
     pub node: String,
-    /// When its jobs end and maintenance can start.
-    pub release_time: Timestamp,
+    /// When its jobs end and maintenance can start; unset when a job has no time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_time: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Default` in Rust and defaults applied by serde (and the API server) agree.
+    #[test]
+    fn rust_defaults_equal_serde_defaults() {
+        let from_empty = |v: &str| -> MaintenancePolicySpec {
+            serde_json::from_str(&format!(
+                r#"{{"partition":"p","agent":{{"url":"http://a","tokenSecretRef":{{"name":"s"}}}}{v}}}"#
+            ))
+            .unwrap()
+        };
+        let spec = from_empty("");
+        assert_eq!(spec.budget, Budget::default());
+        assert_eq!(spec.reservations, ReservationSettings::default());
+        assert_eq!(spec.reboots, RebootSettings::default());
+        assert_eq!(spec.preemption, PreemptionSettings::default());
+        assert_eq!(spec.oci, OciSettings::default());
+        assert_eq!(spec.campaign, Campaign::default());
+        let nested = from_empty(r#","budget":{},"reservations":{},"reboots":{},"oci":{}"#);
+        assert_eq!(nested, spec);
+        assert_eq!(spec.budget.reservation_lead_time, Duration::mins(60));
+        assert_eq!(spec.reboots.max_attempts, 3);
+        assert_eq!(spec.reboots.timeout, Duration::secs(600));
+        assert_eq!(spec.interval, Duration::secs(60));
+        assert!(!spec.reservations.enabled && !spec.reboots.enabled && !spec.dry_run);
+    }
 }

@@ -1,0 +1,939 @@
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::policy::{AgentRef, SecretKeyRef};
+use crate::slurm::NodeState;
+
+fn t(min: i64) -> Timestamp {
+    Timestamp::from_second(1_767_225_600 + min * 60).unwrap() // 2026-01-01T00:00Z + min
+}
+
+const NOW: i64 = 600;
+
+fn spec() -> MaintenancePolicySpec {
+    MaintenancePolicySpec {
+        partition: "batch".into(),
+        nodelist: None,
+        agent: AgentRef {
+            url: "http://agent".into(),
+            token_secret_ref: SecretKeyRef {
+                name: "tok".into(),
+                key: "token".into(),
+            },
+        },
+        budget: Default::default(),
+        reservations: Default::default(),
+        reboots: Default::default(),
+        preemption: Default::default(),
+        campaign: Default::default(),
+        oci: Default::default(),
+        paused: false,
+        dry_run: false,
+        interval: crate::api::Duration::secs(60),
+    }
+}
+
+/// Enabled settings: percent budget, campaign at t(NOW).
+fn settings(pct: f64) -> Settings {
+    let mut sp = spec();
+    sp.budget.max_unavailable_percent = Some(pct);
+    sp.reservations.enabled = true;
+    sp.reboots.enabled = true;
+    sp.campaign.reboot_required_before = Some(t(NOW));
+    Settings::from_spec(&sp, t(NOW)).unwrap()
+}
+
+fn node(name: &str, state: &str, boot_min: i64) -> Node {
+    Node {
+        name: name.into(),
+        state: NodeState::parse(state).unwrap(),
+        reason: None,
+        boot_time: Some(t(boot_min)),
+        partitions: vec!["batch".into()],
+        reservation: None,
+    }
+}
+
+fn job(id: u64, node: &str, end_min: Option<i64>, preemptable: bool) -> Job {
+    Job {
+        id,
+        name: format!("j{id}"),
+        user: "alice".into(),
+        partition: "batch".into(),
+        state: "RUNNING".into(),
+        nodes: vec![node.into()],
+        qos: None,
+        start_time: Some(t(0)),
+        end_time: end_min.map(t),
+        time_limit_secs: end_min.map(|m| (m * 60) as u64),
+        preemptable,
+    }
+}
+
+fn work_for(node: &str, phase: Phase) -> Work {
+    let campaign = campaign_id(t(NOW));
+    Work {
+        name: work_name("p", node, &campaign),
+        node: node.into(),
+        action: MaintenanceAction::Reboot,
+        campaign: Some(campaign),
+        status: NodeMaintenanceStatus {
+            phase,
+            ..Default::default()
+        },
+    }
+}
+
+fn pending(nodes: &[&str]) -> Vec<Work> {
+    nodes.iter().map(|n| work_for(n, Phase::Pending)).collect()
+}
+
+fn admitted(p: &Plan) -> Vec<&str> {
+    p.updates
+        .iter()
+        .filter(|u| u.status.phase == Phase::Reserved)
+        .map(|u| u.node.as_str())
+        .collect()
+}
+
+fn snapshot(nodes: Vec<Node>, jobs: Vec<Job>) -> Snapshot {
+    Snapshot {
+        nodes,
+        jobs,
+        ..Default::default()
+    }
+}
+
+/// Apply a plan's status updates to the work list (as the controller would).
+fn apply(work: &mut Vec<Work>, p: &Plan) {
+    for nw in &p.new_work {
+        work.push(Work {
+            name: nw.name.clone(),
+            node: nw.node.clone(),
+            action: MaintenanceAction::Reboot,
+            campaign: Some(nw.campaign.clone()),
+            status: Default::default(),
+        });
+    }
+    for u in &p.updates {
+        let w = work.iter_mut().find(|w| w.name == u.name).unwrap();
+        w.status = u.status.clone();
+    }
+}
+
+#[test]
+fn creates_work_for_nodes_booted_before_the_campaign() {
+    let s = settings(50.0);
+    let snap = snapshot(
+        vec![
+            node("n1", "IDLE", 0),
+            node("n2", "IDLE", NOW + 1),
+            node("n3", "IDLE+DRAIN", 0),
+        ],
+        vec![],
+    );
+    let p = plan("p", &s, &snap, &[], t(NOW));
+    let nodes: Vec<_> = p.new_work.iter().map(|w| w.node.as_str()).collect();
+    assert_eq!(nodes, ["n1", "n3"]);
+    assert_eq!(p.nodes_needing_work, 2);
+    assert_eq!(p.new_work[0].name, format!("p-n1-{}", campaign_id(t(NOW))));
+    // No campaign, no work.
+    let mut s2 = s.clone();
+    s2.reboot_required_before = None;
+    assert!(plan("p", &s2, &snap, &[], t(NOW)).new_work.is_empty());
+}
+
+#[test]
+fn nodelist_narrows_the_scope_but_not_the_budget() {
+    let mut sp = spec();
+    sp.nodelist = Some("n[1-2]".into());
+    sp.reservations.enabled = true;
+    sp.budget.max_unavailable = Some(1);
+    sp.campaign.reboot_required_before = Some(t(NOW));
+    let s = Settings::from_spec(&sp, t(NOW)).unwrap();
+    let snap = snapshot(
+        (1..=4).map(|i| node(&format!("n{i}"), "IDLE", 0)).collect(),
+        vec![],
+    );
+    let p = plan("p", &s, &snap, &[], t(NOW));
+    assert_eq!(
+        p.new_work
+            .iter()
+            .map(|w| w.node.as_str())
+            .collect::<Vec<_>>(),
+        ["n1", "n2"]
+    );
+    assert_eq!(p.budget.total, 4);
+}
+
+#[test]
+fn earliest_release_first_under_the_budget() {
+    let s = settings(50.0); // 4 nodes → 2 allowed
+    let snap = snapshot(
+        (1..=4)
+            .map(|i| node(&format!("n{i}"), "ALLOCATED", 0))
+            .collect(),
+        vec![
+            job(1, "n1", Some(NOW + 300), false),
+            job(2, "n2", Some(NOW + 30), false),
+            job(3, "n3", Some(NOW + 120), false),
+            job(4, "n4", Some(NOW + 10), false),
+        ],
+    );
+    let p = plan("p", &s, &snap, &pending(&["n1", "n2", "n3", "n4"]), t(NOW));
+    assert_eq!(admitted(&p), ["n4", "n2"]);
+    assert!(p.budget_exhausted);
+    assert_eq!(
+        p.preview
+            .iter()
+            .map(|x| x.node.as_str())
+            .collect::<Vec<_>>(),
+        ["n3", "n1"]
+    );
+    assert_eq!(p.preview[0].release_time, Some(t(NOW + 120)));
+    let Action::CreateReservation {
+        start, name, flags, ..
+    } = &p.updates[0].actions[0]
+    else {
+        panic!("{:?}", p.updates[0].actions)
+    };
+    assert_eq!(*start, Some(t(NOW + 10)));
+    assert_eq!(name, &format!("slurm-maint-n4-{}", campaign_id(t(NOW))));
+    assert_eq!(flags, &["MAINT"]);
+}
+
+#[test]
+fn down_nodes_count_against_the_budget_and_are_left_alone() {
+    let s = settings(50.0); // 2 allowed
+    let mut drained = node("n1", "IDLE+DRAIN", 0);
+    drained.reason = Some("bad DIMM".into());
+    let snap = snapshot(
+        vec![
+            drained,
+            node("n2", "IDLE", 0),
+            node("n3", "IDLE", 0),
+            node("n4", "IDLE", 0),
+        ],
+        vec![],
+    );
+    let p = plan("p", &s, &snap, &pending(&["n1", "n2", "n3", "n4"]), t(NOW));
+    assert_eq!(admitted(&p), ["n2"]);
+    assert!(p.waiting["n1"].contains("bad DIMM"), "{:?}", p.waiting);
+    assert!(p.waiting["n3"].contains("budget full"));
+    assert_eq!(p.budget.occupied().len(), 2);
+}
+
+#[test]
+fn one_node_always_proceeds_in_a_small_partition() {
+    // The seed deadlocked here: 25 % of 4 nodes.
+    let s = settings(25.0);
+    let snap = snapshot(
+        (1..=4).map(|i| node(&format!("n{i}"), "IDLE", 0)).collect(),
+        vec![],
+    );
+    let p = plan("p", &s, &snap, &pending(&["n1", "n2", "n3", "n4"]), t(NOW));
+    assert_eq!(admitted(&p), ["n1"]);
+}
+
+#[test]
+fn lead_time_counts_imminent_reservations_only() {
+    let s = settings(50.0); // 2 of 4, lead 60 min
+    let snap = snapshot(
+        (1..=4)
+            .map(|i| node(&format!("n{i}"), "ALLOCATED", 0))
+            .collect(),
+        (1..=4)
+            .map(|i| job(i, &format!("n{i}"), Some(NOW + 30 * i as i64 + 60), false))
+            .collect(),
+    );
+    let p = plan("p", &s, &snap, &pending(&["n1", "n2", "n3", "n4"]), t(NOW));
+    // Reservations at +90 and +120 min: beyond the lead time, not yet "unavailable",
+    // but committed — so nothing more is admitted.
+    assert_eq!(admitted(&p), ["n1", "n2"]);
+    assert_eq!(p.budget.unavailable.len(), 0);
+    assert_eq!(p.budget.reserved_ahead.len(), 2);
+    // Someone else's MAINT reservation within the lead time makes n3 unavailable.
+    let mut snap2 = snap.clone();
+    snap2.reservations.push(Reservation {
+        name: "admin-maint".into(),
+        start: t(NOW + 30),
+        end: t(NOW + 600),
+        nodes: vec!["n3".into()],
+        flags: vec!["MAINT".into()],
+        users: vec!["root".into()],
+        accounts: vec![],
+        partition: None,
+    });
+    let p2 = plan("p", &s, &snap2, &pending(&["n1", "n2", "n3", "n4"]), t(NOW));
+    assert_eq!(admitted(&p2), ["n1"], "{:#?}", p2.budget);
+    assert!(p2.budget.unavailable.contains("n3"));
+}
+
+#[test]
+fn preemptable_jobs_are_waited_for_or_cancelled() {
+    let mut s = settings(100.0);
+    let snap = snapshot(
+        vec![node("n1", "ALLOCATED", 0), node("n2", "ALLOCATED", 0)],
+        vec![
+            job(1, "n1", Some(NOW + 60), true),
+            job(2, "n2", Some(NOW + 30), false),
+            job(3, "n2", Some(NOW + 90), true),
+        ],
+    );
+    let p = plan("p", &s, &snap, &pending(&["n1", "n2"]), t(NOW));
+    let starts: Vec<_> = p
+        .actions()
+        .filter_map(|a| match a {
+            Action::CreateReservation { node, start, .. } => Some((node.clone(), *start)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            ("n1".into(), Some(t(NOW + 60))),
+            ("n2".into(), Some(t(NOW + 90)))
+        ]
+    );
+    assert!(!p.actions().any(|a| matches!(a, Action::CancelJob { .. })));
+
+    s.terminate_preemptable = true;
+    let p = plan("p", &s, &snap, &pending(&["n1", "n2"]), t(NOW));
+    let acts: Vec<_> = p.actions().cloned().collect();
+    assert!(acts.contains(&Action::CancelJob {
+        job_id: 1,
+        node: "n1".into()
+    }));
+    assert!(acts.contains(&Action::CancelJob {
+        job_id: 3,
+        node: "n2".into()
+    }));
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::CancelJob { job_id: 2, .. }))
+    );
+    // n1 starts now, over its running job: IGNORE_JOBS is needed.
+    let Action::CreateReservation {
+        start: None, flags, ..
+    } = &acts[0]
+    else {
+        panic!("{acts:?}")
+    };
+    assert!(flags.contains(&"IGNORE_JOBS".to_string()));
+}
+
+#[test]
+fn unlimited_jobs_go_last_and_reserve_now_over_the_job() {
+    let s = settings(100.0);
+    let snap = snapshot(
+        vec![node("n1", "ALLOCATED", 0), node("n2", "ALLOCATED", 0)],
+        vec![
+            job(1, "n1", None, false),
+            job(2, "n2", Some(NOW + 500), false),
+        ],
+    );
+    let p = plan("p", &s, &snap, &pending(&["n1", "n2"]), t(NOW));
+    assert_eq!(admitted(&p), ["n2", "n1"]);
+    let create_n1 = p
+        .actions()
+        .find(|a| matches!(a, Action::CreateReservation { node, .. } if node == "n1"))
+        .unwrap();
+    let Action::CreateReservation { start, flags, .. } = create_n1 else {
+        unreachable!()
+    };
+    assert_eq!(*start, None);
+    assert!(flags.contains(&"IGNORE_JOBS".into()));
+}
+
+#[test]
+fn safe_by_default_monitor_only_and_pause_and_windows() {
+    let mut sp = spec();
+    sp.campaign.reboot_required_before = Some(t(NOW));
+    let s = Settings::from_spec(&sp, t(NOW)).unwrap();
+    let snap = snapshot(vec![node("n1", "IDLE", 0)], vec![]);
+    let p = plan("p", &s, &snap, &pending(&["n1"]), t(NOW));
+    assert!(p.updates.is_empty() && p.actions().next().is_none());
+    assert!(p.waiting["n1"].contains("monitor only"));
+    assert_eq!(p.preview.len(), 1, "the plan is still shown");
+
+    let mut s = settings(100.0);
+    s.paused = true;
+    let p = plan("p", &s, &snap, &pending(&["n1"]), t(NOW));
+    assert!(p.actions().next().is_none());
+    assert!(p.waiting["n1"].contains("paused"));
+
+    let mut s = settings(100.0);
+    s.window_open = false;
+    let p = plan("p", &s, &snap, &pending(&["n1"]), t(NOW));
+    assert!(p.actions().next().is_none());
+}
+
+#[test]
+fn paused_policies_finish_in_flight_nodes() {
+    let mut s = settings(100.0);
+    s.paused = true;
+    let snap = snapshot(vec![node("n1", "IDLE", 0)], vec![]);
+    let mut w = work_for("n1", Phase::PendingReboot);
+    w.status.reservation_name = Some(reservation_name("slurm-maint", "n1", w.campaign.as_deref()));
+    let p = plan("p", &s, &snap, &[w], t(NOW));
+    assert!(matches!(p.updates[0].actions[..], [Action::Reboot { .. }]));
+}
+
+/// Drive one node through every phase with a scripted Slurm.
+#[test]
+fn full_state_machine_of_one_node() {
+    let s = settings(100.0);
+    let resv = reservation_name("slurm-maint", "n1", Some(&campaign_id(t(NOW))));
+    let mut snap = snapshot(
+        vec![node("n1", "ALLOCATED", 0)],
+        vec![job(1, "n1", Some(NOW + 30), false)],
+    );
+    let mut work = vec![];
+    let mut now = NOW;
+
+    let pass = |snap: &Snapshot, work: &mut Vec<Work>, now: i64| {
+        let p = plan("p", &s, snap, work, t(now));
+        apply(work, &p);
+        p
+    };
+    let p = pass(&snap, &mut work, now);
+    assert_eq!(p.new_work.len(), 1);
+    let p = pass(&snap, &mut work, now);
+    assert_eq!(work[0].status.phase, Phase::Reserved);
+    assert!(
+        matches!(&p.updates[0].actions[0], Action::CreateReservation { start: Some(x), .. } if *x == t(NOW + 30))
+    );
+
+    // The pass died before the reservation was created: the next pass creates it again.
+    let p = pass(&snap, &mut work, now);
+    assert!(
+        matches!(&p.updates[0].actions[0], Action::CreateReservation { name, .. } if *name == resv)
+    );
+    snap.reservations.push(Reservation {
+        name: resv.clone(),
+        start: t(NOW + 30),
+        end: t(NOW + 30 + 360),
+        nodes: vec!["n1".into()],
+        flags: vec!["MAINT".into()],
+        users: vec!["root".into()],
+        accounts: vec![],
+        partition: None,
+    });
+    // Nothing to do while waiting.
+    let p = pass(&snap, &mut work, now);
+    assert!(p.updates.is_empty(), "{:?}", p.updates);
+
+    // The job ended early: the reservation moves to now.
+    snap.jobs.clear();
+    now += 5;
+    let p = pass(&snap, &mut work, now);
+    assert_eq!(
+        p.updates[0].actions,
+        [Action::UpdateReservationStart {
+            name: resv.clone(),
+            start: None
+        }]
+    );
+    snap.reservations[0].start = t(now);
+    now += 1;
+    pass(&snap, &mut work, now);
+    assert_eq!(work[0].status.phase, Phase::PendingReboot);
+    let p = pass(&snap, &mut work, now);
+    assert!(matches!(p.updates[0].actions[..], [Action::Reboot { .. }]));
+    assert_eq!(work[0].status.phase, Phase::Rebooting);
+    assert_eq!(work[0].status.attempts, 1);
+    assert_eq!(work[0].status.boot_time_before, Some(t(0)));
+
+    snap.nodes[0].state = NodeState::parse("DOWN+DRAIN+REBOOT_ISSUED").unwrap();
+    now += 1;
+    pass(&snap, &mut work, now);
+    assert_eq!(work[0].status.phase, Phase::Recovering);
+    snap.nodes[0].state = NodeState::parse("IDLE+MAINTENANCE+RESERVED").unwrap();
+    snap.nodes[0].boot_time = Some(t(now));
+    now += 1;
+    pass(&snap, &mut work, now);
+    assert_eq!(work[0].status.phase, Phase::HealthCheck);
+    // Waits for the health result.
+    assert!(pass(&snap, &mut work, now).updates.is_empty());
+    snap.health.insert(
+        "n1".into(),
+        HealthResult {
+            healthy: true,
+            message: "ok".into(),
+        },
+    );
+    let p = pass(&snap, &mut work, now);
+    assert_eq!(work[0].status.phase, Phase::Completed);
+    assert_eq!(
+        p.updates[0].actions,
+        [Action::DeleteReservation { name: resv.clone() }]
+    );
+    // Reservation still there (the delete was lost): deleted again; once gone, nothing.
+    assert_eq!(pass(&snap, &mut work, now).updates[0].actions.len(), 1);
+    snap.reservations.clear();
+    let p = pass(&snap, &mut work, now);
+    assert!(p.updates.is_empty() && p.new_work.is_empty());
+    let phases: Vec<Phase> = work[0].status.transitions.iter().map(|t| t.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::Reserved,
+            Phase::PendingReboot,
+            Phase::Rebooting,
+            Phase::Recovering,
+            Phase::HealthCheck,
+            Phase::Completed
+        ]
+    );
+}
+
+#[test]
+fn timeouts_retry_then_fail_and_keep_the_node_drained() {
+    let s = settings(100.0);
+    let snap = snapshot(vec![node("n1", "DOWN+DRAIN+REBOOT_ISSUED", 0)], vec![]);
+    let mut w = work_for("n1", Phase::Rebooting);
+    w.status.attempts = 1;
+    w.status.boot_time_before = Some(t(0));
+    w.status.reboot_issued_at = Some(t(NOW));
+    // Within the timeout: still rebooting.
+    let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 5));
+    assert_eq!(p.updates[0].status.phase, Phase::Recovering);
+    // Past it: back to PendingReboot for another attempt.
+    let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 11));
+    assert_eq!(p.updates[0].status.phase, Phase::PendingReboot);
+    assert!(
+        p.updates[0]
+            .status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("not back in service")
+    );
+    // The last attempt: Failed, drained with a reason.
+    w.status.attempts = 3;
+    let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 11));
+    assert_eq!(p.updates[0].status.phase, Phase::Failed);
+    assert!(
+        matches!(&p.updates[0].actions[0], Action::Drain { reason, .. } if reason.contains("after 3 attempts"))
+    );
+}
+
+#[test]
+fn slurm_reboot_timeout_fails_the_attempt_at_once() {
+    let s = settings(100.0);
+    let mut n = node("n1", "DOWN+DRAIN", 0);
+    n.reason = Some("slurm-maint: x : reboot timed out".into());
+    let mut w = work_for("n1", Phase::Recovering);
+    w.status.attempts = 1;
+    w.status.boot_time_before = Some(t(0));
+    w.status.reboot_issued_at = Some(t(NOW));
+    let p = plan("p", &s, &snapshot(vec![n], vec![]), &[w], t(NOW + 2));
+    assert_eq!(p.updates[0].status.phase, Phase::PendingReboot);
+}
+
+#[test]
+fn failed_health_check_fails_and_drains() {
+    let s = settings(100.0);
+    let mut snap = snapshot(vec![node("n1", "IDLE", NOW)], vec![]);
+    snap.health.insert(
+        "n1".into(),
+        HealthResult {
+            healthy: false,
+            message: "GPU 3 missing".into(),
+        },
+    );
+    let p = plan(
+        "p",
+        &s,
+        &snap,
+        &[work_for("n1", Phase::HealthCheck)],
+        t(NOW),
+    );
+    assert_eq!(p.updates[0].status.phase, Phase::Failed);
+    assert!(
+        matches!(&p.updates[0].actions[0], Action::Drain { reason, .. } if reason.contains("GPU 3 missing"))
+    );
+}
+
+#[test]
+fn withdrawing_the_campaign_releases_unstarted_nodes() {
+    let mut s = settings(100.0);
+    s.reboot_required_before = None;
+    let snap = snapshot(vec![node("n1", "IDLE", 0), node("n2", "IDLE", 0)], vec![]);
+    let mut reserved = work_for("n1", Phase::Reserved);
+    let resv = reservation_name("slurm-maint", "n1", reserved.campaign.as_deref());
+    reserved.status.reservation_name = Some(resv.clone());
+    let mut snap2 = snap.clone();
+    snap2.reservations.push(Reservation {
+        name: resv.clone(),
+        start: t(NOW + 100),
+        end: t(NOW + 400),
+        nodes: vec!["n1".into()],
+        flags: vec!["MAINT".into()],
+        users: vec![],
+        accounts: vec![],
+        partition: None,
+    });
+    let p = plan(
+        "p",
+        &s,
+        &snap2,
+        &[reserved, work_for("n2", Phase::Pending)],
+        t(NOW),
+    );
+    assert!(p.updates.iter().all(|u| u.status.phase == Phase::Completed));
+    assert_eq!(
+        p.actions().cloned().collect::<Vec<_>>(),
+        [Action::DeleteReservation { name: resv }]
+    );
+}
+
+#[test]
+fn nodes_going_down_elsewhere_withdraw_future_reservations() {
+    let s = settings(50.0); // 4 nodes → 2 allowed
+    let mut work = vec![];
+    for (n, start) in [("n1", NOW + 200), ("n2", NOW + 300)] {
+        let mut w = work_for(n, Phase::Reserved);
+        w.status.reservation_name = Some(reservation_name("slurm-maint", n, w.campaign.as_deref()));
+        w.status.reservation_start = Some(t(start));
+        work.push(w);
+    }
+    let snap = snapshot(
+        vec![
+            node("n1", "ALLOCATED", 0),
+            node("n2", "ALLOCATED", 0),
+            node("n3", "DOWN*", 0),
+            node("n4", "IDLE", NOW + 1),
+        ],
+        vec![
+            job(1, "n1", Some(NOW + 200), false),
+            job(2, "n2", Some(NOW + 300), false),
+        ],
+    );
+    let mut snap = snap;
+    for w in &work {
+        snap.reservations.push(Reservation {
+            name: w.status.reservation_name.clone().unwrap(),
+            start: w.status.reservation_start.unwrap(),
+            end: t(NOW + 1000),
+            nodes: vec![w.node.clone()],
+            flags: vec!["MAINT".into()],
+            users: vec![],
+            accounts: vec![],
+            partition: None,
+        });
+    }
+    let p = plan("p", &s, &snap, &work, t(NOW));
+    // n3 went down: 3 occupied > 2 allowed; the latest reservation (n2) is withdrawn.
+    let withdrawn: Vec<_> = p
+        .updates
+        .iter()
+        .filter(|u| u.status.phase == Phase::Pending)
+        .map(|u| u.node.as_str())
+        .collect();
+    assert_eq!(withdrawn, ["n2"]);
+    assert_eq!(p.budget.occupied().len(), 2);
+}
+
+#[test]
+fn vanished_nodes_fail_and_leave_nothing_behind() {
+    let s = settings(100.0);
+    let mut w = work_for("gone", Phase::Reserved);
+    let resv = reservation_name("slurm-maint", "gone", w.campaign.as_deref());
+    w.status.reservation_name = Some(resv.clone());
+    let mut snap = snapshot(vec![node("n1", "IDLE", NOW)], vec![]);
+    snap.reservations.push(Reservation {
+        name: resv.clone(),
+        start: t(0),
+        end: t(NOW + 100),
+        nodes: vec!["gone".into()],
+        flags: vec!["MAINT".into()],
+        users: vec![],
+        accounts: vec![],
+        partition: None,
+    });
+    let p = plan("p", &s, &snap, &[w], t(NOW));
+    assert_eq!(p.updates[0].status.phase, Phase::Failed);
+    assert_eq!(
+        p.updates[0].actions,
+        [Action::DeleteReservation { name: resv }]
+    );
+}
+
+#[test]
+fn spec_errors_are_clear() {
+    let mut sp = spec();
+    sp.nodelist = Some("n[3-1]".into());
+    let e = Settings::from_spec(&sp, t(0)).unwrap_err();
+    assert!(e.to_string().starts_with("spec.nodelist:"), "{e}");
+    let mut sp = spec();
+    sp.reboots.enabled = true;
+    assert_eq!(
+        Settings::from_spec(&sp, t(0)),
+        Err(SpecError::RebootsWithoutReservations)
+    );
+    let mut sp = spec();
+    sp.budget.max_unavailable = Some(1);
+    sp.budget.max_unavailable_percent = Some(5.0);
+    assert_eq!(Settings::from_spec(&sp, t(0)), Err(SpecError::BothLimits));
+    let mut sp = spec();
+    sp.reservations.users.clear();
+    assert_eq!(Settings::from_spec(&sp, t(0)), Err(SpecError::NoUsers));
+}
+
+#[test]
+fn work_names_are_valid_and_distinct() {
+    assert_eq!(work_name("pol", "node001", "c1"), "pol-node001-c1");
+    let a = work_name("pol", "Node_A", "c1");
+    let b = work_name("pol", "node-a", "c1");
+    assert_ne!(a, b);
+    assert!(
+        a.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    );
+    let long = work_name(&"p".repeat(250), "n", "c1");
+    assert!(long.len() <= 253);
+}
+
+// ---- properties ----
+
+#[derive(Clone, Debug)]
+struct World {
+    states: Vec<&'static str>,
+    jobs: Vec<(usize, Option<i64>, bool)>,
+    phases: Vec<Option<(Phase, i64)>>,
+    foreign_resv: Vec<(usize, i64)>,
+    pct: f64,
+    terminate: bool,
+}
+
+const STATES: &[&str] = &[
+    "IDLE",
+    "IDLE",
+    "IDLE",
+    "ALLOCATED",
+    "MIXED",
+    "IDLE+DRAIN",
+    "DOWN*",
+    "ALLOCATED+DRAIN",
+    "DOWN+DRAIN+REBOOT_ISSUED",
+    "IDLE+MAINTENANCE+RESERVED",
+    "IDLE+NOT_RESPONDING",
+];
+
+fn world() -> impl Strategy<Value = World> {
+    (1usize..24).prop_flat_map(|n| {
+        (
+            prop::collection::vec(prop::sample::select(STATES), n),
+            prop::collection::vec(
+                (
+                    0..n,
+                    prop::option::weighted(0.9, -30i64..600),
+                    any::<bool>(),
+                ),
+                0..40,
+            ),
+            prop::collection::vec(
+                prop::option::of((prop::sample::select(Phase::ALL.to_vec()), -100i64..400)),
+                n,
+            ),
+            prop::collection::vec((0..n, -60i64..300), 0..3),
+            prop::sample::select(vec![1.0, 5.0, 10.0, 25.0, 33.0, 50.0, 100.0]),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(states, jobs, phases, foreign_resv, pct, terminate)| World {
+                    states,
+                    jobs,
+                    phases,
+                    foreign_resv,
+                    pct,
+                    terminate,
+                },
+            )
+    })
+}
+
+fn build(w: &World) -> (Settings, Snapshot, Vec<Work>) {
+    let mut s = settings(w.pct);
+    s.terminate_preemptable = w.terminate;
+    let nodes: Vec<Node> = w
+        .states
+        .iter()
+        .enumerate()
+        .map(|(i, st)| node(&format!("n{i:02}"), st, 0))
+        .collect();
+    let jobs = w
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, (n, end, pre))| {
+            job(
+                i as u64 + 1,
+                &format!("n{n:02}"),
+                end.map(|e| NOW + e),
+                *pre,
+            )
+        })
+        .collect();
+    let mut reservations: Vec<Reservation> = w
+        .foreign_resv
+        .iter()
+        .enumerate()
+        .map(|(i, (n, start))| Reservation {
+            name: format!("admin-{i}"),
+            start: t(NOW + start),
+            end: t(NOW + start + 120),
+            nodes: vec![format!("n{n:02}")],
+            flags: vec!["MAINT".into()],
+            users: vec!["root".into()],
+            accounts: vec![],
+            partition: None,
+        })
+        .collect();
+    let mut work = vec![];
+    for (i, ph) in w.phases.iter().enumerate() {
+        let Some((phase, start)) = ph else { continue };
+        let mut wk = work_for(&format!("n{i:02}"), *phase);
+        if *phase != Phase::Pending {
+            let name = reservation_name("slurm-maint", &wk.node, wk.campaign.as_deref());
+            wk.status.reservation_name = Some(name.clone());
+            wk.status.reservation_start = Some(t(NOW + start));
+            wk.status.attempts = 1;
+            wk.status.reboot_issued_at = Some(t(NOW - 1));
+            reservations.push(Reservation {
+                name,
+                start: t(NOW + start),
+                end: t(NOW + start + 360),
+                nodes: vec![wk.node.clone()],
+                flags: vec!["MAINT".into()],
+                users: vec!["root".into()],
+                accounts: vec![],
+                partition: None,
+            });
+        }
+        work.push(wk);
+    }
+    (
+        s,
+        snapshot(nodes, jobs).with_reservations(reservations),
+        work,
+    )
+}
+
+impl Snapshot {
+    fn with_reservations(mut self, r: Vec<Reservation>) -> Self {
+        self.reservations = r;
+        self
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Admission never takes the partition past its budget: every node admitted found
+    /// room, and afterwards |occupied| ≤ max(allowed, what it was before).
+    #[test]
+    fn never_plans_past_the_budget(w in world()) {
+        let (s, snap, work) = build(&w);
+        let p = plan("p", &s, &snap, &work, t(NOW));
+        let before = p.observed.occupied().len();
+        let after = p.budget.occupied().len();
+        let admitted = admitted_nodes(&p, &work);
+        if !admitted.is_empty() {
+            prop_assert!(after <= p.budget.allowed, "after {after} > allowed {}", p.budget.allowed);
+        }
+        prop_assert!(after <= before.max(p.budget.allowed));
+        // No node that Slurm has down is ever admitted.
+        for n in admitted {
+            prop_assert!(!p.observed.down.contains(n));
+        }
+    }
+
+    /// Only preemptable jobs are ever cancelled, and only when the policy allows it.
+    #[test]
+    fn never_plans_ending_a_non_preemptable_job(w in world()) {
+        let (s, snap, work) = build(&w);
+        let p = plan("p", &s, &snap, &work, t(NOW));
+        for a in p.actions() {
+            if let Action::CancelJob { job_id, node } = a {
+                prop_assert!(s.terminate_preemptable);
+                let j = snap.jobs.iter().find(|j| j.id == *job_id).unwrap();
+                prop_assert!(j.preemptable, "job {job_id} on {node} is not preemptable");
+                prop_assert!(j.nodes.contains(node));
+            }
+            // A reservation never starts before a job it may not end.
+            if let Action::CreateReservation { node, start, .. } = a {
+                // ...unless a job without a time limit makes the release time unknown:
+                // then it starts now with IGNORE_JOBS, and running jobs are left to finish.
+                let t0 = start.unwrap_or(t(NOW));
+                let on_node: Vec<&Job> = snap.jobs.iter().filter(|j| j.nodes.contains(node) && j.is_active()).collect();
+                let kept = |j: &&&Job| !(s.terminate_preemptable && j.preemptable);
+                let unknown = on_node.iter().filter(kept).any(|j| j.end_time.is_none());
+                if let Action::CreateReservation { flags, .. } = a && unknown {
+                    prop_assert!(start.is_none() && flags.iter().any(|f| f == "IGNORE_JOBS"));
+                    continue;
+                }
+                for j in on_node.iter().filter(kept) {
+                    if let Some(end) = j.end_time {
+                        prop_assert!(t0 >= end || end <= t(NOW), "reservation on {node} at {t0} overlaps job {}", j.id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The plan depends on the input, not its order.
+    #[test]
+    fn deterministic_and_order_independent(w in world(), seed in any::<u64>()) {
+        let (s, snap, work) = build(&w);
+        let p1 = plan("p", &s, &snap, &work, t(NOW));
+        let p2 = plan("p", &s, &snap, &work, t(NOW));
+        prop_assert_eq!(&p1, &p2);
+        let mut shuffled = snap.clone();
+        let mut work2 = work.clone();
+        let rot = |len: usize| if len == 0 { 0 } else { (seed as usize) % len };
+        let k = rot(shuffled.nodes.len());
+        shuffled.nodes.rotate_left(k);
+        shuffled.nodes.reverse();
+        let k = rot(shuffled.jobs.len());
+        shuffled.jobs.rotate_left(k);
+        shuffled.reservations.reverse();
+        work2.reverse();
+        let p3 = plan("p", &s, &shuffled, &work2, t(NOW));
+        prop_assert_eq!(p1, p3);
+    }
+
+    /// Rebooting is issued only for empty nodes in an active reservation of ours, and the
+    /// same work is never rebooted twice in one pass.
+    #[test]
+    fn reboots_only_empty_reserved_nodes(w in world()) {
+        let (s, snap, work) = build(&w);
+        let p = plan("p", &s, &snap, &work, t(NOW));
+        let mut seen = BTreeSet::new();
+        for a in p.actions() {
+            if let Action::Reboot { node, .. } = a {
+                prop_assert!(seen.insert(node.clone()), "double reboot of {node}");
+                prop_assert!(snap.jobs.iter().all(|j| !j.is_active() || !j.nodes.contains(node)));
+                let wk = work.iter().find(|wk| &wk.node == node).unwrap();
+                prop_assert_eq!(wk.status.phase, Phase::PendingReboot);
+            }
+        }
+    }
+}
+
+/// Nodes moved from Pending to Reserved by this plan.
+fn admitted_nodes<'a>(p: &'a Plan, work: &[Work]) -> Vec<&'a String> {
+    p.updates
+        .iter()
+        .filter(|u| u.status.phase == Phase::Reserved)
+        .filter(|u| {
+            work.iter()
+                .any(|w| w.name == u.name && w.status.phase == Phase::Pending)
+        })
+        .map(|u| &u.node)
+        .collect()
+}
