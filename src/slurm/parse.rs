@@ -1,1 +1,691 @@
-//! Parsers for Slurm 22.05 output.
+//! Parsers for what Slurm 22.05 prints.
+//!
+//! - `scontrol show node|job|reservation|partition -o`: one record per line, `Key=Value`
+//!   pairs; values may hold spaces (`Reason=disk failure on sda [root@…]`); `(null)`,
+//!   `None`, `N/A`, `Unknown` mean "no value"; times are local, without a zone.
+//! - `sinfo --json` (nodes only in 22.05) and `squeue --json`: epochs in UTC.
+//!
+//! Local times are interpreted in the time zone Slurm runs in, passed by the caller
+//! (the seed tool parsed them as UTC and was off by the host's offset).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use serde_json::Value;
+
+use super::{Job, Node, NodeState, Partition, Reservation, hostlist};
+
+/// Slurm output that cannot be understood.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid JSON from {what}: {message}")]
+    Json { what: &'static str, message: String },
+    #[error("{what}: record {index} lacks {field}")]
+    Missing {
+        what: &'static str,
+        index: usize,
+        field: &'static str,
+    },
+    #[error("{what}: bad {field} {value:?}: {message}")]
+    Value {
+        what: &'static str,
+        field: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+/// Values Slurm prints for "nothing".
+pub fn is_null(v: &str) -> bool {
+    matches!(
+        v,
+        "" | "(null)" | "None" | "N/A" | "n/a" | "Unknown" | "(none)"
+    )
+}
+
+/// One `-o` record: keys in order, values with the spaces they had.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record(pub Vec<(String, String)>);
+
+impl Record {
+    /// The value of `key`, `None` if absent or a null word.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !is_null(v))
+    }
+
+    /// Whether `key` appears at all (even with a null value).
+    pub fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+}
+
+fn starts_pair(token: &str) -> Option<(&str, &str)> {
+    let (k, v) = token.split_once('=')?;
+    let mut chars = k.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '/' | '.')))
+    .then_some((k, v))
+}
+
+/// Split one `-o` line into pairs. A space-separated token that is not `Key=…` continues
+/// the previous value (`Reason=disk failure on sda`).
+pub fn parse_record(line: &str) -> Record {
+    let mut pairs: Vec<(String, String)> = vec![];
+    for token in line.split(' ').filter(|t| !t.is_empty()) {
+        match starts_pair(token) {
+            // `Reason=` is printed last and free text: once in it, keep appending.
+            Some((k, v))
+                if pairs
+                    .last()
+                    .is_none_or(|(pk, _)| pk != "Reason" || k == "Comment") =>
+            {
+                pairs.push((k.to_string(), v.to_string()));
+            }
+            _ => {
+                if let Some((_, v)) = pairs.last_mut() {
+                    v.push(' ');
+                    v.push_str(token);
+                }
+            }
+        }
+    }
+    Record(pairs)
+}
+
+/// Records of `scontrol show … -o` output (one per non-empty line; "No … in the system"
+/// means none).
+pub fn parse_records(output: &str) -> Vec<Record> {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("No ") && l.contains('='))
+        .map(parse_record)
+        .collect()
+}
+
+/// A Slurm local time (`2026-11-22T06:10:00`), or an epoch, in `tz`.
+pub fn parse_time(value: &str, tz: &TimeZone) -> Result<Option<Timestamp>, String> {
+    if is_null(value) {
+        return Ok(None);
+    }
+    if let Ok(secs) = value.parse::<i64>() {
+        return Timestamp::from_second(secs)
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    if let Ok(ts) = value.parse::<Timestamp>() {
+        return Ok(Some(ts));
+    }
+    let dt: DateTime = value.parse().map_err(|e: jiff::Error| e.to_string())?;
+    dt.to_zoned(tz.clone())
+        .map(|z| Some(z.timestamp()))
+        .map_err(|e| e.to_string())
+}
+
+/// A Slurm duration: `[days-]hours:minutes:seconds`, `minutes:seconds`, `minutes`;
+/// `UNLIMITED`/`INFINITE` → `None`.
+pub fn parse_time_limit(value: &str) -> Result<Option<u64>, String> {
+    let v = value.trim();
+    if matches!(v, "UNLIMITED" | "INFINITE" | "Partition_Limit" | "NONE") || is_null(v) {
+        return Ok(None);
+    }
+    let bad = || format!("unrecognised time limit {v:?}");
+    let (days, rest) = match v.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().map_err(|_| bad())?, r),
+        None => (0, v),
+    };
+    let parts: Vec<u64> = rest
+        .split(':')
+        .map(|p| p.parse::<u64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let secs = match (days > 0 || v.contains('-'), parts.as_slice()) {
+        (true, [h]) => h * 3600,
+        (true, [h, m]) => h * 3600 + m * 60,
+        (_, [h, m, s]) => h * 3600 + m * 60 + s,
+        (false, [m, s]) => m * 60 + s,
+        (false, [m]) => m * 60,
+        _ => return Err(bad()),
+    };
+    Ok(Some(days * 86_400 + secs))
+}
+
+fn value_err(
+    what: &'static str,
+    field: &'static str,
+    value: &str,
+    message: impl Into<String>,
+) -> ParseError {
+    ParseError::Value {
+        what,
+        field,
+        value: value.to_string(),
+        message: message.into(),
+    }
+}
+
+fn expand(
+    what: &'static str,
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Vec<String>, ParseError> {
+    match value {
+        None => Ok(vec![]),
+        Some(v) => hostlist::expand(v).map_err(|e| value_err(what, field, v, e.to_string())),
+    }
+}
+
+fn time_field(
+    what: &'static str,
+    field: &'static str,
+    r: &Record,
+    tz: &TimeZone,
+) -> Result<Option<Timestamp>, ParseError> {
+    match r.get(field) {
+        None => Ok(None),
+        Some(v) => parse_time(v, tz).map_err(|m| value_err(what, field, v, m)),
+    }
+}
+
+fn list(v: Option<&str>) -> Vec<String> {
+    v.map(|s| {
+        s.split(',')
+            .filter(|x| !x.is_empty() && !is_null(x))
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// `scontrol show node -o`.
+pub fn scontrol_nodes(output: &str, tz: &TimeZone) -> Result<Vec<Node>, ParseError> {
+    const W: &str = "scontrol show node";
+    parse_records(output)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let name = r.get("NodeName").ok_or(ParseError::Missing {
+                what: W,
+                index: i,
+                field: "NodeName",
+            })?;
+            let state_s = r.get("State").ok_or(ParseError::Missing {
+                what: W,
+                index: i,
+                field: "State",
+            })?;
+            let state = NodeState::parse(state_s)
+                .map_err(|e| value_err(W, "State", state_s, e.to_string()))?;
+            Ok(Node {
+                name: name.to_string(),
+                state,
+                reason: r.get("Reason").map(String::from),
+                boot_time: time_field(W, "BootTime", r, tz)?,
+                partitions: list(r.get("Partitions")),
+                reservation: r.get("ReservationName").map(String::from),
+            })
+        })
+        .collect()
+}
+
+/// `scontrol show job -o`. A job is preemptable when `PreemptEligibleTime` is present or
+/// its partition preempts (`preempting` lists those partitions).
+pub fn scontrol_jobs(
+    output: &str,
+    tz: &TimeZone,
+    preempting: &[String],
+) -> Result<Vec<Job>, ParseError> {
+    const W: &str = "scontrol show job";
+    parse_records(output)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let missing = |field| ParseError::Missing {
+                what: W,
+                index: i,
+                field,
+            };
+            let id_s = r.get("JobId").ok_or(missing("JobId"))?;
+            let id = id_s
+                .parse()
+                .map_err(|_| value_err(W, "JobId", id_s, "not a number"))?;
+            let partition = r.get("Partition").unwrap_or_default().to_string();
+            let limit = match r.get("TimeLimit") {
+                None => None,
+                Some(v) => parse_time_limit(v).map_err(|m| value_err(W, "TimeLimit", v, m))?,
+            };
+            let start = time_field(W, "StartTime", r, tz)?;
+            // Slurm gives unlimited jobs an EndTime a year out: that is not an end.
+            let end = match limit {
+                None => None,
+                Some(secs) => time_field(W, "EndTime", r, tz)?.or_else(|| {
+                    start.and_then(|s| {
+                        s.checked_add(jiff::SignedDuration::from_secs(secs as i64))
+                            .ok()
+                    })
+                }),
+            };
+            let preemptable = r.get("PreemptEligibleTime").is_some()
+                || partition
+                    .split(',')
+                    .any(|p| preempting.iter().any(|x| x == p));
+            Ok(Job {
+                id,
+                name: r.get("JobName").unwrap_or_default().to_string(),
+                user: r
+                    .get("UserId")
+                    .map(|u| u.split('(').next().unwrap_or(u).to_string())
+                    .unwrap_or_default(),
+                partition,
+                state: r.get("JobState").unwrap_or("UNKNOWN").to_string(),
+                nodes: expand(W, "NodeList", r.get("NodeList"))?,
+                qos: r.get("QOS").map(String::from),
+                start_time: start,
+                end_time: end,
+                time_limit_secs: limit,
+                preemptable,
+            })
+        })
+        .collect()
+}
+
+/// `scontrol show reservation -o`.
+pub fn scontrol_reservations(output: &str, tz: &TimeZone) -> Result<Vec<Reservation>, ParseError> {
+    const W: &str = "scontrol show reservation";
+    parse_records(output)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let missing = |field| ParseError::Missing {
+                what: W,
+                index: i,
+                field,
+            };
+            Ok(Reservation {
+                name: r
+                    .get("ReservationName")
+                    .ok_or(missing("ReservationName"))?
+                    .to_string(),
+                start: time_field(W, "StartTime", r, tz)?.ok_or(missing("StartTime"))?,
+                end: time_field(W, "EndTime", r, tz)?.ok_or(missing("EndTime"))?,
+                nodes: expand(W, "Nodes", r.get("Nodes"))?,
+                flags: list(r.get("Flags"))
+                    .into_iter()
+                    .map(|f| f.to_ascii_uppercase())
+                    .collect(),
+                users: list(r.get("Users")),
+                accounts: list(r.get("Accounts")),
+                partition: r.get("PartitionName").map(String::from),
+            })
+        })
+        .collect()
+}
+
+/// `scontrol show partition -o`.
+pub fn scontrol_partitions(output: &str) -> Result<Vec<Partition>, ParseError> {
+    const W: &str = "scontrol show partition";
+    parse_records(output)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let missing = |field| ParseError::Missing {
+                what: W,
+                index: i,
+                field,
+            };
+            let tier_s = r.get("PriorityTier").unwrap_or("1");
+            Ok(Partition {
+                name: r
+                    .get("PartitionName")
+                    .ok_or(missing("PartitionName"))?
+                    .to_string(),
+                nodes: expand(W, "Nodes", r.get("Nodes"))?,
+                preempt_mode: r.get("PreemptMode").unwrap_or("OFF").to_string(),
+                priority_tier: tier_s
+                    .parse()
+                    .map_err(|_| value_err(W, "PriorityTier", tier_s, "not a number"))?,
+                state: r.get("State").unwrap_or("UP").to_string(),
+            })
+        })
+        .collect()
+}
+
+fn json(what: &'static str, output: &str) -> Result<Value, ParseError> {
+    serde_json::from_str(output).map_err(|e| ParseError::Json {
+        what,
+        message: e.to_string(),
+    })
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !is_null(s))
+}
+
+/// An epoch field; Slurm 22.05 prints numbers, later versions `{"set":…,"number":…}`.
+fn epoch_of(v: &Value, key: &str) -> Option<Timestamp> {
+    let n = match v.get(key)? {
+        Value::Number(n) => n.as_i64()?,
+        Value::Object(o) if o.get("set").and_then(Value::as_bool) != Some(false) => {
+            o.get("number")?.as_i64()?
+        }
+        _ => return None,
+    };
+    (n > 0).then(|| Timestamp::from_second(n).ok()).flatten()
+}
+
+fn u64_of(v: &Value, key: &str) -> Option<u64> {
+    match v.get(key)? {
+        Value::Number(n) => n.as_u64(),
+        Value::Object(o) if o.get("set").and_then(Value::as_bool) != Some(false) => {
+            if o.get("infinite").and_then(Value::as_bool) == Some(true) {
+                return None;
+            }
+            o.get("number")?.as_u64()
+        }
+        _ => None,
+    }
+}
+
+/// Slurm's "infinite" and "not set" 32-bit sentinels.
+const NO_VAL: u64 = 0xffff_fffe;
+const INFINITE: u64 = 0xffff_ffff;
+
+/// `sinfo --json` (22.05: nodes only).
+pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
+    const W: &str = "sinfo --json";
+    let doc = json(W, output)?;
+    let nodes = doc
+        .get("nodes")
+        .and_then(Value::as_array)
+        .ok_or(ParseError::Missing {
+            what: W,
+            index: 0,
+            field: "nodes",
+        })?;
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let name = str_of(n, "name").ok_or(ParseError::Missing {
+                what: W,
+                index: i,
+                field: "name",
+            })?;
+            let base = match n.get("state") {
+                Some(Value::String(s)) => s.clone(),
+                // Later versions print the state as a list of words.
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                _ => {
+                    return Err(ParseError::Missing {
+                        what: W,
+                        index: i,
+                        field: "state",
+                    });
+                }
+            };
+            let flags: Vec<&str> = n
+                .get("state_flags")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let state = NodeState::from_parts(&base, &flags)
+                .map_err(|e| value_err(W, "state", &base, e.to_string()))?;
+            Ok(Node {
+                name: name.to_string(),
+                state,
+                reason: str_of(n, "reason").map(String::from),
+                boot_time: epoch_of(n, "boot_time"),
+                partitions: n
+                    .get("partitions")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                reservation: str_of(n, "reservation").map(String::from),
+            })
+        })
+        .collect()
+}
+
+/// `squeue --json`. 22.05 ignores `-p`/`-t` with `--json` and includes finished jobs;
+/// callers filter with [`Job::is_active`] and by node. `preempting` lists partitions
+/// whose PreemptMode is not OFF.
+pub fn squeue_json(output: &str, preempting: &[String]) -> Result<Vec<Job>, ParseError> {
+    const W: &str = "squeue --json";
+    let doc = json(W, output)?;
+    let jobs = doc
+        .get("jobs")
+        .and_then(Value::as_array)
+        .ok_or(ParseError::Missing {
+            what: W,
+            index: 0,
+            field: "jobs",
+        })?;
+    jobs.iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let id = u64_of(j, "job_id").ok_or(ParseError::Missing {
+                what: W,
+                index: i,
+                field: "job_id",
+            })?;
+            let partition = str_of(j, "partition").unwrap_or_default().to_string();
+            // time_limit is in minutes; INFINITE/NO_VAL mean no limit.
+            let limit = u64_of(j, "time_limit")
+                .filter(|m| *m != INFINITE && *m != NO_VAL)
+                .map(|m| m * 60);
+            let start = epoch_of(j, "start_time");
+            let end = limit.and(epoch_of(j, "end_time"));
+            let state = match j.get("job_state") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(a)) => a
+                    .first()
+                    .and_then(Value::as_str)
+                    .unwrap_or("UNKNOWN")
+                    .to_string(),
+                _ => "UNKNOWN".into(),
+            };
+            let nodes = expand(W, "nodes", str_of(j, "nodes"))?;
+            let preemptable = epoch_of(j, "preemptable_time").is_some()
+                || partition
+                    .split(',')
+                    .any(|p| preempting.iter().any(|x| x == p));
+            Ok(Job {
+                id,
+                name: str_of(j, "name").unwrap_or_default().to_string(),
+                user: str_of(j, "user_name").unwrap_or_default().to_string(),
+                partition,
+                state,
+                nodes,
+                qos: str_of(j, "qos").map(String::from),
+                start_time: start,
+                end_time: end,
+                time_limit_secs: limit,
+                preemptable,
+            })
+        })
+        .collect()
+}
+
+/// Partitions among `partitions` whose jobs can be preempted.
+pub fn preempting_partitions(partitions: &[Partition]) -> Vec<String> {
+    partitions
+        .iter()
+        .filter(|p| p.preempts())
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// Index records by a key (e.g. node name), for tests and diagnostics.
+pub fn index_by<'a>(records: &'a [Record], key: &str) -> BTreeMap<&'a str, &'a Record> {
+    records
+        .iter()
+        .filter_map(|r| r.get(key).map(|k| (k, r)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc() -> TimeZone {
+        TimeZone::UTC
+    }
+
+    #[test]
+    fn records_keep_spaces_in_free_text() {
+        let r = parse_record(
+            "NodeName=node3 State=IDLE+DRAIN Partitions=batch,scavenger BootTime=2026-11-22T06:00:00 Reason=disk failure on sda [root@2026-11-22T06:10:00]",
+        );
+        assert_eq!(
+            r.get("Reason"),
+            Some("disk failure on sda [root@2026-11-22T06:10:00]")
+        );
+        assert_eq!(r.get("State"), Some("IDLE+DRAIN"));
+        let r = parse_record("JobId=1 AllocNode:Sid=localhost:99 Comment=(null) Reason=None");
+        assert_eq!(r.get("AllocNode:Sid"), Some("localhost:99"));
+        assert_eq!(r.get("Comment"), None);
+        assert!(r.has("Comment"));
+        assert_eq!(r.get("Reason"), None);
+    }
+
+    #[test]
+    fn null_words() {
+        for v in ["(null)", "None", "N/A", "Unknown", "", "(none)"] {
+            assert!(is_null(v), "{v}");
+        }
+        assert!(!is_null("node1"));
+    }
+
+    #[test]
+    fn local_times_use_the_given_zone() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let t = parse_time("2026-01-15T10:30:00", &tz).unwrap().unwrap();
+        assert_eq!(t.to_string(), "2026-01-15T09:30:00Z");
+        assert_eq!(
+            parse_time("2026-01-15T10:30:00", &utc())
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "2026-01-15T10:30:00Z"
+        );
+        assert_eq!(
+            parse_time("1767225600", &tz).unwrap().unwrap().to_string(),
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(parse_time("Unknown", &tz).unwrap(), None);
+        assert!(parse_time("yesterday", &tz).is_err());
+    }
+
+    #[test]
+    fn time_limits() {
+        for (s, want) in [
+            ("UNLIMITED", None),
+            ("INFINITE", None),
+            ("01:00:00", Some(3600)),
+            ("1-00:00:00", Some(86_400)),
+            ("2-03:04:05", Some(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)),
+            ("1-02", Some(86_400 + 7200)),
+            ("05:00", Some(300)),
+            ("30", Some(1800)),
+        ] {
+            assert_eq!(parse_time_limit(s).unwrap(), want, "{s}");
+        }
+        assert!(parse_time_limit("soon").is_err());
+    }
+
+    #[test]
+    fn nodes_from_scontrol() {
+        let out = "NodeName=node1 Arch=x86_64 State=IDLE Partitions=batch,scavenger BootTime=2026-11-22T06:00:00 SlurmdStartTime=2026-11-22T06:00:01 Reason=(null)\n\
+NodeName=node2 State=DOWN+DRAIN+REBOOT_ISSUED Partitions=batch BootTime=None Reason=maint : reboot issued [root@2026-11-22T06:10:00]\n";
+        let nodes = scontrol_nodes(out, &utc()).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].partitions, ["batch", "scavenger"]);
+        assert_eq!(
+            nodes[0].boot_time.unwrap().to_string(),
+            "2026-11-22T06:00:00Z"
+        );
+        assert_eq!(nodes[0].reason, None);
+        assert!(nodes[1].state.is_rebooting());
+        assert_eq!(nodes[1].boot_time, None);
+        assert_eq!(
+            nodes[1].reason.as_deref(),
+            Some("maint : reboot issued [root@2026-11-22T06:10:00]")
+        );
+    }
+
+    #[test]
+    fn jobs_from_scontrol() {
+        let out = "JobId=7 JobName=wrap UserId=alice(1000) JobState=RUNNING TimeLimit=UNLIMITED StartTime=2026-11-22T06:00:00 EndTime=2027-11-22T06:00:00 Partition=batch NodeList=node[1-2] QOS=normal\n\
+JobId=8 JobName=low UserId=bob(1001) JobState=RUNNING TimeLimit=00:10:00 StartTime=2026-11-22T06:00:00 EndTime=2026-11-22T06:10:00 PreemptEligibleTime=2026-11-22T06:00:00 Partition=scavenger NodeList=node3\n\
+JobId=9 JobName=pend UserId=bob(1001) JobState=PENDING TimeLimit=01:00:00 StartTime=Unknown EndTime=Unknown Partition=batch NodeList=(null)\n";
+        let jobs = scontrol_jobs(out, &utc(), &[]).unwrap();
+        assert_eq!(jobs[0].end_time, None, "unlimited jobs have no end");
+        assert_eq!(jobs[0].nodes, ["node1", "node2"]);
+        assert_eq!(jobs[0].user, "alice");
+        assert!(!jobs[0].preemptable);
+        assert!(jobs[1].preemptable);
+        assert_eq!(
+            jobs[1].end_time.unwrap().to_string(),
+            "2026-11-22T06:10:00Z"
+        );
+        assert!(!jobs[2].is_active() && jobs[2].nodes.is_empty());
+        let jobs = scontrol_jobs(out, &utc(), &["batch".into()]).unwrap();
+        assert!(
+            jobs[0].preemptable,
+            "partition PreemptMode makes it preemptable"
+        );
+    }
+
+    #[test]
+    fn reservations_and_partitions() {
+        let r = scontrol_reservations(
+            "ReservationName=slurm-maint-node1-c1 StartTime=2026-11-22T06:00:00 EndTime=2026-11-22T12:00:00 Duration=06:00:00 Nodes=node1 NodeCnt=1 CoreCnt=2 Features=(null) PartitionName=(null) Flags=MAINT,SPEC_NODES TRES=cpu=2 Users=root Groups=(null) Accounts=(null) Licenses=(null) State=ACTIVE BurstBuffer=(null) Watts=n/a MaxStartDelay=(null)\n",
+            &utc(),
+        )
+        .unwrap();
+        assert_eq!(r[0].flags, ["MAINT", "SPEC_NODES"]);
+        assert_eq!(r[0].users, ["root"]);
+        assert!(r[0].accounts.is_empty());
+        assert!(r[0].is_maint());
+        assert!(
+            scontrol_reservations("No reservations in the system\n", &utc())
+                .unwrap()
+                .is_empty()
+        );
+        let p = scontrol_partitions(
+            "PartitionName=batch AllowGroups=ALL Default=YES Nodes=node[1-6] PriorityTier=10 PreemptMode=OFF State=UP\nPartitionName=scavenger Nodes=node[1-6] PriorityTier=1 PreemptMode=CANCEL State=UP\n",
+        )
+        .unwrap();
+        assert_eq!(preempting_partitions(&p), ["scavenger"]);
+        assert_eq!(p[0].nodes.len(), 6);
+    }
+
+    #[test]
+    fn json_errors_are_clear() {
+        let e = sinfo_json("{not json").unwrap_err();
+        assert!(e.to_string().starts_with("invalid JSON from sinfo --json"));
+        let e = squeue_json("{}", &[]).unwrap_err();
+        assert_eq!(e.to_string(), "squeue --json: record 0 lacks jobs");
+    }
+
+    #[test]
+    fn bad_states_name_the_field() {
+        let e = scontrol_nodes("NodeName=n1 State=SLEEPY\n", &utc()).unwrap_err();
+        assert!(e.to_string().contains("bad State \"SLEEPY\""), "{e}");
+    }
+}
