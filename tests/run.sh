@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need on a fresh Debian 12 machine,
+# starts a real Slurm cluster on loopback, and runs every check CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# System packages: Slurm 22.05 and munge from Debian.
+missing=()
+for cmd in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge; do
+  command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} slurm-wlm"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq slurm-wlm "${missing[@]}" >/dev/null
+fi
+
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+
+echo "== real Slurm cluster"
+bash tests/slurm/cluster.sh up
+trap 'bash tests/slurm/cluster.sh down' EXIT
+eval "$(bash tests/slurm/cluster.sh env)"
+export SLURM_MAINT_LIVE=1
+
+echo "== tests"
+cargo test --all-targets
