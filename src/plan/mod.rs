@@ -393,6 +393,20 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// Someone else's reservation on `node` that ours (starting at `release`) would
+    /// overlap. Such nodes are left alone: Slurm would refuse the overlap, and another
+    /// party is working on the node.
+    fn foreign_conflict(&self, node: &str, release: Release) -> Option<&'a Reservation> {
+        let start = release.time().unwrap_or(self.now).max(self.now);
+        let end = start + self.s.reservation.duration;
+        let ours = format!("{}-", self.s.reservation.prefix);
+        self.all_reservations
+            .iter()
+            .filter(|r| !r.name.starts_with(&ours) && r.nodes.iter().any(|n| n == node))
+            .filter(|r| r.start < end && start < r.end)
+            .min_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)))
+    }
+
     fn create_reservation(&self, name: String, node: &str, release: Release) -> Action {
         let start = release.time().filter(|t| *t > self.now);
         let mut flags = self.s.reservation.flags.clone();
@@ -589,7 +603,18 @@ pub fn plan(
             );
             continue;
         }
-        candidates.push((ctx.release(&w.node), w));
+        let release = ctx.release(&w.node);
+        if let Some(r) = ctx.foreign_conflict(&w.node, release) {
+            waiting.insert(
+                w.node.clone(),
+                format!(
+                    "node is in reservation {} (not ours) from {} to {}",
+                    r.name, r.start, r.end
+                ),
+            );
+            continue;
+        }
+        candidates.push((release, w));
     }
     // Nodes about to get a NodeMaintenance are previewed too.
     let preview_only: Vec<(Release, String)> = new_work

@@ -75,19 +75,16 @@ fn starts_pair(token: &str) -> Option<(&str, &str)> {
 }
 
 /// Split one `-o` line into pairs. A space-separated token that is not `Key=…` continues
-/// the previous value (`Reason=disk failure on sda`).
+/// the previous value (`Reason=disk failure on sda`). A node's `Reason=` is printed last
+/// and is free text, so there everything after it belongs to the reason; a job's
+/// `Reason=` is a single word in the middle of the record.
 pub fn parse_record(line: &str) -> Record {
+    let greedy_reason = line.starts_with("NodeName=");
     let mut pairs: Vec<(String, String)> = vec![];
     for token in line.split(' ').filter(|t| !t.is_empty()) {
+        let in_reason = greedy_reason && pairs.last().is_some_and(|(k, _)| k == "Reason");
         match starts_pair(token) {
-            // `Reason=` is printed last and free text: once in it, keep appending.
-            Some((k, v))
-                if pairs
-                    .last()
-                    .is_none_or(|(pk, _)| pk != "Reason" || k == "Comment") =>
-            {
-                pairs.push((k.to_string(), v.to_string()));
-            }
+            Some((k, v)) if !in_reason => pairs.push((k.to_string(), v.to_string())),
             _ => {
                 if let Some((_, v)) = pairs.last_mut() {
                     v.push(' ');
@@ -203,6 +200,18 @@ fn list(v: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// scontrol appends ` [user@time]` to a node's Reason; `sinfo --json` keeps those apart.
+/// The reason proper is what ownership checks and the operator's status compare.
+pub fn strip_reason_stamp(reason: &str) -> String {
+    if let Some(open) = reason.rfind(" [")
+        && reason.ends_with(']')
+        && reason[open..].contains('@')
+    {
+        return reason[..open].to_string();
+    }
+    reason.to_string()
+}
+
 /// `scontrol show node -o`.
 pub fn scontrol_nodes(output: &str, tz: &TimeZone) -> Result<Vec<Node>, ParseError> {
     const W: &str = "scontrol show node";
@@ -225,7 +234,7 @@ pub fn scontrol_nodes(output: &str, tz: &TimeZone) -> Result<Vec<Node>, ParseErr
             Ok(Node {
                 name: name.to_string(),
                 state,
-                reason: r.get("Reason").map(String::from),
+                reason: r.get("Reason").map(strip_reason_stamp),
                 boot_time: time_field(W, "BootTime", r, tz)?,
                 partitions: list(r.get("Partitions")),
                 reservation: r.get("ReservationName").map(String::from),
@@ -556,11 +565,16 @@ mod tests {
             Some("disk failure on sda [root@2026-11-22T06:10:00]")
         );
         assert_eq!(r.get("State"), Some("IDLE+DRAIN"));
-        let r = parse_record("JobId=1 AllocNode:Sid=localhost:99 Comment=(null) Reason=None");
+        let r = parse_record("NodeName=n1 State=IDLE Reason=x=1 y [root@2026-01-01T00:00:00]");
+        assert_eq!(r.get("Reason"), Some("x=1 y [root@2026-01-01T00:00:00]"));
+        let r = parse_record(
+            "JobId=1 JobState=RUNNING Reason=None Dependency=(null) AllocNode:Sid=localhost:99 Comment=(null) NodeList=n1",
+        );
         assert_eq!(r.get("AllocNode:Sid"), Some("localhost:99"));
         assert_eq!(r.get("Comment"), None);
         assert!(r.has("Comment"));
         assert_eq!(r.get("Reason"), None);
+        assert_eq!(r.get("NodeList"), Some("n1"));
     }
 
     #[test]

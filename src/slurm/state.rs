@@ -91,7 +91,7 @@ fn canonical(word: &str) -> Option<(&'static str, bool)> {
         "COMPLETING" | "COMP" => ("COMPLETING", false),
         "MAINTENANCE" | "MAINT" => ("MAINTENANCE", false),
         "RESERVED" | "RESV" => ("RESERVED", false),
-        "REBOOT_REQUESTED" | "REBOOT" => ("REBOOT_REQUESTED", false),
+        "REBOOT_REQUESTED" | "REBOOT" | "BOOT" => ("REBOOT_REQUESTED", false),
         "REBOOT_ISSUED" => ("REBOOT_ISSUED", false),
         "PLANNED" | "PLND" => ("PLANNED", false),
         "CLOUD" => ("CLOUD", false),

@@ -1,0 +1,285 @@
+//! Parsers over real Slurm 22.05 output captured by `tests/slurm/capture-fixtures.sh`
+//! (see `tests/fixtures/slurm-22.05/README.md` for what each snapshot shows).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jiff::tz::TimeZone;
+use slurm_maint::slurm::{Job, Node, NodeState, Reservation, parse};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slurm-22.05")
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+}
+
+/// Everything one snapshot says, parsed.
+struct Parsed {
+    nodes: Vec<Node>,
+    sinfo: Vec<Node>,
+    jobs: Vec<Job>,
+    squeue: Vec<Job>,
+    reservations: Vec<Reservation>,
+    long_states: Vec<(String, NodeState)>,
+    short_states: Vec<(String, NodeState)>,
+}
+
+fn parse_snapshot(dir: &Path) -> Parsed {
+    // The capture host ran in UTC (host-timezone.txt).
+    let tz = TimeZone::UTC;
+    let partitions = parse::scontrol_partitions(&read(dir, "scontrol-show-partition.txt")).unwrap();
+    let preempting = parse::preempting_partitions(&partitions);
+    let states = |file: &str, sep: char| -> Vec<(String, NodeState)> {
+        read(dir, file)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut parts = l.split(sep);
+                let name = parts.next().unwrap().trim().to_string();
+                let st = parts.next().unwrap().trim();
+                (
+                    name,
+                    NodeState::parse(st).unwrap_or_else(|e| panic!("{}: {e}", dir.display())),
+                )
+            })
+            .collect()
+    };
+    Parsed {
+        nodes: parse::scontrol_nodes(&read(dir, "scontrol-show-node.txt"), &tz).unwrap(),
+        sinfo: parse::sinfo_json(&read(dir, "sinfo.json")).unwrap(),
+        jobs: parse::scontrol_jobs(&read(dir, "scontrol-show-job.txt"), &tz, &preempting).unwrap(),
+        squeue: parse::squeue_json(&read(dir, "squeue.json"), &preempting).unwrap(),
+        reservations: parse::scontrol_reservations(
+            &read(dir, "scontrol-show-reservation.txt"),
+            &tz,
+        )
+        .unwrap(),
+        long_states: states("sinfo-N-long-state.txt", '|'),
+        short_states: states("sinfo-N-short-state.txt", ' '),
+    }
+}
+
+fn snapshots() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("sinfo.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 3, "fixtures missing: {dirs:?}");
+    dirs
+}
+
+/// Every form agrees with every other: scontrol vs sinfo --json on nodes, scontrol vs
+/// squeue --json on jobs, sinfo's long and short state columns vs scontrol's State.
+#[test]
+fn every_snapshot_parses_and_the_forms_agree() {
+    for dir in snapshots() {
+        let p = parse_snapshot(&dir);
+        let d = dir.display();
+        assert_eq!(p.nodes.len(), 6, "{d}");
+        let by_name: BTreeMap<&str, &Node> = p.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        assert_eq!(p.sinfo.len(), p.nodes.len(), "{d}");
+        for s in &p.sinfo {
+            let n = by_name[s.name.as_str()];
+            assert_eq!(
+                (s.boot_time, s.state.class()),
+                (n.boot_time, n.state.class()),
+                "{d} {}",
+                s.name
+            );
+            assert_eq!(s.state.is_drained(), n.state.is_drained(), "{d} {}", s.name);
+            assert_eq!(s.reason, n.reason, "{d} {}", s.name);
+            assert!(n.boot_time.is_some(), "{d} {}", n.name);
+        }
+        for (name, st) in p.long_states.iter().chain(&p.short_states) {
+            let n = by_name[name.as_str()];
+            assert_eq!(
+                st.class(),
+                n.state.class(),
+                "{d} {name}: sinfo {st} vs scontrol {}",
+                n.state
+            );
+        }
+        let active: BTreeMap<u64, &Job> = p
+            .jobs
+            .iter()
+            .filter(|j| j.is_active())
+            .map(|j| (j.id, j))
+            .collect();
+        let q_active: BTreeMap<u64, &Job> = p
+            .squeue
+            .iter()
+            .filter(|j| j.is_active())
+            .map(|j| (j.id, j))
+            .collect();
+        assert_eq!(
+            active.keys().collect::<Vec<_>>(),
+            q_active.keys().collect::<Vec<_>>(),
+            "{d}"
+        );
+        for (id, j) in &active {
+            let q = q_active[id];
+            assert_eq!(
+                (
+                    &q.nodes,
+                    q.end_time,
+                    q.preemptable,
+                    q.time_limit_secs,
+                    &q.partition
+                ),
+                (
+                    &j.nodes,
+                    j.end_time,
+                    j.preemptable,
+                    j.time_limit_secs,
+                    &j.partition
+                ),
+                "{d} job {id}"
+            );
+        }
+        for r in &p.reservations {
+            assert!(r.start < r.end && !r.nodes.is_empty(), "{d} {r:?}");
+        }
+    }
+}
+
+fn snap(name: &str) -> Parsed {
+    parse_snapshot(&root().join(name))
+}
+
+fn node<'a>(p: &'a Parsed, name: &str) -> &'a Node {
+    p.nodes.iter().find(|n| n.name == name).unwrap()
+}
+
+#[test]
+fn states_seen_on_real_slurm() {
+    let p = snap("02-jobs-reservations-drain");
+    let n5 = node(&p, "node5");
+    assert_eq!(n5.state.to_string(), "IDLE+DRAIN");
+    assert!(n5.state.is_down());
+    assert_eq!(n5.reason.as_deref(), Some("disk failure on sda"));
+    let n6 = node(&p, "node6");
+    assert!(n6.state.in_maintenance() && n6.state.in_service());
+
+    let p = snap("03-reboot-requested-preempted");
+    assert_eq!(
+        node(&p, "node2").state.to_string(),
+        "ALLOCATED+DRAIN+REBOOT_REQUESTED"
+    );
+    assert!(node(&p, "node2").state.is_rebooting());
+
+    let p = snap("04-reboot-issued-not-responding");
+    assert_eq!(
+        node(&p, "node2").state.to_string(),
+        "DOWN+DRAIN+REBOOT_ISSUED"
+    );
+    assert_eq!(
+        node(&p, "node2").reason.as_deref(),
+        Some("kernel upgrade : reboot issued")
+    );
+    assert_eq!(node(&p, "node5").state.to_string(), "DOWN+NOT_RESPONDING");
+
+    // After the reboot node2 has a new BootTime; node6 never came back (slurmd without -b).
+    let before = snap("03-reboot-requested-preempted");
+    let after = snap("05-after-reboot-and-reboot-timeout");
+    assert!(node(&after, "node2").boot_time > node(&before, "node2").boot_time);
+    assert!(node(&after, "node2").state.in_service());
+    let n6 = node(&after, "node6");
+    assert_eq!(n6.state.base, "DOWN");
+    assert!(n6.reason.as_deref().unwrap().ends_with("reboot timed out"));
+}
+
+#[test]
+fn jobs_and_reservations_seen_on_real_slurm() {
+    let p = snap("02-jobs-reservations-drain");
+    let job = |name: &str| p.jobs.iter().find(|j| j.name == name).unwrap();
+    assert_eq!(job("limited").time_limit_secs, Some(1800));
+    let limited = job("limited");
+    assert_eq!(
+        limited
+            .end_time
+            .unwrap()
+            .duration_since(limited.start_time.unwrap())
+            .as_secs(),
+        1800
+    );
+    assert_eq!(job("unlimited").end_time, None);
+    assert!(job("multinode").nodes.len() >= 2);
+    assert!(job("scavenge").preemptable && !job("limited").preemptable);
+    assert!(!job("pending").is_active());
+
+    let r = |name: &str| p.reservations.iter().find(|r| r.name == name).unwrap();
+    assert!(r("maint_node6").is_maint());
+    assert_eq!(r("future_maint").nodes, ["node3", "node4"]);
+    assert_eq!(
+        r("future_maint").flags,
+        ["MAINT", "IGNORE_JOBS", "SPEC_NODES"]
+    );
+    assert!(!r("acct_resv").is_maint());
+    assert!(r("acct_resv").accounts.len() >= 2);
+}
+
+/// The planner over a real snapshot: the drained node is left alone, the node in someone
+/// else's MAINT reservation counts as unavailable, the budget holds.
+#[test]
+fn planner_over_a_real_snapshot() {
+    use slurm_maint::api::MaintenancePolicySpec;
+    use slurm_maint::plan::{self, Settings, Snapshot, Work};
+
+    let p = snap("02-jobs-reservations-drain");
+    let now: jiff::Timestamp = read(
+        &root().join("02-jobs-reservations-drain"),
+        "captured-at.txt",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let mut spec: MaintenancePolicySpec = serde_json::from_value(serde_json::json!({
+        "partition": "batch",
+        "agent": {"url": "http://agent", "tokenSecretRef": {"name": "t"}},
+        "budget": {"maxUnavailablePercent": 50},
+        "reservations": {"enabled": true},
+        "reboots": {"enabled": true},
+    }))
+    .unwrap();
+    spec.campaign.reboot_required_before = Some(now);
+    let s = Settings::from_spec(&spec, now).unwrap();
+    let snapshot = Snapshot {
+        nodes: p.nodes.clone(),
+        jobs: p.jobs.clone(),
+        reservations: p.reservations.clone(),
+        health: Default::default(),
+    };
+    let first = plan::plan("compute", &s, &snapshot, &[], now);
+    assert_eq!(first.new_work.len(), 6);
+    let work: Vec<Work> = first
+        .new_work
+        .iter()
+        .map(|w| Work {
+            name: w.name.clone(),
+            node: w.node.clone(),
+            action: slurm_maint::api::MaintenanceAction::Reboot,
+            campaign: Some(w.campaign.clone()),
+            status: Default::default(),
+        })
+        .collect();
+    let second = plan::plan("compute", &s, &snapshot, &work, now);
+    // 6 nodes at 50 %: 3 allowed; node5 is drained, node6 is in maint_node6 → one more fits.
+    assert_eq!(second.budget.allowed, 3);
+    assert!(second.observed.down.contains("node5"));
+    assert!(second.observed.unavailable.contains("node6"));
+    assert!(second.waiting["node5"].contains("disk failure on sda"));
+    assert!(
+        second.waiting["node6"].contains("maint_node6 (not ours)"),
+        "{:?}",
+        second.waiting
+    );
+    // node1's job ends first; nodes 2–4 run jobs without a time limit or later ones.
+    let admitted: Vec<_> = second.updates.iter().map(|u| u.node.as_str()).collect();
+    assert_eq!(admitted, ["node1"], "{:?}", second.updates);
+    assert!(second.budget.occupied().len() <= 3);
+}
