@@ -257,3 +257,25 @@ fn defaults_match_the_seed() {
         "15m"
     );
 }
+
+/// Every example under `manifests/examples` is a valid policy: it deserialises, passes the
+/// CRD's CEL rules and the planner's own checks.
+#[test]
+fn example_policies_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let obj: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(obj["kind"], "MaintenancePolicy", "{}", path.display());
+        cel("maintenancepolicies", &obj, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let policy: api::MaintenancePolicy = serde_json::from_value(obj).unwrap();
+        let now = "2026-11-22T00:00:00Z".parse().unwrap();
+        slurm_maint::plan::Settings::from_spec(&policy.spec, now)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 6);
+}
