@@ -24,6 +24,9 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Serve the Slurm agent: the authenticated HTTP API the controllers use to reach
+    /// Slurm. Runs where Slurm's commands work (slurmctld sidecar, login pod, systemd).
+    Agent(slurm_maint::agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,29 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Agent(args) => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(slurm_maint::agent::serve(args))
+                        .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

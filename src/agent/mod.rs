@@ -1,0 +1,251 @@
+//! The agent (`slurm-maint agent`): a small authenticated HTTP service that runs where
+//! Slurm's client commands work and is the controllers' only way to Slurm.
+//!
+//! - Reads are batched: a partition snapshot is four commands whatever its node count.
+//! - Commands are argv, never a shell; every name is validated ([`validate`]).
+//! - Only reservations named `<prefix>-…` and drains whose reason starts with
+//!   `slurm-maint: ` are changed; jobs are cancelled only if preemptable when checked.
+//! - Every command is logged with its duration and exit code, has a timeout, and is
+//!   counted in `/metrics`; Slurm's errors come back with Slurm's own message.
+//!
+//! API (JSON, bearer token on everything but `/healthz`):
+//!
+//! | | |
+//! |---|---|
+//! | `GET /v1/partitions/{p}/snapshot` | nodes, active jobs, reservations, partitions |
+//! | `POST /v1/reservations` | create (name must carry the owned prefix) |
+//! | `PATCH`/`DELETE /v1/reservations/{name}` | move, resize or delete ours |
+//! | `POST /v1/nodes/{node}/drain` `{reason}` | drain (not over someone else's drain) |
+//! | `POST /v1/nodes/{node}/resume` | clear our drain, never other people's |
+//! | `POST /v1/nodes/{node}/reboot` `{reason, nextState}` | `scontrol reboot ASAP` or the site command |
+//! | `POST /v1/nodes/{node}/health` | `{healthy, message}` |
+//! | `POST /v1/jobs/{id}/cancel` | only a preemptable job |
+//! | `GET /healthz`, `GET /metrics` | `scontrol ping`; Prometheus text |
+
+pub mod api;
+pub mod commands;
+pub mod metrics;
+pub mod runner;
+pub mod server;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+
+pub use runner::{ProcessRunner, Runner, SlurmError};
+pub use server::{Config, router};
+
+/// Environment variable holding the bearer token when `--token-file` is not given.
+pub const TOKEN_ENV: &str = "SLURM_MAINT_AGENT_TOKEN";
+
+/// `slurm-maint agent` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Address to listen on. The default only serves this host; in a pod (Slinky sidecar,
+    /// Soperator login pod) use 0.0.0.0:8080.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// File holding the bearer token (surrounding whitespace ignored). Without it the
+    /// token is read from $SLURM_MAINT_AGENT_TOKEN.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Timeout of every command, e.g. 30s or 2m; commands are killed when it expires.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+    /// Reservations named `<prefix>-…` belong to this operator.
+    #[arg(long, default_value = "slurm-maint")]
+    pub reservation_prefix: String,
+    /// Drain reasons starting with this belong to this operator.
+    #[arg(long, default_value = "slurm-maint: ")]
+    pub reason_prefix: String,
+    /// Site reboot command instead of `scontrol reboot`, split on whitespace into argv
+    /// (no shell); `{node}` is replaced by the node name,
+    /// e.g. "/usr/local/sbin/ipmi-reboot {node}".
+    #[arg(long)]
+    pub reboot_command: Option<String>,
+    /// Health-check command, split on whitespace into argv (no shell); `{node}` is
+    /// replaced by the node name and exit 0 means healthy,
+    /// e.g. "/usr/local/bin/check {node}".
+    #[arg(long)]
+    pub health_command: Option<String>,
+    /// Jobs with this QOS are preemptable (repeatable).
+    #[arg(long = "preemptable-qos")]
+    pub preemptable_qos: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("not a duration (e.g. 30s, 2m): {e}"))?;
+    Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("duration {s} must be positive"))
+}
+
+/// The agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no token: give --token-file or set ${TOKEN_ENV}")]
+    NoToken,
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the token is empty")]
+    EmptyToken,
+    #[error("invalid {option}: {message}")]
+    Option {
+        option: &'static str,
+        message: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl AgentArgs {
+    /// The agent configuration; the token comes from `token_env` when no file is given.
+    pub fn config(&self, token_env: Option<String>) -> Result<Config, AgentError> {
+        let token = match &self.token_file {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| AgentError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => token_env.ok_or(AgentError::NoToken)?,
+        };
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(AgentError::EmptyToken);
+        }
+        let option = |option, message: String| AgentError::Option { option, message };
+        validate::reservation_name(&self.reservation_prefix)
+            .map_err(|e| option("--reservation-prefix", e.to_string()))?;
+        validate::reason(&self.reason_prefix)
+            .map_err(|e| option("--reason-prefix", e.to_string()))?;
+        let template = |name, value: &Option<String>| match value {
+            None => Ok(None),
+            Some(t) => commands::parse_template(t)
+                .map(Some)
+                .ok_or_else(|| option(name, "empty command".into())),
+        };
+        Ok(Config {
+            token,
+            reservation_prefix: self.reservation_prefix.clone(),
+            reason_prefix: self.reason_prefix.clone(),
+            reboot_command: template("--reboot-command", &self.reboot_command)?,
+            health_command: template("--health-command", &self.health_command)?,
+            preemptable_qos: self.preemptable_qos.clone(),
+            tz: TimeZone::system(),
+        })
+    }
+}
+
+/// Serve the agent until SIGINT or SIGTERM.
+pub async fn serve(args: AgentArgs) -> Result<(), AgentError> {
+    let config = args.config(std::env::var(TOKEN_ENV).ok())?;
+    let runner = Arc::new(ProcessRunner::new(args.command_timeout));
+    let app = router(config, runner);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    tracing::info!(listen = %args.listen, timeout_s = args.command_timeout.as_secs_f64(), "agent listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(AgentError::Serve)
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn args(argv: &[&str]) -> AgentArgs {
+        Cli::try_parse_from(std::iter::once("agent").chain(argv.iter().copied()))
+            .unwrap()
+            .agent
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let a = args(&[]);
+        assert_eq!(a.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(a.command_timeout, Duration::from_secs(30));
+        assert!(matches!(a.config(None), Err(AgentError::NoToken)));
+        assert!(matches!(
+            a.config(Some("  \n".into())),
+            Err(AgentError::EmptyToken)
+        ));
+        let c = a.config(Some("tok\n".into())).unwrap();
+        assert_eq!(c.token, "tok");
+        assert_eq!(c.reservation_prefix, "slurm-maint");
+        assert!(c.health_command.is_none());
+    }
+
+    #[test]
+    fn options() {
+        let a = args(&[
+            "--listen",
+            "0.0.0.0:9000",
+            "--command-timeout",
+            "2m",
+            "--health-command",
+            "/usr/local/bin/check  {node}",
+            "--preemptable-qos",
+            "spot",
+            "--preemptable-qos",
+            "scavenger",
+        ]);
+        assert_eq!(a.command_timeout, Duration::from_secs(120));
+        let c = a.config(Some("t".into())).unwrap();
+        assert_eq!(
+            c.health_command.unwrap(),
+            ["/usr/local/bin/check", "{node}"]
+        );
+        assert_eq!(c.preemptable_qos, ["spot", "scavenger"]);
+        let bad = args(&["--reservation-prefix", "x;y"]);
+        assert!(bad.config(Some("t".into())).is_err());
+        let missing = args(&["--token-file", "/nonexistent/token"]);
+        assert!(matches!(
+            missing.config(None),
+            Err(AgentError::TokenFile { .. })
+        ));
+        for bad in ["0s", "soon", "-5s"] {
+            assert!(
+                Cli::try_parse_from(["agent", "--command-timeout", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

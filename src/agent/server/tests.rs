@@ -1,0 +1,672 @@
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::agent::runner::{Canned, Counting};
+
+const TOKEN: &str = "s3cret-agent-token";
+
+/// Strings that must be refused before any command runs.
+const HOSTILE: &[&str] = &[
+    "node1;rm -rf /",
+    "$(reboot)",
+    "`x`",
+    "node 1",
+    "../etc",
+    "nöde1",
+    "-rf",
+    "a|b",
+];
+
+fn config() -> Config {
+    Config {
+        preemptable_qos: vec!["spot".into()],
+        tz: TimeZone::UTC,
+        ..Config::new(TOKEN)
+    }
+}
+
+/// A partition `batch` of `n` nodes (also in the preempting `scavenger`), plus `other1`
+/// in partition `other`. node2 is drained by us, node3 by someone else.
+fn cluster(n: usize) -> Canned {
+    let mut nodes = String::new();
+    for i in 1..=n {
+        let (state, reason) = match i {
+            2 => (
+                "IDLE+DRAIN",
+                "slurm-maint: nm-node2 attempt 1/3 [root@2026-11-22T06:10:00]",
+            ),
+            3 => (
+                "IDLE+DRAIN",
+                "disk failure on sda [admin@2026-11-22T06:10:00]",
+            ),
+            4 => ("ALLOCATED", "(null)"),
+            _ => ("IDLE", "(null)"),
+        };
+        nodes.push_str(&format!(
+            "NodeName=node{i} Arch=x86_64 CoresPerSocket=1 State={state} Partitions=batch,scavenger BootTime=2026-11-22T06:00:00 Reason={reason}\n"
+        ));
+    }
+    nodes.push_str(
+        "NodeName=other1 State=IDLE Partitions=other BootTime=2026-11-22T06:00:00 Reason=(null)\n",
+    );
+    let partitions = format!(
+        "PartitionName=batch AllowGroups=ALL Nodes=node[1-{n}] PriorityTier=10 PreemptMode=OFF State=UP\n\
+         PartitionName=scavenger Nodes=node[1-{n}] PriorityTier=1 PreemptMode=CANCEL State=UP\n\
+         PartitionName=other Nodes=other1 PriorityTier=10 PreemptMode=OFF State=UP\n"
+    );
+    let job = |id: u64, partition: &str, state: &str, nodes: &str, qos: &str| {
+        json!({"job_id": id, "name": format!("j{id}"), "user_name": "alice", "partition": partition,
+               "job_state": state, "nodes": nodes, "qos": qos, "time_limit": 60,
+               "start_time": 1_795_000_000u64, "end_time": 1_795_003_600u64})
+    };
+    let squeue = json!({"jobs": [
+        job(7, "batch", "RUNNING", "node1", "normal"),
+        job(8, "scavenger", "RUNNING", "node4", "normal"),
+        job(9, "batch", "RUNNING", "node[1,4]", "spot"),
+        job(10, "batch", "COMPLETED", "node1", "normal"),
+        job(11, "other", "RUNNING", "other1", "normal"),
+        job(12, "batch", "PENDING", "", "normal"),
+    ]});
+    let reservations = "ReservationName=ops-maint StartTime=2026-12-01T00:00:00 EndTime=2026-12-01T06:00:00 Duration=06:00:00 Nodes=node1 NodeCnt=1 Flags=MAINT,SPEC_NODES Users=root Accounts=(null) PartitionName=(null) State=INACTIVE\n\
+ReservationName=slurm-maint-node4-c1 StartTime=2026-12-01T00:00:00 EndTime=2026-12-01T06:00:00 Nodes=node4 Flags=MAINT,IGNORE_JOBS Users=root State=INACTIVE\n";
+    Canned::new()
+        .ok(&["scontrol", "show", "node", "-o"], nodes)
+        .ok(&["squeue", "--json"], squeue.to_string())
+        .ok(&["scontrol", "show", "reservation", "-o"], reservations)
+        .ok(&["scontrol", "show", "partition", "-o"], partitions)
+        .ok(
+            &["scontrol", "show", "job", "-o", "7"],
+            "JobId=7 JobName=j7 UserId=alice(1000) JobState=RUNNING TimeLimit=01:00:00 StartTime=2026-11-22T06:00:00 EndTime=2026-11-22T07:00:00 Partition=batch NodeList=node1 QOS=normal\n",
+        )
+        .ok(
+            &["scontrol", "show", "job", "-o", "8"],
+            "JobId=8 JobName=j8 UserId=bob(1001) JobState=RUNNING TimeLimit=01:00:00 StartTime=2026-11-22T06:00:00 EndTime=2026-11-22T07:00:00 PreemptEligibleTime=2026-11-22T06:00:00 Partition=scavenger NodeList=node4 QOS=normal\n",
+        )
+        .ok(
+            &["scontrol", "show", "job", "-o", "9"],
+            "JobId=9 JobName=j9 UserId=bob(1001) JobState=RUNNING TimeLimit=01:00:00 StartTime=2026-11-22T06:00:00 EndTime=2026-11-22T07:00:00 Partition=batch NodeList=node[1,4] QOS=spot\n",
+        )
+        .ok(
+            &["scontrol", "show", "job", "-o", "10"],
+            "JobId=10 JobName=j10 UserId=bob(1001) JobState=COMPLETED TimeLimit=01:00:00 Partition=scavenger NodeList=node1\n",
+        )
+        .fail(
+            &["scontrol", "show", "job", "-o"],
+            1,
+            "slurm_load_jobs error: Invalid job id specified",
+        )
+        .ok(&["scontrol", "ping"], "Slurmctld(primary) at localhost is UP\n")
+        .ok(&["scontrol", "update"], "")
+        .ok(&["scontrol", "create", "reservation"], "Reservation created: x\n")
+        .ok(&["scontrol", "delete"], "")
+        .ok(&["scontrol", "reboot"], "")
+        .ok(&["scancel"], "")
+}
+
+fn app_with(config: Config, canned: Canned) -> (Router, Arc<Counting<Canned>>) {
+    let runner = Arc::new(Counting::new(canned));
+    (router(config, runner.clone()), runner)
+}
+
+fn app(canned: Canned) -> (Router, Arc<Counting<Canned>>) {
+    app_with(config(), canned)
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, body)
+}
+
+fn request(method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    match body {
+        Some(b) => r
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => r.body(Body::empty()),
+    }
+    .unwrap()
+}
+
+async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    send(app, request(method, uri, Some(TOKEN), body)).await
+}
+
+/// Percent-encode everything but letters and digits, so any string fits in one segment.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn ran(runner: &Counting<Canned>, program: &str) -> Vec<Vec<String>> {
+    runner
+        .commands()
+        .into_iter()
+        .filter(|c| c[0] == program || c.get(1).is_some_and(|s| s == program))
+        .collect()
+}
+
+#[tokio::test]
+async fn tokens_are_required_except_for_healthz() {
+    let (app, runner) = app(cluster(4));
+    let uri = "/v1/partitions/batch/snapshot";
+    for request in [
+        request("GET", uri, None, None),
+        request("GET", uri, Some("wrong"), None),
+        request("GET", uri, Some(&format!("{TOKEN}x")), None),
+        request("GET", uri, Some(""), None),
+        Request::builder()
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Basic {TOKEN}"))
+            .body(Body::empty())
+            .unwrap(),
+        request("GET", "/metrics", None, None),
+        request("POST", "/v1/jobs/8/cancel", Some("wrong"), None),
+    ] {
+        let (status, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["code"], "Unauthorized");
+        assert_eq!(body["error"], "missing or wrong bearer token");
+    }
+    assert_eq!(
+        runner.count(),
+        0,
+        "nothing ran for unauthenticated requests"
+    );
+
+    let (status, body) = send(&app, request("GET", "/healthz", None, None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(runner.commands(), [commands::ping()]);
+    assert_eq!(call(&app, "GET", uri, None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn healthz_reports_slurmctld_down() {
+    let down = Canned::new().fail(
+        &["scontrol", "ping"],
+        1,
+        "Slurmctld(primary) at localhost is DOWN",
+    );
+    let (app, _) = app(down);
+    let (status, body) = send(&app, request("GET", "/healthz", None, None)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["code"], "SlurmctldDown");
+    assert!(
+        body["error"].as_str().unwrap().contains("is DOWN"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_names_in_paths_are_400_before_any_command() {
+    let (app, runner) = app(cluster(4));
+    let reason = Some(json!({"reason": "kernel update"}));
+    for bad in HOSTILE.iter().copied().chain([&*"n".repeat(65)]) {
+        let e = enc(bad);
+        for (method, uri, body) in [
+            ("GET", format!("/v1/partitions/{e}/snapshot"), None),
+            ("POST", format!("/v1/nodes/{e}/drain"), reason.clone()),
+            ("POST", format!("/v1/nodes/{e}/resume"), None),
+            ("POST", format!("/v1/nodes/{e}/reboot"), reason.clone()),
+            ("POST", format!("/v1/nodes/{e}/health"), None),
+            ("DELETE", format!("/v1/reservations/{e}"), None),
+            (
+                "PATCH",
+                format!("/v1/reservations/{e}"),
+                Some(json!({"start": "now"})),
+            ),
+            ("POST", format!("/v1/jobs/{e}/cancel"), None),
+        ] {
+            let (status, body) = call(&app, method, &uri, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {body}");
+            assert_eq!(body["code"], "InvalidName", "{method} {uri}: {body}");
+            let msg = body["error"].as_str().unwrap();
+            assert!(
+                msg.contains("not allowed")
+                    || msg.contains("must not start")
+                    || msg.contains("too long"),
+                "{method} {uri}: {msg}"
+            );
+        }
+    }
+    // Hostile values in bodies too.
+    for (uri, body) in [
+        ("/v1/nodes/node1/drain", json!({"reason": "x; reboot"})),
+        ("/v1/nodes/node1/drain", json!({"reason": ""})),
+        ("/v1/nodes/node1/reboot", json!({"reason": "$(reboot)"})),
+        (
+            "/v1/reservations",
+            json!({"name": "slurm-maint-x", "nodes": ["node1;reboot"], "durationMinutes": 60, "users": ["root"]}),
+        ),
+        (
+            "/v1/reservations",
+            json!({"name": "slurm-maint-x", "nodes": ["node1"], "durationMinutes": 60, "users": ["$(id)"]}),
+        ),
+        (
+            "/v1/reservations",
+            json!({"name": "slurm-maint-x", "nodes": ["node1"], "durationMinutes": 60, "users": ["root"], "flags": ["MAINT,OVERLAP"]}),
+        ),
+    ] {
+        let (status, body) = call(&app, "POST", uri, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {body}");
+    }
+    assert_eq!(runner.count(), 0, "{:?}", runner.commands());
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_json() {
+    let (app, runner) = app(cluster(4));
+    for (uri, body) in [
+        ("/v1/nodes/node1/drain", json!({})),
+        (
+            "/v1/reservations",
+            json!({"name": "slurm-maint-x", "nodes": ["node1"], "durationMinutes": 60, "start": "soon", "users": ["root"]}),
+        ),
+        (
+            "/v1/reservations",
+            json!({"name": "slurm-maint-x", "nodes": ["node1"], "durationMinutes": 0, "users": ["root"]}),
+        ),
+        (
+            "/v1/reservations",
+            json!({"name": "slurm-maint-x", "nodes": ["node1"], "durationMinutes": 60}),
+        ),
+        (
+            "/v1/reservations",
+            json!({"name": "slurm-maint-x", "nodes": [], "durationMinutes": 60, "users": ["root"]}),
+        ),
+    ] {
+        let (status, resp) = call(&app, "POST", uri, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {resp}");
+        assert!(
+            resp["error"].is_string() && resp["code"].is_string(),
+            "{resp}"
+        );
+    }
+    let (status, resp) = call(
+        &app,
+        "PATCH",
+        "/v1/reservations/slurm-maint-x",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert_eq!(runner.count(), 0);
+}
+
+#[tokio::test]
+async fn snapshot_runs_four_commands_whatever_the_node_count() {
+    for n in [4, 100] {
+        let (app, runner) = app(cluster(n));
+        let (status, body) = call(&app, "GET", "/v1/partitions/batch/snapshot", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(runner.count(), 4, "{:?}", runner.commands());
+        let mut seen = runner.commands();
+        seen.sort();
+        let mut want = vec![
+            commands::show_nodes(),
+            commands::squeue_json(),
+            commands::show_reservations(),
+            commands::show_partitions(),
+        ];
+        want.sort();
+        assert_eq!(seen, want);
+
+        let snap: PartitionSnapshot = serde_json::from_value(body).unwrap();
+        assert_eq!(snap.nodes.len(), n, "other1 is not in batch");
+        assert!(snap.nodes.iter().all(|n| n.name.starts_with("node")));
+        let jobs: Vec<(u64, bool)> = snap.jobs.iter().map(|j| (j.id, j.preemptable)).collect();
+        assert_eq!(
+            jobs,
+            [(7, false), (8, true), (9, true)],
+            "active jobs on batch nodes; 8 by partition, 9 by QOS"
+        );
+        assert_eq!(snap.reservations.len(), 2);
+        assert_eq!(snap.partitions.len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn snapshot_of_an_unknown_partition_is_404() {
+    let (app, _) = app(cluster(4));
+    let (status, body) = call(&app, "GET", "/v1/partitions/nosuch/snapshot", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "partition nosuch not found");
+}
+
+#[tokio::test]
+async fn reservations_not_ours_are_left_alone() {
+    let (app, runner) = app(cluster(4));
+    for name in ["ops-maint", "slurm-maintenance", "slurm-maint"] {
+        let (status, body) = call(&app, "DELETE", &format!("/v1/reservations/{name}"), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {body}");
+        assert_eq!(body["code"], "NotOwned");
+        assert_eq!(
+            body["error"],
+            format!(
+                "reservation {name} is not owned by slurm-maint (its names start with slurm-maint-); left alone"
+            )
+        );
+        let (status, _) = call(
+            &app,
+            "PATCH",
+            &format!("/v1/reservations/{name}"),
+            Some(json!({"start": "now"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/reservations",
+        Some(json!({"name": "ops-maint2", "nodes": ["node1"], "durationMinutes": 60, "users": ["root"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(runner.count(), 0);
+
+    let (status, body) = call(
+        &app,
+        "DELETE",
+        "/v1/reservations/slurm-maint-node4-c1",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        runner.commands(),
+        [commands::delete_reservation("slurm-maint-node4-c1")]
+    );
+}
+
+#[tokio::test]
+async fn reservation_writes_build_the_expected_commands() {
+    let (app, runner) = app(cluster(4));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/reservations",
+        Some(json!({
+            "name": "slurm-maint-node1-c1", "nodes": ["node[1-2]", "node4"],
+            "start": "2099-01-01T06:00:00Z", "durationMinutes": 360,
+            "users": ["root"], "flags": ["maint", "IGNORE_JOBS"]
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["message"], "Reservation created: x");
+    let (status, _) = call(
+        &app,
+        "PATCH",
+        "/v1/reservations/slurm-maint-node1-c1",
+        Some(json!({"start": "2000-01-01T00:00:00Z", "nodes": ["node1"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        runner.commands(),
+        [
+            s(&[
+                "scontrol",
+                "create",
+                "reservation",
+                "ReservationName=slurm-maint-node1-c1",
+                "StartTime=2099-01-01T06:00:00",
+                "Duration=360",
+                "Nodes=node[1-2,4]",
+                "Users=root",
+                "Flags=MAINT,IGNORE_JOBS",
+            ]),
+            s(&[
+                "scontrol",
+                "update",
+                "ReservationName=slurm-maint-node1-c1",
+                "StartTime=now",
+                "Nodes=node1",
+            ]),
+        ],
+        "a start in the past becomes now"
+    );
+}
+
+#[tokio::test]
+async fn cancel_only_preemptable_jobs_checked_now() {
+    let (app, runner) = app(cluster(4));
+    let (status, body) = call(&app, "POST", "/v1/jobs/7/cancel", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "job 7 is not preemptable");
+    assert_eq!(body["code"], "NotPreemptable");
+    assert_eq!(runner.count(), 2, "one show job, one show partition");
+    assert!(ran(&runner, "scancel").is_empty(), "job 7 untouched");
+
+    for id in [8, 9] {
+        runner.reset();
+        let (status, body) = call(&app, "POST", &format!("/v1/jobs/{id}/cancel"), None).await;
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["changed"], true);
+        assert_eq!(ran(&runner, "scancel"), [commands::cancel_job(id)]);
+    }
+
+    runner.reset();
+    let (status, body) = call(&app, "POST", "/v1/jobs/10/cancel", None).await;
+    assert_eq!((status, &body["changed"]), (StatusCode::OK, &json!(false)));
+    let (status, body) = call(&app, "POST", "/v1/jobs/404/cancel", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid job id specified")
+    );
+    assert!(ran(&runner, "scancel").is_empty());
+}
+
+#[tokio::test]
+async fn drains_get_our_prefix_and_foreign_drains_are_left_alone() {
+    let (app, runner) = app(cluster(4));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node1/drain",
+        Some(json!({"reason": "firmware update"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        ran(&runner, "update"),
+        [commands::drain_node(
+            "node1",
+            "slurm-maint: firmware update"
+        )]
+    );
+
+    runner.reset();
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node3/drain",
+        Some(json!({"reason": "slurm-maint: x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "ForeignDrain");
+    let (status, _) = call(&app, "POST", "/v1/nodes/node3/resume", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node3/reboot",
+        Some(json!({"reason": "r"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(ran(&runner, "update").is_empty() && ran(&runner, "reboot").is_empty());
+
+    let (status, body) = call(&app, "POST", "/v1/nodes/node2/resume", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(&app, "POST", "/v1/nodes/node1/resume", None).await;
+    assert_eq!((status, &body["changed"]), (StatusCode::OK, &json!(false)));
+    assert_eq!(ran(&runner, "update"), [commands::resume_node("node2")]);
+}
+
+#[tokio::test]
+async fn reboots_use_scontrol_or_the_site_command() {
+    let (app, runner) = app(cluster(4));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node1/reboot",
+        Some(json!({"reason": "kernel", "nextState": "DOWN"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        ran(&runner, "reboot"),
+        [commands::reboot_node(
+            "node1",
+            "slurm-maint: kernel",
+            crate::agent::api::NextState::Down
+        )]
+    );
+
+    let site = Config {
+        reboot_command: commands::parse_template("/usr/sbin/ipmi-reset --host {node}-bmc"),
+        ..config()
+    };
+    let (app, runner) = app_with(site, cluster(4).ok(&["/usr/sbin/ipmi-reset"], "ok"));
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node4/reboot",
+        Some(json!({"reason": "r"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        runner.commands().last().unwrap(),
+        &["/usr/sbin/ipmi-reset", "--host", "node4-bmc"]
+    );
+}
+
+#[tokio::test]
+async fn health_checks() {
+    let (app, _) = app(cluster(4));
+    let (status, body) = call(&app, "POST", "/v1/nodes/node1/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["healthy"], true);
+    assert_eq!(
+        body["message"],
+        "no health command configured; node node1 is IDLE per Slurm (in service)"
+    );
+    let (_, body) = call(&app, "POST", "/v1/nodes/node3/health", None).await;
+    assert_eq!(body["healthy"], false, "{body}");
+
+    let checked = Config {
+        health_command: commands::parse_template("/usr/local/bin/check {node}"),
+        ..config()
+    };
+    let canned = Canned::new()
+        .fail(
+            &["/usr/local/bin/check", "node1"],
+            1,
+            "GPU0: 3 'ECC' errors;\n",
+        )
+        .ok(&["/usr/local/bin/check", "node2"], "");
+    let (app, runner) = app_with(checked, canned);
+    let (status, body) = call(&app, "POST", "/v1/nodes/node1/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"healthy": false, "message": "GPU0: 3 ECC errors"})
+    );
+    let (_, body) = call(&app, "POST", "/v1/nodes/node2/health", None).await;
+    assert_eq!(
+        body,
+        json!({"healthy": true, "message": "health check passed"})
+    );
+    assert_eq!(runner.commands()[0], ["/usr/local/bin/check", "node1"]);
+}
+
+#[tokio::test]
+async fn slurm_failures_are_502_with_slurms_message() {
+    let canned = Canned::new()
+        .fail(
+            &["scontrol", "update"],
+            1,
+            "slurm_update error: Invalid node state specified",
+        )
+        .ok(
+            &["scontrol", "show", "node"],
+            "NodeName=node1 State=IDLE Partitions=batch Reason=(null)\n",
+        )
+        .fail(
+            &["scontrol", "delete"],
+            1,
+            "delete_reservation slurm-maint-x: Requested reservation is invalid",
+        );
+    let (app, _) = app(canned);
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node1/drain",
+        Some(json!({"reason": "r"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["code"], "SlurmFailed");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("slurm_update error: Invalid node state specified"),
+        "{body}"
+    );
+    let (status, _) = call(&app, "DELETE", "/v1/reservations/slurm-maint-x", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&app, "POST", "/v1/nodes/node9/health", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn metrics_count_commands_by_verb_and_outcome() {
+    let (app, _) = app(cluster(4));
+    call(&app, "GET", "/v1/partitions/batch/snapshot", None).await;
+    call(&app, "POST", "/v1/jobs/404/cancel", None).await;
+    let response = app
+        .clone()
+        .oneshot(request("GET", "/metrics", Some(TOKEN), None))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    for line in [
+        r#"slurm_maint_agent_commands_total{verb="squeue",outcome="ok"} 1"#,
+        r#"slurm_maint_agent_commands_total{verb="scontrol show partition",outcome="ok"} "#,
+        r#"slurm_maint_agent_commands_total{verb="scontrol show job",outcome="failed"} 1"#,
+        r#"slurm_maint_agent_command_duration_seconds_count{verb="scontrol show node"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+}
