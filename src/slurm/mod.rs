@@ -1,5 +1,6 @@
 //! The Slurm domain: hostlists, node states, and parsers for what Slurm 22.05 prints.
 
+pub mod client;
 pub mod hostlist;
 pub mod parse;
 pub mod state;

@@ -1,0 +1,304 @@
+//! The controller's view of Slurm: the [`SlurmClient`] trait, and its implementation over
+//! the agent's HTTP API. The simulator implements the same trait.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::agent::api::{
+    CreateReservation, Done, DrainRequest, ErrorBody, NextState, PartitionSnapshot, RebootRequest,
+    StartTime, UpdateReservation,
+};
+use crate::plan::{Action, HealthResult};
+
+/// A failed call to Slurm (through the agent).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SlurmError {
+    /// The agent could not be reached or did not answer in time.
+    #[error("agent unreachable: {0}")]
+    Unreachable(String),
+    /// The agent refused the request (bad name, not ours, not preemptable, …).
+    #[error("agent refused ({code}, HTTP {status}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Slurm itself failed; `message` is Slurm's own.
+    #[error("Slurm failed ({code}, HTTP {status}): {message}")]
+    Slurm {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The answer could not be understood.
+    #[error("unexpected answer from the agent: {0}")]
+    Protocol(String),
+}
+
+impl SlurmError {
+    /// Worth retrying: the agent or Slurm may answer next time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable(_) => true,
+            Self::Slurm { status, code, .. } => {
+                *status >= 500
+                    && matches!(
+                        code.as_str(),
+                        "SlurmTimeout" | "SlurmUnavailable" | "SlurmctldDown"
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// Short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::Refused { .. } => "refused",
+            Self::Slurm { .. } => "slurm",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// Everything the controllers ask of Slurm.
+pub trait SlurmClient: Send + Sync {
+    /// One snapshot of a partition: nodes, active jobs on them, reservations, partitions.
+    fn snapshot<'a>(
+        &'a self,
+        partition: &'a str,
+    ) -> BoxFuture<'a, Result<PartitionSnapshot, SlurmError>>;
+    /// Carry out one planned action.
+    fn execute<'a>(&'a self, action: &'a Action) -> BoxFuture<'a, Result<Done, SlurmError>>;
+    /// Run the site's health check on a node.
+    fn health_check<'a>(&'a self, node: &'a str)
+    -> BoxFuture<'a, Result<HealthResult, SlurmError>>;
+    /// Take a node out of service with a reason (owned prefix added by the agent).
+    fn drain<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Done, SlurmError>>;
+    /// Return a node this operator drained to service.
+    fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Done, SlurmError>>;
+}
+
+/// [`SlurmClient`] over the agent's HTTP API, with a bearer token, timeouts and retries
+/// with backoff on transient errors only.
+#[derive(Clone)]
+pub struct AgentClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl AgentClient {
+    /// A client for the agent at `base` (e.g. `http://agent:8080`).
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, SlurmError> {
+        if !base.starts_with("http://") {
+            return Err(SlurmError::Protocol(format!(
+                "agent URL {base:?}: only http:// is supported by this build"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| SlurmError::Protocol(e.to_string()))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+            retries: 3,
+            backoff: Duration::from_millis(200),
+        })
+    }
+
+    /// Retry transient failures this many times (default 3).
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = backoff;
+        self
+    }
+
+    async fn call<B: Serialize + Sync, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, SlurmError> {
+        let mut attempt = 0;
+        loop {
+            match self.call_once(method.clone(), path, body).await {
+                Err(e) if e.is_transient() && attempt < self.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, SlurmError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SlurmError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| SlurmError::Unreachable(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| SlurmError::Protocol(e.to_string()));
+        }
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+            error: String::from_utf8_lossy(&bytes).into_owned(),
+            code: "Unknown".into(),
+        });
+        Err(if status >= 502 || err.code.starts_with("Slurm") {
+            SlurmError::Slurm {
+                status,
+                code: err.code,
+                message: err.error,
+            }
+        } else {
+            SlurmError::Refused {
+                status,
+                code: err.code,
+                message: err.error,
+            }
+        })
+    }
+
+    fn post<'a, B: Serialize + Send + Sync + 'a>(
+        &'a self,
+        path: String,
+        body: B,
+    ) -> BoxFuture<'a, Result<Done, SlurmError>> {
+        Box::pin(async move { self.call(reqwest::Method::POST, &path, Some(&body)).await })
+    }
+}
+
+impl SlurmClient for AgentClient {
+    fn snapshot<'a>(
+        &'a self,
+        partition: &'a str,
+    ) -> BoxFuture<'a, Result<PartitionSnapshot, SlurmError>> {
+        Box::pin(async move {
+            self.call::<(), _>(
+                reqwest::Method::GET,
+                &format!("/v1/partitions/{partition}/snapshot"),
+                None,
+            )
+            .await
+        })
+    }
+
+    fn execute<'a>(&'a self, action: &'a Action) -> BoxFuture<'a, Result<Done, SlurmError>> {
+        match action {
+            Action::CreateReservation {
+                name,
+                node,
+                start,
+                duration,
+                users,
+                accounts,
+                flags,
+            } => self.post(
+                "/v1/reservations".into(),
+                CreateReservation {
+                    name: name.clone(),
+                    nodes: vec![node.clone()],
+                    start: StartTime::from(*start),
+                    duration_minutes: (duration.as_secs().max(60) as u64).div_ceil(60),
+                    users: users.clone(),
+                    accounts: accounts.clone(),
+                    flags: flags.clone(),
+                },
+            ),
+            Action::UpdateReservationStart { name, start } => {
+                let body = UpdateReservation {
+                    start: Some(StartTime::from(*start)),
+                    ..Default::default()
+                };
+                Box::pin(async move {
+                    self.call(
+                        reqwest::Method::PATCH,
+                        &format!("/v1/reservations/{name}"),
+                        Some(&body),
+                    )
+                    .await
+                })
+            }
+            Action::DeleteReservation { name } => Box::pin(async move {
+                self.call::<(), _>(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/reservations/{name}"),
+                    None,
+                )
+                .await
+            }),
+            Action::CancelJob { job_id, .. } => {
+                self.post(format!("/v1/jobs/{job_id}/cancel"), serde_json::json!({}))
+            }
+            Action::Drain { node, reason } => self.drain(node, reason),
+            Action::Reboot { node, reason } => self.post(
+                format!("/v1/nodes/{node}/reboot"),
+                RebootRequest {
+                    reason: crate::agent::validate::boring_text(reason, 256),
+                    next_state: NextState::Resume,
+                },
+            ),
+        }
+    }
+
+    fn health_check<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<HealthResult, SlurmError>> {
+        Box::pin(async move {
+            self.call(
+                reqwest::Method::POST,
+                &format!("/v1/nodes/{node}/health"),
+                Some(&serde_json::json!({})),
+            )
+            .await
+        })
+    }
+
+    fn drain<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Done, SlurmError>> {
+        self.post(
+            format!("/v1/nodes/{node}/drain"),
+            DrainRequest {
+                reason: crate::agent::validate::boring_text(reason, 256),
+            },
+        )
+    }
+
+    fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Done, SlurmError>> {
+        self.post(format!("/v1/nodes/{node}/resume"), serde_json::json!({}))
+    }
+}

@@ -1,0 +1,421 @@
+//! The agent binary against a live Slurm 22.05 (the cluster `tests/slurm/cluster.sh up`
+//! starts), driven through the controller's own [`AgentClient`]. Runs when
+//! `SLURM_MAINT_LIVE=1` (set by `tests/run.sh`). Each test works on its own node.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use slurm_maint::agent::api::PartitionSnapshot;
+use slurm_maint::plan::Action;
+use slurm_maint::slurm::client::{AgentClient, SlurmClient, SlurmError};
+
+const TOKEN: &str = "live-test-token";
+
+fn live() -> bool {
+    let on = std::env::var("SLURM_MAINT_LIVE").as_deref() == Ok("1");
+    if !on {
+        eprintln!("skipped: set SLURM_MAINT_LIVE=1 with a running cluster (tests/run.sh does)");
+    }
+    on
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var("SLURM_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".slurm-test"))
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct Agent {
+    child: Child,
+    base: String,
+    client: AgentClient,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn agent(port: u16) -> Agent {
+    let child = Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
+        .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+        .env("SLURM_MAINT_AGENT_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = AgentClient::new(&base, TOKEN, Duration::from_secs(30)).unwrap();
+    // Constructed first, so a failed start still kills the process.
+    let agent = Agent {
+        child,
+        base: base.clone(),
+        client,
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent did not become healthy (is SLURM_CONF set?)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent
+}
+
+/// Poll the partition until `cond` holds (or fail after `secs`).
+async fn wait_for(
+    a: &Agent,
+    secs: u64,
+    what: &str,
+    cond: impl Fn(&PartitionSnapshot) -> bool,
+) -> PartitionSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let snap = a.client.snapshot("batch").await.unwrap();
+        if cond(&snap) {
+            return snap;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:#?}",
+            snap.nodes
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn node<'a>(s: &'a PartitionSnapshot, name: &str) -> &'a slurm_maint::slurm::Node {
+    s.nodes.iter().find(|n| n.name == name).unwrap()
+}
+
+async fn commands_run(a: &Agent) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", a.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("slurm_maint_agent_commands_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn snapshot_is_batched_and_requests_are_authenticated_and_validated() {
+    if !live() {
+        return;
+    }
+    let a = agent(18081).await;
+    let before = commands_run(&a).await;
+    let snap = a.client.snapshot("batch").await.unwrap();
+    assert_eq!(snap.nodes.len(), 6);
+    assert!(
+        snap.partitions
+            .iter()
+            .any(|p| p.name == "scavenger" && p.preempts())
+    );
+    assert_eq!(
+        commands_run(&a).await - before,
+        4.0,
+        "one command per kind, whatever the node count"
+    );
+    let debug = a.client.snapshot("debug").await.unwrap();
+    assert_eq!(debug.nodes.len(), 2);
+    assert_eq!(commands_run(&a).await - before, 8.0);
+
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/partitions/batch/snapshot", a.base);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    for bad in [
+        "node1;rm -rf /",
+        "$(reboot)",
+        "`id`",
+        "node 1",
+        "-rf",
+        "a|b",
+        &"n".repeat(200),
+    ] {
+        let enc: String = bad.bytes().map(|b| format!("%{b:02X}")).collect();
+        let r = http
+            .post(format!("{}/v1/nodes/{enc}/drain", a.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"reason": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "InvalidName", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn maint_reservation_lifecycle_and_foreign_reservations() {
+    if !live() {
+        return;
+    }
+    let a = agent(18082).await;
+    let name = "slurm-maint-node1-live".to_string();
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+    let create = Action::CreateReservation {
+        name: name.clone(),
+        node: "node1".into(),
+        start: Some(later),
+        duration: jiff::SignedDuration::from_mins(30),
+        users: vec!["root".into()],
+        accounts: vec![],
+        flags: vec!["MAINT".into()],
+    };
+    a.client.execute(&create).await.unwrap();
+    let snap = a.client.snapshot("batch").await.unwrap();
+    let r = snap.reservations.iter().find(|r| r.name == name).unwrap();
+    assert!(r.is_maint() && r.nodes == ["node1"]);
+    assert_eq!(r.start.as_second() / 60, later.as_second() / 60);
+    assert!(!node(&snap, "node1").state.in_maintenance());
+
+    // Jobs ended early: the reservation moves to now and the node shows MAINTENANCE.
+    a.client
+        .execute(&Action::UpdateReservationStart {
+            name: name.clone(),
+            start: None,
+        })
+        .await
+        .unwrap();
+    wait_for(&a, 15, "node1 in maintenance", |s| {
+        node(s, "node1").state.in_maintenance()
+    })
+    .await;
+
+    // A reservation that is not ours is never deleted.
+    sh(&[
+        "scontrol",
+        "create",
+        "reservation",
+        "ReservationName=ops-hold",
+        "StartTime=now+1day",
+        "Duration=60",
+        "Nodes=node2",
+        "Users=root",
+        "Flags=MAINT",
+    ]);
+    let err = a
+        .client
+        .execute(&Action::DeleteReservation {
+            name: "ops-hold".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SlurmError::Refused { status: 403, .. }),
+        "{err}"
+    );
+    assert!(sh(&["scontrol", "show", "reservation", "-o"]).contains("ReservationName=ops-hold"));
+    sh(&["scontrol", "delete", "ReservationName=ops-hold"]);
+
+    a.client
+        .execute(&Action::DeleteReservation { name: name.clone() })
+        .await
+        .unwrap();
+    let snap = wait_for(&a, 15, "node1 out of maintenance", |s| {
+        !node(s, "node1").state.in_maintenance()
+    })
+    .await;
+    assert!(snap.reservations.iter().all(|r| r.name != name));
+}
+
+#[tokio::test]
+async fn drain_and_resume_but_never_someone_elses_drain() {
+    if !live() {
+        return;
+    }
+    let a = agent(18083).await;
+    a.client.drain("node3", "live test drain").await.unwrap();
+    let snap = wait_for(&a, 10, "node3 drained", |s| {
+        node(s, "node3").state.is_drained()
+    })
+    .await;
+    assert_eq!(
+        node(&snap, "node3").reason.as_deref(),
+        Some("slurm-maint: live test drain")
+    );
+    a.client.resume("node3").await.unwrap();
+    wait_for(&a, 10, "node3 back", |s| {
+        node(s, "node3").state.in_service()
+    })
+    .await;
+
+    sh(&[
+        "scontrol",
+        "update",
+        "NodeName=node3",
+        "State=DRAIN",
+        "Reason=ops: hands off",
+    ]);
+    let err = a.client.resume("node3").await.unwrap_err();
+    assert!(
+        matches!(&err, SlurmError::Refused { status: 409, .. }),
+        "{err}"
+    );
+    let snap = a.client.snapshot("batch").await.unwrap();
+    assert_eq!(
+        node(&snap, "node3").reason.as_deref(),
+        Some("ops: hands off")
+    );
+    sh(&["scontrol", "update", "NodeName=node3", "State=RESUME"]);
+}
+
+#[tokio::test]
+async fn reboot_brings_a_new_boot_time() {
+    if !live() {
+        return;
+    }
+    let a = agent(18084).await;
+    let before = node(&a.client.snapshot("batch").await.unwrap(), "node4")
+        .boot_time
+        .unwrap();
+    // BootTime has one-second resolution: make sure the new boot is a later second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a.client
+        .execute(&Action::Reboot {
+            node: "node4".into(),
+            reason: "live test reboot".into(),
+        })
+        .await
+        .unwrap();
+    let snap = wait_for(&a, 90, "node4 rebooted and idle", |s| {
+        let n = node(s, "node4");
+        n.boot_time.is_some_and(|t| t > before) && n.state.in_service()
+    })
+    .await;
+    assert_eq!(node(&snap, "node4").state.base, "IDLE");
+}
+
+#[tokio::test]
+async fn a_node_that_never_reports_its_boot_ends_down() {
+    if !live() {
+        return;
+    }
+    let a = agent(18085).await;
+    let knob = state_dir().join("noboot").join("node5");
+    std::fs::create_dir_all(knob.parent().unwrap()).unwrap();
+    std::fs::write(&knob, "").unwrap();
+    a.client
+        .execute(&Action::Reboot {
+            node: "node5".into(),
+            reason: "live test timeout".into(),
+        })
+        .await
+        .unwrap();
+    let snap = wait_for(&a, 240, "node5 DOWN after reboot timeout", |s| {
+        let n = node(s, "node5");
+        n.state.base == "DOWN"
+            && !n.state.is_rebooting()
+            && n.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("reboot timed out"))
+    })
+    .await;
+    assert!(node(&snap, "node5").state.is_down());
+    std::fs::remove_file(&knob).unwrap();
+    sh(&["scontrol", "update", "NodeName=node5", "State=RESUME"]);
+}
+
+#[tokio::test]
+async fn only_preemptable_jobs_are_cancelled() {
+    if !live() {
+        return;
+    }
+    let a = agent(18086).await;
+    let submit = |part: &str| -> u64 {
+        sh(&[
+            "sbatch",
+            "--parsable",
+            "-o",
+            "/dev/null",
+            "-p",
+            part,
+            "-w",
+            "node6",
+            "-t",
+            "10",
+            "--wrap",
+            "sleep 300",
+        ])
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let keep = submit("batch");
+    let low = submit("scavenger");
+    let snap = wait_for(&a, 30, "both jobs running", |s| {
+        [keep, low]
+            .iter()
+            .all(|id| s.jobs.iter().any(|j| j.id == *id && j.state == "RUNNING"))
+    })
+    .await;
+    assert!(snap.jobs.iter().find(|j| j.id == low).unwrap().preemptable);
+    assert!(!snap.jobs.iter().find(|j| j.id == keep).unwrap().preemptable);
+
+    let err = a
+        .client
+        .execute(&Action::CancelJob {
+            job_id: keep,
+            node: "node6".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SlurmError::Refused { status: 409, .. }),
+        "{err}"
+    );
+    a.client
+        .execute(&Action::CancelJob {
+            job_id: low,
+            node: "node6".into(),
+        })
+        .await
+        .unwrap();
+    let snap = wait_for(&a, 30, "preemptable job gone", |s| {
+        s.jobs.iter().all(|j| j.id != low)
+    })
+    .await;
+    assert!(
+        snap.jobs
+            .iter()
+            .any(|j| j.id == keep && j.state == "RUNNING"),
+        "non-preemptable job still runs"
+    );
+    sh(&["scancel", &keep.to_string()]);
+}
