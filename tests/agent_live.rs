@@ -218,6 +218,22 @@ async fn maint_reservation_lifecycle_and_foreign_reservations() {
     })
     .await;
 
+    // The node list can change too.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/v1/reservations/{name}", a.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"nodes": ["node[1-2]"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let snap = wait_for(&a, 15, "node2 in maintenance", |s| {
+        node(s, "node2").state.in_maintenance()
+    })
+    .await;
+    let r = snap.reservations.iter().find(|r| r.name == name).unwrap();
+    assert_eq!(r.nodes, ["node1", "node2"]);
+
     // A reservation that is not ours is never deleted.
     sh(&[
         "scontrol",
