@@ -372,6 +372,22 @@ fn json(what: &'static str, output: &str) -> Result<Value, ParseError> {
     })
 }
 
+/// The top-level array `key` of a JSON document from `what`.
+fn json_array(
+    what: &'static str,
+    output: &str,
+    key: &'static str,
+) -> Result<Vec<Value>, ParseError> {
+    match json(what, output)?.get_mut(key).map(Value::take) {
+        Some(Value::Array(a)) => Ok(a),
+        _ => Err(ParseError::Missing {
+            what,
+            index: 0,
+            field: key,
+        }),
+    }
+}
+
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !is_null(s))
 }
@@ -408,15 +424,7 @@ const INFINITE: u64 = 0xffff_ffff;
 /// `sinfo --json` (22.05: nodes only).
 pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
     const W: &str = "sinfo --json";
-    let doc = json(W, output)?;
-    let nodes = doc
-        .get("nodes")
-        .and_then(Value::as_array)
-        .ok_or(ParseError::Missing {
-            what: W,
-            index: 0,
-            field: "nodes",
-        })?;
+    let nodes = json_array(W, output, "nodes")?;
     nodes
         .iter()
         .enumerate()
@@ -475,15 +483,7 @@ pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
 /// whose PreemptMode is not OFF.
 pub fn squeue_json(output: &str, preempting: &[String]) -> Result<Vec<Job>, ParseError> {
     const W: &str = "squeue --json";
-    let doc = json(W, output)?;
-    let jobs = doc
-        .get("jobs")
-        .and_then(Value::as_array)
-        .ok_or(ParseError::Missing {
-            what: W,
-            index: 0,
-            field: "jobs",
-        })?;
+    let jobs = json_array(W, output, "jobs")?;
     jobs.iter()
         .enumerate()
         .map(|(i, j)| {

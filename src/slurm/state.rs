@@ -274,9 +274,23 @@ mod tests {
         s.flags.iter().map(String::as_str).collect()
     }
 
+    type Case<'a> = (&'a str, &'a str, &'a [&'a str], StateClass);
+
+    /// Each input parses to the base, flags and class given.
+    fn check(cases: &[Case<'_>]) {
+        for (input, base, fl, class) in cases {
+            let s = st(input);
+            assert_eq!(
+                (s.base.as_str(), flags(&s), s.class()),
+                (*base, fl.to_vec(), *class),
+                "{input}"
+            );
+        }
+    }
+
     #[test]
     fn composite_states_from_scontrol() {
-        let cases: &[(&str, &str, &[&str], StateClass)] = &[
+        let cases: &[Case] = &[
             ("IDLE", "IDLE", &[], StateClass::InService),
             ("ALLOCATED", "ALLOCATED", &[], StateClass::InService),
             ("MIXED", "MIXED", &[], StateClass::InService),
@@ -373,18 +387,13 @@ mod tests {
                 StateClass::Down,
             ),
         ];
-        for (input, base, fl, class) in cases {
-            let s = st(input);
-            assert_eq!(s.base, *base, "{input}");
-            assert_eq!(flags(&s), *fl, "{input}");
-            assert_eq!(s.class(), *class, "{input}");
-        }
+        check(cases);
     }
 
     #[test]
     fn sinfo_long_forms() {
         // `sinfo -o %T` prints derived names in lower case.
-        let cases: &[(&str, &str, &[&str], StateClass)] = &[
+        let cases: &[Case] = &[
             ("idle", "IDLE", &[], StateClass::InService),
             ("drained", "IDLE", &["DRAIN"], StateClass::Down),
             ("draining", "ALLOCATED", &["DRAIN"], StateClass::Down),
@@ -412,19 +421,12 @@ mod tests {
             ("failing", "IDLE", &["FAIL"], StateClass::Down),
             ("powered_down", "IDLE", &["POWERED_DOWN"], StateClass::Down),
         ];
-        for (input, base, fl, class) in cases {
-            let s = st(input);
-            assert_eq!(
-                (s.base.as_str(), flags(&s), s.class()),
-                (*base, fl.to_vec(), *class),
-                "{input}"
-            );
-        }
+        check(cases);
     }
 
     #[test]
     fn sinfo_short_forms_with_suffixes() {
-        let cases: &[(&str, &str, &[&str], StateClass)] = &[
+        let cases: &[Case] = &[
             ("alloc", "ALLOCATED", &[], StateClass::InService),
             ("mix", "MIXED", &[], StateClass::InService),
             ("drain", "IDLE", &["DRAIN"], StateClass::Down),
@@ -471,14 +473,7 @@ mod tests {
                 StateClass::Down,
             ),
         ];
-        for (input, base, fl, class) in cases {
-            let s = st(input);
-            assert_eq!(
-                (s.base.as_str(), flags(&s), s.class()),
-                (*base, fl.to_vec(), *class),
-                "{input}"
-            );
-        }
+        check(cases);
     }
 
     #[test]
