@@ -26,10 +26,12 @@ enum Command {
     },
     /// Serve the Slurm agent: the authenticated HTTP API the controllers use to reach
     /// Slurm. Runs where Slurm's commands work (slurmctld sidecar, login pod, systemd).
-    Agent(slurm_maint::agent::AgentArgs),
+    Agent(Box<slurm_maint::agent::AgentArgs>),
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a crypto provider of its own: ring, as everywhere here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { out_dir: None } => {
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
             let result = tokio::runtime::Runtime::new()
                 .map_err(|e| e.to_string())
                 .and_then(|rt| {
-                    rt.block_on(slurm_maint::agent::serve(args))
+                    rt.block_on(slurm_maint::agent::serve(*args))
                         .map_err(|e| e.to_string())
                 });
             match result {

@@ -49,14 +49,25 @@ impl Drop for Agent {
     }
 }
 
-async fn agent(port: u16) -> Agent {
-    let child = Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
+/// A plain reqwest client; reqwest is built without a crypto provider of its own.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn spawn_agent(port: u16, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
         .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("SLURM_MAINT_AGENT_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+async fn agent(port: u16) -> Agent {
+    let child = spawn_agent(port, &[]);
     let base = format!("http://127.0.0.1:{port}");
     let client = AgentClient::new(&base, TOKEN, Duration::from_secs(30)).unwrap();
     // Constructed first, so a failed start still kills the process.
@@ -67,7 +78,7 @@ async fn agent(port: u16) -> Agent {
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await
+        if let Ok(r) = http().get(format!("{base}/healthz")).send().await
             && r.status() == 200
         {
             break;
@@ -108,7 +119,7 @@ fn node<'a>(s: &'a PartitionSnapshot, name: &str) -> &'a slurm_maint::slurm::Nod
 }
 
 async fn commands_run(a: &Agent) -> f64 {
-    let text = reqwest::Client::new()
+    let text = http()
         .get(format!("{}/metrics", a.base))
         .bearer_auth(TOKEN)
         .send()
@@ -146,7 +157,7 @@ async fn snapshot_is_batched_and_requests_are_authenticated_and_validated() {
     assert_eq!(debug.nodes.len(), 2);
     assert_eq!(commands_run(&a).await - before, 8.0);
 
-    let http = reqwest::Client::new();
+    let http = http();
     let url = format!("{}/v1/partitions/batch/snapshot", a.base);
     assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
     assert_eq!(
@@ -219,7 +230,7 @@ async fn maint_reservation_lifecycle_and_foreign_reservations() {
     .await;
 
     // The node list can change too.
-    let r = reqwest::Client::new()
+    let r = http()
         .patch(format!("{}/v1/reservations/{name}", a.base))
         .bearer_auth(TOKEN)
         .json(&serde_json::json!({"nodes": ["node[1-2]"]}))
@@ -434,4 +445,174 @@ async fn only_preemptable_jobs_are_cancelled() {
         "non-preemptable job still runs"
     );
     sh(&["scancel", &keep.to_string()]);
+}
+
+/// Runs openssl in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A P-256 key and certificate signed by `ca` (or self-signed without one), with the
+/// extensions in `ext` (an openssl extension file body).
+fn certificate(dir: &std::path::Path, name: &str, cn: &str, ca: Option<&str>, ext: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    let subj = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subj,
+        ],
+    );
+    let ext_file = format!("{name}.ext");
+    let mut sign = vec![
+        "x509", "-req", "-in", &csr, "-out", &pem, "-days", "2", "-extfile", &ext_file,
+    ];
+    match ca {
+        Some(ca) => sign.extend(["-CA", ca, "-CAkey", "ca.key", "-CAcreateserial"]),
+        None => sign.extend(["-key", key.as_str()]),
+    }
+    openssl(dir, &sign);
+}
+
+#[tokio::test]
+async fn tls_with_client_certificates() {
+    if !live() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("slurm-maint-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=slurm-maint test CA",
+        ],
+    );
+    certificate(
+        &dir,
+        "server",
+        "127.0.0.1",
+        Some("ca.pem"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    let client_ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
+    certificate(&dir, "client", "controller", Some("ca.pem"), client_ext);
+    certificate(&dir, "rogue", "controller", None, client_ext);
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let identity =
+        |name: &str| [read(&format!("{name}.pem")), read(&format!("{name}.key"))].concat();
+    let ca = read("ca.pem");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+    let port = 18087;
+    let child = spawn_agent(
+        port,
+        &[
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+            "--tls-client-ca",
+            &path("ca.pem"),
+        ],
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let client = |identity: Option<&[u8]>| {
+        AgentClient::with_tls(&base, TOKEN, Duration::from_secs(30), Some(&ca), identity)
+            .unwrap()
+            .with_retries(0, Duration::ZERO)
+    };
+    let a = Agent {
+        child,
+        base: base.clone(),
+        client: client(Some(&identity("client"))),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let snap = loop {
+        match a.client.snapshot("batch").await {
+            Ok(snap) => break snap,
+            Err(e) => assert!(Instant::now() < deadline, "agent over TLS: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(snap.nodes.len(), 6);
+
+    // No client certificate, or one the CA did not sign: the handshake fails.
+    for (what, c) in [
+        ("no client certificate", client(None)),
+        (
+            "self-signed client certificate",
+            client(Some(&identity("rogue"))),
+        ),
+    ] {
+        let err = c.snapshot("batch").await.unwrap_err();
+        assert!(matches!(err, SlurmError::Unreachable(_)), "{what}: {err}");
+    }
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = AgentClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        TOKEN,
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .with_retries(0, Duration::ZERO);
+    let err = plain.snapshot("batch").await.unwrap_err();
+    assert!(matches!(err, SlurmError::Unreachable(_)), "{err}");
+    // The bearer token is still required over TLS.
+    let no_token = AgentClient::with_tls(
+        &base,
+        "wrong",
+        Duration::from_secs(10),
+        Some(&ca),
+        Some(&identity("client")),
+    )
+    .unwrap();
+    let err = no_token.snapshot("batch").await.unwrap_err();
+    assert!(
+        matches!(err, SlurmError::Refused { status: 401, .. }),
+        "{err}"
+    );
+    // Failed handshakes did not stop the server.
+    assert_eq!(a.client.snapshot("debug").await.unwrap().nodes.len(), 2);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# System packages: Slurm 22.05 and munge from Debian.
+# System packages: Slurm 22.05 and munge from Debian; openssl for the TLS test's certificates.
 missing=()
-for cmd in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge; do
+for cmd in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge openssl:openssl; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -7,6 +7,8 @@
 //!   `slurm-maint: ` are changed; jobs are cancelled only if preemptable when checked.
 //! - Every command is logged with its duration and exit code, has a timeout, and is
 //!   counted in `/metrics`; Slurm's errors come back with Slurm's own message.
+//! - HTTPS with `--tls-cert`/`--tls-key`, and client certificates required with
+//!   `--tls-client-ca` ([`tls`]); plain HTTP without them.
 //!
 //! API (JSON, bearer token on everything but `/healthz`):
 //!
@@ -27,6 +29,7 @@ pub mod commands;
 pub mod metrics;
 pub mod runner;
 pub mod server;
+pub mod tls;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -75,6 +78,17 @@ pub struct AgentArgs {
     /// Jobs with this QOS are preemptable (repeatable).
     #[arg(long = "preemptable-qos")]
     pub preemptable_qos: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key). Without it the
+    /// agent serves plain HTTP.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate signed by one of these CAs
+    /// (needs --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -104,6 +118,8 @@ pub enum AgentError {
         option: &'static str,
         message: String,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -150,11 +166,31 @@ impl AgentArgs {
             tz: TimeZone::system(),
         })
     }
+
+    /// The TLS server configuration, or `None` to serve plain HTTP.
+    pub fn tls_config(&self) -> Result<Option<Arc<rustls::ServerConfig>>, AgentError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) if self.tls_client_ca.is_some() => Err(AgentError::Tls(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            )),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(AgentError::Tls(
+                "--tls-cert needs --tls-key (give both or neither)".into(),
+            )),
+            (None, Some(_)) => Err(AgentError::Tls(
+                "--tls-key needs --tls-cert (give both or neither)".into(),
+            )),
+            (Some(cert), Some(key)) => tls::server_config(cert, key, self.tls_client_ca.as_deref())
+                .map(Some)
+                .map_err(AgentError::Tls),
+        }
+    }
 }
 
 /// Serve the agent until SIGINT or SIGTERM.
 pub async fn serve(args: AgentArgs) -> Result<(), AgentError> {
     let config = args.config(std::env::var(TOKEN_ENV).ok())?;
+    let tls = args.tls_config()?;
     let runner = Arc::new(ProcessRunner::new(args.command_timeout));
     let app = router(config, runner);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -163,11 +199,23 @@ pub async fn serve(args: AgentArgs) -> Result<(), AgentError> {
             addr: args.listen,
             source,
         })?;
-    tracing::info!(listen = %args.listen, timeout_s = args.command_timeout.as_secs_f64(), "agent listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(AgentError::Serve)
+    tracing::info!(
+        listen = %args.listen,
+        tls = tls.is_some(),
+        client_certificates = args.tls_client_ca.is_some(),
+        timeout_s = args.command_timeout.as_secs_f64(),
+        "agent listening"
+    );
+    match tls {
+        Some(tls) => {
+            tls::serve(listener, tls, app, shutdown()).await;
+            Ok(())
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown())
+            .await
+            .map_err(AgentError::Serve),
+    }
 }
 
 async fn shutdown() {
@@ -241,11 +289,51 @@ mod tests {
             missing.config(None),
             Err(AgentError::TokenFile { .. })
         ));
+        assert!(a.tls_config().unwrap().is_none(), "plain HTTP by default");
         for bad in ["0s", "soon", "-5s"] {
             assert!(
                 Cli::try_parse_from(["agent", "--command-timeout", bad]).is_err(),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        let err = Cli::try_parse_from(["agent", "--tls-cert", "/etc/agent/tls.crt"])
+            .err()
+            .expect("--tls-cert alone is refused");
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        assert!(Cli::try_parse_from(["agent", "--tls-key", "k.pem"]).is_err());
+        assert!(Cli::try_parse_from(["agent", "--tls-client-ca", "ca.pem"]).is_err());
+
+        // Built in code rather than parsed, the same mistake is just as clear.
+        let mut a = args(&[]);
+        a.tls_cert = Some("/etc/agent/tls.crt".into());
+        let err = a.tls_config().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "TLS: --tls-cert needs --tls-key (give both or neither)"
+        );
+        a.tls_cert = None;
+        a.tls_client_ca = Some("ca.pem".into());
+        assert!(
+            a.tls_config()
+                .unwrap_err()
+                .to_string()
+                .contains("--tls-client-ca")
+        );
+
+        let missing = args(&[
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ]);
+        let err = missing.tls_config().unwrap_err().to_string();
+        assert!(
+            err.contains("--tls-cert: cannot read /nonexistent/c.pem"),
+            "{err}"
+        );
     }
 }

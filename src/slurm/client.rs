@@ -12,6 +12,7 @@ use crate::agent::api::{
     StartTime, UpdateReservation,
 };
 use crate::plan::{Action, HealthResult};
+use crate::tls;
 
 /// A failed call to Slurm (through the agent).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -99,16 +100,43 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// A client for the agent at `base` (e.g. `http://agent:8080`).
+    /// A client for the agent at `base` (e.g. `http://agent:8080`); an `https://` agent
+    /// must have a certificate the system trusts (see [`AgentClient::with_tls`]).
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, SlurmError> {
-        if !base.starts_with("http://") {
-            return Err(SlurmError::Protocol(format!(
-                "agent URL {base:?}: only http:// is supported by this build"
-            )));
+        Self::with_tls(base, token, timeout, None, None)
+    }
+
+    /// A client for the agent at `base`, `http://` or `https://`. For https, `ca_pem` (a
+    /// PEM CA bundle) is what the agent's certificate must chain to, instead of the
+    /// system's roots; `identity_pem` (PEM certificate chain and private key) is the
+    /// client certificate, for an agent started with `--tls-client-ca`. Neither is
+    /// allowed with `http://`.
+    pub fn with_tls(
+        base: &str,
+        token: &str,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+        identity_pem: Option<&[u8]>,
+    ) -> Result<Self, SlurmError> {
+        let invalid =
+            |message: String| SlurmError::Protocol(format!("agent URL {base:?}: {message}"));
+        let https = match base.split_once("://") {
+            Some(("http", _)) => false,
+            Some(("https", _)) => true,
+            _ => return Err(invalid("only http:// and https:// are supported".into())),
+        };
+        if !https && (ca_pem.is_some() || identity_pem.is_some()) {
+            return Err(invalid(
+                "a CA or client certificate needs an https:// URL".into(),
+            ));
         }
+        // Always preconfigured: reqwest has no crypto provider of its own here.
+        let tls = client_tls_config(https, ca_pem, identity_pem).map_err(invalid)?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .tls_backend_preconfigured(tls)
+            .https_only(https)
             .build()
             .map_err(|e| SlurmError::Protocol(e.to_string()))?;
         Ok(Self {
@@ -196,6 +224,40 @@ impl AgentClient {
     ) -> BoxFuture<'a, Result<Done, SlurmError>> {
         Box::pin(async move { self.call(reqwest::Method::POST, &path, Some(&body)).await })
     }
+}
+
+/// rustls (ring) trusting `ca_pem`, or for https without it the platform's roots, and
+/// presenting the client certificate in `identity_pem` if given. Plain http trusts nothing.
+fn client_tls_config(
+    https: bool,
+    ca_pem: Option<&[u8]>,
+    identity_pem: Option<&[u8]>,
+) -> Result<rustls::ClientConfig, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match ca_pem {
+        Some(pem) => builder.with_root_certificates(tls::roots(pem, "agent CA")?),
+        None if https => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder
+                .with_platform_verifier()
+                .map_err(|e| format!("system certificate roots: {e}"))?
+        }
+        None => builder.with_root_certificates(rustls::RootCertStore::empty()),
+    };
+    let mut config = match identity_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let chain = tls::certificates(pem, "client certificate")?;
+            let key = tls::private_key(pem, "client certificate")?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 impl SlurmClient for AgentClient {
@@ -300,5 +362,26 @@ impl SlurmClient for AgentClient {
 
     fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Done, SlurmError>> {
         self.post(format!("/v1/nodes/{node}/resume"), serde_json::json!({}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_tls_options() {
+        let t = Duration::from_secs(1);
+        assert!(AgentClient::new("http://agent:8080/", "t", t).is_ok());
+        let e = AgentClient::new("ftp://agent", "t", t).err().unwrap();
+        assert!(e.to_string().contains("http:// and https://"), "{e}");
+        let e = AgentClient::with_tls("http://agent", "t", t, Some(b"x"), None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("needs an https:// URL"), "{e}");
+        let e = AgentClient::with_tls("https://agent", "t", t, Some(b"not pem"), None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("agent CA"), "{e}");
     }
 }
