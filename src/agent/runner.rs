@@ -118,13 +118,36 @@ impl Runner for ProcessRunner {
                 });
             };
             let started = Instant::now();
+            // Its own process group, so a timeout also ends what it started (ssh, ipmitool
+            // wrappers), not just the direct child.
             let child = tokio::process::Command::new(program)
                 .args(args)
                 .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
                 .kill_on_drop(true)
-                .output();
-            // On timeout the future is dropped, and with it the child: kill_on_drop kills it.
-            let result = tokio::time::timeout(self.timeout, child).await;
+                .spawn();
+            let child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(?argv, error = %e, "command could not be started");
+                    return Err(SlurmError::Spawn {
+                        command,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            let group = child.id();
+            let result = tokio::time::timeout(self.timeout, child.wait_with_output()).await;
+            if result.is_err()
+                && let Some(pgid) = group
+            {
+                // SAFETY: kill(2) with a negative pid signals the process group we created.
+                unsafe {
+                    libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+                }
+            }
             let duration = started.elapsed();
             let duration_ms = duration.as_millis() as u64;
             match result {
@@ -289,6 +312,30 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+    }
+
+    /// A timeout ends the whole process group, not just the direct child.
+    #[tokio::test]
+    async fn timeout_kills_grandchildren() {
+        let dir = std::env::temp_dir().join(format!("runner-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let r = ProcessRunner::new(Duration::from_millis(500));
+        assert!(matches!(
+            r.run(&argv(&["sh", "-c", &script])).await,
+            Err(SlurmError::Timeout { .. })
+        ));
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.split(' ').nth(2).is_some_and(|st| st == "Z"))
+            .unwrap_or(false);
+        assert!(!alive, "grandchild {pid} survived the timeout");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
