@@ -332,7 +332,7 @@ mod tests {
             .to_string();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.split(' ').nth(2).is_some_and(|st| st == "Z"))
+            .map(|s| s.split(' ').nth(2).is_none_or(|st| st != "Z"))
             .unwrap_or(false);
         assert!(!alive, "grandchild {pid} survived the timeout");
         std::fs::remove_dir_all(&dir).unwrap();
