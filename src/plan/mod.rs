@@ -13,6 +13,7 @@
 
 pub mod budget;
 pub mod release;
+pub mod status;
 pub mod window;
 
 use std::collections::{BTreeMap, BTreeSet};

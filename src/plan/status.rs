@@ -1,0 +1,355 @@
+//! The policy's status from one pass's plan: budget figures, counts by phase, the plan
+//! preview and conditions with reasons as constants.
+
+use jiff::Timestamp;
+
+use super::{Plan, Work};
+use crate::api::condition::{Condition, set_condition};
+use crate::api::node_maintenance::NodeMaintenancePhase as Phase;
+use crate::api::policy::{MaintenancePolicyStatus, PhaseCounts};
+
+/// Condition types of a MaintenancePolicy.
+pub mod condition_type {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
+    pub const PAUSED: &str = "Paused";
+}
+
+/// Condition reasons.
+pub mod reason {
+    pub const RECONCILED: &str = "Reconciled";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SLURM_UNREACHABLE: &str = "SlurmUnreachable";
+    pub const CAMPAIGN_RUNNING: &str = "CampaignRunning";
+    pub const CAMPAIGN_COMPLETE: &str = "CampaignComplete";
+    pub const NO_CAMPAIGN: &str = "NoCampaign";
+    pub const NODES_FAILED: &str = "NodesFailed";
+    pub const BUDGET_FULL: &str = "BudgetFull";
+    pub const BUDGET_AVAILABLE: &str = "BudgetAvailable";
+    pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
+    pub const RUNNING: &str = "Running";
+    pub const MONITOR_ONLY: &str = "MonitorOnly";
+    pub const DRY_RUN: &str = "DryRun";
+}
+
+/// Counts of work items by phase, after the plan's updates.
+pub fn phase_counts(work: &[Work], plan: &Plan) -> PhaseCounts {
+    let mut c = PhaseCounts::default();
+    let phase_of = |w: &Work| {
+        plan.updates
+            .iter()
+            .find(|u| u.name == w.name)
+            .map_or(w.status.phase, |u| u.status.phase)
+    };
+    let phases = work
+        .iter()
+        .map(phase_of)
+        .chain(plan.new_work.iter().map(|_| Phase::Pending));
+    for p in phases {
+        *match p {
+            Phase::Pending => &mut c.pending,
+            Phase::Reserved => &mut c.reserved,
+            Phase::PendingReboot => &mut c.pending_reboot,
+            Phase::Rebooting => &mut c.rebooting,
+            Phase::Recovering => &mut c.recovering,
+            Phase::HealthCheck => &mut c.health_check,
+            Phase::Completed => &mut c.completed,
+            Phase::Failed => &mut c.failed,
+        } += 1;
+    }
+    c
+}
+
+/// What the policy is asked to do, for the Progressing condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    pub paused: bool,
+    pub dry_run: bool,
+    pub acting: bool,
+}
+
+/// The policy status after a successful pass. `previous` keeps steady conditions'
+/// transition times.
+pub fn policy_status(
+    previous: Option<&MaintenancePolicyStatus>,
+    generation: Option<i64>,
+    partition: &str,
+    work: &[Work],
+    plan: &Plan,
+    mode: Mode,
+    now: Timestamp,
+) -> MaintenancePolicyStatus {
+    use condition_type as t;
+    let phases = phase_counts(work, plan);
+    let in_flight = phases.pending
+        + phases.reserved
+        + phases.pending_reboot
+        + phases.rebooting
+        + phases.recovering
+        + phases.health_check;
+    let mut conditions = previous.map(|p| p.conditions.clone()).unwrap_or_default();
+    let cond = |ty: &str, ok: bool, reason: &str, msg: String| {
+        Condition::new(ty, ok, reason, msg, now, generation)
+    };
+
+    set_condition(
+        &mut conditions,
+        cond(t::DEGRADED, false, reason::RECONCILED, String::new()),
+    );
+    let (progressing, why, msg) = if plan.nodes_needing_work == 0 {
+        (
+            false,
+            reason::NO_CAMPAIGN,
+            "no node needs maintenance".to_string(),
+        )
+    } else if in_flight == 0 {
+        (
+            false,
+            reason::CAMPAIGN_COMPLETE,
+            format!("{} completed, {} failed", phases.completed, phases.failed),
+        )
+    } else {
+        (
+            true,
+            reason::CAMPAIGN_RUNNING,
+            format!(
+                "{in_flight} of {} nodes still in progress",
+                plan.nodes_needing_work
+            ),
+        )
+    };
+    set_condition(&mut conditions, cond(t::PROGRESSING, progressing, why, msg));
+    let b = &plan.budget;
+    let (full, why) = if plan.budget_exhausted {
+        (true, reason::BUDGET_FULL)
+    } else {
+        (false, reason::BUDGET_AVAILABLE)
+    };
+    set_condition(
+        &mut conditions,
+        cond(
+            t::BUDGET_EXHAUSTED,
+            full,
+            why,
+            format!("{} of {} allowed nodes out", b.occupied().len(), b.allowed),
+        ),
+    );
+    let (why, msg) = if mode.paused {
+        (reason::PAUSED_BY_SPEC, "spec.paused: no new work starts")
+    } else if mode.dry_run {
+        (reason::DRY_RUN, "dry run: actions are shown, not executed")
+    } else if !mode.acting {
+        (
+            reason::MONITOR_ONLY,
+            "reservations disabled: monitoring only",
+        )
+    } else {
+        (reason::RUNNING, "")
+    };
+    set_condition(
+        &mut conditions,
+        cond(t::PAUSED, mode.paused, why, msg.to_string()),
+    );
+    let ready_reason = if phases.failed > 0 {
+        reason::NODES_FAILED
+    } else {
+        reason::RECONCILED
+    };
+    let ready_msg = if phases.failed > 0 {
+        format!("{} node(s) failed and are kept drained", phases.failed)
+    } else {
+        String::new()
+    };
+    set_condition(
+        &mut conditions,
+        cond(t::READY, true, ready_reason, ready_msg),
+    );
+
+    MaintenancePolicyStatus {
+        observed_generation: generation,
+        budget: Some(b.to_status(partition)),
+        nodes_needing_work: plan.nodes_needing_work as u32,
+        phases,
+        next: plan.preview.clone(),
+        planned_actions: plan.actions().map(|a| a.describe()).collect(),
+        eta: previous.and_then(|p| p.eta),
+        last_pass: Some(now),
+        conditions,
+    }
+}
+
+/// The status when a pass could not plan: Degraded with the reason; everything else kept.
+pub fn degraded_status(
+    previous: Option<&MaintenancePolicyStatus>,
+    generation: Option<i64>,
+    why: &str,
+    message: String,
+    now: Timestamp,
+) -> MaintenancePolicyStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            condition_type::DEGRADED,
+            true,
+            why,
+            message.clone(),
+            now,
+            generation,
+        ),
+    );
+    set_condition(
+        &mut status.conditions,
+        Condition::new(condition_type::READY, false, why, message, now, generation),
+    );
+    status.observed_generation = generation;
+    status.last_pass = Some(now);
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::condition::ConditionStatus;
+    use crate::plan::{BudgetFigures, PlannedNode};
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_767_225_600 + s).unwrap()
+    }
+
+    fn plan_with(needing: usize, exhausted: bool) -> Plan {
+        Plan {
+            budget: BudgetFigures {
+                total: 10,
+                allowed: 1,
+                ..Default::default()
+            },
+            observed: BudgetFigures::default(),
+            new_work: vec![],
+            updates: vec![],
+            preview: vec![PlannedNode {
+                node: "n1".into(),
+                release_time: Some(t(60)),
+            }],
+            waiting: Default::default(),
+            budget_exhausted: exhausted,
+            nodes_needing_work: needing,
+        }
+    }
+
+    fn work(name: &str, phase: Phase) -> Work {
+        Work {
+            name: name.into(),
+            node: name.into(),
+            action: crate::api::MaintenanceAction::Reboot,
+            campaign: None,
+            status: crate::api::NodeMaintenanceStatus {
+                phase,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn get<'a>(s: &'a MaintenancePolicyStatus, ty: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.r#type == ty).unwrap()
+    }
+
+    const ACTING: Mode = Mode {
+        paused: false,
+        dry_run: false,
+        acting: true,
+    };
+
+    #[test]
+    fn running_campaign() {
+        let w = [
+            work("a", Phase::Rebooting),
+            work("b", Phase::Completed),
+            work("c", Phase::Failed),
+        ];
+        let s = policy_status(
+            None,
+            Some(3),
+            "batch",
+            &w,
+            &plan_with(3, true),
+            ACTING,
+            t(0),
+        );
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(
+            (s.phases.rebooting, s.phases.completed, s.phases.failed),
+            (1, 1, 1)
+        );
+        assert_eq!(get(&s, "Progressing").status, ConditionStatus::True);
+        assert_eq!(get(&s, "BudgetExhausted").reason, reason::BUDGET_FULL);
+        assert_eq!(get(&s, "Ready").reason, reason::NODES_FAILED);
+        assert_eq!(get(&s, "Degraded").status, ConditionStatus::False);
+        assert_eq!(s.budget.as_ref().unwrap().allowed, 1);
+        assert_eq!(s.next.len(), 1);
+    }
+
+    #[test]
+    fn complete_campaign_and_modes() {
+        let w = [work("a", Phase::Completed)];
+        let paused = Mode {
+            paused: true,
+            ..ACTING
+        };
+        let s = policy_status(
+            None,
+            Some(1),
+            "batch",
+            &w,
+            &plan_with(1, false),
+            paused,
+            t(0),
+        );
+        assert_eq!(get(&s, "Progressing").reason, reason::CAMPAIGN_COMPLETE);
+        assert_eq!(get(&s, "Paused").status, ConditionStatus::True);
+        let monitor = Mode {
+            acting: false,
+            ..ACTING
+        };
+        let s2 = policy_status(
+            Some(&s),
+            Some(2),
+            "batch",
+            &w,
+            &plan_with(0, false),
+            monitor,
+            t(10),
+        );
+        assert_eq!(get(&s2, "Paused").reason, reason::MONITOR_ONLY);
+        assert_eq!(get(&s2, "Progressing").reason, reason::NO_CAMPAIGN);
+        // Progressing stayed False: its transition time is kept.
+        assert_eq!(get(&s2, "Progressing").last_transition_time, t(0));
+    }
+
+    #[test]
+    fn degraded_keeps_the_rest() {
+        let s = policy_status(
+            None,
+            Some(1),
+            "batch",
+            &[],
+            &plan_with(0, false),
+            ACTING,
+            t(0),
+        );
+        let d = degraded_status(
+            Some(&s),
+            Some(2),
+            reason::INVALID_SPEC,
+            "spec.nodelist: bad".into(),
+            t(5),
+        );
+        assert_eq!(get(&d, "Degraded").status, ConditionStatus::True);
+        assert_eq!(get(&d, "Ready").status, ConditionStatus::False);
+        assert_eq!(get(&d, "Ready").message, "spec.nodelist: bad");
+        assert_eq!(d.budget, s.budget);
+        assert_eq!(d.observed_generation, Some(2));
+    }
+}
