@@ -385,3 +385,95 @@ mod tests {
         assert!(e.to_string().contains("agent CA"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod retry_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::Json;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+
+    use super::*;
+
+    /// An agent that fails `fail` times with `status`/`code`, then answers.
+    async fn flaky(fail: u32, status: u16, code: &'static str) -> (String, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let answer = move || {
+            let c = c.clone();
+            async move {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                if n < fail {
+                    let body = serde_json::json!({"error": "slurm said no", "code": code});
+                    return (StatusCode::from_u16(status).unwrap(), Json(body));
+                }
+                (
+                    StatusCode::OK,
+                    Json(serde_json::to_value(PartitionSnapshot::default()).unwrap()),
+                )
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v1/partitions/{p}/snapshot", get(answer.clone()))
+            .route("/v1/jobs/{id}/cancel", post(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), calls)
+    }
+
+    fn client(base: &str) -> AgentClient {
+        AgentClient::new(base, "t", Duration::from_secs(5))
+            .unwrap()
+            .with_retries(3, Duration::from_millis(5))
+    }
+
+    #[tokio::test]
+    async fn transient_slurm_errors_are_retried() {
+        let (base, calls) = flaky(2, 502, "SlurmTimeout").await;
+        client(&base).snapshot("p").await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_give_up_after_the_limit() {
+        let (base, calls) = flaky(10, 502, "SlurmctldDown").await;
+        let e = client(&base).snapshot("p").await.unwrap_err();
+        assert!(matches!(e, SlurmError::Slurm { status: 502, .. }), "{e}");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn refusals_and_slurm_failures_are_not_retried() {
+        let (base, calls) = flaky(10, 409, "NotPreemptable").await;
+        let e = client(&base)
+            .execute(&Action::CancelJob {
+                job_id: 1,
+                node: "n1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SlurmError::Refused { status: 409, code, .. } if code == "NotPreemptable"),
+            "{e}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let (base, calls) = flaky(10, 502, "SlurmFailed").await;
+        assert!(client(&base).snapshot("p").await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_agent_is_transient() {
+        let e = client("http://127.0.0.1:1")
+            .snapshot("p")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, SlurmError::Unreachable(_)) && e.is_transient(),
+            "{e}"
+        );
+    }
+}
