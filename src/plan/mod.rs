@@ -296,6 +296,8 @@ pub struct Plan {
     pub budget_exhausted: bool,
     /// Nodes in the campaign (needing or done with work).
     pub nodes_needing_work: usize,
+    /// Release times of every node still waiting to start, earliest first.
+    pub queue: Vec<Release>,
 }
 
 impl Plan {
@@ -687,6 +689,7 @@ pub fn plan(
         not_started.push((*release, w.node.clone()));
     }
     not_started.sort();
+    let queue = not_started.iter().map(|(r, _)| *r).collect();
     let preview = not_started
         .into_iter()
         .take(PREVIEW_LEN)
@@ -705,6 +708,7 @@ pub fn plan(
         waiting,
         budget_exhausted,
         nodes_needing_work: campaign_nodes.len(),
+        queue,
     }
 }
 

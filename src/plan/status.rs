@@ -1,9 +1,12 @@
 //! The policy's status from one pass's plan: budget figures, counts by phase, the plan
 //! preview and conditions with reasons as constants.
 
-use jiff::Timestamp;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 
-use super::{Plan, Work};
+use jiff::{SignedDuration, Timestamp};
+
+use super::{Plan, Release, Work};
 use crate::api::condition::{Condition, set_condition};
 use crate::api::node_maintenance::NodeMaintenancePhase as Phase;
 use crate::api::policy::{MaintenancePolicyStatus, PhaseCounts};
@@ -62,6 +65,68 @@ pub fn phase_counts(work: &[Work], plan: &Plan) -> PhaseCounts {
     c
 }
 
+fn phase_after(plan: &Plan, w: &Work) -> Phase {
+    plan.updates
+        .iter()
+        .find(|u| u.name == w.name)
+        .map_or(w.status.phase, |u| u.status.phase)
+}
+
+/// When the campaign should end: the waiting nodes list-scheduled, earliest release first,
+/// on the budget's free slots after the nodes in flight, each taking `per_node`.
+/// `None` when nothing is left, when no slot is free, or when a release time is unknown.
+pub fn estimate_eta(
+    plan: &Plan,
+    work: &[Work],
+    now: Timestamp,
+    per_node: SignedDuration,
+) -> Option<Timestamp> {
+    let mut ours = BTreeSet::new();
+    let mut busy: Vec<Timestamp> = vec![];
+    for w in work {
+        let phase = phase_after(plan, w);
+        if phase.is_terminal() || phase == Phase::Pending {
+            continue;
+        }
+        ours.insert(w.node.as_str());
+        let start = match phase {
+            Phase::Reserved => plan
+                .updates
+                .iter()
+                .find(|u| u.name == w.name)
+                .map_or(&w.status, |u| &u.status)
+                .reservation_start
+                .unwrap_or(now)
+                .max(now),
+            _ => now,
+        };
+        busy.push(start + per_node);
+    }
+    let others = plan
+        .budget
+        .occupied()
+        .iter()
+        .filter(|n| !ours.contains(n.as_str()))
+        .count();
+    let slots = plan.budget.allowed.saturating_sub(others).max(busy.len());
+    if slots == 0 || (busy.is_empty() && plan.queue.is_empty()) {
+        return None;
+    }
+    let mut free: BinaryHeap<Reverse<Timestamp>> = busy.iter().copied().map(Reverse).collect();
+    while free.len() < slots {
+        free.push(Reverse(now));
+    }
+    let mut end = busy.iter().copied().max().unwrap_or(now);
+    for release in &plan.queue {
+        let Release::At(r) = release else { return None };
+        let Reverse(f) = free.pop()?;
+        let finish = f.max(*r) + per_node;
+        end = end.max(finish);
+        free.push(Reverse(finish));
+    }
+    Some(end)
+}
+
 /// What the policy is asked to do, for the Progressing condition's reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mode {
@@ -71,7 +136,7 @@ pub struct Mode {
 }
 
 /// The policy status after a successful pass. `previous` keeps steady conditions'
-/// transition times.
+/// transition times; `per_node` is the expected time one node's maintenance takes.
 pub fn policy_status(
     previous: Option<&MaintenancePolicyStatus>,
     generation: Option<i64>,
@@ -79,6 +144,7 @@ pub fn policy_status(
     work: &[Work],
     plan: &Plan,
     mode: Mode,
+    per_node: SignedDuration,
     now: Timestamp,
 ) -> MaintenancePolicyStatus {
     use condition_type as t;
@@ -174,7 +240,7 @@ pub fn policy_status(
         phases,
         next: plan.preview.clone(),
         planned_actions: plan.actions().map(|a| a.describe()).collect(),
-        eta: previous.and_then(|p| p.eta),
+        eta: estimate_eta(plan, work, now, per_node),
         last_pass: Some(now),
         conditions,
     }
@@ -236,6 +302,7 @@ mod tests {
             waiting: Default::default(),
             budget_exhausted: exhausted,
             nodes_needing_work: needing,
+            queue: vec![],
         }
     }
 
@@ -256,6 +323,7 @@ mod tests {
         s.conditions.iter().find(|c| c.r#type == ty).unwrap()
     }
 
+    const MIN10: SignedDuration = SignedDuration::from_mins(10);
     const ACTING: Mode = Mode {
         paused: false,
         dry_run: false,
@@ -276,6 +344,7 @@ mod tests {
             &w,
             &plan_with(3, true),
             ACTING,
+            MIN10,
             t(0),
         );
         assert_eq!(s.observed_generation, Some(3));
@@ -305,6 +374,7 @@ mod tests {
             &w,
             &plan_with(1, false),
             paused,
+            MIN10,
             t(0),
         );
         assert_eq!(get(&s, "Progressing").reason, reason::CAMPAIGN_COMPLETE);
@@ -320,12 +390,40 @@ mod tests {
             &w,
             &plan_with(0, false),
             monitor,
+            MIN10,
             t(10),
         );
         assert_eq!(get(&s2, "Paused").reason, reason::MONITOR_ONLY);
         assert_eq!(get(&s2, "Progressing").reason, reason::NO_CAMPAIGN);
         // Progressing stayed False: its transition time is kept.
         assert_eq!(get(&s2, "Progressing").last_transition_time, t(0));
+    }
+
+    #[test]
+    fn eta_list_schedules_the_queue_on_free_slots() {
+        let ten = SignedDuration::from_mins(10);
+        let mut p = plan_with(3, false);
+        p.budget.allowed = 2;
+        p.queue = vec![Release::At(t(0)), Release::At(t(0)), Release::At(t(3600))];
+        // Two slots: two nodes now (done at +10m), the third at its release (+1h10m).
+        assert_eq!(estimate_eta(&p, &[], t(0), ten), Some(t(4200)));
+        // One slot held by a node rebooting now.
+        let mut w = work("a", Phase::Rebooting);
+        w.node = "a".into();
+        p.budget.allowed = 1;
+        p.budget.unavailable.insert("a".into());
+        p.queue = vec![Release::At(t(0))];
+        assert_eq!(estimate_eta(&p, &[w], t(0), ten), Some(t(1200)));
+        // A node down elsewhere takes the only slot: no estimate.
+        p.budget.down.insert("z".into());
+        p.budget.unavailable.clear();
+        assert_eq!(estimate_eta(&p, &[], t(0), ten), None);
+        // Unknown release: no estimate; nothing left: none either.
+        p.budget.down.clear();
+        p.queue = vec![Release::Unknown];
+        assert_eq!(estimate_eta(&p, &[], t(0), ten), None);
+        p.queue.clear();
+        assert_eq!(estimate_eta(&p, &[], t(0), ten), None);
     }
 
     #[test]
@@ -337,6 +435,7 @@ mod tests {
             &[],
             &plan_with(0, false),
             ACTING,
+            MIN10,
             t(0),
         );
         let d = degraded_status(
