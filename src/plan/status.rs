@@ -127,16 +127,18 @@ pub fn estimate_eta(
     Some(end)
 }
 
-/// What the policy is asked to do, for the Progressing condition's reason.
+/// What the policy is asked to do, and how long one node's maintenance is expected to
+/// take (for the ETA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mode {
     pub paused: bool,
     pub dry_run: bool,
     pub acting: bool,
+    pub per_node: SignedDuration,
 }
 
 /// The policy status after a successful pass. `previous` keeps steady conditions'
-/// transition times; `per_node` is the expected time one node's maintenance takes.
+/// transition times.
 pub fn policy_status(
     previous: Option<&MaintenancePolicyStatus>,
     generation: Option<i64>,
@@ -144,7 +146,6 @@ pub fn policy_status(
     work: &[Work],
     plan: &Plan,
     mode: Mode,
-    per_node: SignedDuration,
     now: Timestamp,
 ) -> MaintenancePolicyStatus {
     use condition_type as t;
@@ -240,7 +241,7 @@ pub fn policy_status(
         phases,
         next: plan.preview.clone(),
         planned_actions: plan.actions().map(|a| a.describe()).collect(),
-        eta: estimate_eta(plan, work, now, per_node),
+        eta: estimate_eta(plan, work, now, mode.per_node),
         last_pass: Some(now),
         conditions,
     }
@@ -328,6 +329,7 @@ mod tests {
         paused: false,
         dry_run: false,
         acting: true,
+        per_node: MIN10,
     };
 
     #[test]
@@ -344,7 +346,6 @@ mod tests {
             &w,
             &plan_with(3, true),
             ACTING,
-            MIN10,
             t(0),
         );
         assert_eq!(s.observed_generation, Some(3));
@@ -374,7 +375,6 @@ mod tests {
             &w,
             &plan_with(1, false),
             paused,
-            MIN10,
             t(0),
         );
         assert_eq!(get(&s, "Progressing").reason, reason::CAMPAIGN_COMPLETE);
@@ -390,7 +390,6 @@ mod tests {
             &w,
             &plan_with(0, false),
             monitor,
-            MIN10,
             t(10),
         );
         assert_eq!(get(&s2, "Paused").reason, reason::MONITOR_ONLY);
@@ -435,7 +434,6 @@ mod tests {
             &[],
             &plan_with(0, false),
             ACTING,
-            MIN10,
             t(0),
         );
         let d = degraded_status(
