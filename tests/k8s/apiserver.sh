@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# Build and run a REAL kube-apiserver 1.20.2 (+ kube-controller-manager) from
+# Debian's own `kubernetes` source package, for the e2e suite.
+#
+# Usage: tests/k8s/apiserver.sh install|build|up|down|clean|status|env
+#
+#   install  apt deps (only if missing), enable deb-src, fetch + extract source
+#   build    build kube-apiserver, kube-controller-manager, kubectl into the
+#            cache dir unless already there (idempotent; prints timings)
+#   up       install+build if needed, start etcd, kube-apiserver and
+#            kube-controller-manager on 127.0.0.1, wait for /readyz, write
+#            $STATE/kubeconfig and print the export line. Idempotent.
+#   down     stop everything started by `up` via pid files (state kept)
+#   clean    down + remove the state dir (the build cache is kept)
+#   status   show daemon pids and /readyz
+#   env      print the export line; use: eval "$(tests/k8s/apiserver.sh env)"
+#
+# Environment knobs:
+#   SLURM_MAINT_K8S_CACHE  build cache (default ~/.cache/slurm-maint/k8s-1.20.2);
+#                          source in $CACHE/src, binaries in $CACHE/bin
+#   K8S_TEST_DIR           state dir (default <repo root>/.k8s-test, gitignored)
+#   K8S_APISERVER_PORT     secure port (default 16443)
+#   K8S_ETCD_CLIENT_PORT   etcd client port (default 12379)
+#   K8S_ETCD_PEER_PORT     etcd peer port (default 12380)
+#   K8S_UP_TIMEOUT         seconds to wait for /readyz (default 60)
+#   K8S_BUILD_WHAT         components to build (default
+#                          "kube-apiserver kube-controller-manager kubectl")
+#   K8S_KEEP_DATA=1        keep etcd data across `up` (default: keep; set
+#                          K8S_FRESH=1 to wipe etcd data on `up`)
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+K8S_VERSION=1.20.2
+CACHE="${SLURM_MAINT_K8S_CACHE:-$HOME/.cache/slurm-maint/k8s-$K8S_VERSION}"
+SRC_PARENT="$CACHE/src"
+BIN="$CACHE/bin"
+STATE="${K8S_TEST_DIR:-$REPO_ROOT/.k8s-test}"
+PORT="${K8S_APISERVER_PORT:-16443}"
+ETCD_CLIENT_PORT="${K8S_ETCD_CLIENT_PORT:-12379}"
+ETCD_PEER_PORT="${K8S_ETCD_PEER_PORT:-12380}"
+UP_TIMEOUT="${K8S_UP_TIMEOUT:-60}"
+BUILD_WHAT="${K8S_BUILD_WHAT:-kube-apiserver kube-controller-manager kubectl}"
+
+RUN="$STATE/run"
+LOG="$STATE/log"
+PKI="$STATE/pki"
+ETCD_DATA="$STATE/etcd"
+KUBECONFIG_OUT="$STATE/kubeconfig"
+TOKEN_FILE="$PKI/admin.token"
+ETCD_PID="$RUN/etcd.pid"
+APISERVER_PID="$RUN/kube-apiserver.pid"
+KCM_PID="$RUN/kube-controller-manager.pid"
+DEBSRC_FILE=/etc/apt/sources.list.d/slurm-maint-deb-src.sources
+APT_PKGS=(golang-go rsync jq etcd-server openssl golang-github-modern-go-reflect2-dev
+          curl python3-yaml dpkg-dev make ca-certificates)
+
+log() { echo "apiserver.sh: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+SUDO=()
+[[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+
+# --- pid helpers (same conventions as tests/slurm/cluster.sh) ---------------
+
+# Print the pid in pid file $1 if that process is alive and its cmdline contains $2.
+live_pid() {
+    local file="$1" match="$2" pid
+    [[ -r "$file" ]] || return 1
+    pid="$(tr -dc '0-9' < "$file")"
+    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+    # a zombie is not alive
+    [[ "$(awk '{sub(/.*\) /, ""); print $1}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$match" || return 1
+    echo "$pid"
+}
+
+# stop_pid NAME PID: SIGTERM, wait up to 15 s, then SIGKILL.
+stop_pid() {
+    local name="$1" pid="$2" i
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 150; i++)); do
+        [[ -d "/proc/$pid" ]] || return 0
+        [[ "$(awk '{sub(/.*\) /, ""); print $1}' "/proc/$pid/stat" 2>/dev/null)" == Z ]] && return 0
+        sleep 0.1
+    done
+    log "$name (pid $pid) did not exit after 15 s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.2
+}
+
+# --- install ------------------------------------------------------------------
+
+src_dir() {
+    # the extracted source tree (kubernetes-<debian upstream version>)
+    local d
+    for d in "$SRC_PARENT"/kubernetes-*/; do
+        [[ -f "$d/.slurm-maint-extracted" ]] && { echo "${d%/}"; return 0; }
+    done
+    return 1
+}
+
+ensure_apt_pkgs() {
+    local missing=() p
+    for p in "${APT_PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Write $DEBSRC_FILE: a deb-src twin of every enabled `deb` entry that has no
+# deb-src yet (deb822 *.sources and one-line *.list / sources.list). Idempotent:
+# the file is regenerated with the same content each time.
+enable_deb_src() {
+    local tmp out
+    tmp="$(mktemp)"
+    {
+        echo "# Generated by slurm-maint tests/k8s/apiserver.sh: deb-src for the configured suites."
+        local f
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [[ -f "$f" && "$f" != "$DEBSRC_FILE" ]] || continue
+            # print each stanza with Types: deb (and no deb-src) as Types: deb-src
+            awk '
+                function flush() {
+                    if (n > 0 && isdeb && !hassrc && enabled) {
+                        for (i = 1; i <= n; i++) print lines[i]
+                        print ""
+                    }
+                    n = 0; isdeb = 0; hassrc = 0; enabled = 1
+                }
+                BEGIN { n = 0; enabled = 1 }
+                /^[ \t]*$/ { flush(); next }
+                /^#/ { next }
+                tolower($1) == "types:" {
+                    for (i = 2; i <= NF; i++) { if ($i == "deb") isdeb = 1; if ($i == "deb-src") hassrc = 1 }
+                    lines[++n] = "Types: deb-src"; next
+                }
+                tolower($1) == "enabled:" && tolower($2) == "no" { enabled = 0 }
+                { lines[++n] = $0 }
+                END { flush() }
+            ' "$f"
+        done
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+            [[ -f "$f" ]] || continue
+            grep -E '^[[:space:]]*deb[[:space:]]' "$f" | while read -r _ rest; do
+                # one-line entries become a deb822 stanza
+                local opts="" uri suite comps
+                if [[ "$rest" == \[* ]]; then opts="${rest%%]*}"; opts="${opts#[}"; rest="${rest#*] }"; fi
+                read -r uri suite comps <<<"$rest"
+                grep -qE "^[[:space:]]*deb-src[[:space:]].*[[:space:]]$uri[[:space:]]+$suite([[:space:]]|$)" "$f" && continue
+                echo "Types: deb-src"
+                echo "URIs: $uri"
+                echo "Suites: $suite"
+                echo "Components: $comps"
+                [[ "$opts" == *signed-by=* ]] && { local sb="${opts#*signed-by=}"; echo "Signed-By: ${sb%% *}"; }
+                echo ""
+            done
+        done
+    } > "$tmp"
+    if [[ -f "$DEBSRC_FILE" ]] && cmp -s "$tmp" "$DEBSRC_FILE"; then
+        rm -f "$tmp"
+        return 1   # unchanged
+    fi
+    "${SUDO[@]}" install -m 0644 "$tmp" "$DEBSRC_FILE"
+    rm -f "$tmp"
+    log "wrote $DEBSRC_FILE"
+    return 0
+}
+
+fetch_source() {
+    src_dir >/dev/null && return 0
+    local t0=$SECONDS changed=0
+    enable_deb_src && changed=1
+    if ((changed)) || ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Package: kubernetes'; then
+        "${SUDO[@]}" apt-get update -q
+    fi
+    apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Package: kubernetes' \
+        || die "no 'kubernetes' source package in the configured suites"
+    mkdir -p "$SRC_PARENT/dl"
+    log "apt-get source --download-only kubernetes (into $SRC_PARENT/dl)"
+    (cd "$SRC_PARENT/dl" && apt-get source --download-only kubernetes)
+    local dsc
+    dsc="$(ls -1 "$SRC_PARENT"/dl/kubernetes_*.dsc | sort -V | tail -n 1)"
+    log "extracting $dsc"
+    local tmpx="$SRC_PARENT/.extract.$$"
+    rm -rf "$tmpx"
+    dpkg-source --no-check -x "$dsc" "$tmpx" >/dev/null
+    local ver
+    ver="$(basename "$dsc" .dsc)"; ver="${ver#kubernetes_}"; ver="${ver%-*}"
+    rm -rf "$SRC_PARENT/kubernetes-$ver"
+    mv "$tmpx" "$SRC_PARENT/kubernetes-$ver"
+    touch "$SRC_PARENT/kubernetes-$ver/.slurm-maint-extracted"
+    log "source ready in $SRC_PARENT/kubernetes-$ver ($((SECONDS - t0)) s)"
+}
+
+cmd_install() {
+    local t0=$SECONDS
+    ensure_apt_pkgs
+    log "apt packages ok ($((SECONDS - t0)) s)"
+    fetch_source
+}
+
+# --- build --------------------------------------------------------------------
+
+have_binaries() {
+    local w
+    for w in $BUILD_WHAT; do [[ -x "$BIN/$w" ]] || return 1; done
+}
+
+# Replace the vendored modern-go/reflect2 v1.0.1 (crashes with `fatal error:
+# fault` in mapiterinit under Go >= 1.18) by Debian's 1.0.2.
+patch_reflect2() {
+    local src="$1" deb=/usr/share/gocode/src/github.com/modern-go/reflect2
+    [[ -d "$deb" ]] || die "$deb missing (golang-github-modern-go-reflect2-dev)"
+    if [[ -f "$src/vendor/github.com/modern-go/reflect2/.slurm-maint-1.0.2" ]]; then
+        return 0
+    fi
+    log "replacing vendor/github.com/modern-go/reflect2 with Debian's $(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev)"
+    rsync -a --delete --exclude '*_test.go' --exclude 'go.mod' --exclude 'go.sum' --exclude '.git*' \
+        --exclude 'test*/' "$deb/" "$src/vendor/github.com/modern-go/reflect2/"
+    touch "$src/vendor/github.com/modern-go/reflect2/.slurm-maint-1.0.2"
+    # vendor/modules.txt and go.mod keep saying v1.0.1 on purpose: with
+    # -mod=vendor the go command checks go.mod against modules.txt, never the
+    # vendored file contents, so leaving both labels alone stays consistent.
+}
+
+cmd_build() {
+    if have_binaries; then
+        log "binaries present in $BIN: $BUILD_WHAT"
+        return 0
+    fi
+    command -v go >/dev/null 2>&1 && src_dir >/dev/null || cmd_install
+    local src
+    src="$(src_dir)" || die "source not found under $SRC_PARENT"
+    patch_reflect2 "$src"
+    mkdir -p "$BIN"
+    local w t0 out
+    for w in $BUILD_WHAT; do
+        [[ -x "$BIN/$w" ]] && { log "$w already built"; continue; }
+        t0=$SECONDS
+        log "building cmd/$w (this takes minutes on 2 cores) ..."
+        (
+            cd "$src"
+            export GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=vendor GO111MODULE=on
+            export KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean
+            export GOCACHE="${GOCACHE:-$CACHE/gocache}"
+            nice -n 10 make WHAT="cmd/$w"
+        ) > "$CACHE/build-$w.log" 2>&1 || { tail -n 40 "$CACHE/build-$w.log" >&2; die "build of $w failed (log: $CACHE/build-$w.log)"; }
+        out="$(find "$src/_output" -type f -name "$w" -perm -u+x | head -n 1)"
+        [[ -n "$out" ]] || die "built $w not found under $src/_output"
+        install -m 0755 "$out" "$BIN/$w"
+        log "built $w in $((SECONDS - t0)) s -> $BIN/$w"
+        echo "$w $((SECONDS - t0))s $(date -u +%FT%TZ)" >> "$CACHE/build-times.txt"
+    done
+}
+
+case "${1:-}" in
+    install) cmd_install ;;
+    build) cmd_build ;;
+    *) echo "usage: $0 install|build|up|down|clean|status|env" >&2; exit 2 ;;
+esac
