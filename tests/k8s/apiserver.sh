@@ -259,8 +259,312 @@ cmd_build() {
     done
 }
 
+# --- pki / config ----------------------------------------------------------------
+
+# X.509 v3 CA + serving cert (webpki/rustls accept these), SA key pair, token.
+ensure_pki() {
+    mkdir -p "$PKI"
+    chmod 0700 "$PKI"
+    if [[ ! -s "$PKI/ca.crt" || ! -s "$PKI/ca.key" ]]; then
+        log "generating CA"
+        openssl genrsa -out "$PKI/ca.key" 2048 2>/dev/null
+        cat > "$PKI/ca.cnf" <<'EOF2'
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+CN = slurm-maint-e2e-ca
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign, digitalSignature
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF2
+        openssl req -x509 -new -key "$PKI/ca.key" -sha256 -days 3650 \
+            -config "$PKI/ca.cnf" -out "$PKI/ca.crt"
+        rm -f "$PKI/apiserver.crt"
+    fi
+    if [[ ! -s "$PKI/apiserver.crt" || ! -s "$PKI/apiserver.key" ]]; then
+        log "generating apiserver serving cert"
+        openssl genrsa -out "$PKI/apiserver.key" 2048 2>/dev/null
+        cat > "$PKI/apiserver.cnf" <<'EOF2'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = kube-apiserver
+[v3_srv]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, IP:10.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer
+EOF2
+        openssl req -new -key "$PKI/apiserver.key" -config "$PKI/apiserver.cnf" -out "$PKI/apiserver.csr"
+        openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+            -CAcreateserial -days 825 -sha256 -extfile "$PKI/apiserver.cnf" -extensions v3_srv \
+            -out "$PKI/apiserver.crt" 2>/dev/null
+    fi
+    if [[ ! -s "$PKI/sa.key" || ! -s "$PKI/sa.pub" ]]; then
+        log "generating service-account key pair"
+        openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+        openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+    fi
+    if [[ ! -s "$TOKEN_FILE" ]]; then
+        openssl rand -hex 24 > "$TOKEN_FILE"
+    fi
+    # static token file: token,user,uid,"groups"
+    echo "$(admin_token),admin,admin,\"system:masters\"" > "$PKI/tokens.csv"
+    chmod 0600 "$PKI"/*.key "$TOKEN_FILE" "$PKI/tokens.csv"
+}
+
+admin_token() { tr -dc '0-9a-f' < "$TOKEN_FILE"; }
+
+write_kubeconfig() {
+    local ca
+    ca="$(base64 -w0 < "$PKI/ca.crt")"
+    cat > "$KUBECONFIG_OUT.tmp" <<EOF2
+apiVersion: v1
+kind: Config
+clusters:
+- name: slurm-maint-e2e
+  cluster:
+    server: https://127.0.0.1:$PORT
+    certificate-authority-data: $ca
+users:
+- name: admin
+  user:
+    token: $(admin_token)
+contexts:
+- name: slurm-maint-e2e
+  context:
+    cluster: slurm-maint-e2e
+    user: admin
+    namespace: default
+current-context: slurm-maint-e2e
+EOF2
+    chmod 0600 "$KUBECONFIG_OUT.tmp"
+    mv "$KUBECONFIG_OUT.tmp" "$KUBECONFIG_OUT"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- daemons ------------------------------------------------------------------------
+
+# start_bg NAME PIDFILE LOGFILE CMD...: start CMD in its own session, record its pid.
+start_bg() {
+    local name="$1" pidfile="$2" logfile="$3"
+    shift 3
+    log "starting $name"
+    echo "==== $(date -u +%FT%TZ) $*" >> "$logfile"
+    setsid "$@" >> "$logfile" 2>&1 < /dev/null &
+    echo $! > "$pidfile"
+}
+
+etcd_bin() { command -v etcd || echo /usr/bin/etcd; }
+
+start_etcd() {
+    local pid
+    if pid="$(live_pid "$ETCD_PID" "$ETCD_DATA")"; then
+        log "etcd already running (pid $pid)"
+        return 0
+    fi
+    port_in_use "$ETCD_CLIENT_PORT" && die "port $ETCD_CLIENT_PORT (etcd client) is in use by someone else"
+    port_in_use "$ETCD_PEER_PORT" && die "port $ETCD_PEER_PORT (etcd peer) is in use by someone else"
+    mkdir -p "$ETCD_DATA"
+    chmod 0700 "$ETCD_DATA"
+    start_bg etcd "$ETCD_PID" "$LOG/etcd.log" "$(etcd_bin)" \
+        --name slurm-maint-e2e \
+        --data-dir "$ETCD_DATA" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+        --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "slurm-maint-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster-state new \
+        --quota-backend-bytes 1073741824 \
+        --log-level warn
+    local i
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" 2>/dev/null | grep -q '"health":"true"' && return 0
+        live_pid "$ETCD_PID" "$ETCD_DATA" >/dev/null || break
+        sleep 0.2
+    done
+    tail -n 30 "$LOG/etcd.log" >&2 || true
+    die "etcd did not become healthy"
+}
+
+start_apiserver() {
+    local pid
+    if pid="$(live_pid "$APISERVER_PID" "$PKI/tokens.csv")"; then
+        log "kube-apiserver already running (pid $pid)"
+        return 0
+    fi
+    port_in_use "$PORT" && die "port $PORT is in use by someone else (set K8S_APISERVER_PORT)"
+    start_bg kube-apiserver "$APISERVER_PID" "$LOG/kube-apiserver.log" "$BIN/kube-apiserver" \
+        --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+        --etcd-prefix /registry \
+        --bind-address 127.0.0.1 \
+        --advertise-address 127.0.0.1 \
+        --secure-port "$PORT" \
+        --insecure-port 0 \
+        --cert-dir "$PKI" \
+        --tls-cert-file "$PKI/apiserver.crt" \
+        --tls-private-key-file "$PKI/apiserver.key" \
+        --client-ca-file "$PKI/ca.crt" \
+        --token-auth-file "$PKI/tokens.csv" \
+        --authorization-mode RBAC \
+        --anonymous-auth=false \
+        --service-account-key-file "$PKI/sa.pub" \
+        --service-account-signing-key-file "$PKI/sa.key" \
+        --service-account-issuer https://kubernetes.default.svc \
+        --api-audiences https://kubernetes.default.svc \
+        --service-cluster-ip-range 10.0.0.0/24 \
+        --endpoint-reconciler-type none \
+        --allow-privileged=true \
+        --profiling=false \
+        --v 1
+}
+
+start_controller_manager() {
+    [[ -x "$BIN/kube-controller-manager" ]] || { log "no kube-controller-manager built: skipping (no GC / namespace deletion)"; return 0; }
+    local pid
+    if pid="$(live_pid "$KCM_PID" "$KUBECONFIG_OUT")"; then
+        log "kube-controller-manager already running (pid $pid)"
+        return 0
+    fi
+    mkdir -p "$STATE/kcm"
+    start_bg kube-controller-manager "$KCM_PID" "$LOG/kube-controller-manager.log" "$BIN/kube-controller-manager" \
+        --kubeconfig "$KUBECONFIG_OUT" \
+        --authentication-kubeconfig "$KUBECONFIG_OUT" \
+        --authorization-kubeconfig "$KUBECONFIG_OUT" \
+        --bind-address 127.0.0.1 \
+        --secure-port "${K8S_KCM_PORT:-16457}" \
+        --port 0 \
+        --cert-dir "$STATE/kcm" \
+        --controllers garbagecollector,namespace,serviceaccount-token,serviceaccount,clusterrole-aggregation \
+        --use-service-account-credentials=false \
+        --service-account-private-key-file "$PKI/sa.key" \
+        --root-ca-file "$PKI/ca.crt" \
+        --leader-elect=false \
+        --profiling=false \
+        --v 1
+}
+
+api_get() {
+    curl -fsS --max-time 5 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(admin_token)" \
+        "https://127.0.0.1:$PORT$1"
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + UP_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        [[ "$(api_get /readyz 2>/dev/null)" == ok ]] && return 0
+        live_pid "$APISERVER_PID" "$PKI/tokens.csv" >/dev/null || { log "kube-apiserver exited"; break; }
+        sleep 0.3
+    done
+    log "kube-apiserver not ready within ${UP_TIMEOUT}s"
+    api_get '/readyz?verbose' >&2 2>/dev/null || true
+    echo "===== $LOG/kube-apiserver.log (last 40 lines) =====" >&2
+    tail -n 40 "$LOG/kube-apiserver.log" >&2 || true
+    return 1
+}
+
+all_up() {
+    live_pid "$ETCD_PID" "$ETCD_DATA" >/dev/null || return 1
+    live_pid "$APISERVER_PID" "$PKI/tokens.csv" >/dev/null || return 1
+    if [[ -x "$BIN/kube-controller-manager" ]]; then
+        live_pid "$KCM_PID" "$KUBECONFIG_OUT" >/dev/null || return 1
+    fi
+    [[ "$(api_get /readyz 2>/dev/null)" == ok ]]
+}
+
+cmd_up() {
+    have_binaries || [[ -x "$BIN/kube-apiserver" ]] || cmd_build
+    [[ -x "$BIN/kube-apiserver" ]] || die "no kube-apiserver in $BIN"
+    command -v etcd >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 \
+        || ensure_apt_pkgs
+    mkdir -p "$RUN" "$LOG"
+    if [[ -s "$TOKEN_FILE" ]] && all_up; then
+        log "already up (https://127.0.0.1:$PORT)"
+        cmd_env
+        return 0
+    fi
+    local t0=$SECONDS
+    if [[ "${K8S_FRESH:-0}" == 1 ]] && ! live_pid "$ETCD_PID" "$ETCD_DATA" >/dev/null; then
+        log "K8S_FRESH=1: wiping etcd data"
+        rm -rf "$ETCD_DATA"
+    fi
+    ensure_pki
+    write_kubeconfig
+    start_etcd
+    start_apiserver
+    wait_ready || die "kube-apiserver did not come up (logs in $LOG)"
+    log "kube-apiserver ready after $((SECONDS - t0)) s"
+    start_controller_manager
+    if [[ -x "$BIN/kube-controller-manager" ]]; then
+        sleep 1
+        live_pid "$KCM_PID" "$KUBECONFIG_OUT" >/dev/null \
+            || { tail -n 30 "$LOG/kube-controller-manager.log" >&2; die "kube-controller-manager exited"; }
+    fi
+    log "up: $(api_get /version | jq -r .gitVersion) on https://127.0.0.1:$PORT (state in $STATE)"
+    cmd_env
+}
+
+cmd_down() {
+    [[ -d "$STATE" ]] || { log "no state dir $STATE, nothing to stop"; return 0; }
+    local pid
+    if pid="$(live_pid "$KCM_PID" "$KUBECONFIG_OUT")"; then stop_pid kube-controller-manager "$pid"; fi
+    rm -f "$KCM_PID"
+    if pid="$(live_pid "$APISERVER_PID" "$PKI/tokens.csv")"; then stop_pid kube-apiserver "$pid"; fi
+    rm -f "$APISERVER_PID"
+    if pid="$(live_pid "$ETCD_PID" "$ETCD_DATA")"; then stop_pid etcd "$pid"; fi
+    rm -f "$ETCD_PID"
+    log "down (state kept in $STATE)"
+}
+
+cmd_clean() {
+    cmd_down
+    case "$STATE" in
+        "" | / | "$HOME" | "$REPO_ROOT") die "refusing to remove $STATE" ;;
+    esac
+    rm -rf "$STATE"
+    log "removed $STATE"
+}
+
+cmd_status() {
+    local pid rss
+    echo "state dir: $STATE"
+    echo "binaries:  $BIN ($(cd "$BIN" 2>/dev/null && ls | tr '\n' ' '))"
+    for spec in "etcd:$ETCD_PID:$ETCD_DATA" "kube-apiserver:$APISERVER_PID:$PKI/tokens.csv" \
+                "kube-controller-manager:$KCM_PID:$KUBECONFIG_OUT"; do
+        IFS=: read -r name file match <<<"$spec"
+        if pid="$(live_pid "$file" "$match")"; then
+            rss="$(awk '/^VmRSS/ {print $2 " " $3}' "/proc/$pid/status")"
+            printf '%-24s running (pid %s, rss %s)\n' "$name:" "$pid" "$rss"
+        else
+            printf '%-24s stopped\n' "$name:"
+        fi
+    done
+    if [[ -s "$TOKEN_FILE" ]] && live_pid "$APISERVER_PID" "$PKI/tokens.csv" >/dev/null; then
+        echo "readyz:    $(api_get /readyz 2>&1 || true)"
+        echo "version:   $(api_get /version 2>/dev/null | jq -r .gitVersion || true)"
+    fi
+}
+
+cmd_env() {
+    echo "export SLURM_MAINT_E2E_KUBECONFIG=$(printf '%q' "$KUBECONFIG_OUT")"
+}
+
 case "${1:-}" in
     install) cmd_install ;;
     build) cmd_build ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    clean) cmd_clean ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
     *) echo "usage: $0 install|build|up|down|clean|status|env" >&2; exit 2 ;;
 esac
