@@ -1,0 +1,616 @@
+//! HTTP front: routing, discovery, query parameters, JSON bodies and watch streams.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State as AxState};
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::ApiServer;
+use super::store::{ApiError, DeleteOpts, FieldReq, Filter, Kind, LabelReq, PatchKind, Result};
+
+const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+const BODY_LIMIT: usize = 8 << 20;
+
+pub(crate) fn router(server: ApiServer) -> Router {
+    Router::new().fallback(handle).with_state(server)
+}
+
+async fn handle(AxState(server): AxState<ApiServer>, req: Request) -> Response {
+    match dispatch(server, req).await {
+        Ok(r) => r,
+        Err(e) => json_response(e.code, &e.status()),
+    }
+}
+
+fn json_response(code: u16, body: &Value) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("valid response")
+}
+
+fn not_found() -> ApiError {
+    ApiError {
+        details: Some(json!({})),
+        ..ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+}
+
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+    }
+
+    fn truthy(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+
+    fn dry_run(&self) -> Result<bool> {
+        match self.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other}"
+            ))),
+        }
+    }
+}
+
+async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    let params = Params(
+        Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or_default(),
+    );
+    let segs: Vec<String> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    if parts.method == Method::GET {
+        let st = server.lock();
+        let discovery = match segs.as_slice() {
+            ["version"] => Some(json!({
+                "major": "1", "minor": "30",
+                "gitVersion": "v1.30.0-slurm-maint-embedded",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean",
+                "buildDate": "2024-01-01T00:00:00Z",
+                "goVersion": "go1.22.0", "compiler": "gc", "platform": "linux/amd64",
+            })),
+            ["healthz" | "readyz" | "livez"] => {
+                return Ok(Response::new(Body::from("ok")));
+            }
+            ["api"] => Some(json!({
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+            })),
+            ["apis"] => Some(group_list(st.kinds())),
+            ["api", "v1"] => Some(resource_list(st.kinds(), "", "v1")),
+            ["apis", g] => group_list(st.kinds())["groups"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|x| x["name"] == *g).cloned())
+                .map(|mut x| {
+                    x["kind"] = "APIGroup".into();
+                    x["apiVersion"] = "v1".into();
+                    x
+                }),
+            ["apis", g, v] if st.kinds().iter().any(|k| k.group == *g && k.version == *v) => {
+                Some(resource_list(st.kinds(), g, v))
+            }
+            _ => None,
+        };
+        if let Some(d) = discovery {
+            return Ok(json_response(200, &d));
+        }
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => return Err(not_found()),
+    };
+    let (ns, tail) = {
+        let st = server.lock();
+        let namespaced_plural = |p: &str| {
+            st.find_kind(group, version, p)
+                .is_some_and(|k| k.namespaced)
+        };
+        if rest[0] == "namespaces" && rest.len() >= 3 && namespaced_plural(rest[2]) {
+            (Some(rest[1].to_string()), &rest[2..])
+        } else {
+            (None, rest)
+        }
+    };
+    if tail.len() > 3 {
+        return Err(not_found());
+    }
+    let kind = server
+        .lock()
+        .find_kind(group, version, tail[0])
+        .ok_or_else(not_found)?;
+    let name = tail.get(1).copied();
+    let status = match tail.get(2) {
+        None => false,
+        Some(&"status") if kind.status => true,
+        Some(_) => return Err(not_found()),
+    };
+    if (kind.namespaced && name.is_some() && ns.is_none()) || (!kind.namespaced && ns.is_some()) {
+        return Err(not_found());
+    }
+    let ns = ns.as_deref();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let method = parts.method;
+    let Some(name) = name else {
+        return collection(server, &kind, ns, method, &params, &bytes).await;
+    };
+    let dry_run = params.dry_run()?;
+    let mut st = server.lock();
+    match method {
+        Method::GET => st.get(&kind, ns, name).map(|o| json_response(200, &o)),
+        Method::PUT => {
+            let body = parse_json(&bytes)?;
+            st.update(&kind, ns, name, body, status, dry_run)
+                .map(|o| json_response(200, &o))
+        }
+        Method::PATCH => {
+            let how = match content_type.as_str() {
+                "application/merge-patch+json" => PatchKind::Merge,
+                "application/strategic-merge-patch+json" if kind.crd.is_none() => PatchKind::Merge,
+                "application/json-patch+json" => PatchKind::Json,
+                "application/apply-patch+yaml" => PatchKind::Apply,
+                _ => {
+                    return Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}",
+                            if kind.crd.is_none() {
+                                ", application/strategic-merge-patch+json"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+            };
+            let body = if let PatchKind::Apply = how {
+                if params.get("fieldManager").is_none_or(str::is_empty) {
+                    return Err(ApiError::bad_request(
+                        "PATCH request with apply-patch+yaml must specify a fieldManager query parameter (fieldManager is required for apply requests)",
+                    ));
+                }
+                parse_json(&bytes).or_else(|_| {
+                    serde_yaml::from_slice::<Value>(&bytes)
+                        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+                })?
+            } else {
+                parse_json(&bytes)?
+            };
+            st.patch(&kind, ns, name, how, body, status, dry_run)
+                .map(|o| json_response(200, &o))
+        }
+        Method::DELETE => {
+            let opts = delete_opts(&bytes, &params)?;
+            let (obj, gone) = st.delete(&kind, ns, name, &opts)?;
+            if gone && kind.crd.is_none() && kind.plural != "namespaces" {
+                Ok(json_response(
+                    200,
+                    &json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success",
+                        "details": {"name": name, "group": kind.group, "kind": kind.plural,
+                                    "uid": obj["metadata"]["uid"]},
+                    }),
+                ))
+            } else {
+                Ok(json_response(200, &obj))
+            }
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
+    }
+}
+
+async fn collection(
+    server: ApiServer,
+    kind: &Kind,
+    ns: Option<&str>,
+    method: Method,
+    params: &Params,
+    bytes: &Bytes,
+) -> Result<Response> {
+    let filter = Filter {
+        group: kind.group.clone(),
+        plural: kind.plural.clone(),
+        ns: ns.map(String::from),
+        labels: parse_labels(params.get("labelSelector").unwrap_or_default())?,
+        fields: parse_fields(kind, params.get("fieldSelector").unwrap_or_default())?,
+    };
+    match method {
+        Method::GET if params.truthy("watch") => {
+            let timeout = params
+                .get("timeoutSeconds")
+                .and_then(|t| t.parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let rv = match params.get("resourceVersion") {
+                None | Some("" | "0") => None,
+                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv}"))
+                })?),
+            };
+            Ok(watch(
+                server,
+                kind.clone(),
+                filter,
+                rv,
+                params.truthy("allowWatchBookmarks"),
+                timeout,
+            ))
+        }
+        Method::GET => {
+            let st = server.lock();
+            let after = match params.get("continue") {
+                None | Some("") => None,
+                Some(token) => Some(decode_continue(token)?),
+            };
+            let limit = params
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0);
+            let (items, remaining, last) = st.list(kind, &filter, after.as_ref(), limit);
+            let mut meta = json!({"resourceVersion": st.rv.to_string()});
+            if let Some((ns, name)) = last {
+                meta["continue"] = encode_continue(&ns, &name).into();
+                meta["remainingItemCount"] = remaining.into();
+            }
+            Ok(json_response(
+                200,
+                &json!({"kind": kind.list_kind, "apiVersion": kind.api_version(), "metadata": meta, "items": items}),
+            ))
+        }
+        Method::POST => {
+            if kind.namespaced && ns.is_none() {
+                return Err(ApiError::new(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                ));
+            }
+            let body = parse_json(bytes)?;
+            let obj = server.lock().create(kind, ns, body, params.dry_run()?)?;
+            Ok(json_response(201, &obj))
+        }
+        Method::DELETE => {
+            let opts = delete_opts(bytes, params)?;
+            let mut st = server.lock();
+            let mut items = vec![];
+            for (ns, name) in st.matching_names(&filter) {
+                let ns = (!ns.is_empty()).then_some(ns);
+                if let Ok((obj, _)) = st.delete(kind, ns.as_deref(), &name, &opts) {
+                    items.push(obj);
+                }
+            }
+            Ok(json_response(
+                200,
+                &json!({"kind": kind.list_kind, "apiVersion": kind.api_version(),
+                        "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+            ))
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+    })
+}
+
+fn delete_opts(bytes: &[u8], params: &Params) -> Result<DeleteOpts> {
+    let body: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        parse_json(bytes)?
+    };
+    let policy = body["propagationPolicy"]
+        .as_str()
+        .or(params.get("propagationPolicy"));
+    let dry_run = params.dry_run()?
+        || body["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|d| d == "All"));
+    Ok(DeleteOpts {
+        orphan: policy == Some("Orphan") || body["orphanDependents"] == json!(true),
+        uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from),
+        resource_version: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+        dry_run,
+    })
+}
+
+fn encode_continue(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_continue(token: &str) -> Result<(String, String)> {
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    let s = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (ns, name) = s.split_once('/').ok_or_else(bad)?;
+    Ok((ns.into(), name.into()))
+}
+
+/// Kubernetes label selector syntax: `a=b, a==b, a!=b, a in (x,y), a notin (x), a, !a`.
+pub(crate) fn parse_labels(s: &str) -> Result<Vec<LabelReq>> {
+    let mut terms = vec![];
+    let mut depth = 0;
+    let mut cur = String::new();
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    terms.push(cur);
+    let bad = |t: &str| ApiError::bad_request(format!("unable to parse requirement: {t:?}"));
+    let mut reqs = vec![];
+    for t in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        let req = if let Some(open) = t.find('(') {
+            let close = t.rfind(')').filter(|c| *c > open).ok_or_else(|| bad(t))?;
+            let values: Vec<String> = t[open + 1..close]
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
+            let head = t[..open].trim();
+            if let Some(k) = head.strip_suffix("notin") {
+                LabelReq::NotIn(k.trim().into(), values)
+            } else if let Some(k) = head.strip_suffix("in") {
+                LabelReq::In(k.trim().into(), values)
+            } else {
+                return Err(bad(t));
+            }
+        } else if let Some((k, v)) = t.split_once("!=") {
+            LabelReq::Ne(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = t.split_once("==") {
+            LabelReq::Eq(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = t.split_once('=') {
+            LabelReq::Eq(k.trim().into(), v.trim().into())
+        } else if let Some(k) = t.strip_prefix('!') {
+            LabelReq::NotExists(k.trim().into())
+        } else if t.contains(char::is_whitespace) {
+            return Err(bad(t));
+        } else {
+            LabelReq::Exists(t.into())
+        };
+        reqs.push(req);
+    }
+    Ok(reqs)
+}
+
+/// Field selectors a real server supports for the kind (metadata.name and
+/// metadata.namespace everywhere, a few more for core events and secrets).
+fn parse_fields(kind: &Kind, s: &str) -> Result<Vec<FieldReq>> {
+    let mut out = vec![];
+    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (path, value, eq) = if let Some((k, v)) = t.split_once("!=") {
+            (k, v, false)
+        } else if let Some((k, v)) = t.split_once("==") {
+            (k, v, true)
+        } else if let Some((k, v)) = t.split_once('=') {
+            (k, v, true)
+        } else {
+            return Err(ApiError::bad_request(format!("invalid selector: '{t}'")));
+        };
+        let path = path.trim();
+        let supported = matches!(path, "metadata.name" | "metadata.namespace")
+            || (kind.group.is_empty()
+                && kind.plural == "events"
+                && (path.starts_with("involvedObject.")
+                    || matches!(path, "reason" | "type" | "source" | "reportingComponent")))
+            || (kind.group.is_empty() && kind.plural == "secrets" && path == "type");
+        if !supported {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {path}"
+            )));
+        }
+        out.push((path.to_string(), value.trim().to_string(), eq));
+    }
+    Ok(out)
+}
+
+fn watch(
+    server: ApiServer,
+    kind: Kind,
+    filter: Filter,
+    rv: Option<u64>,
+    bookmarks: bool,
+    timeout: Option<Duration>,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    tokio::spawn(async move {
+        let line = |v: Value| Bytes::from(format!("{v}\n"));
+        let mut notify = server.lock().subscribe();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let (initial, mut cursor) = match rv {
+            None => server.lock().snapshot(&kind, &filter),
+            Some(rv) => (vec![], rv),
+        };
+        for e in initial {
+            if tx.send(line(e)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let batch = server.lock().events_since(&kind, cursor, &filter);
+            match batch {
+                Ok((events, next)) => {
+                    cursor = next;
+                    for e in events {
+                        if tx.send(line(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(oldest) => {
+                    let status = json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure",
+                        "message": format!("too old resource version: {cursor} ({oldest})"),
+                        "reason": "Expired", "code": 410,
+                    });
+                    let _ = tx
+                        .send(line(json!({"type": "ERROR", "object": status})))
+                        .await;
+                    return;
+                }
+            }
+            let bookmark = json!({"type": "BOOKMARK", "object": {
+                "kind": kind.kind, "apiVersion": kind.api_version(),
+                "metadata": {"resourceVersion": cursor.to_string()},
+            }});
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = notify.changed() => if changed.is_err() { return },
+                _ = until_deadline => return,
+                _ = tokio::time::sleep(BOOKMARK_EVERY), if bookmarks => {
+                    if tx.send(line(bookmark)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("valid response")
+}
+
+fn group_list(kinds: &[Kind]) -> Value {
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for k in kinds.iter().filter(|k| !k.group.is_empty()) {
+        let vs = groups.entry(&k.group).or_default();
+        if !vs.contains(&k.version.as_str()) {
+            vs.push(&k.version);
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, vs)| {
+            let versions: Vec<Value> = vs
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            json!({"name": g, "versions": versions, "preferredVersion": versions[0]})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Value {
+    let verbs = json!([
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch"
+    ]);
+    let mut resources = vec![];
+    for k in kinds
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
+        let mut r = json!({
+            "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+            "kind": k.kind, "verbs": verbs,
+        });
+        if !k.short_names.is_empty() {
+            r["shortNames"] = json!(k.short_names);
+        }
+        if !k.categories.is_empty() {
+            r["categories"] = json!(k.categories);
+        }
+        resources.push(r);
+        if k.status {
+            resources.push(json!({
+                "name": format!("{}/status", k.plural), "singularName": "",
+                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}

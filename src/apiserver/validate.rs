@@ -1,0 +1,369 @@
+//! Admission of custom resources against their CRD's structural schema: pruning,
+//! defaulting, OpenAPI value checks and CEL `x-kubernetes-validations`.
+
+use kube::core::cel::{ErrorKind, Validator, apply_defaults};
+use serde_json::{Map, Value};
+
+use super::store::{ApiError, Kind, Result};
+
+type Cause = (String, String, &'static str);
+
+/// Prunes, defaults and validates `obj` in place; 422 Invalid on failure.
+pub(crate) fn admit(kind: &Kind, name: &str, obj: &mut Value, old: Option<&Value>) -> Result<()> {
+    let Some(schema) = &kind.schema else {
+        return Ok(());
+    };
+    prune(schema, obj, true);
+    *obj = apply_defaults(schema, obj);
+    let mut causes = vec![];
+    check(schema, obj, "", true, &mut causes);
+    if causes.is_empty()
+        && let Err(errors) = Validator::new().validate(schema, obj, old)
+    {
+        for e in errors.iter() {
+            let msg = match (&e.kind, e.reason.as_deref()) {
+                (ErrorKind::ValidationFailure, Some("FieldValueForbidden")) => {
+                    format!("Forbidden: {}", e.message)
+                }
+                (ErrorKind::ValidationFailure, Some("FieldValueRequired")) => {
+                    format!("Required value: {}", e.message)
+                }
+                (ErrorKind::ValidationFailure, Some("FieldValueDuplicate")) => {
+                    format!("Duplicate value: {}", e.message)
+                }
+                (ErrorKind::ValidationFailure, _) => format!(
+                    "Invalid value: \"{}\": {}",
+                    type_name(lookup(obj, &e.field_path)),
+                    e.message
+                ),
+                _ => format!("Internal error: {} evaluating rule: {}", e.message, e.rule),
+            };
+            let reason = match e.reason.as_deref() {
+                Some("FieldValueForbidden") => "FieldValueForbidden",
+                Some("FieldValueRequired") => "FieldValueRequired",
+                Some("FieldValueDuplicate") => "FieldValueDuplicate",
+                _ => "FieldValueInvalid",
+            };
+            causes.push((e.field_path.clone(), msg, reason));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(kind, name, &causes))
+    }
+}
+
+fn lookup<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split(['.', '['])
+        .filter(|p| !p.is_empty())
+        .try_fold(obj, |v, p| match p.strip_suffix(']') {
+            Some(i) => match i.parse::<usize>() {
+                Ok(i) => v.get(i),
+                Err(_) => v.get(i.trim_matches(['\'', '"'])),
+            },
+            None => v.get(p),
+        })
+}
+
+fn type_name(v: Option<&Value>) -> &'static str {
+    match v {
+        Some(Value::Object(_)) => "object",
+        Some(Value::Array(_)) => "array",
+        Some(Value::String(_)) => "string",
+        Some(Value::Bool(_)) => "boolean",
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => "integer",
+        Some(Value::Number(_)) => "number",
+        Some(Value::Null) | None => "null",
+    }
+}
+
+fn flag(schema: &Value, name: &str) -> bool {
+    schema.get(name).and_then(Value::as_bool) == Some(true)
+}
+
+/// Drops fields the schema does not know and nulls the schema does not allow.
+fn prune(schema: &Value, v: &mut Value, root: bool) {
+    if flag(schema, "x-kubernetes-int-or-string") {
+        return;
+    }
+    let keep_meta = root || flag(schema, "x-kubernetes-embedded-resource");
+    match v {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            let preserve = flag(schema, "x-kubernetes-preserve-unknown-fields");
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                if keep_meta && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let sub = props
+                    .and_then(|p| p.get(&k))
+                    .or(additional.filter(|a| a.is_object()));
+                match sub {
+                    Some(s) => {
+                        if map[&k].is_null() && !flag(s, "nullable") {
+                            map.remove(&k);
+                        } else if let Some(child) = map.get_mut(&k) {
+                            prune(s, child, false);
+                        }
+                    }
+                    None if preserve || additional == Some(&Value::Bool(true)) => {}
+                    None => {
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for item in items {
+                    prune(s, item, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn fmt_num(v: &Value) -> String {
+    v.to_string()
+}
+
+fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
+    if v.is_null() {
+        if !flag(schema, "nullable") {
+            let t = schema["type"].as_str().unwrap_or("object");
+            out.push((
+                path.into(),
+                format!("Invalid value: \"null\": {path} in body must be of type {t}: \"null\""),
+                "FieldValueTypeInvalid",
+            ));
+        }
+        return;
+    }
+    if flag(schema, "x-kubernetes-int-or-string") {
+        if !(v.is_string() || type_name(Some(v)) == "integer") {
+            out.push((
+                path.into(),
+                format!(
+                    "Invalid value: \"{}\": {path} in body must be of type integer,string: \"{}\"",
+                    type_name(Some(v)),
+                    type_name(Some(v))
+                ),
+                "FieldValueTypeInvalid",
+            ));
+        }
+        return;
+    }
+    if let Some(t) = schema.get("type").and_then(Value::as_str) {
+        let got = type_name(Some(v));
+        let integral = v.as_f64().is_some_and(|f| f.fract() == 0.0);
+        let ok = match t {
+            "integer" => got == "integer" || (got == "number" && integral),
+            "number" => got == "integer" || got == "number",
+            other => got == other,
+        };
+        if !ok {
+            out.push((
+                path.into(),
+                format!("Invalid value: \"{got}\": {path} in body must be of type {t}: \"{got}\""),
+                "FieldValueTypeInvalid",
+            ));
+            return;
+        }
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(v)
+    {
+        let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        out.push((
+            path.into(),
+            format!(
+                "Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
+            "FieldValueNotSupported",
+        ));
+    }
+    match v {
+        Value::Number(_) => check_number(schema, v, path, out),
+        Value::String(s) => check_string(schema, s, path, out),
+        Value::Array(items) => {
+            let n = items.len() as u64;
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && n > max
+            {
+                out.push((
+                    path.into(),
+                    format!("Too many: {n}: must have at most {max} items"),
+                    "FieldValueTooMany",
+                ));
+            }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && n < min
+            {
+                out.push((
+                    path.into(),
+                    format!("Invalid value: {n}: {path} in body should have at least {min} items"),
+                    "FieldValueInvalid",
+                ));
+            }
+            if let Some(s) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    check(s, item, &format!("{path}[{i}]"), false, out);
+                }
+            }
+        }
+        Value::Object(map) => check_object(schema, map, path, root, out),
+        _ => {}
+    }
+}
+
+fn check_number(schema: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
+    let x = as_f64(v).unwrap_or_default();
+    if let Some(min) = schema.get("minimum").and_then(as_f64) {
+        let exclusive = flag(schema, "exclusiveMinimum");
+        if x < min || (exclusive && x == min) {
+            let rel = if exclusive {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            out.push((
+                path.into(),
+                format!(
+                    "Invalid value: {}: {path} in body should be {rel} {}",
+                    fmt_num(v),
+                    fmt_num(&schema["minimum"])
+                ),
+                "FieldValueInvalid",
+            ));
+        }
+    }
+    if let Some(max) = schema.get("maximum").and_then(as_f64) {
+        let exclusive = flag(schema, "exclusiveMaximum");
+        if x > max || (exclusive && x == max) {
+            let rel = if exclusive {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            out.push((
+                path.into(),
+                format!(
+                    "Invalid value: {}: {path} in body should be {rel} {}",
+                    fmt_num(v),
+                    fmt_num(&schema["maximum"])
+                ),
+                "FieldValueInvalid",
+            ));
+        }
+    }
+}
+
+fn check_string(schema: &Value, s: &str, path: &str, out: &mut Vec<Cause>) {
+    let n = s.chars().count() as u64;
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+        && n > max
+    {
+        out.push((
+            path.into(),
+            format!("Too long: may not be longer than {max}"),
+            "FieldValueTooLong",
+        ));
+    }
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+        && n < min
+    {
+        out.push((
+            path.into(),
+            format!("Invalid value: \"{s}\": {path} in body should be at least {min} chars long"),
+            "FieldValueInvalid",
+        ));
+    }
+    if let Some(p) = schema.get("pattern").and_then(Value::as_str)
+        && matches_pattern(s, p) == Some(false)
+    {
+        out.push((
+            path.into(),
+            format!("Invalid value: \"{s}\": {path} in body should match '{p}'"),
+            "FieldValueInvalid",
+        ));
+    }
+    if schema["format"] == "date-time" && s.parse::<jiff::Timestamp>().is_err() {
+        out.push((
+            path.into(),
+            format!("Invalid value: \"{s}\": {path} in body must be of type date-time: \"{s}\""),
+            "FieldValueInvalid",
+        ));
+    }
+}
+
+fn check_object(
+    schema: &Value,
+    map: &Map<String, Value>,
+    path: &str,
+    root: bool,
+    out: &mut Vec<Cause>,
+) {
+    for r in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !map.contains_key(r) {
+            out.push((join(path, r), "Required value".into(), "FieldValueRequired"));
+        }
+    }
+    let n = map.len() as u64;
+    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+        && n > max
+    {
+        out.push((
+            path.into(),
+            format!("Too many: {n}: must have at most {max} items"),
+            "FieldValueTooMany",
+        ));
+    }
+    let props = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+    for (k, child) in map {
+        if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        if let Some(s) = props.and_then(|p| p.get(k)).or(additional) {
+            check(s, child, &join(path, k), false, out);
+        }
+    }
+}
+
+/// Go-RE2-style pattern match through CEL's `matches`; `None` when the pattern does not compile.
+fn matches_pattern(s: &str, pattern: &str) -> Option<bool> {
+    use kube::core::cel::cel::{Context, Program, Value as Cel};
+    thread_local! {
+        static PROGRAM: Option<Program> = Program::compile("s.matches(p)").ok();
+    }
+    let mut ctx = Context::default();
+    ctx.add_variable_from_value("s", s.to_string());
+    ctx.add_variable_from_value("p", pattern.to_string());
+    PROGRAM.with(|p| match p.as_ref()?.execute(&ctx) {
+        Ok(Cel::Bool(b)) => Some(b),
+        _ => None,
+    })
+}
