@@ -1,0 +1,742 @@
+//! A simulated Slurm partition on a virtual clock, implementing [`SlurmClient`].
+//!
+//! Used by `slurm-maint demo`, benchmarks and restart tests. Everything is deterministic
+//! for a seed: a busy workload keeps every free node running jobs, so maintenance has to
+//! go through reservations, exactly as on a real cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::future::BoxFuture;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::agent::api::{Done, PartitionSnapshot};
+use crate::plan::{Action, HealthResult};
+use crate::slurm::client::{SlurmClient, SlurmError};
+use crate::slurm::{Job, Node, NodeState, Partition, Reservation};
+
+/// Owned reservation name prefix.
+const OWNED_PREFIX: &str = "slurm-maint-";
+/// Owned drain reason prefix.
+const REASON_PREFIX: &str = "slurm-maint: ";
+/// Partition of preemptable jobs.
+const SCAVENGER: &str = "scavenger";
+
+/// SplitMix64: a small deterministic PRNG.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [lo, hi] (inclusive).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi.saturating_sub(lo) + 1)
+    }
+}
+
+/// Workload mix: fractions of short (10 min–2 h) and long (24–48 h) jobs; the rest have
+/// no time limit (their hidden true end is 24–96 h away).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JobMix {
+    pub short: f64,
+    pub long: f64,
+}
+
+impl Default for JobMix {
+    fn default() -> Self {
+        Self {
+            short: 0.8,
+            long: 0.15,
+        }
+    }
+}
+
+/// Parameters of a simulated partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub partition: String,
+    pub seed: u64,
+    /// Virtual time at creation.
+    pub start: Timestamp,
+    /// Reboot duration, seconds, drawn uniformly in this inclusive range.
+    pub reboot_secs: (u64, u64),
+    /// Fraction of nodes whose first reboot times out (the next one succeeds).
+    pub reboot_fail_once_pct: f64,
+    /// Fraction of nodes that never come back from a reboot.
+    pub reboot_never_pct: f64,
+    /// Nodes drained by ops (not by us) at the start: the last `down_at_start` nodes.
+    pub down_at_start: usize,
+    /// Fraction of jobs that are preemptable (partition scavenger).
+    pub preemptable_pct: f64,
+    /// Fraction of nodes idle at the start.
+    pub idle_pct: f64,
+    pub job_mix: JobMix,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 20,
+            partition: "batch".into(),
+            seed: 1,
+            start: "2026-12-01T00:00:00Z".parse().expect("valid timestamp"),
+            reboot_secs: (120, 400),
+            reboot_fail_once_pct: 0.0,
+            reboot_never_pct: 0.0,
+            down_at_start: 0,
+            preemptable_pct: 0.2,
+            idle_pct: 0.05,
+            job_mix: JobMix::default(),
+        }
+    }
+}
+
+/// Counters for invariant checks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimStats {
+    pub preemptable_cancelled: u64,
+    /// Non-preemptable jobs killed by maintenance: must stay 0.
+    pub non_preemptable_killed: u64,
+    pub reboots_per_node: BTreeMap<String, u32>,
+    /// Most nodes down, drained, rebooting or in an active MAINT reservation at a sample.
+    pub max_unavailable_or_down: usize,
+    pub samples: u64,
+    /// Slurm commands the real agent would have run (4 per snapshot).
+    pub commands: u64,
+}
+
+/// How a node's next reboot ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Ok,
+    FailOnce,
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Boot {
+    Up,
+    /// `scontrol reboot ASAP`: waiting for jobs to end.
+    Requested,
+    /// Rebooting until `until`; `fail` ends it DOWN "reboot timed out" 60 s later.
+    Issued {
+        until: Timestamp,
+        fail: bool,
+    },
+    /// Down after a timed-out reboot, or never back.
+    Dead {
+        not_responding: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct SimNode {
+    name: String,
+    boot_time: Timestamp,
+    drain: bool,
+    reason: Option<String>,
+    boot: Boot,
+    fate: Fate,
+}
+
+#[derive(Clone, Debug)]
+struct SimJob {
+    job: Job,
+    /// When it really ends (hidden for jobs without a limit).
+    true_end: Timestamp,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: SimConfig,
+    rng: Rng,
+    now: Timestamp,
+    nodes: Vec<SimNode>,
+    jobs: BTreeMap<u64, SimJob>,
+    reservations: BTreeMap<String, Reservation>,
+    next_job: u64,
+    stats: SimStats,
+}
+
+/// A simulated Slurm partition; clones share state.
+#[derive(Clone, Debug)]
+pub struct SimCluster(Arc<Mutex<Inner>>);
+
+fn refused(status: u16, code: &str, message: String) -> SlurmError {
+    SlurmError::Refused {
+        status,
+        code: code.into(),
+        message,
+    }
+}
+
+fn done(changed: bool, message: impl Into<String>) -> Done {
+    Done {
+        changed,
+        message: message.into(),
+    }
+}
+
+fn secs(s: u64) -> SignedDuration {
+    SignedDuration::from_secs(s as i64)
+}
+
+impl Inner {
+    fn node(&self, name: &str) -> Result<usize, SlurmError> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| refused(404, "NotFound", format!("node {name} not found")))
+    }
+
+    fn busy(&self, node: &str) -> bool {
+        self.jobs.values().any(|j| j.job.nodes[0] == node)
+    }
+
+    fn active_resv(&self, node: &str) -> Option<&Reservation> {
+        self.reservations
+            .values()
+            .find(|r| r.is_active_at(self.now) && r.nodes.iter().any(|n| n == node))
+    }
+
+    fn state(&self, n: &SimNode) -> NodeState {
+        let mut flags = BTreeSet::new();
+        let busy = self.busy(&n.name);
+        let mut base = if busy { "ALLOCATED" } else { "IDLE" };
+        match n.boot {
+            Boot::Up => {}
+            Boot::Requested => {
+                flags.insert("REBOOT_REQUESTED");
+            }
+            Boot::Issued { .. } => {
+                base = "DOWN";
+                flags.insert("REBOOT_ISSUED");
+            }
+            Boot::Dead { not_responding } => {
+                base = "DOWN";
+                if not_responding {
+                    flags.insert("NOT_RESPONDING");
+                }
+            }
+        }
+        if n.drain {
+            flags.insert("DRAIN");
+        }
+        if let Some(r) = self.active_resv(&n.name) {
+            flags.insert("RESERVED");
+            if r.is_maint() {
+                flags.insert("MAINTENANCE");
+            }
+        }
+        NodeState {
+            base: base.into(),
+            flags: flags.into_iter().map(String::from).collect(),
+        }
+    }
+
+    /// A job of the configured mix on `node`, started up to `max_elapsed` seconds ago
+    /// (always at least a minute left).
+    fn draw_job(&mut self, node: &str, max_elapsed: u64) -> SimJob {
+        let r = self.rng.unit();
+        let mix = self.cfg.job_mix;
+        let (limit, run) = if r < mix.short {
+            let l = self.rng.range(600, 7200);
+            (Some(l), l)
+        } else if r < mix.short + mix.long {
+            let l = self.rng.range(24 * 3600, 48 * 3600);
+            (Some(l), l)
+        } else {
+            (None, self.rng.range(24 * 3600, 96 * 3600))
+        };
+        let elapsed = secs(self.rng.range(0, max_elapsed.min(run - 60)));
+        let preemptable = self.rng.unit() < self.cfg.preemptable_pct;
+        let start = self.now - elapsed;
+        self.next_job += 1;
+        let id = self.next_job;
+        let partition = if preemptable {
+            SCAVENGER.to_string()
+        } else {
+            self.cfg.partition.clone()
+        };
+        SimJob {
+            job: Job {
+                id,
+                name: format!("job{id}"),
+                user: "user".into(),
+                partition,
+                state: "RUNNING".into(),
+                nodes: vec![node.to_string()],
+                qos: None,
+                start_time: Some(start),
+                end_time: limit.map(|l| start + secs(l)),
+                time_limit_secs: limit,
+                preemptable,
+            },
+            true_end: start + secs(run),
+        }
+    }
+
+    /// Land a new job on every free, schedulable node whose reservations allow it.
+    fn fill(&mut self) {
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.drain || n.boot != Boot::Up || self.busy(&n.name) {
+                continue;
+            }
+            let name = n.name.clone();
+            if self.active_resv(&name).is_some() {
+                continue;
+            }
+            let job = self.draw_job(&name, 0);
+            let end = job.job.end_time;
+            let blocked = self.reservations.values().any(|r| {
+                r.nodes.contains(&name) && r.end > self.now && end.is_none_or(|e| r.start < e)
+            });
+            if !blocked {
+                self.jobs.insert(job.job.id, job);
+            }
+        }
+    }
+
+    /// Begin the reboot of an empty node.
+    fn issue_reboot(&mut self, i: usize) {
+        let (lo, hi) = self.cfg.reboot_secs;
+        let until = self.now + secs(self.rng.range(lo, hi));
+        let n = &mut self.nodes[i];
+        *self
+            .stats
+            .reboots_per_node
+            .entry(n.name.clone())
+            .or_default() += 1;
+        n.drain = true;
+        n.boot = match n.fate {
+            Fate::Never => Boot::Issued { until, fail: true },
+            Fate::FailOnce => {
+                n.fate = Fate::Ok;
+                Boot::Issued { until, fail: true }
+            }
+            Fate::Ok => Boot::Issued { until, fail: false },
+        };
+        let name = n.name.clone();
+        // A reboot never waits for jobs: any still running would be killed.
+        for j in self.jobs.values().filter(|j| j.job.nodes[0] == name) {
+            if j.job.preemptable {
+                self.stats.preemptable_cancelled += 1;
+            } else {
+                self.stats.non_preemptable_killed += 1;
+            }
+        }
+        self.jobs.retain(|_, j| j.job.nodes[0] != name);
+    }
+
+    /// The earliest pending event after now, if any.
+    fn next_event(&self) -> Option<Timestamp> {
+        let jobs = self.jobs.values().map(|j| j.true_end);
+        let resv = self
+            .reservations
+            .values()
+            .flat_map(|r| [r.start, r.end])
+            .filter(|t| *t > self.now);
+        let boots = self.nodes.iter().filter_map(|n| match n.boot {
+            Boot::Issued { until, fail: true } => Some(until + secs(60)),
+            Boot::Issued { until, .. } => Some(until),
+            _ => None,
+        });
+        jobs.chain(resv).chain(boots).min()
+    }
+
+    /// Process everything due at or before now.
+    fn settle(&mut self) {
+        let now = self.now;
+        self.jobs.retain(|_, j| j.true_end > now);
+        self.reservations.retain(|_, r| r.end > now);
+        for i in 0..self.nodes.len() {
+            let name = self.nodes[i].name.clone();
+            let busy = self.busy(&name);
+            let n = &mut self.nodes[i];
+            match n.boot.clone() {
+                Boot::Requested if !busy => self.issue_reboot(i),
+                Boot::Issued { until, fail: false } if until <= now => {
+                    n.boot = Boot::Up;
+                    n.boot_time = until;
+                    n.drain = false;
+                    n.reason = None;
+                }
+                Boot::Issued { until, fail: true } if until + secs(60) <= now => {
+                    let never = n.fate == Fate::Never;
+                    n.boot = Boot::Dead {
+                        not_responding: never,
+                    };
+                    n.reason = Some(if never {
+                        "Not responding".into()
+                    } else {
+                        "reboot timed out".into()
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.fill();
+    }
+
+    fn advance_to(&mut self, t: Timestamp) {
+        while let Some(e) = self.next_event().filter(|e| *e <= t) {
+            self.now = self.now.max(e);
+            self.settle();
+        }
+        self.now = self.now.max(t);
+        self.settle();
+    }
+
+    fn snapshot(&mut self) -> PartitionSnapshot {
+        self.stats.commands += 4;
+        let all: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| Node {
+                name: n.name.clone(),
+                state: self.state(n),
+                reason: n.reason.clone(),
+                boot_time: Some(n.boot_time),
+                partitions: vec![self.cfg.partition.clone(), SCAVENGER.into()],
+                reservation: self.active_resv(&n.name).map(|r| r.name.clone()),
+            })
+            .collect();
+        let partition = |name: &str, mode: &str, tier| Partition {
+            name: name.into(),
+            nodes: all.clone(),
+            preempt_mode: mode.into(),
+            priority_tier: tier,
+            state: "UP".into(),
+        };
+        PartitionSnapshot {
+            nodes,
+            jobs: self.jobs.values().map(|j| j.job.clone()).collect(),
+            reservations: self.reservations.values().cloned().collect(),
+            partitions: vec![
+                partition(&self.cfg.partition, "OFF", 10),
+                partition(SCAVENGER, "CANCEL", 1),
+            ],
+        }
+    }
+
+    /// Slurm's refusal of a reservation over running jobs it may not end.
+    fn check_busy(&self, node: &str, start: Timestamp, flags: &[String]) -> Result<(), SlurmError> {
+        if flags.iter().any(|f| f == "IGNORE_JOBS") {
+            return Ok(());
+        }
+        let busy = self.jobs.values().any(|j| {
+            j.job.nodes[0] == node && !j.job.preemptable && j.job.end_time.is_none_or(|e| e > start)
+        });
+        if busy {
+            return Err(SlurmError::Slurm {
+                status: 502,
+                code: "SlurmFailed".into(),
+                message: "Error creating the reservation: Requested nodes are busy".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, action: &Action) -> Result<Done, SlurmError> {
+        let now = self.now;
+        let owned = |name: &str| {
+            if name.starts_with(OWNED_PREFIX) {
+                Ok(())
+            } else {
+                Err(refused(
+                    403,
+                    "NotOwned",
+                    format!("reservation {name} is not ours"),
+                ))
+            }
+        };
+        let out = match action {
+            Action::CreateReservation {
+                name,
+                node,
+                start,
+                duration,
+                users,
+                accounts,
+                flags,
+            } => {
+                owned(name)?;
+                self.node(node)?;
+                if self.reservations.contains_key(name) {
+                    return Err(refused(
+                        409,
+                        "AlreadyExists",
+                        format!("reservation {name} exists"),
+                    ));
+                }
+                let start = start.filter(|t| *t > now).unwrap_or(now);
+                self.check_busy(node, start, flags)?;
+                let end = start + (*duration).max(SignedDuration::from_secs(60));
+                self.reservations.insert(
+                    name.clone(),
+                    Reservation {
+                        name: name.clone(),
+                        start,
+                        end,
+                        nodes: vec![node.clone()],
+                        flags: flags.clone(),
+                        users: users.clone(),
+                        accounts: accounts.clone(),
+                        partition: None,
+                    },
+                );
+                done(true, format!("Reservation created: {name}"))
+            }
+            Action::UpdateReservationStart { name, start } => {
+                owned(name)?;
+                let r = self.reservations.get(name).ok_or_else(|| {
+                    refused(404, "NotFound", format!("reservation {name} not found"))
+                })?;
+                let start = start.filter(|t| *t > now).unwrap_or(now);
+                let len = r.end.duration_since(r.start);
+                self.check_busy(&r.nodes[0].clone(), start, &r.flags.clone())?;
+                let r = self.reservations.get_mut(name).expect("checked");
+                r.start = start;
+                r.end = start + len;
+                done(true, format!("Reservation updated: {name}"))
+            }
+            Action::DeleteReservation { name } => {
+                owned(name)?;
+                let gone = self.reservations.remove(name).is_some();
+                done(gone, format!("reservation {name} deleted"))
+            }
+            Action::CancelJob { job_id, .. } => match self.jobs.get(job_id) {
+                None => done(false, format!("job {job_id} already gone")),
+                Some(j) if !j.job.preemptable => {
+                    return Err(refused(
+                        409,
+                        "NotPreemptable",
+                        format!("job {job_id} is not preemptable"),
+                    ));
+                }
+                Some(_) => {
+                    self.jobs.remove(job_id);
+                    self.stats.preemptable_cancelled += 1;
+                    done(true, format!("job {job_id} cancelled"))
+                }
+            },
+            Action::Drain { node, reason } => self.drain(node, reason)?,
+            Action::Reboot { node, reason } => {
+                let i = self.node(node)?;
+                let busy = self.busy(node);
+                let n = &mut self.nodes[i];
+                if matches!(n.boot, Boot::Requested | Boot::Issued { .. }) {
+                    return Ok(done(false, format!("{node} is already rebooting")));
+                }
+                n.reason = Some(reason.clone());
+                if busy {
+                    n.boot = Boot::Requested;
+                    n.drain = true;
+                } else {
+                    self.issue_reboot(i);
+                }
+                done(true, format!("reboot of {node} requested"))
+            }
+        };
+        self.fill();
+        Ok(out)
+    }
+
+    fn drain(&mut self, node: &str, reason: &str) -> Result<Done, SlurmError> {
+        let i = self.node(node)?;
+        let n = &mut self.nodes[i];
+        n.drain = true;
+        n.reason = Some(if reason.starts_with(REASON_PREFIX) {
+            reason.to_string()
+        } else {
+            format!("{REASON_PREFIX}{reason}")
+        });
+        Ok(done(true, format!("{node} drained")))
+    }
+
+    fn resume(&mut self, node: &str) -> Result<Done, SlurmError> {
+        let i = self.node(node)?;
+        let n = &mut self.nodes[i];
+        if !n.drain {
+            return Ok(done(false, format!("{node} is not drained")));
+        }
+        if !n
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(REASON_PREFIX))
+        {
+            return Err(refused(
+                409,
+                "ForeignDrain",
+                format!("{node} was drained by someone else: {:?}", n.reason),
+            ));
+        }
+        n.drain = false;
+        n.reason = None;
+        self.fill();
+        Ok(done(true, format!("{node} resumed")))
+    }
+}
+
+impl SimCluster {
+    /// A partition as `cfg` describes it, at `cfg.start`.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = Rng::new(cfg.seed);
+        let now = cfg.start;
+        let mut nodes = Vec::with_capacity(cfg.nodes);
+        for i in 0..cfg.nodes {
+            let r = rng.unit();
+            let fate = if r < cfg.reboot_never_pct {
+                Fate::Never
+            } else if r < cfg.reboot_never_pct + cfg.reboot_fail_once_pct {
+                Fate::FailOnce
+            } else {
+                Fate::Ok
+            };
+            let ops = i + cfg.down_at_start >= cfg.nodes;
+            nodes.push(SimNode {
+                name: format!("node{:03}", i + 1),
+                boot_time: now - secs(rng.range(86_400, 60 * 86_400)),
+                drain: ops,
+                reason: ops.then(|| "ops: bad DIMM".to_string()),
+                boot: Boot::Up,
+                fate,
+            });
+        }
+        let mut inner = Inner {
+            cfg,
+            rng,
+            now,
+            nodes,
+            jobs: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            next_job: 1000,
+            stats: SimStats::default(),
+        };
+        for i in 0..inner.nodes.len() {
+            if inner.nodes[i].drain || inner.rng.unit() < inner.cfg.idle_pct {
+                continue;
+            }
+            let name = inner.nodes[i].name.clone();
+            let job = inner.draw_job(&name, 3600);
+            inner.jobs.insert(job.job.id, job);
+        }
+        Self(Arc::new(Mutex::new(inner)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The virtual now.
+    pub fn now(&self) -> Timestamp {
+        self.lock().now
+    }
+
+    /// Move the clock forward by `d`, processing events in time order.
+    pub fn advance(&self, d: SignedDuration) {
+        let mut g = self.lock();
+        let t = g.now + d;
+        g.advance_to(t);
+    }
+
+    /// Move the clock forward to `t` (never back).
+    pub fn advance_to(&self, t: Timestamp) {
+        self.lock().advance_to(t);
+    }
+
+    /// Record how many nodes are down, drained, rebooting or in an active MAINT
+    /// reservation; call after every advance.
+    pub fn sample(&self) -> usize {
+        let mut g = self.lock();
+        let count = g
+            .nodes
+            .iter()
+            .filter(|n| {
+                let s = g.state(n);
+                !s.in_service() || s.is_drained() || s.in_maintenance()
+            })
+            .count();
+        g.stats.samples += 1;
+        g.stats.max_unavailable_or_down = g.stats.max_unavailable_or_down.max(count);
+        count
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats.clone()
+    }
+
+    /// The partition now, without counting commands.
+    pub fn peek(&self) -> PartitionSnapshot {
+        let mut g = self.lock();
+        let snap = g.snapshot();
+        g.stats.commands -= 4;
+        snap
+    }
+}
+
+impl SlurmClient for SimCluster {
+    fn snapshot<'a>(
+        &'a self,
+        _partition: &'a str,
+    ) -> BoxFuture<'a, Result<PartitionSnapshot, SlurmError>> {
+        let snap = self.lock().snapshot();
+        Box::pin(async move { Ok(snap) })
+    }
+
+    fn execute<'a>(&'a self, action: &'a Action) -> BoxFuture<'a, Result<Done, SlurmError>> {
+        let out = self.lock().execute(action);
+        Box::pin(async move { out })
+    }
+
+    fn health_check<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<HealthResult, SlurmError>> {
+        let g = self.lock();
+        let out = g.node(node).map(|i| {
+            let s = g.state(&g.nodes[i]);
+            HealthResult {
+                healthy: s.in_service(),
+                message: format!("{node} is {s}"),
+            }
+        });
+        Box::pin(async move { out })
+    }
+
+    fn drain<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Done, SlurmError>> {
+        let out = self.lock().drain(node, reason);
+        Box::pin(async move { out })
+    }
+
+    fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Done, SlurmError>> {
+        let out = self.lock().resume(node);
+        Box::pin(async move { out })
+    }
+}
+
+#[cfg(test)]
+mod tests;
