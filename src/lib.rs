@@ -4,6 +4,9 @@
 pub mod agent;
 pub mod api;
 pub mod apiserver;
+pub mod controller;
+pub mod demo;
 pub mod plan;
+pub mod sim;
 pub mod slurm;
 pub mod tls;

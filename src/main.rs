@@ -27,6 +27,37 @@ enum Command {
     /// Serve the Slurm agent: the authenticated HTTP API the controllers use to reach
     /// Slurm. Runs where Slurm's commands work (slurmctld sidecar, login pod, systemd).
     Agent(Box<slurm_maint::agent::AgentArgs>),
+    /// Run the controllers against the cluster of the kubeconfig (or in-cluster).
+    Controller(Box<slurm_maint::controller::cli::ControllerArgs>),
+    /// Run a whole rolling-reboot campaign on an embedded default: in-process API
+    /// server, simulated Slurm partition, the real controllers.
+    Demo(slurm_maint::demo::DemoArgs),
+}
+
+fn init_logging(json: bool, default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn block_on<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(f));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -49,27 +80,27 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Agent(args) => {
-            tracing_subscriber::fmt()
-                .json()
-                .with_writer(std::io::stderr)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
-            let result = tokio::runtime::Runtime::new()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| {
-                    rt.block_on(slurm_maint::agent::serve(*args))
-                        .map_err(|e| e.to_string())
-                });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+            init_logging(true, "info");
+            block_on(async move {
+                slurm_maint::agent::serve(*args)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Command::Controller(args) => {
+            init_logging(true, "info");
+            block_on(slurm_maint::controller::cli::run(*args))
+        }
+        Command::Demo(args) => {
+            init_logging(false, "warn");
+            block_on(async move {
+                let report = slurm_maint::demo::run(args).await?;
+                if report.finished {
+                    Ok(())
+                } else {
+                    Err("the campaign did not finish in time".into())
                 }
-            }
+            })
         }
     }
 }

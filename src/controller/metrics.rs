@@ -1,0 +1,225 @@
+//! Prometheus metrics of the controller (`/metrics`).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::policy::MaintenancePolicyStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    namespace: String,
+    policy: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    namespace: String,
+    policy: String,
+    partition: String,
+    figure: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    namespace: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    verb: &'static str,
+    outcome: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms … ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The controller's registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ControllerLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+    nodes: Family<PhaseLabels, Gauge>,
+    budget: Family<BudgetLabels, Gauge>,
+    completion: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    eta: Family<PolicyLabels, Gauge>,
+    slurm_calls: Family<CallLabels, Counter>,
+    slurm_latency: Family<CallLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slurm_maint");
+        let reconciles = Family::default();
+        let errors = Family::default();
+        let duration = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let nodes = Family::default();
+        let budget = Family::default();
+        let completion = Family::default();
+        let eta = Family::default();
+        let slurm_calls = Family::default();
+        let slurm_latency = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register(
+            "reconciles",
+            "Reconcile passes, by controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile passes, by controller and error",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            duration.clone(),
+        );
+        registry.register(
+            "nodes",
+            "NodeMaintenances by policy and phase",
+            nodes.clone(),
+        );
+        registry.register(
+            "budget_nodes",
+            "Capacity budget per policy and partition: allowed, unavailable, down, combined, overlap",
+            budget.clone(),
+        );
+        registry.register(
+            "campaign_completion_ratio",
+            "Share of the campaign's nodes completed",
+            completion.clone(),
+        );
+        registry.register(
+            "campaign_eta_timestamp_seconds",
+            "Estimated end of the campaign (Unix time)",
+            eta.clone(),
+        );
+        registry.register(
+            "slurm_calls",
+            "Calls to Slurm through the agent, by verb and outcome",
+            slurm_calls.clone(),
+        );
+        registry.register(
+            "slurm_call_duration_seconds",
+            "Latency of calls to Slurm through the agent",
+            slurm_latency.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            nodes,
+            budget,
+            completion,
+            eta,
+            slurm_calls,
+            slurm_latency,
+        }
+    }
+}
+
+impl Metrics {
+    /// One pass of `controller` took `secs`; `error` is its error label, if it failed.
+    pub fn reconciled(&self, controller: &'static str, secs: f64, error: Option<&'static str>) {
+        let l = ControllerLabels { controller };
+        self.reconciles.get_or_create(&l).inc();
+        self.duration.get_or_create(&l).observe(secs);
+        if let Some(error) = error {
+            self.errors
+                .get_or_create(&ErrorLabels { controller, error })
+                .inc();
+        }
+    }
+
+    /// A call to Slurm.
+    pub fn slurm_call(&self, verb: &'static str, outcome: &'static str, secs: f64) {
+        let l = CallLabels { verb, outcome };
+        self.slurm_calls.get_or_create(&l).inc();
+        self.slurm_latency.get_or_create(&l).observe(secs);
+    }
+
+    /// The figures of a policy status just written.
+    pub fn policy(&self, namespace: &str, policy: &str, status: &MaintenancePolicyStatus) {
+        let p = |phase| PhaseLabels {
+            namespace: namespace.into(),
+            policy: policy.into(),
+            phase,
+        };
+        let ph = &status.phases;
+        for (phase, n) in [
+            ("Pending", ph.pending),
+            ("Reserved", ph.reserved),
+            ("PendingReboot", ph.pending_reboot),
+            ("Rebooting", ph.rebooting),
+            ("Recovering", ph.recovering),
+            ("HealthCheck", ph.health_check),
+            ("Completed", ph.completed),
+            ("Failed", ph.failed),
+        ] {
+            self.nodes.get_or_create(&p(phase)).set(n as i64);
+        }
+        if let Some(b) = &status.budget {
+            for (figure, n) in [
+                ("total", b.total),
+                ("allowed", b.allowed),
+                ("unavailable", b.unavailable),
+                ("down", b.down),
+                ("combined", b.combined),
+                ("overlap", b.overlap),
+            ] {
+                self.budget
+                    .get_or_create(&BudgetLabels {
+                        namespace: namespace.into(),
+                        policy: policy.into(),
+                        partition: b.partition.clone(),
+                        figure,
+                    })
+                    .set(n as i64);
+            }
+        }
+        let pl = PolicyLabels {
+            namespace: namespace.into(),
+            policy: policy.into(),
+        };
+        let ratio = if status.nodes_needing_work == 0 {
+            1.0
+        } else {
+            ph.completed as f64 / status.nodes_needing_work as f64
+        };
+        self.completion.get_or_create(&pl).set(ratio);
+        self.eta
+            .get_or_create(&pl)
+            .set(status.eta.map_or(0, |t| t.as_second()));
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

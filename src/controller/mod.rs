@@ -1,0 +1,156 @@
+//! The controllers: a reconciler per `MaintenancePolicy` that runs one planning pass per
+//! interval (snapshot → plan → status → side effects), Lease-based leader election, and
+//! the Slurm connections of each policy.
+//!
+//! The reconciler is thin: every decision is made by [`crate::plan`]; this module fetches,
+//! writes what the plan says to status (before the side effects it guards), and executes.
+
+pub mod cli;
+pub mod connect;
+pub mod leader;
+pub mod metrics;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use crate::api::{MaintenancePolicy, NodeMaintenance};
+use crate::slurm::client::SlurmError;
+
+pub use connect::{AgentConnector, Connector, FixedConnector};
+pub use leader::{Leadership, LeaseConfig};
+
+/// Label on every NodeMaintenance: the policy it belongs to.
+pub const POLICY_LABEL: &str = "slurm-maint.io/policy";
+/// Label on every NodeMaintenance: the Slurm node.
+pub const NODE_LABEL: &str = "slurm-maint.io/node";
+/// Label on every NodeMaintenance of a campaign: the campaign id.
+pub const CAMPAIGN_LABEL: &str = "slurm-maint.io/campaign";
+/// Reporting controller name in Events.
+pub const CONTROLLER_NAME: &str = "slurm-maint-controller";
+
+/// What can go wrong in a pass.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Slurm: {0}")]
+    Slurm(#[from] SlurmError),
+    #[error("agent token: {0}")]
+    Token(String),
+    #[error("invalid resource: {0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Short label for the `errors` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Self::Kube(_) => "kube",
+            Self::Slurm(e) => e.metric_label(),
+            Self::Token(_) => "token",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Source of "now": the wall clock, or the simulator's virtual clock.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The wall clock.
+pub fn wall_clock() -> Clock {
+    Arc::new(Timestamp::now)
+}
+
+/// Converts the policy's (possibly virtual) durations into real waits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pace {
+    /// Real seconds per virtual second (1 in production).
+    pub scale: f64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self { scale: 1.0 }
+    }
+}
+
+impl Pace {
+    /// The real wait for a virtual duration (at least 10 ms).
+    pub fn real(&self, d: SignedDuration) -> Duration {
+        let secs = d.as_secs_f64().max(0.0) * self.scale;
+        Duration::from_secs_f64(secs).max(Duration::from_millis(10))
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub connector: Arc<dyn Connector>,
+    pub clock: Clock,
+    pub pace: Pace,
+    pub leadership: Leadership,
+    pub recorder: Recorder,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl Context {
+    /// A context reporting Events as `instance`.
+    pub fn new(
+        client: Client,
+        connector: Arc<dyn Connector>,
+        clock: Clock,
+        pace: Pace,
+        leadership: Leadership,
+        instance: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(instance.into()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            connector,
+            clock,
+            pace,
+            leadership,
+            metrics: Arc::new(metrics::Metrics::default()),
+        }
+    }
+}
+
+/// Run the policy controller until `shutdown` resolves; `namespace` limits it to one
+/// namespace (all otherwise).
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (policies, works): (Api<MaintenancePolicy>, Api<NodeMaintenance>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    Controller::new(policies, watcher::Config::default())
+        .owns(works, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(policy::reconcile, policy::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(policy = %obj.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,493 @@
+//! The `MaintenancePolicy` reconciler: fetch → validate → plan → status → side effects.
+//!
+//! One pass per policy per `spec.interval` (a spec change runs one at once; the
+//! controller's own status writes do not). NodeMaintenances are listed from the API server
+//! at every pass, not read from a cache, so a pass never acts on a transition it cannot
+//! see. Each status write carries the resourceVersion it was planned from: a concurrent
+//! writer makes it fail with 409 and the pass stops before any side effect.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{CAMPAIGN_LABEL, Context, Error, NODE_LABEL, POLICY_LABEL};
+use crate::api::condition::ConditionStatus;
+use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, Transition};
+use crate::api::policy::MaintenancePolicyStatus;
+use crate::api::{
+    FIELD_MANAGER, MaintenanceAction, MaintenancePolicy, NodeMaintenance, NodeMaintenanceSpec,
+    NodeMaintenanceStatus,
+};
+use crate::plan::status::{Mode, condition_type, degraded_status, policy_status, reason};
+use crate::plan::{self, Action, NewWork, Settings, Snapshot, Work, WorkUpdate};
+use crate::slurm::client::SlurmClient;
+
+const CONTROLLER: &str = "policy";
+
+/// Expected time of one node's maintenance, for the ETA: reboot plus settle, at least.
+fn per_node_estimate(policy: &MaintenancePolicy) -> jiff::SignedDuration {
+    let r = &policy.spec.reboots;
+    (r.timeout.as_span() / 2) + r.settle_time.as_span()
+}
+
+/// One reconcile of a policy.
+pub async fn reconcile(
+    policy: Arc<MaintenancePolicy>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    if !ctx.leadership.is_leader() {
+        return Ok(Requeue::requeue(std::time::Duration::from_secs(2)));
+    }
+    if policy.meta().deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
+    let now = (ctx.clock)();
+    let interval = policy.spec.interval.as_span();
+    let status = policy.status.as_ref();
+    let generation = policy.metadata.generation;
+    if let Some(last) = status.and_then(|s| s.last_pass) {
+        let next = last + interval;
+        if status.and_then(|s| s.observed_generation) == generation && next > now {
+            return Ok(Requeue::requeue(ctx.pace.real(next.duration_since(now))));
+        }
+    }
+    let started = Instant::now();
+    let result = pass(&policy, &ctx, now).await;
+    let secs = started.elapsed().as_secs_f64();
+    ctx.metrics.reconciled(
+        CONTROLLER,
+        secs,
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+/// Retry a failed pass after the policy's interval: never a storm.
+pub fn error_policy(policy: Arc<MaintenancePolicy>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(policy = %policy.name_any(), %error, "pass failed");
+    Requeue::requeue(ctx.pace.real(policy.spec.interval.as_span()))
+}
+
+fn namespace(policy: &MaintenancePolicy) -> Result<String, Error> {
+    policy
+        .namespace()
+        .ok_or_else(|| Error::Invalid("MaintenancePolicy has no namespace".into()))
+}
+
+async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Result<Requeue, Error> {
+    let ns = namespace(policy)?;
+    let name = policy.name_any();
+    let generation = policy.metadata.generation;
+    let previous = policy.status.as_ref();
+    let requeue = Requeue::requeue(ctx.pace.real(policy.spec.interval.as_span()));
+
+    let settings = match Settings::from_spec(&policy.spec, now) {
+        Ok(s) => s,
+        Err(e) => {
+            // A malformed spec waits for the next change: no retries.
+            degrade(ctx, policy, reason::INVALID_SPEC, e.to_string(), now).await?;
+            return Ok(Requeue::await_change());
+        }
+    };
+    let slurm = match ctx.connector.connect(policy).await {
+        Ok(c) => c,
+        Err(e) => {
+            degrade(ctx, policy, reason::SLURM_UNREACHABLE, e.to_string(), now).await?;
+            return Ok(requeue);
+        }
+    };
+    let t = Instant::now();
+    let snap = slurm.snapshot(&settings.partition).await;
+    ctx.metrics.slurm_call(
+        "snapshot",
+        snap.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
+        t.elapsed().as_secs_f64(),
+    );
+    let snap = match snap {
+        Ok(s) => s,
+        Err(e) => {
+            degrade(ctx, policy, reason::SLURM_UNREACHABLE, e.to_string(), now).await?;
+            return Ok(requeue);
+        }
+    };
+
+    let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut lp = ListParams::default();
+    if label_value_ok(&name) {
+        lp = lp.labels(&format!("{POLICY_LABEL}={name}"));
+    }
+    let mut objects: BTreeMap<String, NodeMaintenance> = BTreeMap::new();
+    for nm in api.list(&lp).await? {
+        if nm.spec.policy == name && nm.meta().deletion_timestamp.is_none() {
+            objects.insert(nm.name_any(), nm);
+        }
+    }
+    let work: Vec<Work> = objects
+        .iter()
+        .map(|(n, nm)| Work {
+            name: n.clone(),
+            node: nm.spec.node_name.clone(),
+            action: nm.spec.action,
+            campaign: nm.spec.campaign.clone(),
+            status: nm.status.clone().unwrap_or_default(),
+        })
+        .collect();
+
+    let mut health = BTreeMap::new();
+    for w in work.iter().filter(|w| w.status.phase == Phase::HealthCheck) {
+        let t = Instant::now();
+        let r = slurm.health_check(&w.node).await;
+        ctx.metrics.slurm_call(
+            "health",
+            r.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
+            t.elapsed().as_secs_f64(),
+        );
+        match r {
+            Ok(h) => {
+                health.insert(w.node.clone(), h);
+            }
+            // Unknown health: the node waits in HealthCheck for the next pass.
+            Err(e) => tracing::warn!(node = %w.node, error = %e, "health check could not run"),
+        }
+    }
+    let snapshot = Snapshot {
+        nodes: snap.nodes,
+        jobs: snap.jobs,
+        reservations: snap.reservations,
+        health,
+    };
+    let plan = plan::plan(&name, &settings, &snapshot, &work, now);
+
+    if !policy.spec.dry_run {
+        for nw in &plan.new_work {
+            create_work(ctx, policy, &ns, nw, now).await?;
+        }
+        for u in &plan.updates {
+            let nm = &objects[&u.name];
+            apply_update(ctx, nm, u, slurm.as_ref()).await?;
+        }
+    }
+
+    let mode = Mode {
+        paused: policy.spec.paused,
+        dry_run: policy.spec.dry_run,
+        acting: settings.reservations_enabled,
+        per_node: per_node_estimate(policy),
+    };
+    let status = policy_status(
+        previous,
+        generation,
+        &settings.partition,
+        &work,
+        &plan,
+        mode,
+        now,
+    );
+    announce_conditions(ctx, policy, previous, &status).await;
+    write_policy_status(ctx, policy, &status).await?;
+    ctx.metrics.policy(&ns, &name, &status);
+    Ok(requeue)
+}
+
+fn label_value_ok(v: &str) -> bool {
+    v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Create the NodeMaintenance of a node new to the campaign, then write its Pending status.
+async fn create_work(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    ns: &str,
+    nw: &NewWork,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), ns);
+    let mut labels = BTreeMap::new();
+    for (k, v) in [
+        (POLICY_LABEL, policy.name_any()),
+        (NODE_LABEL, nw.node.clone()),
+        (CAMPAIGN_LABEL, nw.campaign.clone()),
+    ] {
+        if label_value_ok(&v) {
+            labels.insert(k.to_string(), v);
+        }
+    }
+    let nm = NodeMaintenance {
+        metadata: ObjectMeta {
+            name: Some(nw.name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels),
+            owner_references: policy.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: NodeMaintenanceSpec {
+            node_name: nw.node.clone(),
+            policy: policy.name_any(),
+            action: MaintenanceAction::Reboot,
+            oci_event: None,
+            campaign: Some(nw.campaign.clone()),
+            requested_at: now,
+            reason: nw.reason.clone(),
+        },
+        status: None,
+    };
+    let created = match api.create(&PostParams::default(), &nm).await {
+        Ok(c) => c,
+        // A pass killed after creating it: the next pass finds it.
+        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let status = NodeMaintenanceStatus {
+        phase: Phase::Pending,
+        phase_since: Some(now),
+        transitions: vec![Transition {
+            phase: Phase::Pending,
+            time: now,
+            message: nw.reason.clone(),
+        }],
+        observed_generation: created.metadata.generation,
+        ..Default::default()
+    };
+    write_work_status(ctx, &created, &status).await?;
+    publish(
+        ctx,
+        &created.object_ref(&()),
+        EventType::Normal,
+        "Pending",
+        "Plan",
+        format!("{} needs maintenance: {}", nw.node, nw.reason),
+    )
+    .await;
+    Ok(())
+}
+
+/// Write a NodeMaintenance's status by server-side apply, conditional on the
+/// resourceVersion it was read at.
+async fn write_work_status(
+    ctx: &Context,
+    nm: &NodeMaintenance,
+    status: &NodeMaintenanceStatus,
+) -> Result<NodeMaintenance, Error> {
+    let api: Api<NodeMaintenance> = Api::namespaced(
+        ctx.client.clone(),
+        nm.namespace().as_deref().unwrap_or_default(),
+    );
+    let mut patch = json!({
+        "apiVersion": "slurm-maint.io/v1alpha1",
+        "kind": "NodeMaintenance",
+        "metadata": {"name": nm.name_any()},
+        "status": status,
+    });
+    if let Some(rv) = nm.resource_version() {
+        patch["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api
+        .patch_status(&nm.name_any(), &pp, &Patch::Apply(&patch))
+        .await?)
+}
+
+/// Status first, then the side effects it guards. A failed action is recorded in
+/// `lastError` and an Event; the next pass retries what is still needed.
+async fn apply_update(
+    ctx: &Context,
+    nm: &NodeMaintenance,
+    u: &WorkUpdate,
+    slurm: &dyn SlurmClient,
+) -> Result<(), Error> {
+    let before = nm.status.clone().unwrap_or_default();
+    let mut status = u.status.clone();
+    status.observed_generation = nm.metadata.generation;
+    let current = if status != before {
+        write_work_status(ctx, nm, &status).await?
+    } else {
+        nm.clone()
+    };
+    let reference = nm.object_ref(&());
+    if status.phase != before.phase {
+        let message = status
+            .transitions
+            .last()
+            .map(|t| t.message.clone())
+            .unwrap_or_default();
+        let ty = if status.phase == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            &reference,
+            ty,
+            &status.phase.to_string(),
+            "Transition",
+            message,
+        )
+        .await;
+    }
+    let mut errors = vec![];
+    for a in &u.actions {
+        let t = Instant::now();
+        let r = slurm.execute(a).await;
+        ctx.metrics.slurm_call(
+            verb(a),
+            r.as_ref().map_or_else(|e| e.metric_label(), |_| "ok"),
+            t.elapsed().as_secs_f64(),
+        );
+        match r {
+            Ok(done) => {
+                tracing::info!(node = %u.node, action = %a.describe(), changed = done.changed, "{}", done.message)
+            }
+            Err(e) => {
+                tracing::warn!(node = %u.node, action = %a.describe(), error = %e, "action failed");
+                publish(
+                    ctx,
+                    &reference,
+                    EventType::Warning,
+                    "ActionFailed",
+                    verb(a),
+                    format!("{}: {e}", a.describe()),
+                )
+                .await;
+                errors.push(format!("{}: {e}", a.describe()));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        status.last_error = Some(truncate(&errors.join("; "), 1024));
+        write_work_status(ctx, &current, &status).await?;
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn verb(a: &Action) -> &'static str {
+    match a {
+        Action::CreateReservation { .. } => "create_reservation",
+        Action::UpdateReservationStart { .. } => "update_reservation",
+        Action::DeleteReservation { .. } => "delete_reservation",
+        Action::CancelJob { .. } => "cancel_job",
+        Action::Drain { .. } => "drain",
+        Action::Reboot { .. } => "reboot",
+    }
+}
+
+async fn write_policy_status(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    status: &MaintenancePolicyStatus,
+) -> Result<(), Error> {
+    let ns = namespace(policy)?;
+    let api: Api<MaintenancePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": "slurm-maint.io/v1alpha1",
+        "kind": "MaintenancePolicy",
+        "metadata": {"name": policy.name_any()},
+        "status": status,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&policy.name_any(), &pp, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Mark the policy Degraded (status kept otherwise) and say so once in an Event.
+async fn degrade(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    why: &str,
+    message: String,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let previous = policy.status.as_ref();
+    let status = degraded_status(previous, policy.metadata.generation, why, message, now);
+    announce_conditions(ctx, policy, previous, &status).await;
+    write_policy_status(ctx, policy, &status).await
+}
+
+/// Events for conditions that changed reason (not for every pass).
+async fn announce_conditions(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    previous: Option<&MaintenancePolicyStatus>,
+    status: &MaintenancePolicyStatus,
+) {
+    let reference = policy.object_ref(&());
+    for ty in [
+        condition_type::DEGRADED,
+        condition_type::PROGRESSING,
+        condition_type::BUDGET_EXHAUSTED,
+        condition_type::PAUSED,
+    ] {
+        let Some(now) = status.conditions.iter().find(|c| c.r#type == ty) else {
+            continue;
+        };
+        let before = previous.and_then(|p| p.conditions.iter().find(|c| c.r#type == ty));
+        if before.is_some_and(|b| b.reason == now.reason && b.status == now.status) {
+            continue;
+        }
+        if before.is_none() && now.reason == reason::RECONCILED {
+            continue;
+        }
+        let warning = ty == condition_type::DEGRADED && now.status == ConditionStatus::True;
+        publish(
+            ctx,
+            &reference,
+            if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            &now.reason,
+            ty,
+            if now.message.is_empty() {
+                format!("{ty} is {:?}", now.status)
+            } else {
+                now.message.clone()
+            },
+        )
+        .await;
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(&note, 1000)),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        tracing::debug!(error = %e, "event not published");
+    }
+}
