@@ -12,7 +12,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::ApiServer;
-use super::store::{ApiError, DeleteOpts, FieldReq, Filter, Kind, LabelReq, PatchKind, Result};
+use super::store::{
+    ApiError, DeleteOpts, FieldReq, Filter, Kind, LabelReq, PatchBody, PatchKind, Result,
+};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 const BODY_LIMIT: usize = 8 << 20;
@@ -212,7 +214,7 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
             } else {
                 parse_json(&bytes)?
             };
-            st.patch(&kind, ns, name, how, body, status, dry_run)
+            st.patch(&kind, ns, name, PatchBody { how, body }, status, dry_run)
                 .map(|o| json_response(200, &o))
         }
         Method::DELETE => {

@@ -287,11 +287,17 @@ pub(crate) struct DeleteOpts {
     pub dry_run: bool,
 }
 
-/// Body of a PATCH, already parsed.
+/// How a PATCH body applies.
 pub(crate) enum PatchKind {
     Merge,
     Apply,
     Json,
+}
+
+/// A parsed PATCH body.
+pub(crate) struct PatchBody {
+    pub how: PatchKind,
+    pub body: Value,
 }
 
 pub(crate) struct State {
@@ -732,11 +738,12 @@ impl State {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
         {
-            Some(rv) if !rv.is_empty() => {
-                if Some(rv) != old["metadata"]["resourceVersion"].as_str() {
-                    return Err(ApiError::stale(kind, name));
-                }
+            Some(rv)
+                if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() =>
+            {
+                return Err(ApiError::stale(kind, name));
             }
+            Some(rv) if !rv.is_empty() => {}
             _ if !kind.unconditional_update => {
                 return Err(ApiError::invalid(
                     kind,
@@ -759,11 +766,11 @@ impl State {
         kind: &Kind,
         ns: Option<&str>,
         name: &str,
-        how: PatchKind,
-        patch: Value,
+        patch: PatchBody,
         status_only: bool,
         dry_run: bool,
     ) -> Result<Value> {
+        let PatchBody { how, body: patch } = patch;
         if let PatchKind::Apply = how {
             let mut p = patch.clone();
             Self::check_type_meta(kind, &mut p, true)?;

@@ -1,1 +1,812 @@
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
+use kube::core::{ApiResource, Status};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use serde_json::{Value, json};
+
+use super::harness::TestCluster;
 use super::*;
+use crate::api::{MaintenancePolicy, NodeMaintenance};
+
+type StorePredicate = Box<dyn Fn(&reflector::Store<ConfigMap>) -> bool + Send>;
+
+fn server() -> ApiServer {
+    ApiServer::with_crds(&crate::api::crds())
+}
+
+fn api_err<T: std::fmt::Debug>(r: kube::Result<T>) -> Status {
+    match r {
+        Err(kube::Error::Api(e)) => *e,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn cm(name: &str, labels: Value) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "data": {"k": "v"},
+    }))
+    .unwrap()
+}
+
+fn dyn_api<K: kube::Resource<DynamicType = ()>>(client: &kube::Client) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), "default", &ApiResource::erase::<K>(&()))
+}
+
+fn obj(v: Value) -> DynamicObject {
+    serde_json::from_value(v).unwrap()
+}
+
+fn policy(name: &str, budget: Value) -> DynamicObject {
+    obj(json!({
+        "apiVersion": "slurm-maint.io/v1alpha1",
+        "kind": "MaintenancePolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "partition": "batch",
+            "agent": {"url": "http://agent:8080", "tokenSecretRef": {"name": "agent-token"}},
+            "budget": budget,
+        },
+    }))
+}
+
+fn node_maintenance(name: &str, node: &str) -> DynamicObject {
+    obj(json!({
+        "apiVersion": "slurm-maint.io/v1alpha1",
+        "kind": "NodeMaintenance",
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "policy": "p", "action": "Reboot",
+                 "requestedAt": "2026-01-01T00:00:00Z"},
+    }))
+}
+
+fn merge(v: Value) -> Patch<Value> {
+    Patch::Merge(v)
+}
+
+#[tokio::test]
+async fn crud_not_found_and_already_exists() {
+    let s = ApiServer::new();
+    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let created = api
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
+    assert_eq!(meta.namespace.as_deref(), Some("default"));
+    assert!(meta.generation.is_none());
+    let e = api_err(
+        api.create(&PostParams::default(), &cm("a", json!({})))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "AlreadyExists"));
+    let e = api_err(api.get("missing").await);
+    assert_eq!((e.code, e.reason.as_str()), (404, "NotFound"));
+    assert_eq!(e.message, "configmaps \"missing\" not found");
+
+    let mut got = api.get("a").await.unwrap();
+    got.data = Some([("k".to_string(), "w".to_string())].into());
+    let replaced = api
+        .replace("a", &PostParams::default(), &got)
+        .await
+        .unwrap();
+    assert_ne!(
+        replaced.metadata.resource_version,
+        got.metadata.resource_version
+    );
+    assert_eq!(replaced.data.unwrap()["k"], "w");
+
+    let generated = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let name = generated.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    assert_eq!(api_err(api.get("a").await).code, 404);
+    assert_eq!(
+        api_err(api.delete("a", &DeleteParams::default()).await).code,
+        404
+    );
+
+    let e = api_err(
+        api.create(&PostParams::default(), &cm("Bad_Name", json!({})))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    let elsewhere: Api<ConfigMap> = Api::namespaced(s.client(), "nowhere");
+    let e = api_err(
+        elsewhere
+            .create(&PostParams::default(), &cm("a", json!({})))
+            .await,
+    );
+    assert_eq!(e.message, "namespaces \"nowhere\" not found");
+}
+
+#[tokio::test]
+async fn lease_replace_with_stale_resource_version_conflicts() {
+    let s = ApiServer::new();
+    let api: Api<Lease> = Api::default_namespaced(s.client());
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+    }))
+    .unwrap();
+    let first = api.create(&PostParams::default(), &lease).await.unwrap();
+    let mut mine = first.clone();
+    mine.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let second = api
+        .replace("leader", &PostParams::default(), &mine)
+        .await
+        .unwrap();
+    assert_eq!(second.spec.unwrap().holder_identity.as_deref(), Some("b"));
+    let mut stale = first;
+    stale.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    let e = api_err(api.replace("leader", &PostParams::default(), &stale).await);
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.contains("the object has been modified"),
+        "{}",
+        e.message
+    );
+    let e = api_err(
+        api.patch(
+            "leader",
+            &PatchParams::default(),
+            &merge(json!({"metadata": {"resourceVersion": "1"}, "spec": {"holderIdentity": "d"}})),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 409);
+}
+
+#[tokio::test]
+async fn generation_bumps_only_on_spec_change() {
+    let s = server();
+    let api = dyn_api::<NodeMaintenance>(&s.client());
+    let nm = api
+        .create(&PostParams::default(), &node_maintenance("n1", "node-1"))
+        .await
+        .unwrap();
+    assert_eq!(nm.metadata.generation, Some(1));
+    let pp = PatchParams::default();
+    let nm = api
+        .patch(
+            "n1",
+            &pp,
+            &merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(nm.metadata.generation, Some(1));
+    let nm = api
+        .patch("n1", &pp, &merge(json!({"spec": {"reason": "kernel"}})))
+        .await
+        .unwrap();
+    assert_eq!(nm.metadata.generation, Some(2));
+    let nm = api
+        .patch_status("n1", &pp, &merge(json!({"status": {"phase": "Pending"}})))
+        .await
+        .unwrap();
+    assert_eq!(nm.metadata.generation, Some(2));
+    let before = nm.metadata.resource_version.clone();
+    let same = api
+        .patch("n1", &pp, &merge(json!({"spec": {"reason": "kernel"}})))
+        .await
+        .unwrap();
+    assert_eq!(
+        same.metadata.resource_version, before,
+        "no-op writes are not writes"
+    );
+}
+
+#[tokio::test]
+async fn status_subresource_is_isolated() {
+    let s = server();
+    let api = dyn_api::<NodeMaintenance>(&s.client());
+    let mut nm = node_maintenance("n1", "node-1");
+    nm.data["status"] = json!({"phase": "Completed"});
+    let created = api.create(&PostParams::default(), &nm).await.unwrap();
+    assert!(created.data.get("status").is_none(), "create drops status");
+    let pp = PatchParams::default();
+    let updated = api
+        .patch_status(
+            "n1",
+            &pp,
+            &merge(
+                json!({"metadata": {"labels": {"sneaky": "yes"}}, "spec": {"reason": "x"},
+                          "status": {"phase": "Pending"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.data["status"]["phase"], "Pending");
+    assert_eq!(updated.data["spec"]["reason"], "");
+    assert!(updated.metadata.labels.is_none());
+    let main = api
+        .patch(
+            "n1",
+            &pp,
+            &merge(json!({"spec": {"reason": "y"}, "status": {"phase": "Failed"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(main.data["spec"]["reason"], "y");
+    assert_eq!(main.data["status"]["phase"], "Pending");
+
+    let cms: Api<ConfigMap> = Api::default_namespaced(s.client());
+    cms.create(&PostParams::default(), &cm("c", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(api_err(cms.get_status("c").await).code, 404);
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let s = ApiServer::new();
+    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let mut c = cm("f", json!({}));
+    c.metadata.finalizers = Some(vec!["slurm-maint.io/cleanup".into()]);
+    api.create(&PostParams::default(), &c).await.unwrap();
+    let deleted = api.delete("f", &DeleteParams::default()).await.unwrap();
+    let held = deleted
+        .left()
+        .expect("object returned while finalizers remain");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.metadata.deletion_grace_period_seconds, Some(0));
+    let again = api.get("f").await.unwrap();
+    assert_eq!(
+        again.metadata.deletion_timestamp,
+        held.metadata.deletion_timestamp
+    );
+    let e = api_err(
+        api.patch(
+            "f",
+            &PatchParams::default(),
+            &merge(json!({"metadata": {"finalizers": ["slurm-maint.io/cleanup", "other"]}})),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 422);
+    api.patch(
+        "f",
+        &PatchParams::default(),
+        &merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_err(api.get("f").await).code, 404);
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_updates_and_needs_a_field_manager() {
+    let s = ApiServer::new();
+    let client = s.client();
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let pp = PatchParams::apply("test").force();
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "ssa", "labels": {"a": "1"}}, "data": {"x": "1"}});
+    let created = api.patch("ssa", &pp, &Patch::Apply(&body)).await.unwrap();
+    assert_eq!(created.data.unwrap()["x"], "1");
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "ssa"}, "data": {"y": "2"}});
+    let updated = api.patch("ssa", &pp, &Patch::Apply(&body)).await.unwrap();
+    let data = updated.data.unwrap();
+    assert_eq!((data["x"].as_str(), data["y"].as_str()), ("1", "2"));
+    assert_eq!(updated.metadata.labels.unwrap()["a"], "1");
+
+    let req = axum::http::Request::patch("/api/v1/namespaces/default/configmaps/ssa")
+        .header("content-type", "application/apply-patch+yaml")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    let e = api_err(client.request::<ConfigMap>(req).await);
+    assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+    let e = api_err(
+        api.patch(
+            "ssa",
+            &pp,
+            &Patch::Apply(json!({"metadata": {"name": "ssa"}})),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 400, "apply needs apiVersion and kind");
+}
+
+#[tokio::test]
+async fn merge_patch_sets_and_removes_fields() {
+    let s = ApiServer::new();
+    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let mut c = cm("m", json!({"keep": "1", "drop": "2"}));
+    c.data = Some([("a".into(), "1".into()), ("b".into(), "2".into())].into());
+    api.create(&PostParams::default(), &c).await.unwrap();
+    let patched = api
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &merge(json!({"metadata": {"labels": {"drop": null, "new": "3"}},
+                          "data": {"a": null, "c": "3"}})),
+        )
+        .await
+        .unwrap();
+    let labels = patched.metadata.labels.unwrap();
+    assert_eq!(labels.keys().collect::<Vec<_>>(), ["keep", "new"]);
+    let data = patched.data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["b", "c"]);
+    let strategic = api
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"d": "4"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(strategic.data.unwrap()["d"], "4");
+}
+
+#[tokio::test]
+async fn label_and_field_selectors() {
+    let s = ApiServer::new();
+    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    for (name, labels) in [
+        ("a", json!({"app": "x", "tier": "web"})),
+        ("b", json!({"app": "y", "tier": "db"})),
+        ("c", json!({"app": "x"})),
+    ] {
+        api.create(&PostParams::default(), &cm(name, labels))
+            .await
+            .unwrap();
+    }
+    let names = |sel: &str| {
+        let api = api.clone();
+        let lp = ListParams::default().labels(sel);
+        async move {
+            api.list(&lp)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|c| c.metadata.name.unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names("app=x").await, ["a", "c"]);
+    assert_eq!(names("app==x,tier=web").await, ["a"]);
+    assert_eq!(names("app!=x").await, ["b"]);
+    assert_eq!(names("tier in (web, db)").await, ["a", "b"]);
+    assert_eq!(names("tier notin (web)").await, ["b", "c"]);
+    assert_eq!(names("tier").await, ["a", "b"]);
+    assert_eq!(names("!tier").await, ["c"]);
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let e = api_err(api.list(&ListParams::default().fields("data.k=v")).await);
+    assert_eq!(e.code, 400);
+
+    let list = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(list.items.len(), 2);
+    let token = list.metadata.continue_.clone().expect("continue token");
+    let rest = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.metadata.continue_.is_none_or(|c| c.is_empty()));
+    assert!(list.metadata.resource_version.is_some());
+}
+
+#[tokio::test]
+async fn watch_from_resource_version_delivers_later_changes() {
+    let s = ApiServer::new();
+    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    api.create(&PostParams::default(), &cm("before", json!({})))
+        .await
+        .unwrap();
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("after", json!({})))
+        .await
+        .unwrap();
+    api.patch(
+        "after",
+        &PatchParams::default(),
+        &merge(json!({"data": {"k": "2"}})),
+    )
+    .await
+    .unwrap();
+    api.delete("after", &DeleteParams::default()).await.unwrap();
+    let mut seen = vec![];
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(match ev {
+            WatchEvent::Added(c) => format!("ADDED {}", c.metadata.name.unwrap()),
+            WatchEvent::Modified(c) => format!("MODIFIED {}", c.metadata.name.unwrap()),
+            WatchEvent::Deleted(c) => format!("DELETED {}", c.metadata.name.unwrap()),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(seen, ["ADDED after", "MODIFIED after", "DELETED after"]);
+
+    let labelled = api
+        .watch(&WatchParams::default().labels("app=x").timeout(1), "0")
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("x", json!({"app": "x"})))
+        .await
+        .unwrap();
+    let events: Vec<_> = labelled.try_collect().await.unwrap();
+    assert!(
+        matches!(events.as_slice(), [WatchEvent::Added(c)] if c.metadata.name.as_deref() == Some("x")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn watch_from_compacted_resource_version_is_expired() {
+    let s = ApiServer::new();
+    let kind = s.lock().find_kind("", "v1", "configmaps").unwrap();
+    {
+        let mut st = s.lock();
+        st.create(
+            &kind,
+            Some("default"),
+            json!({"metadata": {"name": "busy"}}),
+            false,
+        )
+        .unwrap();
+        for i in 0..store::HISTORY_LIMIT {
+            st.patch(
+                &kind,
+                Some("default"),
+                "busy",
+                store::PatchBody {
+                    how: store::PatchKind::Merge,
+                    body: json!({"data": {"i": i.to_string()}}),
+                },
+                false,
+                false,
+            )
+            .unwrap();
+        }
+    }
+    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let events: Vec<_> = api
+        .watch(&WatchParams::default().timeout(5), "2")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    match events.as_slice() {
+        [WatchEvent::Error(e)] => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn runtime_watcher_and_reflector_follow_changes() {
+    let s = ApiServer::new();
+    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    api.create(&PostParams::default(), &cm("one", json!({})))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default()))
+        .applied_objects()
+        .boxed();
+    let driver = tokio::spawn(stream.for_each(|_| async {}));
+    let wait_for = |pred: StorePredicate| {
+        let reader = reader.clone();
+        async move {
+            for _ in 0..200 {
+                if pred(&reader) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!(
+                "store never reached the expected state: {:?}",
+                reader.state()
+            );
+        }
+    };
+    wait_for(Box::new(|r| r.state().len() == 1)).await;
+    api.create(&PostParams::default(), &cm("two", json!({})))
+        .await
+        .unwrap();
+    api.patch(
+        "one",
+        &PatchParams::default(),
+        &merge(json!({"data": {"k": "changed"}})),
+    )
+    .await
+    .unwrap();
+    api.delete("two", &DeleteParams::default()).await.unwrap();
+    api.create(&PostParams::default(), &cm("three", json!({})))
+        .await
+        .unwrap();
+    wait_for(Box::new(|r| {
+        let mut names: Vec<String> = r
+            .state()
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
+        names.sort();
+        names == ["one", "three"]
+            && r.state().iter().any(|c| {
+                c.data
+                    .as_ref()
+                    .is_some_and(|d| d.get("k").map(String::as_str) == Some("changed"))
+            })
+    }))
+    .await;
+    driver.abort();
+}
+
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    let s = server();
+    let client = s.client();
+    let policies = dyn_api::<MaintenancePolicy>(&client);
+    let owner = policies
+        .create(
+            &PostParams::default(),
+            &policy("p", json!({"maxUnavailable": 1})),
+        )
+        .await
+        .unwrap();
+    let oref = json!([{"apiVersion": "slurm-maint.io/v1alpha1", "kind": "MaintenancePolicy",
+                       "name": "p", "uid": owner.metadata.uid, "controller": true}]);
+    let nms = dyn_api::<NodeMaintenance>(&client);
+    let mut child = node_maintenance("child", "node-1");
+    child.metadata.owner_references = Some(serde_json::from_value(oref.clone()).unwrap());
+    nms.create(&PostParams::default(), &child).await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let mut grandchild = cm("grandchild", json!({}));
+    let child_uid = nms.get("child").await.unwrap().metadata.uid;
+    grandchild.metadata.owner_references = Some(
+        serde_json::from_value(json!([{"apiVersion": "slurm-maint.io/v1alpha1",
+            "kind": "NodeMaintenance", "name": "child", "uid": child_uid}]))
+        .unwrap(),
+    );
+    cms.create(&PostParams::default(), &grandchild)
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("unrelated", json!({})))
+        .await
+        .unwrap();
+
+    policies
+        .delete("p", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert_eq!(api_err(nms.get("child").await).code, 404);
+    assert_eq!(api_err(cms.get("grandchild").await).code, 404);
+    cms.get("unrelated").await.unwrap();
+}
+
+#[tokio::test]
+async fn namespace_deletion_removes_its_contents() {
+    let s = ApiServer::new();
+    let client = s.client();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "scratch"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "scratch");
+    api.create(&PostParams::default(), &cm("c", json!({})))
+        .await
+        .unwrap();
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    nss.delete("scratch", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert_eq!(api_err(api.get("c").await).code, 404);
+    assert_eq!(api_err(nss.get("scratch").await).code, 404);
+}
+
+#[tokio::test]
+async fn crds_register_kinds_and_validate_custom_resources() {
+    let s = ApiServer::new();
+    let client = s.client();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let policies = dyn_api::<MaintenancePolicy>(&client);
+    assert_eq!(
+        api_err(policies.list(&ListParams::default()).await).code,
+        404
+    );
+    for crd in crate::api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let crd = crds
+        .get("maintenancepolicies.slurm-maint.io")
+        .await
+        .unwrap();
+    let conditions = crd.status.unwrap().conditions.unwrap();
+    for t in ["NamesAccepted", "Established"] {
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        );
+    }
+
+    let e = api_err(
+        policies
+            .create(
+                &PostParams::default(),
+                &policy("bad", json!({"maxUnavailablePercent": 0.0})),
+            )
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message
+            .starts_with("MaintenancePolicy.slurm-maint.io \"bad\" is invalid: spec.budget"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("greater than 0"), "{}", e.message);
+    let e = api_err(
+        policies
+            .create(
+                &PostParams::default(),
+                &policy(
+                    "both",
+                    json!({"maxUnavailable": 1, "maxUnavailablePercent": 10.0}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(e.code, 422);
+    assert!(e.message.contains("not both"), "{}", e.message);
+
+    let mut typed = policy("typed", json!({"maxUnavailable": "many"}));
+    typed.data["spec"]["unknownField"] = json!(true);
+    let e = api_err(policies.create(&PostParams::default(), &typed).await);
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message.contains("spec.budget.maxUnavailable"),
+        "{}",
+        e.message
+    );
+
+    let mut good = policy("good", json!({"maxUnavailable": 2}));
+    good.data["spec"]["unknownField"] = json!(true);
+    let created = policies
+        .create(&PostParams::default(), &good)
+        .await
+        .unwrap();
+    assert!(created.data["spec"].get("unknownField").is_none(), "pruned");
+    assert!(
+        created.data["spec"].as_object().unwrap().len() > 3,
+        "defaults applied: {}",
+        created.data["spec"]
+    );
+
+    let nms = dyn_api::<NodeMaintenance>(&client);
+    nms.create(&PostParams::default(), &node_maintenance("n", "node-1"))
+        .await
+        .unwrap();
+    let e = api_err(
+        nms.patch(
+            "n",
+            &PatchParams::default(),
+            &merge(json!({"spec": {"nodeName": "node-2"}})),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 422);
+    assert!(e.message.contains("nodeName is immutable"), "{}", e.message);
+    let e = api_err(
+        nms.create(&PostParams::default(), &node_maintenance("p", "bad node!"))
+            .await,
+    );
+    assert!(e.message.contains("should match"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn discovery_lists_builtin_and_custom_kinds() {
+    let s = server();
+    let discovery = kube::discovery::Discovery::new(s.client())
+        .run()
+        .await
+        .unwrap();
+    let kinds: Vec<String> = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .map(|(r, _)| r.kind)
+        .collect();
+    for k in [
+        "MaintenancePolicy",
+        "NodeMaintenance",
+        "Lease",
+        "ConfigMap",
+        "Namespace",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn serves_http_for_a_kubeconfig_client() {
+    let s = ApiServer::new();
+    let (addr, handle) = s.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&ApiServer::kubeconfig_yaml(addr)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let version = client.apiserver_version().await.unwrap();
+    assert!(version.git_version.contains("embedded"));
+    let namespaces: Api<Namespace> = Api::all(client);
+    let list = namespaces.list(&ListParams::default()).await.unwrap();
+    assert!(
+        list.items
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some("default"))
+    );
+    handle.abort();
+}
+
+#[tokio::test]
+async fn harness_applies_crds_and_makes_a_namespace() {
+    if std::env::var(harness::KUBECONFIG_ENV).is_ok() {
+        return;
+    }
+    let cluster = TestCluster::start("Harness Test").await;
+    assert!(!cluster.is_real());
+    assert!(cluster.namespace.starts_with("harness-test-"));
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &ApiResource::erase::<MaintenancePolicy>(&()),
+    );
+    api.create(
+        &PostParams::default(),
+        &policy("p", json!({"maxUnavailable": 1})),
+    )
+    .await
+    .unwrap();
+    let client = cluster.client.clone();
+    let ns = cluster.namespace.clone();
+    cluster.cleanup().await;
+    let e = api_err(Api::<Namespace>::all(client).get(&ns).await);
+    assert_eq!(e.code, 404);
+}
