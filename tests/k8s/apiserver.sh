@@ -207,9 +207,32 @@ cmd_install() {
 
 # --- build --------------------------------------------------------------------
 
+# Source patches applied before building. Bump when adding one: binaries built
+# from a different patch set are rebuilt (cheap with the warm GOCACHE).
+PATCH_SET="reflect2-1.0.2 kube-openapi-typevalidator-nil"
+
 have_binaries() {
     local w
+    [[ "$(cat "$BIN/PATCH_SET" 2>/dev/null)" == "$PATCH_SET" ]] || return 1
     for w in $BUILD_WHAT; do [[ -x "$BIN/$w" ]] || return 1; done
+}
+
+# Go >= 1.19 makes reflect.Zero(string) and interface{}("") share runtime.zeroVal,
+# so the vendored kube-openapi type validator's
+#   reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data))
+# (always false with the Go 1.15 upstream 1.20.2 was built with) becomes true for
+# "" and the apiserver rejects every empty string in a custom object or CRD
+# default ("Invalid value: \"null\": in body must be of type string"). Restore
+# the Go 1.15 behaviour: only a real nil is null.
+patch_typevalidator() {
+    local f="$1/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go"
+    [[ -f "$f" ]] || die "$f missing"
+    grep -q 'slurm-maint: nil only' "$f" && return 0
+    grep -q 'if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {' "$f" \
+        || die "unexpected content in $f, cannot patch"
+    log "patching $f (empty string treated as null under Go >= 1.19)"
+    sed -i 's|if data == nil \|\| reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {|if data == nil { // slurm-maint: nil only (Go >= 1.19 zeroVal sharing)|' "$f"
+    grep -q 'slurm-maint: nil only' "$f" || die "patching $f failed"
 }
 
 # Replace the vendored modern-go/reflect2 v1.0.1 (crashes with `fatal error:
@@ -237,9 +260,14 @@ cmd_build() {
     command -v go >/dev/null 2>&1 && src_dir >/dev/null || cmd_install
     local src
     src="$(src_dir)" || die "source not found under $SRC_PARENT"
-    patch_reflect2 "$src"
-    mkdir -p "$BIN"
     local w t0 out
+    patch_reflect2 "$src"
+    patch_typevalidator "$src"
+    mkdir -p "$BIN"
+    if [[ "$(cat "$BIN/PATCH_SET" 2>/dev/null)" != "$PATCH_SET" ]]; then
+        log "patch set changed (or first build): rebuilding $BUILD_WHAT"
+        for w in $BUILD_WHAT; do rm -f "$BIN/$w"; done
+    fi
     for w in $BUILD_WHAT; do
         [[ -x "$BIN/$w" ]] && { log "$w already built"; continue; }
         t0=$SECONDS
@@ -257,6 +285,7 @@ cmd_build() {
         log "built $w in $((SECONDS - t0)) s -> $BIN/$w"
         echo "$w $((SECONDS - t0))s $(date -u +%FT%TZ)" >> "$CACHE/build-times.txt"
     done
+    echo "$PATCH_SET" > "$BIN/PATCH_SET"
 }
 
 # --- pki / config ----------------------------------------------------------------
@@ -482,7 +511,7 @@ all_up() {
 }
 
 cmd_up() {
-    have_binaries || [[ -x "$BIN/kube-apiserver" ]] || cmd_build
+    have_binaries || cmd_build
     [[ -x "$BIN/kube-apiserver" ]] || die "no kube-apiserver in $BIN"
     command -v etcd >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 \
         || ensure_apt_pkgs
