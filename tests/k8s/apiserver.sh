@@ -25,8 +25,12 @@
 #   K8S_UP_TIMEOUT         seconds to wait for /readyz (default 60)
 #   K8S_BUILD_WHAT         components to build (default
 #                          "kube-apiserver kube-controller-manager kubectl")
-#   K8S_KEEP_DATA=1        keep etcd data across `up` (default: keep; set
-#                          K8S_FRESH=1 to wipe etcd data on `up`)
+#   K8S_FRESH=1            wipe etcd data on `up` (default: data is kept, so
+#                          down/up keeps all objects)
+#   K8S_PRELOAD_CRDS=1     create/replace the repo's crds/*.yaml (plain JSON, not
+#                          server-side apply) before kube-controller-manager
+#                          starts, so its garbage collector watches them at once
+#                          (otherwise it notices new CRDs at its 30 s resync)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -487,6 +491,42 @@ api_get() {
         "https://127.0.0.1:$PORT$1"
 }
 
+# create or replace each CRD (server-side apply of these CRDs fails on 1.20:
+# it does not know x-kubernetes-validations), wait for Established.
+preload_crds() {
+    local f name rv code
+    for f in "$REPO_ROOT"/crds/*.yaml; do
+        [[ -f "$f" ]] || continue
+        python3 -c 'import yaml,json,sys; json.dump(yaml.safe_load(open(sys.argv[1])), open(sys.argv[2], "w"))' \
+            "$f" "$RUN/crd.json"
+        name="$(jq -r .metadata.name "$RUN/crd.json")"
+        rv="$(api_get "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/$name" 2>/dev/null \
+            | jq -r '.metadata.resourceVersion // empty' || true)"
+        if [[ -n "$rv" ]]; then
+            jq --arg rv "$rv" '.metadata.resourceVersion = $rv' "$RUN/crd.json" > "$RUN/crd.put.json"
+            code="$(api_send PUT "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/$name" "$RUN/crd.put.json")"
+        else
+            code="$(api_send POST /apis/apiextensions.k8s.io/v1/customresourcedefinitions "$RUN/crd.json")"
+        fi
+        [[ "$code" == 20[01] ]] || die "CRD $name: HTTP $code: $(cat "$RUN/api.out")"
+        local i
+        for ((i = 0; i < 50; i++)); do
+            api_get "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/$name" 2>/dev/null \
+                | jq -e '.status.conditions[]? | select(.type=="Established" and .status=="True")' >/dev/null && break
+            sleep 0.2
+        done
+        log "CRD $name established"
+    done
+    rm -f "$RUN"/crd.json "$RUN"/crd.put.json "$RUN/api.out"
+}
+
+# api_send METHOD PATH JSONFILE: prints the HTTP code, body in $RUN/api.out
+api_send() {
+    curl -sS --max-time 10 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(admin_token)" \
+        -H 'Content-Type: application/json' -X "$1" --data-binary "@$3" \
+        -o "$RUN/api.out" -w '%{http_code}' "https://127.0.0.1:$PORT$2"
+}
+
 wait_ready() {
     local deadline=$((SECONDS + UP_TIMEOUT))
     while ((SECONDS < deadline)); do
@@ -532,6 +572,7 @@ cmd_up() {
     start_apiserver
     wait_ready || die "kube-apiserver did not come up (logs in $LOG)"
     log "kube-apiserver ready after $((SECONDS - t0)) s"
+    [[ "${K8S_PRELOAD_CRDS:-0}" == 1 ]] && preload_crds
     start_controller_manager
     if [[ -x "$BIN/kube-controller-manager" ]]; then
         sleep 1
