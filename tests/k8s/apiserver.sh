@@ -56,8 +56,10 @@ ETCD_PID="$RUN/etcd.pid"
 APISERVER_PID="$RUN/kube-apiserver.pid"
 KCM_PID="$RUN/kube-controller-manager.pid"
 DEBSRC_FILE=/etc/apt/sources.list.d/slurm-maint-deb-src.sources
-APT_PKGS=(golang-go rsync jq etcd-server openssl golang-github-modern-go-reflect2-dev
-          curl python3-yaml dpkg-dev make ca-certificates)
+# needed to run (etcd, certs, readiness probe, CRD preload)
+RUNTIME_PKGS=(etcd-server openssl curl jq python3-yaml ca-certificates)
+# needed to fetch and build
+BUILD_PKGS=(golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev make)
 
 log() { echo "apiserver.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -105,9 +107,10 @@ src_dir() {
     return 1
 }
 
+# ensure_apt_pkgs PKG...: apt-get install the ones not installed yet.
 ensure_apt_pkgs() {
     local missing=() p
-    for p in "${APT_PKGS[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
     ((${#missing[@]} == 0)) && return 0
@@ -204,7 +207,7 @@ fetch_source() {
 
 cmd_install() {
     local t0=$SECONDS
-    ensure_apt_pkgs
+    ensure_apt_pkgs "${RUNTIME_PKGS[@]}" "${BUILD_PKGS[@]}"
     log "apt packages ok ($((SECONDS - t0)) s)"
     fetch_source
 }
@@ -261,7 +264,7 @@ cmd_build() {
         log "binaries present in $BIN: $BUILD_WHAT"
         return 0
     fi
-    command -v go >/dev/null 2>&1 && src_dir >/dev/null || cmd_install
+    cmd_install   # idempotent: apt deps + source, fast when present
     local src
     src="$(src_dir)" || die "source not found under $SRC_PARENT"
     local w t0 out
@@ -280,7 +283,7 @@ cmd_build() {
             cd "$src"
             export GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=vendor GO111MODULE=on
             export KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean
-            export GOCACHE="${GOCACHE:-$CACHE/gocache}"
+            # (hack/lib/golang.sh keeps its GOCACHE in <src>/_output/local/go/cache)
             nice -n 10 make WHAT="cmd/$w"
         ) > "$CACHE/build-$w.log" 2>&1 || { tail -n 40 "$CACHE/build-$w.log" >&2; die "build of $w failed (log: $CACHE/build-$w.log)"; }
         out="$(find "$src/_output" -type f -name "$w" -perm -u+x | head -n 1)"
@@ -473,6 +476,7 @@ start_controller_manager() {
         --kubeconfig "$KUBECONFIG_OUT" \
         --authentication-kubeconfig "$KUBECONFIG_OUT" \
         --authorization-kubeconfig "$KUBECONFIG_OUT" \
+        --authentication-skip-lookup=true \
         --bind-address 127.0.0.1 \
         --secure-port "${K8S_KCM_PORT:-16457}" \
         --port 0 \
@@ -553,8 +557,7 @@ all_up() {
 cmd_up() {
     have_binaries || cmd_build
     [[ -x "$BIN/kube-apiserver" ]] || die "no kube-apiserver in $BIN"
-    command -v etcd >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 \
-        || ensure_apt_pkgs
+    ensure_apt_pkgs "${RUNTIME_PKGS[@]}"
     mkdir -p "$RUN" "$LOG"
     if [[ -s "$TOKEN_FILE" ]] && all_up; then
         log "already up (https://127.0.0.1:$PORT)"
