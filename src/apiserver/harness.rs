@@ -85,10 +85,23 @@ impl TestCluster {
 async fn apply_crds(client: &kube::Client) {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let version = client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("reading the server version: {e}"));
+    let minor: u32 = version
+        .minor
+        .trim_end_matches('+')
+        .parse()
+        .unwrap_or(u32::MAX);
     let crds = crate::api::crds();
     for crd in &crds {
         let name = crd.metadata.name.clone().expect("CRD name");
-        api.patch(&name, &params, &Patch::Apply(crd))
+        let mut body = serde_json::to_value(crd).expect("CRD serialises");
+        if minor < 23 {
+            strip_validations(&mut body);
+        }
+        api.patch(&name, &params, &Patch::Apply(&body))
             .await
             .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
     }
@@ -113,6 +126,18 @@ async fn apply_crds(client: &kube::Client) {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Servers before 1.23 do not know `x-kubernetes-validations` and refuse it in an apply.
+fn strip_validations(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("x-kubernetes-validations");
+            m.values_mut().for_each(strip_validations);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_validations),
+        _ => {}
     }
 }
 

@@ -185,7 +185,9 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
                 "application/merge-patch+json" => PatchKind::Merge,
                 "application/strategic-merge-patch+json" if kind.crd.is_none() => PatchKind::Merge,
                 "application/json-patch+json" => PatchKind::Json,
-                "application/apply-patch+yaml" => PatchKind::Apply,
+                "application/apply-patch+yaml" => {
+                    PatchKind::Apply(params.get("fieldManager").unwrap_or_default().to_string())
+                }
                 _ => {
                     return Err(ApiError::new(
                         415,
@@ -201,11 +203,19 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
                     ));
                 }
             };
-            let body = if let PatchKind::Apply = how {
+            let body = if let PatchKind::Apply(_) = how {
                 if params.get("fieldManager").is_none_or(str::is_empty) {
-                    return Err(ApiError::bad_request(
-                        "PATCH request with apply-patch+yaml must specify a fieldManager query parameter (fieldManager is required for apply requests)",
-                    ));
+                    return Err(ApiError {
+                        details: Some(json!({"group": "meta.k8s.io", "kind": "PatchOptions",
+                            "causes": [{"reason": "FieldValueRequired",
+                                        "message": "Required value: is required for apply patch",
+                                        "field": "fieldManager"}]})),
+                        ..ApiError::new(
+                            422,
+                            "Invalid",
+                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                        )
+                    });
                 }
                 parse_json(&bytes).or_else(|_| {
                     serde_yaml::from_slice::<Value>(&bytes)

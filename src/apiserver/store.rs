@@ -1,6 +1,6 @@
 //! Objects, kinds, the resource-version counter, watch history and write semantics.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
 use serde_json::{Map, Value, json};
@@ -287,12 +287,15 @@ pub(crate) struct DeleteOpts {
     pub dry_run: bool,
 }
 
-/// How a PATCH body applies.
+/// How a PATCH body applies; server-side apply names its field manager.
 pub(crate) enum PatchKind {
     Merge,
-    Apply,
+    Apply(String),
     Json,
 }
+
+/// Leaf field paths of one apply manager's last applied configuration.
+type FieldSet = BTreeSet<Vec<String>>;
 
 /// A parsed PATCH body.
 pub(crate) struct PatchBody {
@@ -305,6 +308,7 @@ pub(crate) struct State {
     pub compacted: u64,
     kinds: Vec<Kind>,
     objects: BTreeMap<Key, Value>,
+    applied: BTreeMap<Key, BTreeMap<String, FieldSet>>,
     pub history: VecDeque<Event>,
     notify: tokio::sync::watch::Sender<u64>,
 }
@@ -316,6 +320,7 @@ impl State {
             compacted: 0,
             kinds: vec![],
             objects: BTreeMap::new(),
+            applied: BTreeMap::new(),
             history: VecDeque::new(),
             notify: tokio::sync::watch::Sender::new(0),
         };
@@ -389,6 +394,7 @@ impl State {
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         if etype == "DELETED" {
             self.objects.remove(&key);
+            self.applied.remove(&key);
         } else {
             self.objects.insert(key.clone(), obj.clone());
         }
@@ -485,8 +491,13 @@ impl State {
         ] {
             match obj.get(field).and_then(Value::as_str) {
                 None | Some("") if required => {
+                    let (what, want) = if field == "kind" {
+                        ("kind", kind.kind.clone())
+                    } else {
+                        ("version", kind.api_version())
+                    };
                     return Err(ApiError::bad_request(format!(
-                        "{field} is required for apply requests"
+                        "Incorrect {what} specified in apply patch. Specified patch {what}: , expected: {want}"
                     )));
                 }
                 None | Some("") => obj[field] = Value::String(want),
@@ -771,7 +782,14 @@ impl State {
         dry_run: bool,
     ) -> Result<Value> {
         let PatchBody { how, body: patch } = patch;
-        if let PatchKind::Apply = how {
+        let applied = match &how {
+            PatchKind::Apply(manager) => Some((
+                format!("{manager}{}", if status_only { "/status" } else { "" }),
+                applied_fields(kind, &patch, status_only),
+            )),
+            _ => None,
+        };
+        if let PatchKind::Apply(_) = how {
             let mut p = patch.clone();
             Self::check_type_meta(kind, &mut p, true)?;
             Self::check_ns_and_name(kind, &p, ns, name)?;
@@ -779,10 +797,15 @@ impl State {
         let (key, old) = match self.old_for_write(kind, ns, name) {
             Ok(found) => found,
             Err(e) => {
-                if let (PatchKind::Apply, false) = (&how, status_only) {
+                if let (Some((manager, fields)), false) = (applied, status_only) {
                     let mut obj = json!({});
                     deep_merge(&mut obj, &patch);
-                    return self.create(kind, ns, obj, dry_run);
+                    let created = self.create(kind, ns, obj, dry_run)?;
+                    if !dry_run {
+                        let key = Self::key(kind, ns, name);
+                        self.applied.entry(key).or_default().insert(manager, fields);
+                    }
+                    return Ok(created);
                 }
                 return Err(e);
             }
@@ -798,7 +821,12 @@ impl State {
         let mut patched = old.clone();
         match how {
             PatchKind::Merge => merge_patch(&mut patched, &patch),
-            PatchKind::Apply => deep_merge(&mut patched, &patch),
+            PatchKind::Apply(_) => {
+                deep_merge(&mut patched, &patch);
+                if let Some((manager, fields)) = &applied {
+                    self.drop_unapplied(&key, manager, fields, &mut patched);
+                }
+            }
             PatchKind::Json => {
                 patched =
                     json_patch(patched, &patch).map_err(|e| ApiError::new(422, "Invalid", e))?;
@@ -807,7 +835,34 @@ impl State {
         Self::check_type_meta(kind, &mut patched, false)?;
         Self::check_ns_and_name(kind, &patched, ns, name)?;
         let new = Self::prepare_update(kind, name, &old, patched, status_only)?;
-        self.finish_write(kind, key, old, new, dry_run)
+        let written = self.finish_write(kind, key.clone(), old, new, dry_run)?;
+        if let Some((manager, fields)) = applied
+            && !dry_run
+            && self.objects.contains_key(&key)
+        {
+            self.applied.entry(key).or_default().insert(manager, fields);
+        }
+        Ok(written)
+    }
+
+    /// Removes fields `manager` applied before but no longer applies, unless another
+    /// apply manager still applies them.
+    fn drop_unapplied(&self, key: &Key, manager: &str, fields: &FieldSet, obj: &mut Value) {
+        let Some(managers) = self.applied.get(key) else {
+            return;
+        };
+        let Some(before) = managers.get(manager) else {
+            return;
+        };
+        let kept: FieldSet = managers
+            .iter()
+            .filter(|(m, _)| *m != manager)
+            .flat_map(|(_, f)| f.iter().cloned())
+            .chain(fields.iter().cloned())
+            .collect();
+        for path in before.difference(&kept) {
+            remove_path(obj, path);
+        }
     }
 
     fn prepare_update(
@@ -1212,6 +1267,59 @@ fn validate_crd(kind: &Kind, name: &str, crd: &Value) -> Result<()> {
         Ok(())
     } else {
         Err(ApiError::invalid(kind, name, &causes))
+    }
+}
+
+/// Leaf paths an apply configuration sets (lists count as one leaf); identity and
+/// system metadata excluded, and only status (or everything but status) per endpoint.
+fn applied_fields(kind: &Kind, patch: &Value, status_only: bool) -> FieldSet {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut FieldSet) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    walk(child, path, out);
+                    path.pop();
+                }
+            }
+            _ => {
+                out.insert(path.clone());
+            }
+        }
+    }
+    let mut out = FieldSet::new();
+    walk(patch, &mut vec![], &mut out);
+    out.retain(|p| {
+        let top = p.first().map(String::as_str).unwrap_or_default();
+        match top {
+            "apiVersion" | "kind" => false,
+            "metadata" => {
+                !status_only
+                    && matches!(
+                        p.get(1).map(String::as_str),
+                        Some("labels" | "annotations" | "finalizers" | "ownerReferences")
+                    )
+            }
+            "status" => status_only || !kind.status,
+            _ => !status_only,
+        }
+    });
+    out
+}
+
+fn remove_path(obj: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for p in parents {
+        match cur.get_mut(p) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last);
     }
 }
 

@@ -3,6 +3,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
     WatchParams,
@@ -36,8 +37,31 @@ fn cm(name: &str, labels: Value) -> ConfigMap {
     .unwrap()
 }
 
-fn dyn_api<K: kube::Resource<DynamicType = ()>>(client: &kube::Client) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), "default", &ApiResource::erase::<K>(&()))
+/// A fresh namespace on the embedded server, or on a real one when
+/// `SLURM_MAINT_E2E_KUBECONFIG` is set (so these tests also check the server's fidelity).
+async fn cluster(hint: &str) -> TestCluster {
+    TestCluster::start(hint).await
+}
+
+fn ns_api<K>(c: &TestCluster) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(c.client.clone(), &c.namespace)
+}
+
+fn dyn_api<K: kube::Resource<DynamicType = ()>>(c: &TestCluster) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        c.client.clone(),
+        &c.namespace,
+        &ApiResource::erase::<K>(&()),
+    )
+}
+
+/// Whether the server evaluates CEL `x-kubernetes-validations` (1.25 and newer).
+async fn has_cel(c: &TestCluster) -> bool {
+    let v = c.client.apiserver_version().await.unwrap();
+    v.minor.trim_end_matches('+').parse::<u32>().unwrap_or(0) >= 25
 }
 
 fn obj(v: Value) -> DynamicObject {
@@ -67,21 +91,35 @@ fn node_maintenance(name: &str, node: &str) -> DynamicObject {
     }))
 }
 
+/// Waits (up to 30s, for a real cluster's garbage collector) until `name` is gone.
+async fn eventually_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for _ in 0..300 {
+        match api.get(name).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => return,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("{name} was never deleted");
+}
+
 fn merge(v: Value) -> Patch<Value> {
     Patch::Merge(v)
 }
 
 #[tokio::test]
 async fn crud_not_found_and_already_exists() {
-    let s = ApiServer::new();
-    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let c = cluster("crud").await;
+    let api: Api<ConfigMap> = ns_api(&c);
     let created = api
         .create(&PostParams::default(), &cm("a", json!({})))
         .await
         .unwrap();
     let meta = &created.metadata;
     assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
-    assert_eq!(meta.namespace.as_deref(), Some("default"));
+    assert_eq!(meta.namespace.as_deref(), Some(c.namespace.as_str()));
     assert!(meta.generation.is_none());
     let e = api_err(
         api.create(&PostParams::default(), &cm("a", json!({})))
@@ -126,19 +164,20 @@ async fn crud_not_found_and_already_exists() {
             .await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    let elsewhere: Api<ConfigMap> = Api::namespaced(s.client(), "nowhere");
+    let elsewhere: Api<ConfigMap> = Api::namespaced(c.client.clone(), "nowhere");
     let e = api_err(
         elsewhere
             .create(&PostParams::default(), &cm("a", json!({})))
             .await,
     );
     assert_eq!(e.message, "namespaces \"nowhere\" not found");
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn lease_replace_with_stale_resource_version_conflicts() {
-    let s = ApiServer::new();
-    let api: Api<Lease> = Api::default_namespaced(s.client());
+    let c = cluster("lease").await;
+    let api: Api<Lease> = ns_api(&c);
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": "leader"},
         "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
@@ -170,12 +209,13 @@ async fn lease_replace_with_stale_resource_version_conflicts() {
         .await,
     );
     assert_eq!(e.code, 409);
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn generation_bumps_only_on_spec_change() {
-    let s = server();
-    let api = dyn_api::<NodeMaintenance>(&s.client());
+    let c = cluster("generation").await;
+    let api = dyn_api::<NodeMaintenance>(&c);
     let nm = api
         .create(&PostParams::default(), &node_maintenance("n1", "node-1"))
         .await
@@ -210,12 +250,13 @@ async fn generation_bumps_only_on_spec_change() {
         same.metadata.resource_version, before,
         "no-op writes are not writes"
     );
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn status_subresource_is_isolated() {
-    let s = server();
-    let api = dyn_api::<NodeMaintenance>(&s.client());
+    let c = cluster("status").await;
+    let api = dyn_api::<NodeMaintenance>(&c);
     let mut nm = node_maintenance("n1", "node-1");
     nm.data["status"] = json!({"phase": "Completed"});
     let created = api.create(&PostParams::default(), &nm).await.unwrap();
@@ -246,20 +287,21 @@ async fn status_subresource_is_isolated() {
     assert_eq!(main.data["spec"]["reason"], "y");
     assert_eq!(main.data["status"]["phase"], "Pending");
 
-    let cms: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let cms: Api<ConfigMap> = ns_api(&c);
     cms.create(&PostParams::default(), &cm("c", json!({})))
         .await
         .unwrap();
     assert_eq!(api_err(cms.get_status("c").await).code, 404);
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let s = ApiServer::new();
-    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
-    let mut c = cm("f", json!({}));
-    c.metadata.finalizers = Some(vec!["slurm-maint.io/cleanup".into()]);
-    api.create(&PostParams::default(), &c).await.unwrap();
+    let c = cluster("finalizers").await;
+    let api: Api<ConfigMap> = ns_api(&c);
+    let mut map = cm("f", json!({}));
+    map.metadata.finalizers = Some(vec!["slurm-maint.io/cleanup".into()]);
+    api.create(&PostParams::default(), &map).await.unwrap();
     let deleted = api.delete("f", &DeleteParams::default()).await.unwrap();
     let held = deleted
         .left()
@@ -288,13 +330,14 @@ async fn finalizers_hold_deletion_until_removed() {
     .await
     .unwrap();
     assert_eq!(api_err(api.get("f").await).code, 404);
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn server_side_apply_creates_updates_and_needs_a_field_manager() {
-    let s = ApiServer::new();
-    let client = s.client();
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let c = cluster("ssa").await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = ns_api(&c);
     let pp = PatchParams::apply("test").force();
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
                       "metadata": {"name": "ssa", "labels": {"a": "1"}}, "data": {"x": "1"}});
@@ -302,17 +345,28 @@ async fn server_side_apply_creates_updates_and_needs_a_field_manager() {
     assert_eq!(created.data.unwrap()["x"], "1");
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
                       "metadata": {"name": "ssa"}, "data": {"y": "2"}});
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "ssa"}, "data": {"z": "3"}});
+    api.patch("ssa", &PatchParams::apply("other"), &Patch::Apply(&other))
+        .await
+        .unwrap();
     let updated = api.patch("ssa", &pp, &Patch::Apply(&body)).await.unwrap();
     let data = updated.data.unwrap();
-    assert_eq!((data["x"].as_str(), data["y"].as_str()), ("1", "2"));
-    assert_eq!(updated.metadata.labels.unwrap()["a"], "1");
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["y", "z"],
+        "fields the manager stopped applying are removed, other managers' fields stay"
+    );
+    assert!(updated.metadata.labels.unwrap_or_default().is_empty());
 
-    let req = axum::http::Request::patch("/api/v1/namespaces/default/configmaps/ssa")
-        .header("content-type", "application/apply-patch+yaml")
-        .body(serde_json::to_vec(&body).unwrap())
-        .unwrap();
+    let req =
+        axum::http::Request::patch(format!("/api/v1/namespaces/{}/configmaps/ssa", c.namespace))
+            .header("content-type", "application/apply-patch+yaml")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
     let e = api_err(client.request::<ConfigMap>(req).await);
-    assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(e.message.contains("fieldManager"), "{}", e.message);
     let e = api_err(
         api.patch(
             "ssa",
@@ -322,15 +376,16 @@ async fn server_side_apply_creates_updates_and_needs_a_field_manager() {
         .await,
     );
     assert_eq!(e.code, 400, "apply needs apiVersion and kind");
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn merge_patch_sets_and_removes_fields() {
-    let s = ApiServer::new();
-    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
-    let mut c = cm("m", json!({"keep": "1", "drop": "2"}));
-    c.data = Some([("a".into(), "1".into()), ("b".into(), "2".into())].into());
-    api.create(&PostParams::default(), &c).await.unwrap();
+    let c = cluster("merge").await;
+    let api: Api<ConfigMap> = ns_api(&c);
+    let mut map = cm("m", json!({"keep": "1", "drop": "2"}));
+    map.data = Some([("a".into(), "1".into()), ("b".into(), "2".into())].into());
+    api.create(&PostParams::default(), &map).await.unwrap();
     let patched = api
         .patch(
             "m",
@@ -353,12 +408,13 @@ async fn merge_patch_sets_and_removes_fields() {
         .await
         .unwrap();
     assert_eq!(strategic.data.unwrap()["d"], "4");
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn label_and_field_selectors() {
-    let s = ApiServer::new();
-    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let c = cluster("label").await;
+    let api: Api<ConfigMap> = ns_api(&c);
     for (name, labels) in [
         ("a", json!({"app": "x", "tier": "web"})),
         ("b", json!({"app": "y", "tier": "db"})),
@@ -406,12 +462,13 @@ async fn label_and_field_selectors() {
     assert_eq!(rest.items.len(), 1);
     assert!(rest.metadata.continue_.is_none_or(|c| c.is_empty()));
     assert!(list.metadata.resource_version.is_some());
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn watch_from_resource_version_delivers_later_changes() {
-    let s = ApiServer::new();
-    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let c = cluster("watch").await;
+    let api: Api<ConfigMap> = ns_api(&c);
     api.create(&PostParams::default(), &cm("before", json!({})))
         .await
         .unwrap();
@@ -466,6 +523,7 @@ async fn watch_from_resource_version_delivers_later_changes() {
         matches!(events.as_slice(), [WatchEvent::Added(c)] if c.metadata.name.as_deref() == Some("x")),
         "{events:?}"
     );
+    c.cleanup().await;
 }
 
 #[tokio::test]
@@ -512,8 +570,8 @@ async fn watch_from_compacted_resource_version_is_expired() {
 
 #[tokio::test]
 async fn runtime_watcher_and_reflector_follow_changes() {
-    let s = ApiServer::new();
-    let api: Api<ConfigMap> = Api::default_namespaced(s.client());
+    let c = cluster("runtime").await;
+    let api: Api<ConfigMap> = ns_api(&c);
     api.create(&PostParams::default(), &cm("one", json!({})))
         .await
         .unwrap();
@@ -568,13 +626,13 @@ async fn runtime_watcher_and_reflector_follow_changes() {
     }))
     .await;
     driver.abort();
+    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn owner_references_are_garbage_collected() {
-    let s = server();
-    let client = s.client();
-    let policies = dyn_api::<MaintenancePolicy>(&client);
+    let c = cluster("owner").await;
+    let policies = dyn_api::<MaintenancePolicy>(&c);
     let owner = policies
         .create(
             &PostParams::default(),
@@ -584,11 +642,11 @@ async fn owner_references_are_garbage_collected() {
         .unwrap();
     let oref = json!([{"apiVersion": "slurm-maint.io/v1alpha1", "kind": "MaintenancePolicy",
                        "name": "p", "uid": owner.metadata.uid, "controller": true}]);
-    let nms = dyn_api::<NodeMaintenance>(&client);
+    let nms = dyn_api::<NodeMaintenance>(&c);
     let mut child = node_maintenance("child", "node-1");
     child.metadata.owner_references = Some(serde_json::from_value(oref.clone()).unwrap());
     nms.create(&PostParams::default(), &child).await.unwrap();
-    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cms: Api<ConfigMap> = ns_api(&c);
     let mut grandchild = cm("grandchild", json!({}));
     let child_uid = nms.get("child").await.unwrap().metadata.uid;
     grandchild.metadata.owner_references = Some(
@@ -607,9 +665,10 @@ async fn owner_references_are_garbage_collected() {
         .delete("p", &DeleteParams::background())
         .await
         .unwrap();
-    assert_eq!(api_err(nms.get("child").await).code, 404);
-    assert_eq!(api_err(cms.get("grandchild").await).code, 404);
+    eventually_gone(&nms, "child").await;
+    eventually_gone(&cms, "grandchild").await;
     cms.get("unrelated").await.unwrap();
+    c.cleanup().await;
 }
 
 #[tokio::test]
@@ -640,12 +699,15 @@ async fn namespace_deletion_removes_its_contents() {
 }
 
 #[tokio::test]
-async fn crds_register_kinds_and_validate_custom_resources() {
+async fn crds_register_kinds_and_report_established() {
     let s = ApiServer::new();
     let client = s.client();
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    let policies = dyn_api::<MaintenancePolicy>(&client);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::erase::<MaintenancePolicy>(&()),
+    );
     assert_eq!(
         api_err(policies.list(&ListParams::default()).await).code,
         404
@@ -665,46 +727,51 @@ async fn crds_register_kinds_and_validate_custom_resources() {
                 .any(|c| c.type_ == t && c.status == "True")
         );
     }
+    policies
+        .create(
+            &PostParams::default(),
+            &policy("p", json!({"maxUnavailable": 1})),
+        )
+        .await
+        .unwrap();
+    crds.delete(
+        "maintenancepolicies.slurm-maint.io",
+        &DeleteParams::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        api_err(policies.list(&ListParams::default()).await).code,
+        404
+    );
+}
 
-    let e = api_err(
-        policies
-            .create(
-                &PostParams::default(),
-                &policy("bad", json!({"maxUnavailablePercent": 0.0})),
-            )
-            .await,
-    );
-    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert!(
-        e.message
-            .starts_with("MaintenancePolicy.slurm-maint.io \"bad\" is invalid: spec.budget"),
-        "{}",
-        e.message
-    );
-    assert!(e.message.contains("greater than 0"), "{}", e.message);
-    let e = api_err(
-        policies
-            .create(
-                &PostParams::default(),
-                &policy(
-                    "both",
-                    json!({"maxUnavailable": 1, "maxUnavailablePercent": 10.0}),
-                ),
-            )
-            .await,
-    );
-    assert_eq!(e.code, 422);
-    assert!(e.message.contains("not both"), "{}", e.message);
+#[tokio::test]
+async fn custom_resources_are_validated_defaulted_and_pruned() {
+    let c = cluster("validation").await;
+    let policies = dyn_api::<MaintenancePolicy>(&c);
+    let nms = dyn_api::<NodeMaintenance>(&c);
 
     let mut typed = policy("typed", json!({"maxUnavailable": "many"}));
     typed.data["spec"]["unknownField"] = json!(true);
     let e = api_err(policies.create(&PostParams::default(), &typed).await);
-    assert_eq!(e.code, 422);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(
-        e.message.contains("spec.budget.maxUnavailable"),
+        e.message.starts_with(
+            "MaintenancePolicy.slurm-maint.io \"typed\" is invalid: spec.budget.maxUnavailable"
+        ),
         "{}",
         e.message
     );
+    let causes = e.details.unwrap().causes;
+    assert_eq!(causes[0].field, "spec.budget.maxUnavailable");
+
+    let e = api_err(
+        nms.create(&PostParams::default(), &node_maintenance("p", "bad node!"))
+            .await,
+    );
+    assert_eq!(e.code, 422);
+    assert!(e.message.contains("should match"), "{}", e.message);
 
     let mut good = policy("good", json!({"maxUnavailable": 2}));
     good.data["spec"]["unknownField"] = json!(true);
@@ -719,25 +786,47 @@ async fn crds_register_kinds_and_validate_custom_resources() {
         created.data["spec"]
     );
 
-    let nms = dyn_api::<NodeMaintenance>(&client);
-    nms.create(&PostParams::default(), &node_maintenance("n", "node-1"))
-        .await
-        .unwrap();
-    let e = api_err(
-        nms.patch(
-            "n",
-            &PatchParams::default(),
-            &merge(json!({"spec": {"nodeName": "node-2"}})),
-        )
-        .await,
-    );
-    assert_eq!(e.code, 422);
-    assert!(e.message.contains("nodeName is immutable"), "{}", e.message);
-    let e = api_err(
-        nms.create(&PostParams::default(), &node_maintenance("p", "bad node!"))
+    if has_cel(&c).await {
+        let e = api_err(
+            policies
+                .create(
+                    &PostParams::default(),
+                    &policy("bad", json!({"maxUnavailablePercent": 0.0})),
+                )
+                .await,
+        );
+        assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+        assert!(
+            e.message
+                .starts_with("MaintenancePolicy.slurm-maint.io \"bad\" is invalid: spec.budget"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("greater than 0"), "{}", e.message);
+        let both = json!({"maxUnavailable": 1, "maxUnavailablePercent": 10.0});
+        let e = api_err(
+            policies
+                .create(&PostParams::default(), &policy("both", both))
+                .await,
+        );
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("not both"), "{}", e.message);
+
+        nms.create(&PostParams::default(), &node_maintenance("n", "node-1"))
+            .await
+            .unwrap();
+        let e = api_err(
+            nms.patch(
+                "n",
+                &PatchParams::default(),
+                &merge(json!({"spec": {"nodeName": "node-2"}})),
+            )
             .await,
-    );
-    assert!(e.message.contains("should match"), "{}", e.message);
+        );
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("nodeName is immutable"), "{}", e.message);
+    }
+    c.cleanup().await;
 }
 
 #[tokio::test]
