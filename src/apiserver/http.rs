@@ -168,12 +168,27 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
         .await
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let method = parts.method;
+    let table = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').next().unwrap_or_default().contains("as=Table"));
     let Some(name) = name else {
-        return collection(server, &kind, ns, method, &params, &bytes).await;
+        let req = CollectionRequest {
+            method,
+            params: &params,
+            bytes: &bytes,
+            table,
+        };
+        return collection(server, &kind, ns, req).await;
     };
     let dry_run = params.dry_run()?;
     let mut st = server.lock();
     match method {
+        Method::GET if table => {
+            let obj = st.get(&kind, ns, name)?;
+            Ok(json_response(200, &to_table(&kind, &[obj], st.rv)))
+        }
         Method::GET => st.get(&kind, ns, name).map(|o| json_response(200, &o)),
         Method::PUT => {
             let body = parse_json(&bytes)?;
@@ -252,14 +267,25 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
     }
 }
 
+struct CollectionRequest<'a> {
+    method: Method,
+    params: &'a Params,
+    bytes: &'a Bytes,
+    table: bool,
+}
+
 async fn collection(
     server: ApiServer,
     kind: &Kind,
     ns: Option<&str>,
-    method: Method,
-    params: &Params,
-    bytes: &Bytes,
+    req: CollectionRequest<'_>,
 ) -> Result<Response> {
+    let CollectionRequest {
+        method,
+        params,
+        bytes,
+        table,
+    } = req;
     let filter = Filter {
         group: kind.group.clone(),
         plural: kind.plural.clone(),
@@ -299,6 +325,9 @@ async fn collection(
                 .and_then(|l| l.parse::<usize>().ok())
                 .filter(|l| *l > 0);
             let (items, remaining, last) = st.list(kind, &filter, after.as_ref(), limit);
+            if table {
+                return Ok(json_response(200, &to_table(kind, &items, st.rv)));
+            }
             let mut meta = json!({"resourceVersion": st.rv.to_string()});
             if let Some((ns, name)) = last {
                 meta["continue"] = encode_continue(&ns, &name).into();
@@ -625,4 +654,51 @@ fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Value {
         format!("{group}/{version}")
     };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+/// A `meta.k8s.io/v1` Table as kubectl asks for: Name, the CRD's printer columns (or
+/// Created At for built-in kinds) and partial object metadata per row.
+fn to_table(kind: &Kind, items: &[Value], rv: u64) -> Value {
+    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name",
+        "description": "Name must be unique within a namespace.", "priority": 0})];
+    let printer: Vec<Value> = if kind.printer_columns.is_empty() {
+        vec![json!({"name": "Created At", "type": "date",
+                    "jsonPath": ".metadata.creationTimestamp"})]
+    } else {
+        kind.printer_columns.clone()
+    };
+    for c in &printer {
+        columns.push(json!({
+            "name": c["name"], "type": c["type"],
+            "format": c.get("format").cloned().unwrap_or_else(|| json!("")),
+            "description": c.get("description").cloned().unwrap_or_else(|| json!("")),
+            "priority": c.get("priority").cloned().unwrap_or_else(|| json!(0)),
+        }));
+    }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o["metadata"]["name"].clone()];
+            for c in &printer {
+                let path = c["jsonPath"].as_str().unwrap_or_default();
+                let cell = path
+                    .trim_start_matches('.')
+                    .split('.')
+                    .filter(|p| !p.is_empty())
+                    .try_fold(o, |v, p| v.get(p))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                cells.push(cell);
+            }
+            json!({"cells": cells, "object": {
+                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"],
+            }})
+        })
+        .collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv.to_string()},
+        "columnDefinitions": columns, "rows": rows,
+    })
 }

@@ -26,6 +26,7 @@ pub(crate) struct Kind {
     pub generation: bool,
     pub unconditional_update: bool,
     pub schema: Option<Value>,
+    pub printer_columns: Vec<Value>,
     pub crd: Option<String>,
 }
 
@@ -45,6 +46,7 @@ impl Kind {
             generation: false,
             unconditional_update: true,
             schema: None,
+            printer_columns: vec![],
             crd: None,
         }
     }
@@ -687,6 +689,10 @@ impl State {
                 generation: true,
                 unconditional_update: false,
                 schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+                printer_columns: v["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
                 crd: Some(name.clone()),
             });
         }

@@ -899,3 +899,86 @@ async fn harness_applies_crds_and_makes_a_namespace() {
     let e = api_err(Api::<Namespace>::all(client).get(&ns).await);
     assert_eq!(e.code, 404);
 }
+
+async fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .await
+        .unwrap();
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("kubectl finished")
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    text
+}
+
+#[tokio::test]
+async fn kubectl_can_use_the_served_api() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        return;
+    }
+    let s = ApiServer::new();
+    let (addr, handle) = s.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let path = std::env::temp_dir().join(format!("slurm-maint-kubeconfig-{}", addr.port()));
+    std::fs::write(&path, ApiServer::kubeconfig_yaml(addr)).unwrap();
+    let crds = crate::api::crds_yaml();
+    kubectl(
+        &path,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        Some(&crds),
+    )
+    .await;
+    let policy = serde_yaml::to_string(&policy("p1", json!({"maxUnavailable": 1}))).unwrap();
+    kubectl(
+        &path,
+        &["create", "--validate=false", "-f", "-"],
+        Some(&policy),
+    )
+    .await;
+    let table = kubectl(&path, &["get", "mpol"], None).await;
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME") && header.contains("PARTITION"),
+        "{table}"
+    );
+    assert!(table.contains("p1") && table.contains("batch"), "{table}");
+    let all = kubectl(&path, &["get", "slurm-maint", "-o", "name"], None).await;
+    assert!(all.contains("maintenancepolicy.slurm-maint.io/p1"), "{all}");
+    kubectl(&path, &["label", "mpol", "p1", "team=hpc"], None).await;
+    let labelled = kubectl(
+        &path,
+        &["get", "mpol", "-l", "team=hpc", "-o", "json"],
+        None,
+    )
+    .await;
+    assert!(labelled.contains("\"team\": \"hpc\""), "{labelled}");
+    kubectl(&path, &["delete", "mpol", "p1"], None).await;
+    let none = kubectl(&path, &["get", "mpol"], None).await;
+    assert!(none.contains("No resources found"), "{none}");
+    let _ = std::fs::remove_file(&path);
+    handle.abort();
+}
