@@ -142,7 +142,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         tokio::spawn(leader::run(client.clone(), cfg, leadership, stop.clone()))
     });
     tracing::info!(%identity, namespace = ?args.namespace, "controller starting");
-    super::run(ctx, args.namespace.as_deref(), stop.clone()).await;
+    super::run(ctx, args.namespace.clone(), stop.clone()).await;
     if let Some(e) = elector {
         let _ = e.await;
     }

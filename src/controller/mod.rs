@@ -132,16 +132,17 @@ impl Context {
 /// namespace (all otherwise).
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (policies, works): (Api<MaintenancePolicy>, Api<NodeMaintenance>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
+    let (policies, works): (Api<MaintenancePolicy>, Api<NodeMaintenance>) =
+        match namespace.as_deref() {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
     Controller::new(policies, watcher::Config::default())
         .owns(works, watcher::Config::default())
         .graceful_shutdown_on(shutdown)

@@ -164,7 +164,11 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         reservations: snap.reservations,
         health,
     };
-    let plan = plan::plan(&name, &settings, &snapshot, &work, now);
+    let plan = if policy.spec.dry_run {
+        plan::plan_as_if_created(&name, &settings, &snapshot, &work, now)
+    } else {
+        plan::plan(&name, &settings, &snapshot, &work, now)
+    };
 
     if !policy.spec.dry_run {
         for nw in &plan.new_work {

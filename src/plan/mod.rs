@@ -292,6 +292,9 @@ pub struct Plan {
     pub preview: Vec<PlannedNode>,
     /// Nodes that need work but cannot start, and why.
     pub waiting: BTreeMap<String, String>,
+    /// Nodes needing work that someone else holds (down, drained, gone from the
+    /// partition): left alone until they are back in service.
+    pub blocked: BTreeSet<String>,
     /// Admission stopped because the budget is full.
     pub budget_exhausted: bool,
     /// Nodes in the campaign (needing or done with work).
@@ -452,6 +455,32 @@ fn transition(
     }
 }
 
+/// The plan as if this pass's new NodeMaintenances already existed: what a dry run
+/// shows, since a dry run creates none and would otherwise never plan an action.
+pub fn plan_as_if_created(
+    policy: &str,
+    s: &Settings,
+    snapshot: &Snapshot,
+    work: &[Work],
+    now: Timestamp,
+) -> Plan {
+    let first = plan(policy, s, snapshot, work, now);
+    if first.new_work.is_empty() {
+        return first;
+    }
+    let mut all = work.to_vec();
+    all.extend(first.new_work.iter().map(|nw| Work {
+        name: nw.name.clone(),
+        node: nw.node.clone(),
+        action: MaintenanceAction::Reboot,
+        campaign: Some(nw.campaign.clone()),
+        status: NodeMaintenanceStatus::default(),
+    }));
+    let mut p = plan(policy, s, snapshot, &all, now);
+    p.new_work = first.new_work;
+    p
+}
+
 /// Plan one pass for `policy` over `snapshot`, given its NodeMaintenances `work`.
 pub fn plan(
     policy: &str,
@@ -551,6 +580,7 @@ pub fn plan(
 
     // 3. The campaign: which nodes need work, which NodeMaintenances to create.
     let mut waiting = BTreeMap::new();
+    let mut blocked = BTreeSet::new();
     let mut new_work = vec![];
     let mut campaign_nodes = BTreeSet::new();
     let mut has_work: BTreeSet<&str> = BTreeSet::new();
@@ -593,9 +623,11 @@ pub fn plan(
         }
         let Some(node) = ctx.nodes.get(w.node.as_str()) else {
             waiting.insert(w.node.clone(), "node is not in the partition".into());
+            blocked.insert(w.node.clone());
             continue;
         };
         if !node.state.in_service() {
+            blocked.insert(w.node.clone());
             let reason = node.reason.as_deref().unwrap_or("no reason");
             waiting.insert(
                 w.node.clone(),
@@ -706,6 +738,7 @@ pub fn plan(
         updates,
         preview,
         waiting,
+        blocked,
         budget_exhausted,
         nodes_needing_work: campaign_nodes.len(),
         queue,

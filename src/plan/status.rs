@@ -27,6 +27,7 @@ pub mod reason {
     pub const SLURM_UNREACHABLE: &str = "SlurmUnreachable";
     pub const CAMPAIGN_RUNNING: &str = "CampaignRunning";
     pub const CAMPAIGN_COMPLETE: &str = "CampaignComplete";
+    pub const WAITING_FOR_BLOCKED_NODES: &str = "WaitingForBlockedNodes";
     pub const NO_CAMPAIGN: &str = "NoCampaign";
     pub const NODES_FAILED: &str = "NodesFailed";
     pub const BUDGET_FULL: &str = "BudgetFull";
@@ -177,6 +178,20 @@ pub fn policy_status(
             reason::CAMPAIGN_COMPLETE,
             format!("{} completed, {} failed", phases.completed, phases.failed),
         )
+    } else if in_flight as usize == plan.blocked.len() {
+        // Only nodes someone else holds are left: nothing this operator can do moves.
+        let names: Vec<&str> = plan.blocked.iter().take(10).map(String::as_str).collect();
+        (
+            false,
+            reason::WAITING_FOR_BLOCKED_NODES,
+            format!(
+                "{} completed, {} failed; {} node(s) down or drained by others wait until back in service: {}",
+                phases.completed,
+                phases.failed,
+                plan.blocked.len(),
+                names.join(", ")
+            ),
+        )
     } else {
         (
             true,
@@ -301,6 +316,7 @@ mod tests {
                 release_time: Some(t(60)),
             }],
             waiting: Default::default(),
+            blocked: Default::default(),
             budget_exhausted: exhausted,
             nodes_needing_work: needing,
             queue: vec![],
@@ -359,6 +375,26 @@ mod tests {
         assert_eq!(get(&s, "Degraded").status, ConditionStatus::False);
         assert_eq!(s.budget.as_ref().unwrap().allowed, 1);
         assert_eq!(s.next.len(), 1);
+    }
+
+    #[test]
+    fn only_nodes_held_by_others_left() {
+        let w = [work("a", Phase::Completed), work("b", Phase::Pending)];
+        let mut p = plan_with(2, false);
+        p.blocked.insert("b".into());
+        let s = policy_status(None, Some(1), "batch", &w, &p, ACTING, t(0));
+        let c = get(&s, "Progressing");
+        assert_eq!(c.status, ConditionStatus::False);
+        assert_eq!(c.reason, reason::WAITING_FOR_BLOCKED_NODES);
+        assert!(
+            c.message.contains("1 completed") && c.message.ends_with(": b"),
+            "{}",
+            c.message
+        );
+        // Another pending node that is not blocked keeps the campaign running.
+        let w = [w[0].clone(), w[1].clone(), work("c", Phase::Pending)];
+        let s = policy_status(None, Some(1), "batch", &w, &p, ACTING, t(0));
+        assert_eq!(get(&s, "Progressing").reason, reason::CAMPAIGN_RUNNING);
     }
 
     #[test]

@@ -146,6 +146,38 @@ fn creates_work_for_nodes_booted_before_the_campaign() {
 }
 
 #[test]
+fn a_dry_run_plans_as_if_the_work_existed() {
+    let s = settings(50.0);
+    let snap = snapshot(
+        vec![
+            node("n1", "IDLE", 0),
+            node("n2", "IDLE", 0),
+            node("n3", "IDLE", 0),
+            node("n4", "IDLE", 0),
+        ],
+        vec![],
+    );
+    let first = plan("p", &s, &snap, &[], t(NOW));
+    assert_eq!(first.new_work.len(), 4);
+    assert_eq!(first.actions().count(), 0, "nothing to act on without work");
+    let dry = plan_as_if_created("p", &s, &snap, &[], t(NOW));
+    assert_eq!(dry.new_work, first.new_work);
+    let reserved: Vec<&str> = dry
+        .actions()
+        .filter_map(|a| match a {
+            Action::CreateReservation { node, .. } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reserved, ["n1", "n2"], "the budget allows 2");
+    assert_eq!(dry.budget, {
+        let mut work = vec![];
+        apply(&mut work, &first);
+        plan("p", &s, &snap, &work, t(NOW)).budget
+    });
+}
+
+#[test]
 fn nodelist_narrows_the_scope_but_not_the_budget() {
     let mut sp = spec();
     sp.nodelist = Some("n[1-2]".into());
@@ -222,6 +254,7 @@ fn down_nodes_count_against_the_budget_and_are_left_alone() {
     assert_eq!(admitted(&p), ["n2"]);
     assert!(p.waiting["n1"].contains("bad DIMM"), "{:?}", p.waiting);
     assert!(p.waiting["n3"].contains("budget full"));
+    assert_eq!(p.blocked.iter().collect::<Vec<_>>(), ["n1"]);
     assert_eq!(p.budget.occupied().len(), 2);
 }
 

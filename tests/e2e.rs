@@ -1,0 +1,659 @@
+//! End to end: the real controllers, a simulated Slurm partition on a virtual clock, and
+//! an API server — the embedded one, or a real cluster when `SLURM_MAINT_E2E_KUBECONFIG`
+//! names a kubeconfig (each test uses a fresh namespace).
+//!
+//! The driver runs in lockstep with the controller: virtual time moves one minute only
+//! after the controller has finished a pass at the current minute, so a slow API server
+//! can never make a reboot look timed out.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use slurm_maint::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase as Phase};
+use slurm_maint::apiserver::harness::TestCluster;
+use slurm_maint::controller::{self, Context, FixedConnector, Leadership, LeaseConfig, Pace};
+use slurm_maint::plan::status::reason;
+use slurm_maint::sim::{JobMix, SimCluster, SimConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const START: &str = "2026-12-01T00:00:00Z";
+
+fn sim(nodes: usize, seed: u64) -> SimCluster {
+    SimCluster::new(SimConfig {
+        nodes,
+        seed,
+        down_at_start: 1,
+        job_mix: JobMix {
+            short: 0.9,
+            long: 0.05,
+        },
+        ..SimConfig::default()
+    })
+}
+
+fn policy(name: &str, spec: serde_json::Value) -> MaintenancePolicy {
+    let mut base = json!({
+        "partition": "batch",
+        "agent": {"url": "http://agent.invalid:8080", "tokenSecretRef": {"name": "agent-token"}},
+        "budget": {"maxUnavailablePercent": 25},
+        "reservations": {"enabled": true, "duration": "6h"},
+        "reboots": {"enabled": true, "timeout": "10m"},
+        "preemption": {"terminatePreemptableJobs": true},
+        "interval": "1m",
+        "campaign": {"rebootRequiredBefore": START},
+    });
+    merge(&mut base, spec);
+    serde_json::from_value(json!({
+        "apiVersion": "slurm-maint.io/v1alpha1",
+        "kind": "MaintenancePolicy",
+        "metadata": {"name": name},
+        "spec": base,
+    }))
+    .expect("valid policy")
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+struct Controller {
+    ctx: Arc<Context>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// The real controller on `c`'s namespace, talking to `sim`, acting as `identity`;
+    /// with a Lease when `lease` is set, otherwise always leader.
+    fn start(c: &TestCluster, sim: &SimCluster, identity: &str, lease: bool) -> Self {
+        let clock_sim = sim.clone();
+        let leadership = if lease {
+            Leadership::default()
+        } else {
+            Leadership::always()
+        };
+        let ctx = Arc::new(Context::new(
+            c.client.clone(),
+            Arc::new(FixedConnector(Arc::new(sim.clone()))),
+            Arc::new(move || clock_sim.now()),
+            // One virtual minute = 5 ms: passes run as soon as the clock moves.
+            Pace {
+                scale: 0.005 / 60.0,
+            },
+            leadership.clone(),
+            identity,
+        ));
+        let (stop, rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = vec![tokio::spawn(controller::run(
+            ctx.clone(),
+            Some(c.namespace.clone()),
+            stopped(rx.clone()),
+        ))];
+        if lease {
+            let mut cfg = LeaseConfig::new(&c.namespace, "slurm-maint-controller", identity);
+            cfg.lease_duration = Duration::from_secs(3);
+            cfg.renew_every = Duration::from_millis(500);
+            tasks.push(tokio::spawn(controller::leader::run(
+                c.client.clone(),
+                cfg,
+                leadership,
+                stopped(rx),
+            )));
+        }
+        Self { ctx, stop, tasks }
+    }
+
+    /// Graceful stop (SIGTERM path): the lease is released.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// A crash: tasks aborted wherever they are.
+    fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn apply_policy(c: &TestCluster, p: &MaintenancePolicy) -> MaintenancePolicy {
+    let api: Api<MaintenancePolicy> = Api::namespaced(c.client.clone(), &c.namespace);
+    api.patch(
+        &p.name_any(),
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(p),
+    )
+    .await
+    .expect("policy applied")
+}
+
+async fn get_policy(c: &TestCluster, name: &str) -> MaintenancePolicy {
+    Api::<MaintenancePolicy>::namespaced(c.client.clone(), &c.namespace)
+        .get(name)
+        .await
+        .expect("policy")
+}
+
+async fn works(c: &TestCluster) -> Vec<NodeMaintenance> {
+    Api::<NodeMaintenance>::namespaced(c.client.clone(), &c.namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+}
+
+fn progressing(p: &MaintenancePolicy) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Progressing")
+        .map(|c| c.reason.clone())
+}
+
+/// Wait (real time) until the controller has passed at the current virtual minute.
+async fn wait_for_pass(c: &TestCluster, sim: &SimCluster, name: &str) -> MaintenancePolicy {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = get_policy(c, name).await;
+        if p.status
+            .as_ref()
+            .and_then(|s| s.last_pass)
+            .is_some_and(|t| t >= sim.now())
+        {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pass at {} within 30 s",
+            sim.now()
+        );
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// Step virtual time a minute per pass until `done` or `max` virtual hours.
+async fn drive(
+    c: &TestCluster,
+    sim: &SimCluster,
+    name: &str,
+    max: i64,
+    mut on_step: impl FnMut(usize),
+    done: impl Fn(&MaintenancePolicy) -> bool,
+) -> MaintenancePolicy {
+    let end = sim.now() + SignedDuration::from_hours(max);
+    let mut step = 0;
+    loop {
+        let p = wait_for_pass(c, sim, name).await;
+        sim.sample();
+        if done(&p) {
+            return p;
+        }
+        assert!(sim.now() < end, "not done after {max} virtual hours");
+        on_step(step);
+        step += 1;
+        sim.advance(SignedDuration::from_mins(1));
+        sim.sample();
+    }
+}
+
+fn campaign_over(p: &MaintenancePolicy) -> bool {
+    matches!(
+        progressing(p).as_deref(),
+        Some(reason::CAMPAIGN_COMPLETE | reason::WAITING_FOR_BLOCKED_NODES)
+    )
+}
+
+/// Every node done once, never past the budget, no user job killed.
+fn assert_campaign(sim: &SimCluster, items: &[NodeMaintenance], allowed: usize) {
+    let stats = sim.stats();
+    let drained_by_ops: BTreeSet<&str> = items
+        .iter()
+        .filter(|nm| {
+            nm.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Pending)
+        })
+        .map(|nm| nm.spec.node_name.as_str())
+        .collect();
+    assert_eq!(
+        drained_by_ops.len(),
+        1,
+        "only the node drained by ops waits"
+    );
+    for nm in items {
+        let st = nm.status.clone().unwrap_or_default();
+        if !drained_by_ops.contains(nm.spec.node_name.as_str()) {
+            assert_eq!(st.phase, Phase::Completed, "{}: {st:?}", nm.name_any());
+            assert_eq!(
+                stats.reboots_per_node.get(&nm.spec.node_name),
+                Some(&1),
+                "{} rebooted exactly once",
+                nm.spec.node_name
+            );
+        }
+    }
+    // The node drained by ops counts as down: with it, at most `allowed` out.
+    assert!(
+        stats.max_unavailable_or_down <= allowed,
+        "{} out at once, {allowed} allowed",
+        stats.max_unavailable_or_down
+    );
+    assert_eq!(stats.non_preemptable_killed, 0);
+}
+
+#[tokio::test]
+async fn a_campaign_runs_to_the_end_within_the_budget() {
+    let c = TestCluster::start("campaign").await;
+    let sim = sim(12, 11);
+    let ctl = Controller::start(&c, &sim, "e2e-1", false);
+    apply_policy(&c, &policy("roll", json!({}))).await;
+    let p = drive(&c, &sim, "roll", 96, |_| {}, campaign_over).await;
+    let items = works(&c).await;
+    assert_eq!(items.len(), 12);
+    assert_campaign(&sim, &items, 3);
+
+    let st = p.status.clone().unwrap();
+    assert_eq!(st.phases.completed, 11);
+    assert_eq!(st.nodes_needing_work, 12);
+    assert_eq!(st.observed_generation, p.metadata.generation);
+    let b = st.budget.unwrap();
+    assert_eq!((b.total, b.allowed, b.down), (12, 3, 1));
+    assert_eq!(
+        progressing(&p).as_deref(),
+        Some(reason::WAITING_FOR_BLOCKED_NODES)
+    );
+    // NodeMaintenances: owned by the policy, labelled, transitions recorded.
+    for nm in &items {
+        let owner = &nm.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("MaintenancePolicy", "roll")
+        );
+        assert_eq!(owner.uid, p.uid().unwrap());
+        assert_eq!(nm.labels()["slurm-maint.io/policy"], "roll");
+        let st = nm.status.clone().unwrap();
+        if st.phase == Phase::Completed {
+            let phases: Vec<Phase> = st.transitions.iter().map(|t| t.phase).collect();
+            assert_eq!(
+                phases,
+                [
+                    Phase::Pending,
+                    Phase::Reserved,
+                    Phase::PendingReboot,
+                    Phase::Rebooting,
+                    Phase::Recovering,
+                    Phase::HealthCheck,
+                    Phase::Completed
+                ],
+                "{}",
+                nm.name_any()
+            );
+            assert!(st.reservation_name.is_some() && st.last_error.is_none());
+        }
+    }
+    // No reservation of ours is left behind.
+    assert!(
+        sim.peek()
+            .reservations
+            .iter()
+            .all(|r| !r.name.starts_with("slurm-maint-")),
+        "{:?}",
+        sim.peek().reservations
+    );
+    // Events were recorded for the transitions.
+    let events: Api<K8sEvent> = Api::namespaced(c.client.clone(), &c.namespace);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    let reasons: BTreeSet<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
+    for r in ["Pending", "Reserved", "Rebooting", "Completed"] {
+        assert!(reasons.contains(r), "no {r} event in {reasons:?}");
+    }
+    let reconciles = ctl.ctx.metrics.encode();
+    assert!(reconciles.contains("slurm_maint_reconciles_total{controller=\"policy\"}"));
+    assert!(reconciles.contains("slurm_maint_budget_nodes{"));
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn crashes_at_any_point_resume_without_double_effects() {
+    let c = TestCluster::start("crash").await;
+    let sim = sim(10, 5);
+    apply_policy(&c, &policy("roll", json!({}))).await;
+    let mut ctl = Some(Controller::start(&c, &sim, "e2e-a", false));
+    let mut restarts = 0;
+    let end = sim.now() + SignedDuration::from_hours(96);
+    let mut step = 0u64;
+    loop {
+        let p = wait_for_pass(&c, &sim, "roll").await;
+        sim.sample();
+        if campaign_over(&p) {
+            break;
+        }
+        assert!(sim.now() < end);
+        step += 1;
+        sim.advance(SignedDuration::from_mins(1));
+        sim.sample();
+        // Every few minutes the controller dies: sometimes mid-pass, since the clock has
+        // just moved and a pass is starting.
+        if step.is_multiple_of(7) {
+            let old = ctl.take().unwrap();
+            tokio::time::sleep(Duration::from_millis(step % 5)).await;
+            old.kill();
+            restarts += 1;
+            ctl = Some(Controller::start(&c, &sim, &format!("e2e-{step}"), false));
+        }
+    }
+    assert!(restarts > 5, "only {restarts} restarts");
+    assert_campaign(&sim, &works(&c).await, 2);
+    ctl.unwrap().stop().await;
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_replicas_never_act_at_once_and_the_second_takes_over() {
+    let c = TestCluster::start("lease").await;
+    let sim = sim(8, 3);
+    let a = Controller::start(&c, &sim, "replica-a", true);
+    let b = Controller::start(&c, &sim, "replica-b", true);
+    apply_policy(&c, &policy("roll", json!({}))).await;
+    let (la, lb) = (a.ctx.leadership.clone(), b.ctx.leadership.clone());
+    let mut both = 0;
+    let p = drive(
+        &c,
+        &sim,
+        "roll",
+        8,
+        |_| both += usize::from(la.is_leader() && lb.is_leader()),
+        |p| p.status.as_ref().is_some_and(|s| s.phases.completed >= 2),
+    )
+    .await;
+    assert_eq!(both, 0, "both replicas led at once");
+    assert_ne!(la.is_leader(), lb.is_leader(), "one leader");
+    // The leader shuts down (SIGTERM path: lease released); the other takes over.
+    let (leader, follower) = if la.is_leader() { (a, b) } else { (b, a) };
+    let done_before = p.status.unwrap().phases.completed;
+    leader.stop().await;
+    let fl = follower.ctx.leadership.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !fl.is_leader() {
+        assert!(tokio::time::Instant::now() < deadline, "no takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let p = drive(&c, &sim, "roll", 96, |_| {}, campaign_over).await;
+    assert!(p.status.unwrap().phases.completed > done_before);
+    assert_campaign(&sim, &works(&c).await, 2);
+    follower.stop().await;
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn monitor_only_and_dry_run_change_nothing_in_slurm() {
+    let c = TestCluster::start("safe").await;
+    let sim = sim(8, 2);
+    let before = sim.peek();
+    let ctl = Controller::start(&c, &sim, "e2e", false);
+    // Safe by default: reservations and reboots are off unless enabled.
+    let monitor = policy(
+        "monitor",
+        json!({"reservations": {"enabled": false}, "reboots": {"enabled": false}}),
+    );
+    apply_policy(&c, &monitor).await;
+    let dry = policy("dry", json!({"dryRun": true}));
+    apply_policy(&c, &dry).await;
+    for _ in 0..5 {
+        wait_for_pass(&c, &sim, "monitor").await;
+        wait_for_pass(&c, &sim, "dry").await;
+        sim.advance(SignedDuration::from_mins(1));
+    }
+    let after = sim.peek();
+    assert_eq!(
+        after.reservations, before.reservations,
+        "no reservation made"
+    );
+    assert!(sim.stats().reboots_per_node.is_empty());
+    assert_eq!(sim.stats().preemptable_cancelled, 0);
+
+    let m = get_policy(&c, "monitor").await.status.unwrap();
+    let paused = m.conditions.iter().find(|c| c.r#type == "Paused").unwrap();
+    assert_eq!(paused.reason, reason::MONITOR_ONLY);
+    assert_eq!(m.nodes_needing_work, 8);
+    assert!(!m.next.is_empty(), "the plan preview is shown");
+    assert!(m.planned_actions.is_empty());
+
+    let d = get_policy(&c, "dry").await.status.unwrap();
+    let paused = d.conditions.iter().find(|c| c.r#type == "Paused").unwrap();
+    assert_eq!(paused.reason, reason::DRY_RUN);
+    assert!(
+        d.planned_actions
+            .iter()
+            .any(|a| a.starts_with("create reservation")),
+        "{:?}",
+        d.planned_actions
+    );
+    // Monitor mode lists the campaign's nodes; a dry run writes nothing at all.
+    let items = works(&c).await;
+    assert!(items.iter().all(|nm| nm.spec.policy == "monitor"));
+    assert_eq!(items.len(), 8);
+    assert!(items.iter().all(|nm| {
+        nm.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Pending)
+    }));
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_spec_the_planner_cannot_use_is_degraded_without_a_retry_storm() {
+    let c = TestCluster::start("degraded").await;
+    let sim = sim(4, 1);
+    let ctl = Controller::start(&c, &sim, "e2e", false);
+    // Passes the CRD schema, but is not a valid hostlist.
+    let bad = policy("bad", json!({"nodelist": "node[001-"}));
+    apply_policy(&c, &bad).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let cond = loop {
+        let p = get_policy(&c, "bad").await;
+        if let Some(d) = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Degraded"))
+        {
+            break d.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Degraded condition"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(cond.reason, reason::INVALID_SPEC);
+    assert!(cond.message.contains("spec.nodelist"), "{}", cond.message);
+    let commands = sim.stats().commands;
+    // Time passes: no retries while the spec stays the same.
+    for _ in 0..30 {
+        sim.advance(SignedDuration::from_mins(1));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.stats().commands, commands, "Slurm was asked nothing");
+    assert!(works(&c).await.is_empty());
+    // A fix is picked up at once.
+    apply_policy(&c, &policy("bad", json!({"nodelist": "node[001-002]"}))).await;
+    let p = wait_for_pass(&c, &sim, "bad").await;
+    let p = if p.status.as_ref().unwrap().observed_generation != p.metadata.generation {
+        sim.advance(SignedDuration::from_mins(1));
+        wait_for_pass(&c, &sim, "bad").await
+    } else {
+        p
+    };
+    let d = p.status.unwrap();
+    let degraded = d
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, reason::RECONCILED);
+    assert_eq!(d.nodes_needing_work, 2);
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_or_a_missing_token_degrades_the_policy() {
+    let c = TestCluster::start("agent").await;
+    let ctx = Arc::new(Context::new(
+        c.client.clone(),
+        Arc::new(controller::AgentConnector::new(
+            c.client.clone(),
+            Duration::from_millis(300),
+            None,
+            None,
+        )),
+        controller::wall_clock(),
+        Pace::default(),
+        Leadership::always(),
+        "e2e",
+    ));
+    let (stop, mut rx) = watch::channel(false);
+    let task = tokio::spawn(controller::run(
+        ctx,
+        Some(c.namespace.clone()),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    let p = policy(
+        "p",
+        json!({"interval": "5s", "agent": {"url": "http://127.0.0.1:9"}}),
+    );
+    apply_policy(&c, &p).await;
+    let degraded = |want: &'static str| {
+        let c = &c;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let p = get_policy(c, "p").await;
+                if let Some(d) = p.status.as_ref().and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.r#type == "Degraded" && c.message.contains(want))
+                }) {
+                    return d.clone();
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no Degraded: {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let d = degraded("not found").await;
+    assert_eq!(d.reason, reason::SLURM_UNREACHABLE);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "agent-token"},
+        "stringData": {"token": "t0ken"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(c.client.clone(), &c.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let d = degraded("unreachable").await;
+    assert_eq!(d.reason, reason::SLURM_UNREACHABLE);
+    let _ = stop.send(true);
+    let _ = task.await;
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_the_policy_collects_its_node_maintenances() {
+    let c = TestCluster::start("gc").await;
+    let sim = sim(4, 9);
+    let ctl = Controller::start(&c, &sim, "e2e", false);
+    apply_policy(
+        &c,
+        &policy(
+            "roll",
+            json!({"reservations": {"enabled": false}, "reboots": {"enabled": false}}),
+        ),
+    )
+    .await;
+    wait_for_pass(&c, &sim, "roll").await;
+    assert_eq!(works(&c).await.len(), 4);
+    ctl.stop().await;
+    Api::<MaintenancePolicy>::namespaced(c.client.clone(), &c.namespace)
+        .delete("roll", &DeleteParams::background())
+        .await
+        .unwrap();
+    // A real cluster needs kube-controller-manager's garbage collector for this.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !works(&c).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "NodeMaintenances not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn invalid_policies_are_refused_at_apply_time() {
+    let c = TestCluster::start("refuse").await;
+    let api: Api<MaintenancePolicy> = Api::namespaced(c.client.clone(), &c.namespace);
+    // OpenAPI: a partition name with a space (every server version checks patterns).
+    let bad = policy("p1", json!({"partition": "bad name"}));
+    let e = api.create(&PostParams::default(), &bad).await.unwrap_err();
+    match e {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(s.message.contains("partition"), "{}", s.message);
+        }
+        e => panic!("{e}"),
+    }
+    // CEL rules (servers ≥ 1.25 and the embedded one).
+    let version = c.client.apiserver_version().await.unwrap();
+    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
+    if minor >= 25 {
+        let bad = policy(
+            "p2",
+            json!({"budget": {"maxUnavailablePercent": 10, "maxUnavailable": 2}}),
+        );
+        let e = api.create(&PostParams::default(), &bad).await.unwrap_err();
+        match e {
+            kube::Error::Api(s) => assert_eq!(s.code, 422, "{s:?}"),
+            e => panic!("{e}"),
+        }
+    }
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    c.cleanup().await;
+}
