@@ -982,3 +982,49 @@ async fn kubectl_can_use_the_served_api() {
     let _ = std::fs::remove_file(&path);
     handle.abort();
 }
+
+#[tokio::test]
+async fn runtime_watcher_relists_after_expired_history() {
+    let s = ApiServer::new();
+    let kind = s.lock().find_kind("", "v1", "configmaps").unwrap();
+    s.lock()
+        .create(
+            &kind,
+            Some("kube-system"),
+            json!({"metadata": {"name": "busy"}}),
+            false,
+        )
+        .unwrap();
+    let api: Api<ConfigMap> = Api::all(s.client());
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()))
+        .applied_objects()
+        .boxed();
+    let driver = tokio::spawn(stream.for_each(|_| async {}));
+    reader.wait_until_ready().await.unwrap();
+    {
+        let mut st = s.lock();
+        for i in 0..=store::HISTORY_LIMIT {
+            let body = json!({"data": {"i": i.to_string()}});
+            let patch = store::PatchBody {
+                how: store::PatchKind::Merge,
+                body,
+            };
+            st.patch(&kind, Some("kube-system"), "busy", patch, false, false)
+                .unwrap();
+        }
+    }
+    let last = store::HISTORY_LIMIT.to_string();
+    for _ in 0..200 {
+        let seen = reader
+            .state()
+            .iter()
+            .any(|c| c.data.as_ref().is_some_and(|d| d.get("i") == Some(&last)));
+        if seen {
+            driver.abort();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the watcher never caught up after 410 Expired");
+}
