@@ -154,12 +154,12 @@ enable_deb_src() {
         done
         for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
             [[ -f "$f" ]] || continue
-            grep -E '^[[:space:]]*deb[[:space:]]' "$f" | while read -r _ rest; do
+            { grep -E '^[[:space:]]*deb[[:space:]]' "$f" || true; } | while read -r _ rest; do
                 # one-line entries become a deb822 stanza
                 local opts="" uri suite comps
                 if [[ "$rest" == \[* ]]; then opts="${rest%%]*}"; opts="${opts#[}"; rest="${rest#*] }"; fi
                 read -r uri suite comps <<<"$rest"
-                grep -qE "^[[:space:]]*deb-src[[:space:]].*[[:space:]]$uri[[:space:]]+$suite([[:space:]]|$)" "$f" && continue
+                grep -qE "^[[:space:]]*deb-src([[:space:]]+\\[[^]]*\\])?[[:space:]]+$uri[[:space:]]+$suite([[:space:]]|$)" "$f" && continue
                 echo "Types: deb-src"
                 echo "URIs: $uri"
                 echo "Suites: $suite"
