@@ -245,14 +245,17 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
         Method::DELETE => {
             let opts = delete_opts(&bytes, &params)?;
             let (obj, gone) = st.delete(&kind, ns, name, &opts)?;
-            if gone && kind.crd.is_none() && kind.plural != "namespaces" {
+            if gone && kind.plural != "namespaces" {
+                let mut details =
+                    json!({"name": name, "kind": kind.plural, "uid": obj["metadata"]["uid"]});
+                if !kind.group.is_empty() {
+                    details["group"] = kind.group.clone().into();
+                }
                 Ok(json_response(
                     200,
                     &json!({
                         "kind": "Status", "apiVersion": "v1", "metadata": {},
-                        "status": "Success",
-                        "details": {"name": name, "group": kind.group, "kind": kind.plural,
-                                    "uid": obj["metadata"]["uid"]},
+                        "status": "Success", "details": details,
                     }),
                 ))
             } else {

@@ -193,9 +193,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        if !self.reason.is_empty() {
+            s["reason"] = self.reason.into();
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
@@ -492,14 +494,20 @@ impl State {
             ("kind", kind.kind.clone()),
         ] {
             match obj.get(field).and_then(Value::as_str) {
+                None | Some("") if required && field == "kind" => {
+                    return Err(ApiError::new(
+                        500,
+                        "",
+                        format!(
+                            "failed to create typed patch object: no corresponding type for {}, Kind=",
+                            kind.api_version()
+                        ),
+                    ));
+                }
                 None | Some("") if required => {
-                    let (what, want) = if field == "kind" {
-                        ("kind", kind.kind.clone())
-                    } else {
-                        ("version", kind.api_version())
-                    };
                     return Err(ApiError::bad_request(format!(
-                        "Incorrect {what} specified in apply patch. Specified patch {what}: , expected: {want}"
+                        "Incorrect version specified in apply patch. Specified patch version: , expected: {}",
+                        kind.api_version()
                     )));
                 }
                 None | Some("") => obj[field] = Value::String(want),
@@ -553,7 +561,9 @@ impl State {
             .and_then(Value::as_str)
             .is_some_and(|rv| !rv.is_empty())
         {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::new(
+                500,
+                "",
                 "resourceVersion should not be set on objects to be created",
             ));
         }
@@ -748,9 +758,9 @@ impl State {
         status_only: bool,
         dry_run: bool,
     ) -> Result<Value> {
-        let (key, old) = self.old_for_write(kind, ns, name)?;
         Self::check_type_meta(kind, &mut obj, false)?;
         Self::check_ns_and_name(kind, &obj, ns, name)?;
+        let (key, old) = self.old_for_write(kind, ns, name)?;
         match obj
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -762,15 +772,22 @@ impl State {
             }
             Some(rv) if !rv.is_empty() => {}
             _ if !kind.unconditional_update => {
-                return Err(ApiError::invalid(
-                    kind,
-                    name,
-                    &[(
-                        "metadata.resourceVersion".into(),
-                        "Invalid value: 0x0: must be specified for an update".into(),
-                        "FieldValueInvalid",
-                    )],
-                ));
+                let cause = "Invalid value: 0x0: must be specified for an update";
+                return Err(ApiError {
+                    details: Some(
+                        json!({"name": name, "group": kind.group, "kind": kind.plural,
+                        "causes": [{"reason": "FieldValueInvalid", "message": cause,
+                                    "field": "metadata.resourceVersion"}]}),
+                    ),
+                    ..ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "{} \"{name}\" is invalid: metadata.resourceVersion: {cause}",
+                            kind.group_resource()
+                        ),
+                    )
+                });
             }
             _ => {}
         }

@@ -320,17 +320,6 @@ fn check_object(
     root: bool,
     out: &mut Vec<Cause>,
 ) {
-    for r in schema
-        .get("required")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        if !map.contains_key(r) {
-            out.push((join(path, r), "Required value".into(), "FieldValueRequired"));
-        }
-    }
     let n = map.len() as u64;
     if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
         && n > max
@@ -349,6 +338,17 @@ fn check_object(
         }
         if let Some(s) = props.and_then(|p| p.get(k)).or(additional) {
             check(s, child, &join(path, k), false, out);
+        }
+    }
+    for r in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !map.contains_key(r) {
+            out.push((join(path, r), "Required value".into(), "FieldValueRequired"));
         }
     }
 }
