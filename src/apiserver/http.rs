@@ -118,6 +118,13 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
             ["apis", g, v] if st.kinds().iter().any(|k| k.group == *g && k.version == *v) => {
                 Some(resource_list(st.kinds(), g, v))
             }
+            ["openapi", "v3"] => Some(openapi_root(st.kinds())),
+            ["openapi", "v3", "api", "v1"] => Some(openapi_doc(st.kinds(), "", "v1")),
+            ["openapi", "v3", "apis", g, v]
+                if st.kinds().iter().any(|k| k.group == *g && k.version == *v) =>
+            {
+                Some(openapi_doc(st.kinds(), g, v))
+            }
             _ => None,
         };
         if let Some(d) = discovery {
@@ -703,5 +710,67 @@ fn to_table(kind: &Kind, items: &[Value], rv: u64) -> Value {
         "kind": "Table", "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": rv.to_string()},
         "columnDefinitions": columns, "rows": rows,
+    })
+}
+
+/// OpenAPI v3 discovery: one document per group/version.
+fn openapi_root(kinds: &[Kind]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for k in kinds {
+        let gv = if k.group.is_empty() {
+            "api/v1".to_string()
+        } else {
+            format!("apis/{}/{}", k.group, k.version)
+        };
+        let url = format!("/openapi/v3/{gv}?hash={}", kinds.len());
+        paths.insert(gv, json!({"serverRelativeURL": url}));
+    }
+    json!({"paths": paths})
+}
+
+/// A minimal OpenAPI v3 document: the item PATCH operation of each kind, tagged with its
+/// group/version/kind and the `fieldValidation` parameter, which is what kubectl checks
+/// before leaving validation to the server; CRD schemas when there are any.
+fn openapi_doc(kinds: &[Kind], group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for k in kinds
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
+        let prefix = if group.is_empty() {
+            "/api/v1".to_string()
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if k.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", k.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", k.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": k.kind});
+        let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}});
+        paths.insert(
+            path,
+            json!({"patch": {
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation"), param("force")],
+                "responses": {"200": {"description": "OK"}},
+            }}),
+        );
+        let reversed: Vec<&str> = group.split('.').rev().collect();
+        let name = format!("{}.{version}.{}", reversed.join("."), k.kind);
+        let mut schema = k
+            .schema
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object"}));
+        schema["x-kubernetes-group-version-kind"] = json!([gvk]);
+        schemas.insert(name, schema);
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.30.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
     })
 }

@@ -946,19 +946,9 @@ async fn kubectl_can_use_the_served_api() {
     let path = std::env::temp_dir().join(format!("slurm-maint-kubeconfig-{}", addr.port()));
     std::fs::write(&path, ApiServer::kubeconfig_yaml(addr)).unwrap();
     let crds = crate::api::crds_yaml();
-    kubectl(
-        &path,
-        &["apply", "--server-side", "--validate=false", "-f", "-"],
-        Some(&crds),
-    )
-    .await;
-    let policy = serde_yaml::to_string(&policy("p1", json!({"maxUnavailable": 1}))).unwrap();
-    kubectl(
-        &path,
-        &["create", "--validate=false", "-f", "-"],
-        Some(&policy),
-    )
-    .await;
+    kubectl(&path, &["apply", "--server-side", "-f", "-"], Some(&crds)).await;
+    let p1 = serde_yaml::to_string(&policy("p1", json!({"maxUnavailable": 1}))).unwrap();
+    kubectl(&path, &["create", "-f", "-"], Some(&p1)).await;
     let table = kubectl(&path, &["get", "mpol"], None).await;
     let header = table.lines().next().unwrap_or_default();
     assert!(
@@ -976,7 +966,13 @@ async fn kubectl_can_use_the_served_api() {
     )
     .await;
     assert!(labelled.contains("\"team\": \"hpc\""), "{labelled}");
-    kubectl(&path, &["delete", "mpol", "p1"], None).await;
+    for budget in [1, 2] {
+        let p2 = serde_yaml::to_string(&policy("p2", json!({"maxUnavailable": budget}))).unwrap();
+        kubectl(&path, &["apply", "-f", "-"], Some(&p2)).await;
+    }
+    let p2 = kubectl(&path, &["get", "mpol", "p2", "-o", "json"], None).await;
+    assert!(p2.contains("\"maxUnavailable\": 2"), "{p2}");
+    kubectl(&path, &["delete", "mpol", "p1", "p2"], None).await;
     let none = kubectl(&path, &["get", "mpol"], None).await;
     assert!(none.contains("No resources found"), "{none}");
     let _ = std::fs::remove_file(&path);
