@@ -1,0 +1,243 @@
+//! The whole operator against a real Slurm 22.05: the controller (with its agent
+//! connector reading the token Secret) drives a rolling-reboot campaign through the agent
+//! binary on the cluster `tests/slurm/cluster.sh up` starts, with the API server embedded
+//! or real (`SLURM_MAINT_E2E_KUBECONFIG`). Runs when `SLURM_MAINT_LIVE=1`.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use slurm_maint::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase as Phase};
+use slurm_maint::apiserver::harness::TestCluster;
+use slurm_maint::controller::{self, AgentConnector, Context, Leadership, Pace};
+use slurm_maint::plan::status::reason;
+use slurm_maint::slurm::client::{AgentClient, SlurmClient};
+use tokio::sync::watch;
+
+const TOKEN: &str = "controller-live-token";
+const PORT: u16 = 18090;
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_rolling_reboot_campaign_on_real_slurm() {
+    if std::env::var("SLURM_MAINT_LIVE").as_deref() != Ok("1") {
+        eprintln!("skipped: set SLURM_MAINT_LIVE=1 with a running cluster (tests/run.sh does)");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
+            .args(["agent", "--listen", &format!("127.0.0.1:{PORT}")])
+            .env("SLURM_MAINT_AGENT_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{PORT}");
+    let slurm = AgentClient::new(&url, TOKEN, Duration::from_secs(30)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while slurm.snapshot("batch").await.is_err() {
+        assert!(Instant::now() < deadline, "agent did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every node back in service (an earlier test may have left one down).
+    for n in ["node1", "node2", "node3"] {
+        let _ = Command::new("scontrol")
+            .args(["update", &format!("NodeName={n}"), "State=RESUME"])
+            .output();
+    }
+    let boot_before: BTreeMap<String, Option<Timestamp>> = slurm
+        .snapshot("batch")
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .map(|n| (n.name, n.boot_time))
+        .collect();
+    // A user job on node1 with a 1-minute limit: node1's reservation must start after it.
+    let job = sh(&[
+        "sbatch",
+        "--parsable",
+        "-o",
+        "/dev/null",
+        "-p",
+        "batch",
+        "-w",
+        "node1",
+        "-t",
+        "1",
+        "--wrap",
+        "sleep 30",
+    ]);
+    let job: u64 = job.trim().parse().unwrap();
+    let campaign = Timestamp::now();
+
+    let c = TestCluster::start("live").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "agent-token"},
+        "stringData": {"token": TOKEN}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(c.client.clone(), &c.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let ctx = Arc::new(Context::new(
+        c.client.clone(),
+        Arc::new(AgentConnector::new(
+            c.client.clone(),
+            Duration::from_secs(30),
+            None,
+            None,
+        )),
+        controller::wall_clock(),
+        Pace::default(),
+        Leadership::always(),
+        "live",
+    ));
+    let (stop, mut rx) = watch::channel(false);
+    let task = tokio::spawn(controller::run(
+        ctx.clone(),
+        Some(c.namespace.clone()),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    let policy: MaintenancePolicy = serde_json::from_value(json!({
+        "apiVersion": "slurm-maint.io/v1alpha1",
+        "kind": "MaintenancePolicy",
+        "metadata": {"name": "live"},
+        "spec": {
+            "partition": "batch",
+            "nodelist": "node[1-3]",
+            "agent": {"url": url, "tokenSecretRef": {"name": "agent-token"}},
+            "budget": {"maxUnavailable": 2, "reservationLeadTime": "0s"},
+            "reservations": {"enabled": true, "duration": "1h"},
+            "reboots": {"enabled": true, "timeout": "2m"},
+            "interval": "5s",
+            "campaign": {"rebootRequiredBefore": campaign.to_string()},
+        }
+    }))
+    .unwrap();
+    let policies: Api<MaintenancePolicy> = Api::namespaced(c.client.clone(), &c.namespace);
+    policies
+        .patch(
+            "live",
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .unwrap();
+
+    // Watch Slurm while the campaign runs: nodes of ours out of service at once.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut most_out = 0;
+    let mut job_end = None;
+    let done = loop {
+        let snap = slurm.snapshot("batch").await.unwrap();
+        let out = snap
+            .nodes
+            .iter()
+            .filter(|n| !n.state.in_service() || n.state.has("MAINTENANCE"))
+            .count();
+        most_out = most_out.max(out);
+        if job_end.is_none() && !snap.jobs.iter().any(|j| j.id == job) {
+            job_end = Some(Timestamp::now());
+        }
+        let p = policies.get("live").await.unwrap();
+        let progressing = p.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.r#type == "Progressing")
+                .map(|c| c.reason.clone())
+        });
+        if progressing.as_deref() == Some(reason::CAMPAIGN_COMPLETE) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "campaign not done in 300 s: {:#?}",
+            p.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = stop.send(true);
+    let _ = task.await;
+
+    assert!(most_out <= 2, "{most_out} nodes out at once, 2 allowed");
+    let st = done.status.unwrap();
+    assert_eq!((st.phases.completed, st.nodes_needing_work), (3, 3));
+    let items = Api::<NodeMaintenance>::namespaced(c.client.clone(), &c.namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let after = slurm.snapshot("batch").await.unwrap();
+    for nm in &items {
+        let s = nm.status.clone().unwrap();
+        assert_eq!(s.phase, Phase::Completed, "{}: {s:?}", nm.name_any());
+        assert_eq!(s.attempts, 1, "{} rebooted once", nm.spec.node_name);
+        let n = after
+            .nodes
+            .iter()
+            .find(|n| n.name == nm.spec.node_name)
+            .unwrap();
+        assert!(
+            n.boot_time > boot_before[&n.name] && n.boot_time.unwrap() > campaign,
+            "{} has a new BootTime",
+            n.name
+        );
+        assert!(
+            n.state.in_service(),
+            "{} back in service: {}",
+            n.name,
+            n.state
+        );
+    }
+    // node1 was rebooted only after the user's job ended by itself.
+    let node1 = items
+        .iter()
+        .find(|nm| nm.spec.node_name == "node1")
+        .unwrap();
+    let issued = node1.status.as_ref().unwrap().reboot_issued_at.unwrap();
+    let job_end = job_end.expect("the job ended");
+    assert!(
+        issued >= job_end - jiff::SignedDuration::from_secs(1),
+        "reboot at {issued}, job ended {job_end}"
+    );
+    // Nothing of ours is left in Slurm.
+    assert!(
+        after
+            .reservations
+            .iter()
+            .all(|r| !r.name.starts_with("slurm-maint")),
+        "{:?}",
+        after.reservations
+    );
+    c.cleanup().await;
+}
