@@ -986,6 +986,13 @@ impl State {
         if new == old || dry_run {
             return Ok(Self::present(kind, new));
         }
+        if let Some(managers) = self.applied.get_mut(&key) {
+            let mut changed = FieldSet::new();
+            diff_paths(&old, &new, &mut vec![], &mut changed);
+            for fields in managers.values_mut() {
+                fields.retain(|p| !changed.iter().any(|c| c.starts_with(p) || p.starts_with(c)));
+            }
+        }
         let stored = self.push(key.clone(), "MODIFIED", new, Some(old));
         if stored.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&stored).is_empty()
         {
@@ -1328,6 +1335,28 @@ fn applied_fields(kind: &Kind, patch: &Value, status_only: bool) -> FieldSet {
         }
     });
     out
+}
+
+/// Leaf paths whose values differ; a write takes ownership of these from apply managers.
+fn diff_paths(old: &Value, new: &Value, path: &mut Vec<String>, out: &mut FieldSet) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
+                if x != y {
+                    path.push(k.clone());
+                    diff_paths(x, y, path, out);
+                    path.pop();
+                }
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
 }
 
 fn remove_path(obj: &mut Value, path: &[String]) {

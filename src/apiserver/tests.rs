@@ -358,6 +358,25 @@ async fn server_side_apply_creates_updates_and_needs_a_field_manager() {
         "fields the manager stopped applying are removed, other managers' fields stay"
     );
     assert!(updated.metadata.labels.unwrap_or_default().is_empty());
+    api.patch(
+        "ssa",
+        &PatchParams::default(),
+        &merge(json!({"data": {"y": "edited"}})),
+    )
+    .await
+    .unwrap();
+    let without_y = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "ssa"}, "data": {"w": "4"}});
+    let after = api
+        .patch("ssa", &pp, &Patch::Apply(&without_y))
+        .await
+        .unwrap();
+    let data = after.data.unwrap();
+    assert_eq!(
+        data.get("y").map(String::as_str),
+        Some("edited"),
+        "a field another writer changed is no longer the applier's to remove"
+    );
 
     let req =
         axum::http::Request::patch(format!("/api/v1/namespaces/{}/configmaps/ssa", c.namespace))
