@@ -322,6 +322,7 @@ async fn collection(
                 rv,
                 params.truthy("allowWatchBookmarks"),
                 timeout,
+                table,
             ))
         }
         Method::GET => {
@@ -532,10 +533,20 @@ fn watch(
     rv: Option<u64>,
     bookmarks: bool,
     timeout: Option<Duration>,
+    table: bool,
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
-        let line = |v: Value| Bytes::from(format!("{v}\n"));
+        let line = |mut v: Value| {
+            if table && matches!(v["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+                let rv = v["object"]["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or_default();
+                v["object"] = to_table(&kind, &[v["object"].take()], rv);
+            }
+            Bytes::from(format!("{v}\n"))
+        };
         let mut notify = server.lock().subscribe();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let (initial, mut cursor) = match rv {

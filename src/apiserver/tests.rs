@@ -991,6 +991,35 @@ async fn kubectl_can_use_the_served_api() {
     }
     let p2 = kubectl(&path, &["get", "mpol", "p2", "-o", "json"], None).await;
     assert!(p2.contains("\"maxUnavailable\": 2"), "{p2}");
+    let mut watch = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["get", "mpol", "--watch", "--output-watch-events"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut seen = vec![];
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("kubectl get --watch printed")
+            .unwrap()
+            .expect("a line");
+        seen.push(line);
+    }
+    assert!(
+        seen[0].starts_with("EVENT") && seen[0].contains("PARTITION"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("ADDED") && l.contains("p2")),
+        "{seen:?}"
+    );
+    drop(watch);
     kubectl(&path, &["delete", "mpol", "p1", "p2"], None).await;
     let none = kubectl(&path, &["get", "mpol"], None).await;
     assert!(none.contains("No resources found"), "{none}");
