@@ -631,13 +631,19 @@ cmd_env() {
     echo "export SLURM_MAINT_E2E_KUBECONFIG=$(printf '%q' "$KUBECONFIG_OUT")"
 }
 
-case "${1:-}" in
-    install) cmd_install ;;
-    build) cmd_build ;;
-    up) cmd_up ;;
-    down) cmd_down ;;
-    clean) cmd_clean ;;
-    status) cmd_status ;;
-    env) cmd_env ;;
-    *) echo "usage: $0 install|build|up|down|clean|status|env" >&2; exit 2 ;;
-esac
+main() {
+    case "${1:-}" in
+        install) cmd_install ;;
+        build) cmd_build ;;
+        up) cmd_up ;;
+        down) cmd_down ;;
+        clean) cmd_clean ;;
+        status) cmd_status ;;
+        env) cmd_env ;;
+        *) echo "usage: $0 install|build|up|down|clean|status|env" >&2; exit 2 ;;
+    esac
+}
+
+# `exit` on the same line: bash never reads past it, so editing this file while
+# a long `build` runs cannot make the running instance execute stray lines.
+main "$@"; exit $?
