@@ -191,6 +191,7 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
     };
     let dry_run = params.dry_run()?;
     let mut st = server.lock();
+    st.strict = params.get("fieldValidation") == Some("Strict");
     match method {
         Method::GET if table => {
             let obj = st.get(&kind, ns, name)?;
@@ -358,7 +359,9 @@ async fn collection(
                 ));
             }
             let body = parse_json(bytes)?;
-            let obj = server.lock().create(kind, ns, body, params.dry_run()?)?;
+            let mut st = server.lock();
+            st.strict = params.get("fieldValidation") == Some("Strict");
+            let obj = st.create(kind, ns, body, params.dry_run()?)?;
             Ok(json_response(201, &obj))
         }
         Method::DELETE => {

@@ -309,6 +309,8 @@ pub(crate) struct PatchBody {
 
 pub(crate) struct State {
     pub rv: u64,
+    /// `fieldValidation=Strict` for the request being served.
+    pub strict: bool,
     pub compacted: u64,
     kinds: Vec<Kind>,
     objects: BTreeMap<Key, Value>,
@@ -321,6 +323,7 @@ impl State {
     pub fn new() -> Self {
         let mut st = State {
             rv: 0,
+            strict: false,
             compacted: 0,
             kinds: vec![],
             objects: BTreeMap::new(),
@@ -639,7 +642,7 @@ impl State {
         if kind.is_crd() {
             validate_crd(kind, &name, &obj)?;
         }
-        validate::admit(kind, &name, &mut obj, None)?;
+        validate::admit(kind, &name, &mut obj, None, self.strict)?;
         let key = Self::key(kind, ns, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(kind, &name));
@@ -980,7 +983,7 @@ impl State {
         if kind.is_crd() {
             validate_crd(kind, &key.name, &new)?;
         }
-        validate::admit(kind, &key.name, &mut new, Some(&old))?;
+        validate::admit(kind, &key.name, &mut new, Some(&old), self.strict)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         new["apiVersion"] = old["apiVersion"].clone();
         if new == old || dry_run {

@@ -58,8 +58,9 @@ fn dyn_api<K: kube::Resource<DynamicType = ()>>(c: &TestCluster) -> Api<DynamicO
     )
 }
 
-/// Whether the server evaluates CEL `x-kubernetes-validations` (1.25 and newer).
-async fn has_cel(c: &TestCluster) -> bool {
+/// Whether the server is 1.25 or newer: evaluates CEL `x-kubernetes-validations` and
+/// honours `fieldValidation`.
+async fn modern(c: &TestCluster) -> bool {
     let v = c.client.apiserver_version().await.unwrap();
     v.minor.trim_end_matches('+').parse::<u32>().unwrap_or(0) >= 25
 }
@@ -792,6 +793,27 @@ async fn custom_resources_are_validated_defaulted_and_pruned() {
     assert_eq!(e.code, 422);
     assert!(e.message.contains("should match"), "{}", e.message);
 
+    let mut strict = policy("strict", json!({"maxUnavailable": 2}));
+    strict.data["spec"]["unknownField"] = json!(true);
+    policies
+        .create(&PostParams::default(), &strict)
+        .await
+        .unwrap();
+    if modern(&c).await {
+        let pp = PatchParams::default().validation_strict();
+        let e = api_err(
+            policies
+                .patch("strict", &pp, &merge(json!({"spec": {"typo": 1}})))
+                .await,
+        );
+        assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+        assert!(
+            e.message.contains("unknown field \"spec.typo\""),
+            "{}",
+            e.message
+        );
+    }
+
     let mut good = policy("good", json!({"maxUnavailable": 2}));
     good.data["spec"]["unknownField"] = json!(true);
     let created = policies
@@ -805,7 +827,7 @@ async fn custom_resources_are_validated_defaulted_and_pruned() {
         created.data["spec"]
     );
 
-    if has_cel(&c).await {
+    if modern(&c).await {
         let e = api_err(
             policies
                 .create(

@@ -8,12 +8,32 @@ use super::store::{ApiError, Kind, Result};
 
 type Cause = (String, String, &'static str);
 
-/// Prunes, defaults and validates `obj` in place; 422 Invalid on failure.
-pub(crate) fn admit(kind: &Kind, name: &str, obj: &mut Value, old: Option<&Value>) -> Result<()> {
+/// Prunes, defaults and validates `obj` in place; 422 Invalid on failure, 400 when
+/// `strict` (`fieldValidation=Strict`) and the object has fields the schema does not know.
+pub(crate) fn admit(
+    kind: &Kind,
+    name: &str,
+    obj: &mut Value,
+    old: Option<&Value>,
+    strict: bool,
+) -> Result<()> {
     let Some(schema) = &kind.schema else {
         return Ok(());
     };
-    prune(schema, obj, true);
+    let mut removed = vec![];
+    prune(schema, obj, true, "", &mut removed);
+    if strict && !removed.is_empty() {
+        let fields: Vec<String> = removed
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "{k} in version \"{v}\" cannot be handled as a {k}: strict decoding error: {}",
+            fields.join(", "),
+            k = kind.kind,
+            v = kind.version,
+        )));
+    }
     *obj = apply_defaults(schema, obj);
     let mut causes = vec![];
     check(schema, obj, "", true, &mut causes);
@@ -83,7 +103,7 @@ fn flag(schema: &Value, name: &str) -> bool {
 }
 
 /// Drops fields the schema does not know and nulls the schema does not allow.
-fn prune(schema: &Value, v: &mut Value, root: bool) {
+fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, removed: &mut Vec<String>) {
     if flag(schema, "x-kubernetes-int-or-string") {
         return;
     }
@@ -106,20 +126,21 @@ fn prune(schema: &Value, v: &mut Value, root: bool) {
                         if map[&k].is_null() && !flag(s, "nullable") {
                             map.remove(&k);
                         } else if let Some(child) = map.get_mut(&k) {
-                            prune(s, child, false);
+                            prune(s, child, false, &join(path, &k), removed);
                         }
                     }
                     None if preserve || additional == Some(&Value::Bool(true)) => {}
                     None => {
                         map.remove(&k);
+                        removed.push(join(path, &k));
                     }
                 }
             }
         }
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
-                for item in items {
-                    prune(s, item, false);
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(s, item, false, &format!("{path}[{i}]"), removed);
                 }
             }
         }
