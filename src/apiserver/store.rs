@@ -626,6 +626,7 @@ impl State {
             meta.insert("generation".into(), 1.into());
         }
         validate_name(kind, &name)?;
+        validate_metadata(kind, &name, &obj)?;
         if kind.namespaced {
             self.namespace_ready(ns.unwrap_or_default())?;
         }
@@ -980,6 +981,7 @@ impl State {
         mut new: Value,
         dry_run: bool,
     ) -> Result<Value> {
+        validate_metadata(kind, &key.name, &new)?;
         if kind.is_crd() {
             validate_crd(kind, &key.name, &new)?;
         }
@@ -1250,6 +1252,110 @@ fn validate_name(kind: &Kind, name: &str) -> Result<()> {
             "FieldValueInvalid",
         )],
     ))
+}
+
+fn is_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => {
+            !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+                && prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && prefix.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && is_name_part(name)
+        }
+        None => is_name_part(s),
+    }
+}
+
+/// Label, annotation, finalizer and owner-reference rules every real server enforces.
+fn validate_metadata(kind: &Kind, name: &str, obj: &Value) -> Result<()> {
+    const KEY: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    const VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    let meta = &obj["metadata"];
+    let mut causes: Vec<(String, String, &str)> = vec![];
+    let invalid = |field: &str, value: &str, why: &str| {
+        (
+            field.to_string(),
+            format!("Invalid value: \"{value}\": {why}"),
+            "FieldValueInvalid",
+        )
+    };
+    for (field, map) in [
+        ("labels", &meta["labels"]),
+        ("annotations", &meta["annotations"]),
+    ] {
+        for (k, v) in map.as_object().into_iter().flatten() {
+            if !is_qualified_name(k) {
+                causes.push(invalid(&format!("metadata.{field}"), k, KEY));
+            }
+            match v.as_str() {
+                Some(v) if field == "labels" && !(v.is_empty() || is_name_part(v)) => {
+                    causes.push(invalid("metadata.labels", v, VALUE));
+                }
+                Some(_) => {}
+                None => causes.push(invalid(
+                    &format!("metadata.{field}"),
+                    &v.to_string(),
+                    "must be a string",
+                )),
+            }
+        }
+    }
+    for (i, f) in meta["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let f = f.as_str().unwrap_or_default();
+        if !is_qualified_name(f) {
+            causes.push(invalid(&format!("metadata.finalizers[{i}]"), f, KEY));
+        }
+    }
+    let refs = meta["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, r) in refs.iter().enumerate() {
+        for field in ["apiVersion", "kind", "name", "uid"] {
+            if r[field].as_str().is_none_or(str::is_empty) {
+                causes.push((
+                    format!("metadata.ownerReferences[{i}].{field}"),
+                    format!("Invalid value: \"\": {field} must not be empty"),
+                    "FieldValueInvalid",
+                ));
+            }
+        }
+    }
+    if refs
+        .iter()
+        .filter(|r| r["controller"] == json!(true))
+        .count()
+        > 1
+    {
+        causes.push((
+            "metadata.ownerReferences".into(),
+            "Invalid value: []: Only one reference can have Controller set to true".into(),
+            "FieldValueInvalid",
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(kind, name, &causes))
+    }
 }
 
 fn validate_crd(kind: &Kind, name: &str, crd: &Value) -> Result<()> {

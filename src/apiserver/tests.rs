@@ -165,6 +165,17 @@ async fn crud_not_found_and_already_exists() {
             .await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    for labels in [json!({"ok": "not ok!"}), json!({"bad key": "v"})] {
+        let e = api_err(
+            api.create(&PostParams::default(), &cm("labelled", labels))
+                .await,
+        );
+        assert_eq!(e.code, 422, "{}", e.message);
+    }
+    let mut finalized = cm("finalized", json!({}));
+    finalized.metadata.finalizers = Some(vec!["not a finalizer".into()]);
+    let e = api_err(api.create(&PostParams::default(), &finalized).await);
+    assert_eq!(e.code, 422, "{}", e.message);
     let elsewhere: Api<ConfigMap> = Api::namespaced(c.client.clone(), "nowhere");
     let e = api_err(
         elsewhere
