@@ -1105,3 +1105,52 @@ async fn runtime_watcher_relists_after_expired_history() {
     }
     panic!("the watcher never caught up after 410 Expired");
 }
+
+#[tokio::test]
+async fn json_patch_dry_run_and_bookmarks() {
+    let s = ApiServer::new();
+    let client = s.client();
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("j", json!({"a": "1"})))
+        .await
+        .unwrap();
+    let ops = json!([
+        {"op": "test", "path": "/metadata/labels/a", "value": "1"},
+        {"op": "add", "path": "/data", "value": {"x": "1"}},
+        {"op": "replace", "path": "/metadata/labels/a", "value": "2"},
+    ]);
+    let req = axum::http::Request::patch("/api/v1/namespaces/default/configmaps/j")
+        .header("content-type", "application/json-patch+json")
+        .body(serde_json::to_vec(&ops).unwrap())
+        .unwrap();
+    let patched: ConfigMap = client.request(req).await.unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["a"], "2");
+    assert_eq!(patched.data.unwrap()["x"], "1");
+
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let would = api.create(&dry, &cm("ghost", json!({}))).await.unwrap();
+    assert_eq!(would.metadata.name.as_deref(), Some("ghost"));
+    assert_eq!(api_err(api.get("ghost").await).code, 404);
+
+    let rv = api
+        .get("j")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let events: Vec<_> = api
+        .watch(&WatchParams::default().timeout(6), &rv)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        matches!(events.as_slice(), [WatchEvent::Bookmark(b)] if b.metadata.resource_version == rv),
+        "{events:?}"
+    );
+}
