@@ -27,5 +27,12 @@ trap 'bash tests/slurm/cluster.sh down' EXIT
 eval "$(bash tests/slurm/cluster.sh env)"
 export SLURM_MAINT_LIVE=1
 
-echo "== tests"
+echo "== tests (embedded API server)"
 cargo test --all-targets
+
+echo "== e2e against a real kube-apiserver 1.20, built from Debian's source (first run ~7 min)"
+K8S_PRELOAD_CRDS=1 bash tests/k8s/apiserver.sh up
+trap 'bash tests/k8s/apiserver.sh down; bash tests/slurm/cluster.sh down' EXIT
+eval "$(bash tests/k8s/apiserver.sh env)"
+cargo test --test e2e --test controller_live
+cargo test --lib apiserver::
