@@ -208,9 +208,10 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
                 "application/merge-patch+json" => PatchKind::Merge,
                 "application/strategic-merge-patch+json" if kind.crd.is_none() => PatchKind::Merge,
                 "application/json-patch+json" => PatchKind::Json,
-                "application/apply-patch+yaml" => {
-                    PatchKind::Apply(params.get("fieldManager").unwrap_or_default().to_string())
-                }
+                "application/apply-patch+yaml" => PatchKind::Apply {
+                    manager: params.get("fieldManager").unwrap_or_default().to_string(),
+                    force: params.truthy("force"),
+                },
                 _ => {
                     return Err(ApiError::new(
                         415,
@@ -226,7 +227,7 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
                     ));
                 }
             };
-            let body = if let PatchKind::Apply(_) = how {
+            let body = if let PatchKind::Apply { .. } = how {
                 if params.get("fieldManager").is_none_or(str::is_empty) {
                     return Err(ApiError {
                         details: Some(json!({"group": "meta.k8s.io", "kind": "PatchOptions",

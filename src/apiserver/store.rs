@@ -294,7 +294,7 @@ pub(crate) struct DeleteOpts {
 /// How a PATCH body applies; server-side apply names its field manager.
 pub(crate) enum PatchKind {
     Merge,
-    Apply(String),
+    Apply { manager: String, force: bool },
     Json,
 }
 
@@ -810,13 +810,13 @@ impl State {
     ) -> Result<Value> {
         let PatchBody { how, body: patch } = patch;
         let applied = match &how {
-            PatchKind::Apply(manager) => Some((
+            PatchKind::Apply { manager, .. } => Some((
                 format!("{manager}{}", if status_only { "/status" } else { "" }),
                 applied_fields(kind, &patch, status_only),
             )),
             _ => None,
         };
-        if let PatchKind::Apply(_) = how {
+        if let PatchKind::Apply { .. } = how {
             let mut p = patch.clone();
             Self::check_type_meta(kind, &mut p, true)?;
             Self::check_ns_and_name(kind, &p, ns, name)?;
@@ -848,9 +848,12 @@ impl State {
         let mut patched = old.clone();
         match how {
             PatchKind::Merge => merge_patch(&mut patched, &patch),
-            PatchKind::Apply(_) => {
-                deep_merge(&mut patched, &patch);
+            PatchKind::Apply { force, .. } => {
                 if let Some((manager, fields)) = &applied {
+                    if !force {
+                        self.check_conflicts(kind, &key, manager, fields, &old, &patch)?;
+                    }
+                    deep_merge(&mut patched, &patch);
                     self.drop_unapplied(&key, manager, fields, &mut patched);
                 }
             }
@@ -870,6 +873,58 @@ impl State {
             self.applied.entry(key).or_default().insert(manager, fields);
         }
         Ok(written)
+    }
+
+    /// 409 when a non-forced apply changes a field another apply manager owns.
+    fn check_conflicts(
+        &self,
+        kind: &Kind,
+        key: &Key,
+        manager: &str,
+        fields: &FieldSet,
+        old: &Value,
+        patch: &Value,
+    ) -> Result<()> {
+        let Some(managers) = self.applied.get(key) else {
+            return Ok(());
+        };
+        let at = |v: &Value, p: &[String]| p.iter().try_fold(v, |v, k| v.get(k)).cloned();
+        let mut conflicts = vec![];
+        for (other, owned) in managers.iter().filter(|(m, _)| *m != manager) {
+            for p in fields.intersection(owned) {
+                if at(old, p) != at(patch, p) {
+                    let who = other.trim_end_matches("/status");
+                    conflicts.push((
+                        format!(".{}", p.join(".")),
+                        format!("conflict with \"{who}\""),
+                    ));
+                }
+            }
+        }
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let n = conflicts.len();
+        let list: Vec<String> = conflicts.iter().map(|(f, m)| format!("{m}: {f}")).collect();
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(f, m)| json!({"reason": "FieldManagerConflict", "message": m, "field": f}))
+            .collect();
+        Err(ApiError {
+            details: Some(
+                json!({"name": key.name, "group": kind.group, "kind": kind.plural,
+                                 "causes": causes}),
+            ),
+            ..ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {n} conflict{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    list.join(", ")
+                ),
+            )
+        })
     }
 
     /// Removes fields `manager` applied before but no longer applies, unless another

@@ -390,6 +390,35 @@ async fn server_side_apply_creates_updates_and_needs_a_field_manager() {
         "a field another writer changed is no longer the applier's to remove"
     );
 
+    let takeover = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "ssa"}, "data": {"w": "5"}});
+    let e = api_err(
+        api.patch(
+            "ssa",
+            &PatchParams::apply("other"),
+            &Patch::Apply(&takeover),
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.contains("conflict with \"test\""),
+        "{}",
+        e.message
+    );
+    let same = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "ssa"}, "data": {"w": "4", "z": "3"}});
+    api.patch("ssa", &PatchParams::apply("other"), &Patch::Apply(&same))
+        .await
+        .expect("applying a value the owner also applies is no conflict");
+    api.patch(
+        "ssa",
+        &PatchParams::apply("other").force(),
+        &Patch::Apply(&takeover),
+    )
+    .await
+    .unwrap();
+
     let req =
         axum::http::Request::patch(format!("/api/v1/namespaces/{}/configmaps/ssa", c.namespace))
             .header("content-type", "application/apply-patch+yaml")
