@@ -9,6 +9,7 @@
 
 pub mod harness;
 mod http;
+mod patch;
 mod store;
 mod validate;
 

@@ -2,7 +2,7 @@
 //! defaulting, OpenAPI value checks and CEL `x-kubernetes-validations`.
 
 use kube::core::cel::{ErrorKind, Validator, apply_defaults};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::store::{ApiError, Kind, Result};
 
@@ -387,4 +387,189 @@ fn matches_pattern(s: &str, pattern: &str) -> Option<bool> {
         Ok(Cel::Bool(b)) => Some(b),
         _ => None,
     })
+}
+
+/// Object names: DNS-1123 subdomains, or labels for namespaces.
+pub(crate) fn validate_name(kind: &Kind, name: &str) -> Result<()> {
+    let label = kind.is_namespace();
+    let max = if label { 63 } else { 253 };
+    let ok_char =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.');
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.chars().all(ok_char)
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        return Ok(());
+    }
+    let what = if label {
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+    } else {
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+    };
+    Err(ApiError::invalid(
+        kind,
+        name,
+        &[(
+            "metadata.name".into(),
+            format!("Invalid value: \"{name}\": {what}"),
+            "FieldValueInvalid",
+        )],
+    ))
+}
+
+fn is_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => {
+            !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+                && prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && prefix.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && is_name_part(name)
+        }
+        None => is_name_part(s),
+    }
+}
+
+/// Label, annotation, finalizer and owner-reference rules every real server enforces.
+pub(crate) fn validate_metadata(kind: &Kind, name: &str, obj: &Value) -> Result<()> {
+    const KEY: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    const VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    let meta = &obj["metadata"];
+    let mut causes: Vec<(String, String, &str)> = vec![];
+    let invalid = |field: &str, value: &str, why: &str| {
+        (
+            field.to_string(),
+            format!("Invalid value: \"{value}\": {why}"),
+            "FieldValueInvalid",
+        )
+    };
+    for (field, map) in [
+        ("labels", &meta["labels"]),
+        ("annotations", &meta["annotations"]),
+    ] {
+        for (k, v) in map.as_object().into_iter().flatten() {
+            if !is_qualified_name(k) {
+                causes.push(invalid(&format!("metadata.{field}"), k, KEY));
+            }
+            match v.as_str() {
+                Some(v) if field == "labels" && !(v.is_empty() || is_name_part(v)) => {
+                    causes.push(invalid("metadata.labels", v, VALUE));
+                }
+                Some(_) => {}
+                None => causes.push(invalid(
+                    &format!("metadata.{field}"),
+                    &v.to_string(),
+                    "must be a string",
+                )),
+            }
+        }
+    }
+    for (i, f) in meta["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let f = f.as_str().unwrap_or_default();
+        if !is_qualified_name(f) {
+            causes.push(invalid(&format!("metadata.finalizers[{i}]"), f, KEY));
+        }
+    }
+    let refs = meta["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, r) in refs.iter().enumerate() {
+        for field in ["apiVersion", "kind", "name", "uid"] {
+            if r[field].as_str().is_none_or(str::is_empty) {
+                causes.push((
+                    format!("metadata.ownerReferences[{i}].{field}"),
+                    format!("Invalid value: \"\": {field} must not be empty"),
+                    "FieldValueInvalid",
+                ));
+            }
+        }
+    }
+    if refs
+        .iter()
+        .filter(|r| r["controller"] == json!(true))
+        .count()
+        > 1
+    {
+        causes.push((
+            "metadata.ownerReferences".into(),
+            "Invalid value: []: Only one reference can have Controller set to true".into(),
+            "FieldValueInvalid",
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(kind, name, &causes))
+    }
+}
+
+pub(crate) fn validate_crd(kind: &Kind, name: &str, crd: &Value) -> Result<()> {
+    let spec = &crd["spec"];
+    let plural = spec.pointer("/names/plural").and_then(Value::as_str);
+    let group = spec["group"].as_str();
+    let mut causes = vec![];
+    match (plural, group) {
+        (Some(p), Some(g)) if name == format!("{p}.{g}") => {}
+        (Some(p), Some(g)) => causes.push((
+            "metadata.name".into(),
+            format!(
+                "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group ({p}.{g})"
+            ),
+            "FieldValueInvalid",
+        )),
+        _ => causes.push((
+            "spec".into(),
+            "Required value: group and names.plural are required".into(),
+            "FieldValueRequired",
+        )),
+    }
+    if spec
+        .pointer("/names/kind")
+        .and_then(Value::as_str)
+        .is_none()
+    {
+        causes.push((
+            "spec.names.kind".into(),
+            "Required value".into(),
+            "FieldValueRequired",
+        ));
+    }
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    if versions
+        .iter()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .count()
+        != 1
+    {
+        causes.push((
+            "spec.versions".into(),
+            "Invalid value: must have exactly one version marked as storage version".into(),
+            "FieldValueInvalid",
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(kind, name, &causes))
+    }
 }
