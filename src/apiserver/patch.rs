@@ -14,6 +14,14 @@ pub(crate) type FieldSet = BTreeSet<Vec<String>>;
 /// system metadata excluded, and only status (or everything but status) per endpoint.
 pub(crate) fn applied_fields(kind: &Kind, patch: &Value, status_only: bool) -> FieldSet {
     fn walk(v: &Value, path: &mut Vec<String>, out: &mut FieldSet) {
+        if let (Some(key), Value::Array(items)) = (item_key(path), v) {
+            for item in items {
+                let mut p = path.clone();
+                p.push(key(item));
+                out.insert(p);
+            }
+            return;
+        }
         match v {
             Value::Object(m) if !m.is_empty() => {
                 for (k, child) in m {
@@ -49,6 +57,17 @@ pub(crate) fn applied_fields(kind: &Kind, patch: &Value, status_only: bool) -> F
 
 /// Leaf paths whose values differ; a write takes ownership of these from apply managers.
 pub(crate) fn diff_paths(old: &Value, new: &Value, path: &mut Vec<String>, out: &mut FieldSet) {
+    if let (Some(key), Some(a), Some(b)) = (item_key(path), old.as_array(), new.as_array()) {
+        let find = |list: &[Value], k: &str| list.iter().find(|i| key(i) == k).cloned();
+        for k in a.iter().chain(b).map(key) {
+            if find(a, &k) != find(b, &k) {
+                let mut p = path.clone();
+                p.push(k);
+                out.insert(p);
+            }
+        }
+        return;
+    }
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
@@ -69,10 +88,33 @@ pub(crate) fn diff_paths(old: &Value, new: &Value, path: &mut Vec<String>, out: 
     }
 }
 
+/// Lists Kubernetes merges by item rather than replacing: `metadata.finalizers` (a set)
+/// and `metadata.ownerReferences` (a map keyed by uid); gives the item's key.
+fn item_key(path: &[String]) -> Option<fn(&Value) -> String> {
+    match path {
+        [m, f] if m == "metadata" && f == "finalizers" => {
+            Some(|v| v.as_str().unwrap_or_default().to_string())
+        }
+        [m, f] if m == "metadata" && f == "ownerReferences" => {
+            Some(|v| v["uid"].as_str().unwrap_or_default().to_string())
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn remove_path(obj: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
+    if let Some(key) = item_key(parents) {
+        if let Some(items) = obj
+            .pointer_mut(&format!("/{}", parents.join("/")))
+            .and_then(Value::as_array_mut)
+        {
+            items.retain(|i| key(i) != *last);
+        }
+        return;
+    }
     let mut cur = obj;
     for p in parents {
         match cur.get_mut(p) {
@@ -104,10 +146,41 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Server-side apply, approximated: maps merge recursively, everything else is replaced,
-/// explicit nulls remove.
+/// Server-side apply, approximated: maps merge recursively, finalizers and owner
+/// references merge by item, other lists and scalars are replaced, explicit nulls remove.
 pub(crate) fn deep_merge(target: &mut Value, applied: &Value) {
+    let before: Vec<(String, Value)> = ["finalizers", "ownerReferences"]
+        .iter()
+        .filter_map(|f| {
+            Some((
+                f.to_string(),
+                target.pointer(&format!("/metadata/{f}"))?.clone(),
+            ))
+        })
+        .collect();
     merge_patch(target, applied);
+    for (field, old) in before {
+        let path = ["metadata".to_string(), field.clone()];
+        let (Some(key), Some(old), Some(new)) = (
+            item_key(&path),
+            old.as_array(),
+            applied
+                .pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_array),
+        ) else {
+            continue;
+        };
+        let mut merged: Vec<Value> = old
+            .iter()
+            .map(|o| new.iter().find(|n| key(n) == key(o)).unwrap_or(o).clone())
+            .collect();
+        merged.extend(
+            new.iter()
+                .filter(|n| !old.iter().any(|o| key(o) == key(n)))
+                .cloned(),
+        );
+        target["metadata"][field] = Value::Array(merged);
+    }
 }
 
 /// RFC 6902 JSON patch (add, remove, replace, test, move, copy).

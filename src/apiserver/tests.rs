@@ -419,6 +419,29 @@ async fn server_side_apply_creates_updates_and_needs_a_field_manager() {
     .await
     .unwrap();
 
+    for (manager, finalizer) in [("a", "example.com/a"), ("b", "example.com/b")] {
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "fin", "finalizers": [finalizer]}});
+        api.patch("fin", &PatchParams::apply(manager), &Patch::Apply(&body))
+            .await
+            .unwrap();
+    }
+    let both = api.get("fin").await.unwrap().metadata.finalizers.unwrap();
+    assert_eq!(
+        both,
+        ["example.com/a", "example.com/b"],
+        "finalizers are a set"
+    );
+    let none = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fin"}});
+    api.patch("fin", &PatchParams::apply("a"), &Patch::Apply(&none))
+        .await
+        .unwrap();
+    let left = api.get("fin").await.unwrap().metadata.finalizers.unwrap();
+    assert_eq!(left, ["example.com/b"]);
+    api.patch("fin", &PatchParams::apply("b"), &Patch::Apply(&none))
+        .await
+        .unwrap();
+
     let req =
         axum::http::Request::patch(format!("/api/v1/namespaces/{}/configmaps/ssa", c.namespace))
             .header("content-type", "application/apply-patch+yaml")
