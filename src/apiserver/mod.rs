@@ -50,7 +50,8 @@ impl ApiServer {
         }
     }
 
-    /// [`ApiServer::new`] with the given CRDs created (and so their kinds served).
+    /// [`ApiServer::new`] with the given CRDs created (and so their kinds served);
+    /// panics on a CRD the server refuses.
     pub fn with_crds(crds: &[CustomResourceDefinition]) -> Self {
         let server = Self::new();
         {
