@@ -4,7 +4,7 @@
 //! for a seed: a busy workload keeps every free node running jobs, so maintenance has to
 //! go through reservations, exactly as on a real cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
@@ -87,6 +87,28 @@ pub struct SimConfig {
     /// Fraction of nodes idle at the start.
     pub idle_pct: f64,
     pub job_mix: JobMix,
+    /// Nodes given one by one instead of drawn (`nodes`, `down_at_start`, the fates,
+    /// `idle_pct` and the first jobs are then taken from the trace).
+    pub trace: Option<Vec<TraceNode>>,
+    /// Land new jobs on free nodes (a busy cluster). Off: the workload is only the
+    /// first jobs, so every node's release time is known from the start.
+    pub refill: bool,
+    /// Process events once per `advance` (at its end) instead of one by one at their
+    /// own instants: much faster for big partitions, accurate to the step.
+    pub coarse: bool,
+}
+
+/// One node of a trace-driven partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceNode {
+    /// When its running job ends, from the start; `None`: idle.
+    pub job_end: Option<SignedDuration>,
+    pub preemptable: bool,
+    /// How long each of its reboots takes, seconds.
+    pub reboot_secs: u64,
+    pub fate: RebootFate,
+    /// Drained by ops at the start.
+    pub down: bool,
 }
 
 impl Default for SimConfig {
@@ -103,6 +125,9 @@ impl Default for SimConfig {
             preemptable_pct: 0.2,
             idle_pct: 0.05,
             job_mix: JobMix::default(),
+            trace: None,
+            refill: true,
+            coarse: false,
         }
     }
 }
@@ -119,11 +144,18 @@ pub struct SimStats {
     pub samples: u64,
     /// Slurm commands the real agent would have run (4 per snapshot).
     pub commands: u64,
+    /// Node-seconds out of service (down, drained, rebooting or in an active MAINT
+    /// reservation), nodes drained by ops at the start excepted; see [`SimCluster::sample_for`].
+    pub out_node_secs: f64,
+    /// Node-seconds out of service while up and running no job (held idle).
+    pub idle_out_node_secs: f64,
+    /// Samples at which more nodes were out than the given limit.
+    pub over_limit_samples: u64,
 }
 
 /// How a node's next reboot ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fate {
+pub enum RebootFate {
     Ok,
     FailOnce,
     Never,
@@ -152,7 +184,11 @@ struct SimNode {
     drain: bool,
     reason: Option<String>,
     boot: Boot,
-    fate: Fate,
+    fate: RebootFate,
+    /// Fixed reboot duration (trace), else drawn per reboot.
+    reboot_secs: Option<u64>,
+    /// Drained by ops at the start.
+    ops: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -169,7 +205,13 @@ struct Inner {
     now: Timestamp,
     nodes: Vec<SimNode>,
     jobs: BTreeMap<u64, SimJob>,
+    /// Job ids by node.
+    by_node: HashMap<String, BTreeSet<u64>>,
+    /// (true end, id) of every job.
+    ends: BTreeSet<(Timestamp, u64)>,
     reservations: BTreeMap<String, Reservation>,
+    /// Reservation names by node.
+    resv_by_node: HashMap<String, BTreeSet<String>>,
     next_job: u64,
     stats: SimStats,
 }
@@ -206,13 +248,69 @@ impl Inner {
     }
 
     fn busy(&self, node: &str) -> bool {
-        self.jobs.values().any(|j| j.job.nodes[0] == node)
+        self.by_node.get(node).is_some_and(|j| !j.is_empty())
+    }
+
+    fn add_job(&mut self, j: SimJob) {
+        let id = j.job.id;
+        self.by_node
+            .entry(j.job.nodes[0].clone())
+            .or_default()
+            .insert(id);
+        self.ends.insert((j.true_end, id));
+        self.jobs.insert(id, j);
+    }
+
+    fn remove_job(&mut self, id: u64) -> Option<SimJob> {
+        let j = self.jobs.remove(&id)?;
+        if let Some(ids) = self.by_node.get_mut(&j.job.nodes[0]) {
+            ids.remove(&id);
+        }
+        self.ends.remove(&(j.true_end, id));
+        Some(j)
+    }
+
+    fn remove_jobs_on(&mut self, node: &str) -> Vec<SimJob> {
+        let ids: Vec<u64> = self
+            .by_node
+            .get(node)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        ids.into_iter()
+            .filter_map(|id| self.remove_job(id))
+            .collect()
+    }
+
+    fn add_resv(&mut self, r: Reservation) {
+        for n in &r.nodes {
+            self.resv_by_node
+                .entry(n.clone())
+                .or_default()
+                .insert(r.name.clone());
+        }
+        self.reservations.insert(r.name.clone(), r);
+    }
+
+    fn remove_resv(&mut self, name: &str) -> Option<Reservation> {
+        let r = self.reservations.remove(name)?;
+        for n in &r.nodes {
+            if let Some(s) = self.resv_by_node.get_mut(n) {
+                s.remove(name);
+            }
+        }
+        Some(r)
+    }
+
+    fn resvs_on(&self, node: &str) -> impl Iterator<Item = &Reservation> {
+        self.resv_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.reservations.get(name))
     }
 
     fn active_resv(&self, node: &str) -> Option<&Reservation> {
-        self.reservations
-            .values()
-            .find(|r| r.is_active_at(self.now) && r.nodes.iter().any(|n| n == node))
+        self.resvs_on(node).find(|r| r.is_active_at(self.now))
     }
 
     fn state(&self, n: &SimNode) -> NodeState {
@@ -294,6 +392,9 @@ impl Inner {
 
     /// Land a new job on every free, schedulable node whose reservations allow it.
     fn fill(&mut self) {
+        if !self.cfg.refill {
+            return;
+        }
         for i in 0..self.nodes.len() {
             let n = &self.nodes[i];
             if n.drain || n.boot != Boot::Up || self.busy(&n.name) {
@@ -305,11 +406,11 @@ impl Inner {
             }
             let job = self.draw_job(&name, 0);
             let end = job.job.end_time;
-            let blocked = self.reservations.values().any(|r| {
-                r.nodes.contains(&name) && r.end > self.now && end.is_none_or(|e| r.start < e)
-            });
+            let blocked = self
+                .resvs_on(&name)
+                .any(|r| r.end > self.now && end.is_none_or(|e| r.start < e));
             if !blocked {
-                self.jobs.insert(job.job.id, job);
+                self.add_job(job);
             }
         }
     }
@@ -317,7 +418,11 @@ impl Inner {
     /// Begin the reboot of an empty node.
     fn issue_reboot(&mut self, i: usize) {
         let (lo, hi) = self.cfg.reboot_secs;
-        let until = self.now + secs(self.rng.range(lo, hi));
+        let d = match self.nodes[i].reboot_secs {
+            Some(d) => d,
+            None => self.rng.range(lo, hi),
+        };
+        let until = self.now + secs(d);
         let n = &mut self.nodes[i];
         *self
             .stats
@@ -326,28 +431,27 @@ impl Inner {
             .or_default() += 1;
         n.drain = true;
         n.boot = match n.fate {
-            Fate::Never => Boot::Issued { until, fail: true },
-            Fate::FailOnce => {
-                n.fate = Fate::Ok;
+            RebootFate::Never => Boot::Issued { until, fail: true },
+            RebootFate::FailOnce => {
+                n.fate = RebootFate::Ok;
                 Boot::Issued { until, fail: true }
             }
-            Fate::Ok => Boot::Issued { until, fail: false },
+            RebootFate::Ok => Boot::Issued { until, fail: false },
         };
         let name = n.name.clone();
         // A reboot never waits for jobs: any still running would be killed.
-        for j in self.jobs.values().filter(|j| j.job.nodes[0] == name) {
+        for j in self.remove_jobs_on(&name) {
             if j.job.preemptable {
                 self.stats.preemptable_cancelled += 1;
             } else {
                 self.stats.non_preemptable_killed += 1;
             }
         }
-        self.jobs.retain(|_, j| j.job.nodes[0] != name);
     }
 
     /// The earliest pending event after now, if any.
     fn next_event(&self) -> Option<Timestamp> {
-        let jobs = self.jobs.values().map(|j| j.true_end);
+        let jobs = self.ends.first().map(|(t, _)| *t).into_iter();
         let resv = self
             .reservations
             .values()
@@ -364,11 +468,23 @@ impl Inner {
     /// Process everything due at or before now.
     fn settle(&mut self) {
         let now = self.now;
-        self.jobs.retain(|_, j| j.true_end > now);
-        self.reservations.retain(|_, r| r.end > now);
+        while let Some(&(end, id)) = self.ends.first() {
+            if end > now {
+                break;
+            }
+            self.remove_job(id);
+        }
+        let expired: Vec<String> = self
+            .reservations
+            .values()
+            .filter(|r| r.end <= now)
+            .map(|r| r.name.clone())
+            .collect();
+        for name in expired {
+            self.remove_resv(&name);
+        }
         for i in 0..self.nodes.len() {
-            let name = self.nodes[i].name.clone();
-            let busy = self.busy(&name);
+            let busy = self.busy(&self.nodes[i].name);
             let n = &mut self.nodes[i];
             match n.boot.clone() {
                 Boot::Requested if !busy => self.issue_reboot(i),
@@ -379,7 +495,7 @@ impl Inner {
                     n.reason = None;
                 }
                 Boot::Issued { until, fail: true } if until + secs(60) <= now => {
-                    let never = n.fate == Fate::Never;
+                    let never = n.fate == RebootFate::Never;
                     n.boot = Boot::Dead {
                         not_responding: never,
                     };
@@ -396,6 +512,11 @@ impl Inner {
     }
 
     fn advance_to(&mut self, t: Timestamp) {
+        if self.cfg.coarse {
+            self.now = self.now.max(t);
+            self.settle();
+            return;
+        }
         while let Some(e) = self.next_event().filter(|e| *e <= t) {
             self.now = self.now.max(e);
             self.settle();
@@ -442,8 +563,9 @@ impl Inner {
         if flags.iter().any(|f| f == "IGNORE_JOBS") {
             return Ok(());
         }
-        let busy = self.jobs.values().any(|j| {
-            j.job.nodes[0] == node && !j.job.preemptable && j.job.end_time.is_none_or(|e| e > start)
+        let busy = self.by_node.get(node).into_iter().flatten().any(|id| {
+            let j = &self.jobs[id];
+            !j.job.preemptable && j.job.end_time.is_none_or(|e| e > start)
         });
         if busy {
             return Err(SlurmError::Slurm {
@@ -490,19 +612,16 @@ impl Inner {
                 let start = start.filter(|t| *t > now).unwrap_or(now);
                 self.check_busy(node, start, flags)?;
                 let end = start + (*duration).max(SignedDuration::from_secs(60));
-                self.reservations.insert(
-                    name.clone(),
-                    Reservation {
-                        name: name.clone(),
-                        start,
-                        end,
-                        nodes: vec![node.clone()],
-                        flags: flags.clone(),
-                        users: users.clone(),
-                        accounts: accounts.clone(),
-                        partition: None,
-                    },
-                );
+                self.add_resv(Reservation {
+                    name: name.clone(),
+                    start,
+                    end,
+                    nodes: vec![node.clone()],
+                    flags: flags.clone(),
+                    users: users.clone(),
+                    accounts: accounts.clone(),
+                    partition: None,
+                });
                 done(true, format!("Reservation created: {name}"))
             }
             Action::UpdateReservationStart { name, start } => {
@@ -520,7 +639,7 @@ impl Inner {
             }
             Action::DeleteReservation { name } => {
                 owned(name)?;
-                let gone = self.reservations.remove(name).is_some();
+                let gone = self.remove_resv(name).is_some();
                 done(gone, format!("reservation {name} deleted"))
             }
             Action::CancelJob { job_id, .. } => match self.jobs.get(job_id) {
@@ -533,7 +652,7 @@ impl Inner {
                     ));
                 }
                 Some(_) => {
-                    self.jobs.remove(job_id);
+                    self.remove_job(*job_id);
                     self.stats.preemptable_cancelled += 1;
                     done(true, format!("job {job_id} cancelled"))
                 }
@@ -598,20 +717,31 @@ impl Inner {
 
 impl SimCluster {
     /// A partition as `cfg` describes it, at `cfg.start`.
-    pub fn new(cfg: SimConfig) -> Self {
+    pub fn new(mut cfg: SimConfig) -> Self {
         let mut rng = Rng::new(cfg.seed);
         let now = cfg.start;
+        let trace = cfg.trace.take();
+        if let Some(t) = &trace {
+            cfg.nodes = t.len();
+            cfg.down_at_start = t.iter().filter(|n| n.down).count();
+        }
         let mut nodes = Vec::with_capacity(cfg.nodes);
         for i in 0..cfg.nodes {
             let r = rng.unit();
-            let fate = if r < cfg.reboot_never_pct {
-                Fate::Never
+            let mut fate = if r < cfg.reboot_never_pct {
+                RebootFate::Never
             } else if r < cfg.reboot_never_pct + cfg.reboot_fail_once_pct {
-                Fate::FailOnce
+                RebootFate::FailOnce
             } else {
-                Fate::Ok
+                RebootFate::Ok
             };
-            let ops = i + cfg.down_at_start >= cfg.nodes;
+            let mut ops = i + cfg.down_at_start >= cfg.nodes;
+            let mut reboot_secs = None;
+            if let Some(t) = &trace {
+                fate = t[i].fate;
+                ops = t[i].down;
+                reboot_secs = Some(t[i].reboot_secs);
+            }
             nodes.push(SimNode {
                 name: format!("node{:03}", i + 1),
                 boot_time: now - secs(rng.range(86_400, 60 * 86_400)),
@@ -619,6 +749,8 @@ impl SimCluster {
                 reason: ops.then(|| "ops: bad DIMM".to_string()),
                 boot: Boot::Up,
                 fate,
+                reboot_secs,
+                ops,
             });
         }
         let mut inner = Inner {
@@ -627,17 +759,51 @@ impl SimCluster {
             now,
             nodes,
             jobs: BTreeMap::new(),
+            by_node: HashMap::new(),
+            ends: BTreeSet::new(),
             reservations: BTreeMap::new(),
+            resv_by_node: HashMap::new(),
             next_job: 1000,
             stats: SimStats::default(),
         };
         for i in 0..inner.nodes.len() {
+            let name = inner.nodes[i].name.clone();
+            if let Some(t) = &trace {
+                let (Some(end), false) = (t[i].job_end, t[i].down) else {
+                    continue;
+                };
+                let end = end.max(SignedDuration::from_secs(1));
+                inner.next_job += 1;
+                let id = inner.next_job;
+                let start = now - SignedDuration::from_hours(1);
+                let partition = if t[i].preemptable {
+                    SCAVENGER.to_string()
+                } else {
+                    inner.cfg.partition.clone()
+                };
+                inner.add_job(SimJob {
+                    job: Job {
+                        id,
+                        name: format!("job{id}"),
+                        user: "user".into(),
+                        partition,
+                        state: "RUNNING".into(),
+                        nodes: vec![name],
+                        qos: None,
+                        start_time: Some(start),
+                        end_time: Some(now + end),
+                        time_limit_secs: Some((end.as_secs() + 3600) as u64),
+                        preemptable: t[i].preemptable,
+                    },
+                    true_end: now + end,
+                });
+                continue;
+            }
             if inner.nodes[i].drain || inner.rng.unit() < inner.cfg.idle_pct {
                 continue;
             }
-            let name = inner.nodes[i].name.clone();
             let job = inner.draw_job(&name, 3600);
-            inner.jobs.insert(job.job.id, job);
+            inner.add_job(job);
         }
         Self(Arc::new(Mutex::new(inner)))
     }
@@ -677,6 +843,32 @@ impl SimCluster {
             .count();
         g.stats.samples += 1;
         g.stats.max_unavailable_or_down = g.stats.max_unavailable_or_down.max(count);
+        count
+    }
+
+    /// [`SimCluster::sample`], and integrate over the `dt` since the last sample the
+    /// nodes out (and out while up and idle), nodes drained by ops at the start excepted;
+    /// counts a sample with more than `limit` nodes out.
+    pub fn sample_for(&self, dt: SignedDuration, limit: usize) -> usize {
+        let count = self.sample();
+        let mut g = self.lock();
+        let (mut out, mut idle) = (0usize, 0usize);
+        for n in &g.nodes {
+            let s = g.state(n);
+            if n.ops || !(!s.in_service() || s.is_drained() || s.in_maintenance()) {
+                continue;
+            }
+            out += 1;
+            if n.boot == Boot::Up && !g.busy(&n.name) {
+                idle += 1;
+            }
+        }
+        let dt = dt.as_secs_f64();
+        g.stats.out_node_secs += out as f64 * dt;
+        g.stats.idle_out_node_secs += idle as f64 * dt;
+        if count > limit {
+            g.stats.over_limit_samples += 1;
+        }
         count
     }
 
