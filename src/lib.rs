@@ -6,6 +6,7 @@ pub mod api;
 pub mod apiserver;
 pub mod controller;
 pub mod demo;
+pub mod oci;
 pub mod plan;
 pub mod sim;
 pub mod slurm;

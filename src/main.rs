@@ -32,6 +32,9 @@ enum Command {
     /// Run a whole rolling-reboot campaign on an embedded default: in-process API
     /// server, simulated Slurm partition, the real controllers.
     Demo(slurm_maint::demo::DemoArgs),
+    /// Serve an emulator of the OCI Compute (maintenance events, instances), Work
+    /// Requests and Identity APIs on loopback, checking request signatures.
+    OciEmulator(Box<slurm_maint::oci::emulator::EmulatorArgs>),
 }
 
 fn init_logging(json: bool, default: &str) {
@@ -90,6 +93,10 @@ fn main() -> ExitCode {
         Command::Controller(args) => {
             init_logging(true, "info");
             block_on(slurm_maint::controller::cli::run(*args))
+        }
+        Command::OciEmulator(args) => {
+            init_logging(false, "warn");
+            block_on(slurm_maint::oci::emulator::run(*args))
         }
         Command::Demo(args) => {
             init_logging(false, "warn");

@@ -1,0 +1,1047 @@
+//! An emulator of the OCI Compute (instance maintenance events, instances), Work
+//! Requests and Identity (compartments) APIs, on loopback, for tests and the demo.
+//!
+//! Every API request must carry a valid draft-cavage signature from one of the
+//! configured public keys (401 NotAuthenticated otherwise, also for a `date` more than
+//! `maxClockSkewSeconds` off). Rescheduling an event creates a work request that goes
+//! ACCEPTED → IN_PROGRESS → SUCCEEDED; the event then goes SCHEDULED → STARTED →
+//! PROCESSING → SUCCEEDED (or the scripted FAILED/CANCELED) on the emulator's clock,
+//! which runs with real time and can be advanced (`POST /_emulator/advance?seconds=N`).
+
+pub mod scenario;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::{SignedDuration, Timestamp};
+use rsa::RsaPublicKey;
+
+use super::model::*;
+use super::retry::Jitter;
+use super::sign;
+pub use scenario::{Faults, Generate, Scenario, ScenarioCompartment, ScenarioEvent};
+
+/// The emulator's clock: real time plus a manual offset.
+#[derive(Debug)]
+struct EmuClock {
+    start_real: Instant,
+    start: Timestamp,
+    offset: Mutex<SignedDuration>,
+}
+
+impl EmuClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = SignedDuration::try_from(self.start_real.elapsed()).unwrap_or_default();
+        self.start + elapsed + *self.offset.lock().unwrap()
+    }
+}
+
+#[derive(Debug)]
+struct EventState {
+    event: InstanceMaintenanceEvent,
+    version: u64,
+    outcome: String,
+    work_request_outcome: String,
+    /// When the maintenance starts (set when a reschedule's work request succeeds, or
+    /// at the window with `autoStartAtWindow`).
+    start_at: Option<Timestamp>,
+    /// Work request of the last reschedule, not yet applied.
+    pending_wr: Option<String>,
+}
+
+impl EventState {
+    fn etag(&self) -> String {
+        format!("\"{:x}-{}\"", fnv(&self.event.id), self.version)
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[derive(Debug)]
+struct WrState {
+    wr: WorkRequest,
+    created: Timestamp,
+    outcome: String,
+    event_id: Option<String>,
+    errors: Vec<WorkRequestError>,
+    logs: Vec<WorkRequestLogEntry>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    key: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct EmuState {
+    compartments: Vec<Compartment>,
+    instances: BTreeMap<String, Instance>,
+    events: Vec<EventState>,
+    work_requests: BTreeMap<String, WrState>,
+    retry_tokens: HashMap<String, Cached>,
+    seq: u64,
+    requests: u64,
+}
+
+struct Shared {
+    scenario: Scenario,
+    clock: EmuClock,
+    keys: Vec<(String, RsaPublicKey)>,
+    faults: Mutex<Faults>,
+    dice: Jitter,
+    state: Mutex<EmuState>,
+}
+
+/// A running (or ready to run) emulator. Cheap to clone.
+#[derive(Clone)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("tenancy", &self.shared.scenario.tenancy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An API error answer: `{"code","message"}` with an `opc-request-id`.
+fn api_error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(serde_json::json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn not_found(what: &str, id: &str) -> Response {
+    api_error(
+        404,
+        "NotAuthorizedOrNotFound",
+        format!("{what} {id} not found or not authorized"),
+    )
+}
+
+fn json_ok<T: serde::Serialize>(status: u16, value: &T, headers: &[(String, String)]) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        axum::Json(value),
+    )
+        .into_response();
+    for (k, v) in headers {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::try_from(k.as_str()),
+            HeaderValue::from_str(v),
+        ) {
+            r.headers_mut().insert(n, v);
+        }
+    }
+    r
+}
+
+type Q = Query<HashMap<String, String>>;
+
+impl Emulator {
+    /// An emulator of `scenario` accepting requests signed by any of `keys`.
+    pub fn new(mut scenario: Scenario, keys: Vec<RsaPublicKey>) -> Self {
+        let now = Timestamp::now();
+        scenario.expand(now);
+        let mut st = EmuState::default();
+        for c in &scenario.compartments {
+            st.compartments.push(Compartment {
+                id: c.id.clone(),
+                compartment_id: c.parent.clone().unwrap_or_else(|| scenario.tenancy.clone()),
+                name: c.name.clone(),
+                description: format!("compartment {}", c.name),
+                time_created: Some(now),
+                lifecycle_state: c.lifecycle_state.clone(),
+            });
+        }
+        for i in &scenario.instances {
+            let mut i = i.clone();
+            if i.region.is_empty() {
+                i.region = scenario.region.clone();
+            }
+            if i.lifecycle_state.is_empty() {
+                i.lifecycle_state = "RUNNING".into();
+            }
+            if i.time_created.is_none() {
+                i.time_created = Some(now);
+            }
+            st.instances.insert(i.id.clone(), i);
+        }
+        for e in &scenario.events {
+            let mut event = e.event.clone();
+            if event.time_created.is_none() {
+                event.time_created = Some(now);
+            }
+            if event.lifecycle_state.is_empty() {
+                event.lifecycle_state = "SCHEDULED".into();
+            }
+            let start_at = (scenario.auto_start_at_window && event.lifecycle_state == "SCHEDULED")
+                .then_some(event.time_window_start)
+                .flatten();
+            st.events.push(EventState {
+                event,
+                version: 1,
+                outcome: e.outcome.clone(),
+                work_request_outcome: e.work_request_outcome.clone(),
+                start_at,
+                pending_wr: None,
+            });
+        }
+        let keys = keys
+            .into_iter()
+            .map(|k| (sign::fingerprint(&k), k))
+            .collect();
+        let faults = scenario.faults.clone();
+        let dice = Jitter::seeded(faults.seed);
+        Self {
+            shared: Arc::new(Shared {
+                scenario,
+                clock: EmuClock {
+                    start_real: Instant::now(),
+                    start: now,
+                    offset: Mutex::new(SignedDuration::ZERO),
+                },
+                keys,
+                faults: Mutex::new(faults),
+                dice,
+                state: Mutex::new(st),
+            }),
+        }
+    }
+
+    /// The tenancy OCID.
+    pub fn tenancy(&self) -> &str {
+        &self.shared.scenario.tenancy
+    }
+
+    /// The emulator's current time.
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Moves the emulator's clock forward.
+    pub fn advance(&self, d: Duration) {
+        let d = SignedDuration::try_from(d).unwrap_or_default();
+        *self.shared.clock.offset.lock().unwrap() += d;
+    }
+
+    /// Replaces the fault injection settings.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    /// API requests received (after signature checks and fault injection).
+    pub fn requests_served(&self) -> u64 {
+        self.shared.state.lock().unwrap().requests
+    }
+
+    /// The current state of an event (as a GET would show it).
+    pub fn event(&self, id: &str) -> Option<InstanceMaintenanceEvent> {
+        let mut st = self.shared.state.lock().unwrap();
+        self.shared.tick(&mut st);
+        st.events
+            .iter()
+            .find(|e| e.event.id == id)
+            .map(|e| e.event.clone())
+    }
+
+    /// The router: API under `/20160918`, control under `/_emulator`.
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .route("/20160918/instanceMaintenanceEvents", get(list_events))
+            .route(
+                "/20160918/instanceMaintenanceEvents/{id}",
+                get(get_event).put(update_event),
+            )
+            .route(
+                "/20160918/instances/{id}",
+                get(get_instance).post(instance_action),
+            )
+            .route("/20160918/workRequests/{id}", get(get_work_request))
+            .route(
+                "/20160918/workRequests/{id}/errors",
+                get(work_request_errors),
+            )
+            .route("/20160918/workRequests/{id}/logs", get(work_request_logs))
+            .route("/20160918/compartments", get(list_compartments))
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                authenticate,
+            ));
+        Router::new()
+            .route("/_emulator/advance", post(advance))
+            .route("/_emulator/state", get(dump_state))
+            .merge(api)
+            .fallback(|| async { api_error(404, "NotAuthorizedOrNotFound", "no such path") })
+            .layer(axum::middleware::from_fn(request_id))
+            .with_state(self.shared.clone())
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    /// Binds `addr` (port 0 for any), serves in a task, returns the address.
+    pub async fn start(
+        &self,
+        addr: &str,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let me = self.clone();
+        Ok((local, tokio::spawn(me.serve(listener))))
+    }
+}
+
+impl Shared {
+    fn step(&self) -> SignedDuration {
+        SignedDuration::try_from_secs_f64(self.scenario.step_seconds.max(0.0)).unwrap_or_default()
+    }
+
+    fn next_id(&self, st: &mut EmuState, kind: &str) -> String {
+        st.seq += 1;
+        format!("ocid1.{kind}.oc1..emu{:06}", st.seq)
+    }
+
+    /// Brings work requests and events up to the clock.
+    fn tick(&self, st: &mut EmuState) {
+        let now = self.clock.now();
+        let step = self.step();
+        let mut finished: Vec<(String, String, Timestamp)> = vec![];
+        for w in st.work_requests.values_mut() {
+            let t1 = w.created + step;
+            let t2 = w.created + step + step;
+            let before = w.wr.status.clone();
+            if now >= t2 {
+                w.wr.status = w.outcome.clone();
+                w.wr.percent_complete = 100.0;
+                w.wr.time_started = Some(t1);
+                w.wr.time_finished = Some(t2);
+            } else if now >= t1 {
+                w.wr.status = "IN_PROGRESS".into();
+                w.wr.percent_complete = 50.0;
+                w.wr.time_started = Some(t1);
+            }
+            if before != w.wr.status {
+                w.logs.push(WorkRequestLogEntry {
+                    message: format!("work request {}", w.wr.status),
+                    timestamp: now,
+                });
+                if w.wr.status == "FAILED" {
+                    w.errors.push(WorkRequestError {
+                        code: "InternalError".into(),
+                        message: "the maintenance could not be rescheduled".into(),
+                        timestamp: now,
+                    });
+                }
+                if w.wr.is_terminal()
+                    && let Some(eid) = &w.event_id
+                {
+                    finished.push((eid.clone(), w.wr.id.clone(), t2));
+                }
+            }
+        }
+        for (eid, wid, at) in finished {
+            let ok = st.work_requests[&wid].wr.status == "SUCCEEDED";
+            if let Some(e) = st.events.iter_mut().find(|e| e.event.id == eid)
+                && e.pending_wr.as_deref() == Some(wid.as_str())
+            {
+                e.pending_wr = None;
+                if ok {
+                    let window = e.event.time_window_start.unwrap_or(at);
+                    e.start_at = Some(window.max(at));
+                    e.version += 1;
+                }
+            }
+        }
+        for e in &mut st.events {
+            let Some(start) = e.start_at else { continue };
+            if !matches!(
+                e.event.lifecycle_state.as_str(),
+                "SCHEDULED" | "STARTED" | "PROCESSING"
+            ) {
+                continue;
+            }
+            let state = if now < start {
+                "SCHEDULED"
+            } else if e.outcome == "CANCELED" {
+                "CANCELED"
+            } else if now < start + step {
+                "STARTED"
+            } else if now < start + step + step {
+                "PROCESSING"
+            } else {
+                e.outcome.as_str()
+            };
+            if state != e.event.lifecycle_state {
+                let state = state.to_string();
+                if state != "SCHEDULED" && e.event.time_started.is_none() && state != "CANCELED" {
+                    e.event.time_started = Some(start);
+                }
+                if matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELED") {
+                    e.event.time_finished = Some(now);
+                    e.event.lifecycle_details = Some(format!("maintenance {state}"));
+                    if let Some(i) = st.instances.get_mut(&e.event.instance_id) {
+                        i.lifecycle_state = "RUNNING".into();
+                    }
+                }
+                e.event.lifecycle_state = state;
+                e.version += 1;
+            }
+        }
+    }
+}
+
+async fn request_id(req: Request, next: Next) -> Response {
+    let rid = req
+        .headers()
+        .get("opc-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut r = next.run(req).await;
+    let rid = rid.unwrap_or_else(|| format!("emu-{:016x}", Jitter::from_time().unit().to_bits()));
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        r.headers_mut().insert("opc-request-id", v);
+    }
+    r
+}
+
+/// Signature check, then fault injection.
+async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return api_error(400, "InvalidParameter", "unreadable body");
+    };
+    if let Err(why) = check_signature(&s, &parts, &bytes) {
+        tracing::debug!(%why, "emulator refused a request");
+        return api_error(
+            401,
+            "NotAuthenticated",
+            format!(
+                "The required information to complete authentication was not provided or was incorrect: {why}"
+            ),
+        );
+    }
+    let faults = s.faults.lock().unwrap().clone();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.error_rate > 0.0 && s.dice.unit() < faults.error_rate {
+        return if s.dice.unit() < 0.5 {
+            api_error(429, "TooManyRequests", "too many requests (injected)")
+        } else {
+            api_error(500, "InternalServerError", "internal error (injected)")
+        };
+    }
+    s.state.lock().unwrap().requests += 1;
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+fn check_signature(
+    s: &Shared,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<(), String> {
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let auth = header("authorization").ok_or("no authorization header")?;
+    let parsed = sign::parse_authorization(&auth)?;
+    let method = parts.method.as_str();
+    let mut required: Vec<&str> = sign::GENERIC_HEADERS.to_vec();
+    if sign::method_has_body(method) {
+        required.extend(sign::BODY_HEADERS);
+    }
+    for r in required {
+        if !parsed.headers.iter().any(|h| h == r) {
+            return Err(format!("header {r} is not signed"));
+        }
+    }
+    let date = header("date")
+        .or_else(|| header("x-date"))
+        .ok_or("no date header")?;
+    let ts = sign::parse_http_date(&date).ok_or("unreadable date header")?;
+    let skew = Timestamp::now().duration_since(ts).abs();
+    if skew > SignedDuration::from_secs(s.scenario.max_clock_skew_seconds) {
+        return Err(format!("the date header is {}s off", skew.as_secs()));
+    }
+    if sign::method_has_body(method) {
+        let sent = header("x-content-sha256").unwrap_or_default();
+        if sent != sign::content_sha256(body) {
+            return Err("x-content-sha256 does not match the body".into());
+        }
+        if header("content-length").and_then(|l| l.parse::<usize>().ok()) != Some(body.len()) {
+            return Err("content-length does not match the body".into());
+        }
+    }
+    let fp = parsed.key_id.rsplit('/').next().unwrap_or_default();
+    let key = s
+        .keys
+        .iter()
+        .find(|(f, _)| f == fp)
+        .map(|(_, k)| k)
+        .ok_or_else(|| format!("unknown key {}", parsed.key_id))?;
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    sign::verify(&parsed, method, pq, header, key)
+}
+
+fn page_of<T: Clone>(
+    items: &[T],
+    q: &HashMap<String, String>,
+    default: usize,
+) -> Result<(Vec<T>, Option<String>), Box<Response>> {
+    let limit = match q.get("limit") {
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(Box::new(api_error(
+                    400,
+                    "InvalidParameter",
+                    format!("invalid limit {l}"),
+                )));
+            }
+        },
+        None => default.max(1),
+    };
+    let start = match q.get("page") {
+        Some(p) => p
+            .strip_prefix("p")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                Box::new(api_error(
+                    400,
+                    "InvalidParameter",
+                    format!("invalid page {p}"),
+                ))
+            })?,
+        None => 0,
+    };
+    let end = (start + limit).min(items.len());
+    let slice = items
+        .get(start.min(items.len())..end)
+        .unwrap_or(&[])
+        .to_vec();
+    let next = (end < items.len()).then(|| format!("p{end}"));
+    Ok((slice, next))
+}
+
+fn paged<T: serde::Serialize + Clone>(
+    items: &[T],
+    q: &HashMap<String, String>,
+    default: usize,
+) -> Response {
+    match page_of(items, q, default) {
+        Ok((slice, next)) => {
+            let h: Vec<(String, String)> = next
+                .map(|n| vec![("opc-next-page".to_string(), n)])
+                .unwrap_or_default();
+            json_ok(200, &slice, &h)
+        }
+        Err(r) => *r,
+    }
+}
+
+fn parse_ts(q: &HashMap<String, String>, k: &str) -> Result<Option<Timestamp>, Box<Response>> {
+    q.get(k)
+        .map(|v| {
+            v.parse::<Timestamp>()
+                .map_err(|e| Box::new(api_error(400, "InvalidParameter", format!("{k}: {e}"))))
+        })
+        .transpose()
+}
+
+async fn list_events(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
+    let Some(comp) = q.get("compartmentId") else {
+        return api_error(400, "MissingParameter", "compartmentId is required");
+    };
+    let (gte, lte) = match (
+        parse_ts(&q, "timeWindowStartGreaterThanOrEqualTo"),
+        parse_ts(&q, "timeWindowStartLessThanOrEqualTo"),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return *r,
+    };
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    let eq = |k: &str, v: &str| q.get(k).is_none_or(|x| x == v);
+    let mut items: Vec<InstanceMaintenanceEvent> = st
+        .events
+        .iter()
+        .map(|e| &e.event)
+        .filter(|e| &e.compartment_id == comp)
+        .filter(|e| eq("instanceId", &e.instance_id))
+        .filter(|e| eq("lifecycleState", &e.lifecycle_state))
+        .filter(|e| eq("instanceAction", &e.instance_action))
+        .filter(|e| {
+            eq(
+                "correlationToken",
+                e.correlation_token.as_deref().unwrap_or(""),
+            )
+        })
+        .filter(|e| gte.is_none_or(|t| e.time_window_start.is_some_and(|w| w >= t)))
+        .filter(|e| lte.is_none_or(|t| e.time_window_start.is_some_and(|w| w <= t)))
+        .map(|e| InstanceMaintenanceEvent {
+            additional_details: None,
+            ..e.clone()
+        })
+        .collect();
+    match q.get("sortBy").map(String::as_str) {
+        None | Some("TIMECREATED") => {
+            items.sort_by(|a, b| (a.time_created, &a.id).cmp(&(b.time_created, &b.id)))
+        }
+        Some("DISPLAYNAME") => {
+            items.sort_by(|a, b| (&a.display_name, &a.id).cmp(&(&b.display_name, &b.id)))
+        }
+        Some(o) => return api_error(400, "InvalidParameter", format!("invalid sortBy {o}")),
+    }
+    match q.get("sortOrder").map(String::as_str) {
+        None | Some("ASC") => {}
+        Some("DESC") => items.reverse(),
+        Some(o) => return api_error(400, "InvalidParameter", format!("invalid sortOrder {o}")),
+    }
+    paged(&items, &q, s.scenario.default_page_size)
+}
+
+async fn get_event(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    match st.events.iter().find(|e| e.event.id == id) {
+        Some(e) => json_ok(200, &e.event, &[("etag".into(), e.etag())]),
+        None => not_found("InstanceMaintenanceEvent", &id),
+    }
+}
+
+fn cached(c: &Cached) -> Response {
+    let mut r = (
+        StatusCode::from_u16(c.status).unwrap_or(StatusCode::OK),
+        c.body.clone(),
+    )
+        .into_response();
+    for (k, v) in &c.headers {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::try_from(k.as_str()),
+            HeaderValue::from_str(v),
+        ) {
+            r.headers_mut().insert(n, v);
+        }
+    }
+    r
+}
+
+async fn update_event(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let token = h("opc-retry-token");
+    let key = format!("PUT {id}");
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    if let Some(t) = &token
+        && let Some(c) = st.retry_tokens.get(t)
+    {
+        if c.key == key {
+            return cached(c);
+        }
+        return api_error(
+            409,
+            "RetryTokenReused",
+            "the retry token was used for another request",
+        );
+    }
+    let now = s.clock.now();
+    let details: UpdateInstanceMaintenanceEventDetails = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => return api_error(400, "InvalidParameter", format!("body: {e}")),
+    };
+    let Some(idx) = st.events.iter().position(|e| e.event.id == id) else {
+        return not_found("InstanceMaintenanceEvent", &id);
+    };
+    let e = &st.events[idx];
+    if let Some(m) = h("if-match")
+        && m != e.etag()
+    {
+        return api_error(
+            412,
+            "NoEtagMatch",
+            format!("if-match {m} does not match the current etag"),
+        );
+    }
+    if e.event.lifecycle_state != "SCHEDULED" {
+        return api_error(
+            409,
+            "Conflict",
+            format!("the event is {}, not SCHEDULED", e.event.lifecycle_state),
+        );
+    }
+    if e.pending_wr.is_some() {
+        return api_error(409, "Conflict", "a reschedule of this event is in progress");
+    }
+    if let Some(w) = details.time_window_start {
+        if !e.event.can_reschedule {
+            return api_error(
+                409,
+                "Conflict",
+                "this maintenance event cannot be rescheduled (canReschedule is false)",
+            );
+        }
+        if w < now - SignedDuration::from_mins(1) {
+            return api_error(
+                400,
+                "InvalidParameter",
+                format!("timeWindowStart {w} is in the past"),
+            );
+        }
+        if let Some(due) = e.event.time_hard_due_date
+            && w > due
+        {
+            return api_error(
+                400,
+                "InvalidParameter",
+                format!("timeWindowStart {w} is after timeHardDueDate {due}"),
+            );
+        }
+    }
+    let wr_id = s.next_id(&mut st, "workrequest");
+    let e = &mut st.events[idx];
+    if let Some(w) = details.time_window_start {
+        e.event.time_window_start = Some(w);
+    }
+    if let Some(n) = details.display_name {
+        e.event.display_name = Some(n);
+    }
+    if let Some(t) = details.freeform_tags {
+        e.event.freeform_tags = t;
+    }
+    if let Some(t) = details.defined_tags {
+        e.event.defined_tags = t;
+    }
+    if let Some(c) = details.can_delete_local_storage {
+        e.event.can_delete_local_storage = Some(c);
+    }
+    e.version += 1;
+    let reschedules = details.time_window_start.is_some();
+    if reschedules {
+        e.pending_wr = Some(wr_id.clone());
+    }
+    let (outcome, comp, eid) = (
+        if reschedules {
+            e.work_request_outcome.clone()
+        } else {
+            "SUCCEEDED".into()
+        },
+        e.event.compartment_id.clone(),
+        e.event.id.clone(),
+    );
+    st.work_requests.insert(
+        wr_id.clone(),
+        WrState {
+            wr: WorkRequest {
+                id: wr_id.clone(),
+                operation_type: "UpdateInstanceMaintenanceEvent".into(),
+                status: "ACCEPTED".into(),
+                compartment_id: comp,
+                resources: vec![WorkRequestResource {
+                    entity_type: "instanceMaintenanceEvent".into(),
+                    action_type: "UPDATED".into(),
+                    identifier: eid.clone(),
+                    entity_uri: Some(format!("/20160918/instanceMaintenanceEvents/{eid}")),
+                }],
+                percent_complete: 0.0,
+                time_accepted: Some(now),
+                time_started: None,
+                time_finished: None,
+            },
+            created: now,
+            outcome,
+            event_id: reschedules.then_some(eid),
+            errors: vec![],
+            logs: vec![WorkRequestLogEntry {
+                message: "work request ACCEPTED".into(),
+                timestamp: now,
+            }],
+        },
+    );
+    let c = Cached {
+        key,
+        status: 202,
+        headers: vec![("opc-work-request-id".into(), wr_id)],
+        body: vec![],
+    };
+    let r = cached(&c);
+    if let Some(t) = token {
+        st.retry_tokens.insert(t, c);
+    }
+    r
+}
+
+async fn get_instance(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    match st.instances.get(&id) {
+        Some(i) => json_ok(
+            200,
+            i,
+            &[("etag".into(), format!("\"{:x}\"", fnv(&i.lifecycle_state)))],
+        ),
+        None => not_found("Instance", &id),
+    }
+}
+
+const ACTIONS: [&str; 9] = [
+    "STOP",
+    "START",
+    "SOFTRESET",
+    "RESET",
+    "SOFTSTOP",
+    "SENDDIAGNOSTICINTERRUPT",
+    "DIAGNOSTICREBOOT",
+    "REBOOTMIGRATE",
+    "SOFTRESET",
+];
+
+async fn instance_action(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Q,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action = q.get("action").cloned().unwrap_or_default();
+    if !ACTIONS.contains(&action.as_str()) {
+        return api_error(400, "InvalidParameter", format!("invalid action {action}"));
+    }
+    if !body.is_empty() && serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+        return api_error(400, "InvalidParameter", "body is not JSON");
+    }
+    let token = headers
+        .get("opc-retry-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let key = format!("POST {id} {action}");
+    let mut st = s.state.lock().unwrap();
+    if let Some(t) = &token
+        && let Some(c) = st.retry_tokens.get(t)
+    {
+        if c.key == key {
+            return cached(c);
+        }
+        return api_error(
+            409,
+            "RetryTokenReused",
+            "the retry token was used for another request",
+        );
+    }
+    let wr_id = s.next_id(&mut st, "workrequest");
+    let Some(inst) = st.instances.get_mut(&id) else {
+        return not_found("Instance", &id);
+    };
+    inst.lifecycle_state = match action.as_str() {
+        "STOP" | "SOFTSTOP" => "STOPPED",
+        _ => "RUNNING",
+    }
+    .into();
+    let c = Cached {
+        key,
+        status: 200,
+        headers: vec![
+            ("opc-work-request-id".into(), wr_id),
+            ("content-type".into(), "application/json".into()),
+        ],
+        body: serde_json::to_vec(inst).unwrap_or_default(),
+    };
+    let r = cached(&c);
+    if let Some(t) = token {
+        st.retry_tokens.insert(t, c);
+    }
+    r
+}
+
+async fn get_work_request(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    match st.work_requests.get(&id) {
+        Some(w) => json_ok(200, &w.wr, &[]),
+        None => not_found("WorkRequest", &id),
+    }
+}
+
+async fn work_request_errors(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Response {
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    match st.work_requests.get(&id) {
+        Some(w) => paged(&w.errors, &q, s.scenario.default_page_size),
+        None => not_found("WorkRequest", &id),
+    }
+}
+
+async fn work_request_logs(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Response {
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    match st.work_requests.get(&id) {
+        Some(w) => paged(&w.logs, &q, s.scenario.default_page_size),
+        None => not_found("WorkRequest", &id),
+    }
+}
+
+async fn list_compartments(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
+    let Some(root) = q.get("compartmentId") else {
+        return api_error(400, "MissingParameter", "compartmentId is required");
+    };
+    let subtree = q.get("compartmentIdInSubtree").is_some_and(|v| v == "true");
+    if subtree && root != &s.scenario.tenancy {
+        return api_error(
+            400,
+            "InvalidParameter",
+            "compartmentIdInSubtree is only allowed on the tenancy",
+        );
+    }
+    let st = s.state.lock().unwrap();
+    let mut items: Vec<Compartment> = st
+        .compartments
+        .iter()
+        .filter(|c| subtree || &c.compartment_id == root)
+        .filter(|c| {
+            q.get("lifecycleState")
+                .is_none_or(|l| l == &c.lifecycle_state)
+        })
+        .cloned()
+        .collect();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    paged(&items, &q, s.scenario.default_page_size)
+}
+
+async fn advance(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
+    let secs: f64 = q.get("seconds").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    if let Ok(d) = SignedDuration::try_from_secs_f64(secs.max(0.0)) {
+        *s.clock.offset.lock().unwrap() += d;
+    }
+    json_ok(
+        200,
+        &serde_json::json!({"now": s.clock.now().to_string()}),
+        &[],
+    )
+}
+
+async fn dump_state(State(s): State<Arc<Shared>>) -> Response {
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    let events: Vec<_> = st.events.iter().map(|e| &e.event).collect();
+    let wrs: Vec<_> = st.work_requests.values().map(|w| &w.wr).collect();
+    json_ok(
+        200,
+        &serde_json::json!({"now": s.clock.now().to_string(), "events": events, "workRequests": wrs, "requests": st.requests}),
+        &[],
+    )
+}
+
+/// `slurm-maint oci-emulator`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EmulatorArgs {
+    /// Address to listen on (port 0: any free port; the address is printed first).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Scenario file (YAML or JSON); none: a generated tenancy of 8 instances, 4 events.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// PEM public (or private) key whose signatures are accepted; repeatable.
+    #[arg(long = "public-key", required = true)]
+    pub public_keys: Vec<PathBuf>,
+    /// Override the scenario's injected error rate (429/500), in [0, 1].
+    #[arg(long)]
+    pub error_rate: Option<f64>,
+    /// Override the scenario's added latency per request.
+    #[arg(long)]
+    pub latency_ms: Option<u64>,
+}
+
+/// Runs the emulator until interrupted. Prints `listening on ADDR` on stdout first.
+pub async fn run(args: EmulatorArgs) -> Result<(), String> {
+    let mut scenario = match &args.scenario {
+        Some(p) => Scenario::parse(
+            &std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )?,
+        None => Scenario {
+            generate: Some(Generate {
+                compartments: 2,
+                instances: 8,
+                events: 4,
+                host_prefix: "gpu-".into(),
+                fault_ids: vec!["HPCRDMA-0002-02".into(), "HPCGPU-0001-01".into()],
+            }),
+            ..Scenario::default()
+        },
+    };
+    if let Some(r) = args.error_rate {
+        scenario.faults.error_rate = r;
+    }
+    if let Some(l) = args.latency_ms {
+        scenario.faults.latency_ms = l;
+    }
+    let mut keys = vec![];
+    for p in &args.public_keys {
+        let pem = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        keys.push(
+            super::config::parse_public_key(&pem).map_err(|e| format!("{}: {e}", p.display()))?,
+        );
+    }
+    let emu = Emulator::new(scenario, keys);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("{}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        r = emu.serve(listener) => r.map_err(|e| e.to_string()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

@@ -1,0 +1,249 @@
+//! The emulator's scenario: tenancy, compartments, instances, events (from a YAML or
+//! JSON file, or generated), lifecycle timing, outcomes and fault injection.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::oci::model::{Instance, InstanceMaintenanceEvent};
+
+/// A scenario file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scenario {
+    /// Tenancy OCID (the root compartment).
+    #[serde(default = "default_tenancy")]
+    pub tenancy: String,
+    /// Region reported on instances.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Compartments below the tenancy.
+    #[serde(default)]
+    pub compartments: Vec<ScenarioCompartment>,
+    /// Instances.
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+    /// Maintenance events.
+    #[serde(default)]
+    pub events: Vec<ScenarioEvent>,
+    /// Generated data added to the above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<Generate>,
+    /// Seconds of emulator clock per lifecycle step (work request ACCEPTED→IN_PROGRESS→
+    /// done; event STARTED→PROCESSING→done).
+    #[serde(default = "default_step")]
+    pub step_seconds: f64,
+    /// Events not rescheduled by the customer start by themselves at their window.
+    #[serde(default)]
+    pub auto_start_at_window: bool,
+    /// Largest accepted difference between a request's `date` and the real clock.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_seconds: i64,
+    /// Default page size of list calls.
+    #[serde(default = "default_page")]
+    pub default_page_size: usize,
+    /// Fault injection.
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+fn default_tenancy() -> String {
+    "ocid1.tenancy.oc1..emulator".into()
+}
+fn default_region() -> String {
+    "us-ashburn-1".into()
+}
+fn default_step() -> f64 {
+    1.0
+}
+fn default_skew() -> i64 {
+    300
+}
+fn default_page() -> usize {
+    100
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("the empty scenario parses")
+    }
+}
+
+/// A compartment below the tenancy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioCompartment {
+    /// OCID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Parent OCID; the tenancy when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// ACTIVE unless said otherwise.
+    #[serde(default = "active")]
+    pub lifecycle_state: String,
+}
+
+fn active() -> String {
+    "ACTIVE".into()
+}
+
+/// An event with the emulator's script for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioEvent {
+    /// The event as the API shows it.
+    #[serde(flatten)]
+    pub event: InstanceMaintenanceEvent,
+    /// How the maintenance ends once started: SUCCEEDED (default), FAILED or CANCELED.
+    #[serde(default = "succeeded")]
+    pub outcome: String,
+    /// How the work request of a reschedule ends: SUCCEEDED (default) or FAILED.
+    #[serde(default = "succeeded")]
+    pub work_request_outcome: String,
+}
+
+fn succeeded() -> String {
+    "SUCCEEDED".into()
+}
+
+/// Generated instances and events.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Generate {
+    /// Compartments to create below the tenancy.
+    #[serde(default = "one")]
+    pub compartments: usize,
+    /// Instances, spread over the compartments, named `<hostPrefix><n>`.
+    #[serde(default)]
+    pub instances: usize,
+    /// Events, one per instance from the first on.
+    #[serde(default)]
+    pub events: usize,
+    /// Host name prefix.
+    #[serde(default = "prefix")]
+    pub host_prefix: String,
+    /// Fault ids, assigned round-robin.
+    #[serde(default = "fault_ids")]
+    pub fault_ids: Vec<String>,
+}
+
+fn one() -> usize {
+    1
+}
+fn prefix() -> String {
+    "gpu-".into()
+}
+fn fault_ids() -> Vec<String> {
+    vec!["HPCRDMA-0002-02".into(), "HPCGPU-0001-01".into()]
+}
+
+/// Fault injection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Faults {
+    /// Share of API requests answered 429 or 500 (half each) instead, in [0, 1].
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Added latency of every API request.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Seed of the fault dice.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `additionalDetails.faultDetails` as the API encodes it: a JSON string holding a list.
+pub fn fault_details(ids: &[&str]) -> BTreeMap<String, String> {
+    let list: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "faultId": id,
+                "faultComponent": "GPU",
+                "customerDescription": format!("fault {id} detected"),
+                "impactDescription": "the instance must be reboot-migrated",
+                "impactType": "PERFORMANCE",
+                "recommendedAction": "reboot-migrate the instance",
+            })
+        })
+        .collect();
+    BTreeMap::from([(
+        "faultDetails".to_string(),
+        serde_json::Value::Array(list).to_string(),
+    )])
+}
+
+impl Scenario {
+    /// Parses YAML or JSON.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_yaml::from_str(text).map_err(|e| format!("scenario: {e}"))
+    }
+
+    /// Adds the generated data (relative to `now`) to the explicit data.
+    pub fn expand(&mut self, now: Timestamp) {
+        let Some(g) = self.generate.take() else {
+            return;
+        };
+        let comps: Vec<String> = (0..g.compartments.max(1))
+            .map(|i| format!("ocid1.compartment.oc1..gen{i}"))
+            .collect();
+        for (i, id) in comps.iter().enumerate() {
+            if !self.compartments.iter().any(|c| &c.id == id) {
+                self.compartments.push(ScenarioCompartment {
+                    id: id.clone(),
+                    name: format!("generated-{i}"),
+                    parent: None,
+                    lifecycle_state: active(),
+                });
+            }
+        }
+        for i in 0..g.instances {
+            let host = format!("{}{:03}", g.host_prefix, i + 1);
+            self.instances.push(Instance {
+                id: format!("ocid1.instance.oc1..gen{i}"),
+                compartment_id: comps[i % comps.len()].clone(),
+                availability_domain: "AD-1".into(),
+                display_name: Some(host.clone()),
+                lifecycle_state: "RUNNING".into(),
+                region: self.region.clone(),
+                shape: "BM.GPU.H100.8".into(),
+                time_created: Some(now),
+                freeform_tags: BTreeMap::from([("slurm-node".to_string(), host)]),
+            });
+        }
+        for i in 0..g.events.min(g.instances) {
+            let fault = g
+                .fault_ids
+                .get(i % g.fault_ids.len().max(1))
+                .cloned()
+                .unwrap_or_default();
+            self.events.push(ScenarioEvent {
+                event: InstanceMaintenanceEvent {
+                    id: format!("ocid1.instancemaintenanceevent.oc1..gen{i}"),
+                    instance_id: format!("ocid1.instance.oc1..gen{i}"),
+                    compartment_id: comps[i % comps.len()].clone(),
+                    maintenance_category: "FLEXIBLE".into(),
+                    maintenance_reason: "HARDWARE_REPLACEMENT".into(),
+                    instance_action: "REBOOT_MIGRATION".into(),
+                    alternative_resolution_actions: vec!["REBOOT_MIGRATION".into()],
+                    time_window_start: Some(now + SignedDuration::from_hours(24 * 7)),
+                    time_created: Some(now - SignedDuration::from_hours(1)),
+                    can_reschedule: true,
+                    lifecycle_state: "SCHEDULED".into(),
+                    created_by: "SYSTEM".into(),
+                    display_name: Some(format!("maintenance {i}")),
+                    start_window_duration: Some("PT2H".into()),
+                    estimated_duration: Some("PT30M".into()),
+                    time_hard_due_date: Some(now + SignedDuration::from_hours(24 * 14)),
+                    additional_details: (!fault.is_empty()).then(|| fault_details(&[&fault])),
+                    ..Default::default()
+                },
+                outcome: succeeded(),
+                work_request_outcome: succeeded(),
+            });
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Wire types of the OCI Compute, Work Requests and Identity APIs (the fields this
+//! project uses; enum-valued fields are kept as strings so unknown values never fail).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An instance maintenance event (`InstanceMaintenanceEvent`); list calls return the
+/// same fields without `additionalDetails` (`InstanceMaintenanceEventSummary`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceMaintenanceEvent {
+    pub id: String,
+    pub instance_id: String,
+    pub compartment_id: String,
+    /// EMERGENCY, MANDATORY, FLEXIBLE, OPTIONAL, NOTIFICATION.
+    #[serde(default)]
+    pub maintenance_category: String,
+    /// EVACUATION, ENVIRONMENTAL_FACTORS, DECOMMISSION, HARDWARE_REPLACEMENT, …
+    #[serde(default)]
+    pub maintenance_reason: String,
+    /// REBOOT_MIGRATION, TERMINATE, STOP, NONE.
+    #[serde(default)]
+    pub instance_action: String,
+    #[serde(default)]
+    pub alternative_resolution_actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_window_start: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_created: Option<Timestamp>,
+    #[serde(default)]
+    pub can_reschedule: bool,
+    /// SCHEDULED, STARTED, PROCESSING, SUCCEEDED, FAILED, CANCELED.
+    #[serde(default)]
+    pub lifecycle_state: String,
+    /// CUSTOMER, SYSTEM.
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_details: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_token: Option<String>,
+    /// ISO 8601 duration, e.g. `PT2H`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_window_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_hard_due_date: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_started: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_finished: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_delete_local_storage: Option<bool>,
+    /// Free-form string map; `faultDetails` holds a JSON-encoded list in the wild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_details: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub freeform_tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// `UpdateInstanceMaintenanceEventDetails`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateInstanceMaintenanceEventDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_window_start: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative_resolution_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_delete_local_storage: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeform_tags: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defined_tags: Option<BTreeMap<String, BTreeMap<String, Value>>>,
+}
+
+/// A Compute instance (the fields used here).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub id: String,
+    pub compartment_id: String,
+    #[serde(default)]
+    pub availability_domain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// RUNNING, STOPPED, STARTING, STOPPING, …
+    #[serde(default)]
+    pub lifecycle_state: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub shape: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_created: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub freeform_tags: BTreeMap<String, String>,
+}
+
+/// A resource touched by a work request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkRequestResource {
+    pub entity_type: String,
+    pub action_type: String,
+    pub identifier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_uri: Option<String>,
+}
+
+/// A work request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkRequest {
+    pub id: String,
+    #[serde(default)]
+    pub operation_type: String,
+    /// ACCEPTED, IN_PROGRESS, FAILED, SUCCEEDED, CANCELING, CANCELED.
+    pub status: String,
+    #[serde(default)]
+    pub compartment_id: String,
+    #[serde(default)]
+    pub resources: Vec<WorkRequestResource>,
+    #[serde(default)]
+    pub percent_complete: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_accepted: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_started: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_finished: Option<Timestamp>,
+}
+
+impl WorkRequest {
+    /// FAILED, SUCCEEDED or CANCELED.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.status.as_str(), "FAILED" | "SUCCEEDED" | "CANCELED")
+    }
+}
+
+/// One error of a work request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkRequestError {
+    pub code: String,
+    pub message: String,
+    pub timestamp: Timestamp,
+}
+
+/// One log entry of a work request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkRequestLogEntry {
+    pub message: String,
+    pub timestamp: Timestamp,
+}
+
+/// An Identity compartment (the tenancy is represented as one too).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compartment {
+    pub id: String,
+    /// The parent compartment (for the tenancy: itself).
+    pub compartment_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_created: Option<Timestamp>,
+    /// CREATING, ACTIVE, INACTIVE, DELETING, DELETED.
+    #[serde(default)]
+    pub lifecycle_state: String,
+}
+
+/// Filters of `ListInstanceMaintenanceEvents` (`compartmentId` is required).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListEventsFilter {
+    pub compartment_id: String,
+    pub instance_id: Option<String>,
+    pub lifecycle_state: Option<String>,
+    pub correlation_token: Option<String>,
+    pub instance_action: Option<String>,
+    pub time_window_start_gte: Option<Timestamp>,
+    pub time_window_start_lte: Option<Timestamp>,
+    /// Page size.
+    pub limit: Option<u32>,
+    /// TIMECREATED or DISPLAYNAME.
+    pub sort_by: Option<String>,
+    /// ASC or DESC.
+    pub sort_order: Option<String>,
+}
+
+impl ListEventsFilter {
+    /// All events of one compartment.
+    pub fn compartment(id: impl Into<String>) -> Self {
+        Self {
+            compartment_id: id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The query parameters, in a stable order.
+    pub fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = vec![("compartmentId", self.compartment_id.clone())];
+        let opt = |q: &mut Vec<(&'static str, String)>, k, v: &Option<String>| {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        };
+        opt(&mut q, "instanceId", &self.instance_id);
+        opt(&mut q, "lifecycleState", &self.lifecycle_state);
+        opt(&mut q, "correlationToken", &self.correlation_token);
+        opt(&mut q, "instanceAction", &self.instance_action);
+        if let Some(t) = self.time_window_start_gte {
+            q.push(("timeWindowStartGreaterThanOrEqualTo", t.to_string()));
+        }
+        if let Some(t) = self.time_window_start_lte {
+            q.push(("timeWindowStartLessThanOrEqualTo", t.to_string()));
+        }
+        if let Some(l) = self.limit {
+            q.push(("limit", l.to_string()));
+        }
+        opt(&mut q, "sortBy", &self.sort_by);
+        opt(&mut q, "sortOrder", &self.sort_order);
+        q
+    }
+}
