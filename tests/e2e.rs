@@ -589,34 +589,52 @@ async fn an_unreachable_agent_or_a_missing_token_degrades_the_policy() {
 }
 
 #[tokio::test]
-async fn deleting_the_policy_collects_its_node_maintenances() {
+async fn deleting_the_policy_withdraws_its_reservations_and_collects_its_work() {
     let c = TestCluster::start("gc").await;
-    let sim = sim(4, 9);
+    let sim = sim(6, 9);
     let ctl = Controller::start(&c, &sim, "e2e", false);
     apply_policy(
         &c,
-        &policy(
-            "roll",
-            json!({"reservations": {"enabled": false}, "reboots": {"enabled": false}}),
-        ),
+        &policy("roll", json!({"budget": {"maxUnavailablePercent": 50}})),
     )
     .await;
     wait_for_pass(&c, &sim, "roll").await;
-    assert_eq!(works(&c).await.len(), 4);
-    ctl.stop().await;
+    sim.advance(SignedDuration::from_mins(1));
+    let p = wait_for_pass(&c, &sim, "roll").await;
+    assert_eq!(p.finalizers(), ["slurm-maint.io/cleanup"]);
+    let ours = |sim: &SimCluster| {
+        sim.peek()
+            .reservations
+            .iter()
+            .filter(|r| r.name.starts_with("slurm-maint-"))
+            .count()
+    };
+    assert!(ours(&sim) > 0, "reservations were made");
+    assert_eq!(works(&c).await.len(), 6);
     Api::<MaintenancePolicy>::namespaced(c.client.clone(), &c.namespace)
         .delete("roll", &DeleteParams::background())
         .await
         .unwrap();
-    // A real cluster needs kube-controller-manager's garbage collector for this.
+    // The controller withdraws the reservations, then lets the policy go; the garbage
+    // collector (kube-controller-manager on a real cluster) takes the NodeMaintenances.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !works(&c).await.is_empty() {
+    loop {
+        let gone = Api::<MaintenancePolicy>::namespaced(c.client.clone(), &c.namespace)
+            .get_opt("roll")
+            .await
+            .unwrap()
+            .is_none();
+        if gone && works(&c).await.is_empty() {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "NodeMaintenances not collected"
+            "policy or NodeMaintenances not collected"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(ours(&sim), 0, "{:?}", sim.peek().reservations);
+    ctl.stop().await;
     c.cleanup().await;
 }
 

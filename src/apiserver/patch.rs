@@ -198,7 +198,9 @@ pub(crate) fn json_patch(mut doc: Value, ops: &Value) -> std::result::Result<Val
                 pointer_add(&mut doc, path, op["value"].clone())?;
             }
             "test" => {
-                if doc.pointer(path) != Some(&op["value"]) {
+                // As the real server (evanphx/json-patch): a missing member tests as null.
+                let found = doc.pointer(path).unwrap_or(&Value::Null);
+                if found != &op["value"] {
                     return Err(format!("testing value {path} failed"));
                 }
             }

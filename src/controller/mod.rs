@@ -47,6 +47,8 @@ pub enum Error {
     Token(String),
     #[error("invalid resource: {0}")]
     Invalid(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
 }
 
 impl Error {
@@ -58,6 +60,7 @@ impl Error {
             Self::Slurm(e) => e.metric_label(),
             Self::Token(_) => "token",
             Self::Invalid(_) => "invalid",
+            Self::Finalizer(_) => "finalizer",
         }
     }
 }

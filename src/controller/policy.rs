@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -38,6 +39,9 @@ fn per_node_estimate(policy: &MaintenancePolicy) -> jiff::SignedDuration {
     (r.timeout.as_span() / 2) + r.settle_time.as_span()
 }
 
+/// Finalizer on every policy: its reservations in Slurm are withdrawn before it goes.
+pub const FINALIZER: &str = "slurm-maint.io/cleanup";
+
 /// One reconcile of a policy.
 pub async fn reconcile(
     policy: Arc<MaintenancePolicy>,
@@ -46,9 +50,21 @@ pub async fn reconcile(
     if !ctx.leadership.is_leader() {
         return Ok(Requeue::requeue(std::time::Duration::from_secs(2)));
     }
-    if policy.meta().deletion_timestamp.is_some() {
-        return Ok(Requeue::await_change());
-    }
+    let api: Api<MaintenancePolicy> = Api::namespaced(ctx.client.clone(), &namespace(&policy)?);
+    finalizer(&api, FINALIZER, policy, |event| async {
+        match event {
+            FinalizerEvent::Apply(p) => apply(p, &ctx).await,
+            FinalizerEvent::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+async fn apply(policy: Arc<MaintenancePolicy>, ctx: &Context) -> Result<Requeue, Error> {
     let now = (ctx.clock)();
     let interval = policy.spec.interval.as_span();
     let status = policy.status.as_ref();
@@ -60,7 +76,7 @@ pub async fn reconcile(
         }
     }
     let started = Instant::now();
-    let result = pass(&policy, &ctx, now).await;
+    let result = pass(&policy, ctx, now).await;
     let secs = started.elapsed().as_secs_f64();
     ctx.metrics.reconciled(
         CONTROLLER,
@@ -68,6 +84,55 @@ pub async fn reconcile(
         result.as_ref().err().map(Error::metric_label),
     );
     result
+}
+
+/// The policy is being deleted: withdraw every reservation of its unfinished work.
+/// Nodes already rebooting finish on their own (Slurm resumes them); nothing new starts.
+/// If Slurm cannot be reached the policy stays (retried every interval); removing the
+/// finalizer by hand leaves the reservations to expire.
+async fn cleanup(policy: &MaintenancePolicy, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = namespace(policy)?;
+    let name = policy.name_any();
+    let slurm = ctx.connector.connect(policy).await?;
+    let snap = slurm.snapshot(&policy.spec.partition).await?;
+    let existing: std::collections::BTreeSet<&str> =
+        snap.reservations.iter().map(|r| r.name.as_str()).collect();
+    let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut withdrawn = vec![];
+    for nm in api.list(&ListParams::default()).await? {
+        if nm.spec.policy != name {
+            continue;
+        }
+        let Some(st) = nm.status.as_ref() else {
+            continue;
+        };
+        let Some(resv) = st.reservation_name.as_deref() else {
+            continue;
+        };
+        if st.phase == Phase::Completed || !existing.contains(resv) {
+            continue;
+        }
+        let action = Action::DeleteReservation { name: resv.into() };
+        slurm.execute(&action).await?;
+        withdrawn.push(nm.spec.node_name.clone());
+    }
+    publish(
+        ctx,
+        &policy.object_ref(&()),
+        EventType::Normal,
+        "CleanedUp",
+        "Delete",
+        if withdrawn.is_empty() {
+            "policy deleted: no reservation to withdraw".into()
+        } else {
+            format!(
+                "policy deleted: reservations withdrawn from {}",
+                withdrawn.join(", ")
+            )
+        },
+    )
+    .await;
+    Ok(Requeue::await_change())
 }
 
 /// Retry a failed pass after the policy's interval: never a storm.
