@@ -17,6 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq slurm-wlm "${missing[@]}" >/dev/null
 fi
 
+# The official OCI Python SDK, which tests/oci_sdk.rs drives against the OCI emulator.
+if ! python3 -c 'import oci' >/dev/null 2>&1; then
+  echo "== installing the OCI Python SDK (pip install oci)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-pip >/dev/null
+  fi
+  python3 -m pip install -q oci 2>/dev/null || python3 -m pip install -q --break-system-packages oci
+fi
+
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

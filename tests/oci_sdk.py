@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Drives `slurm-maint oci-emulator` with the unmodified official OCI Python SDK.
+
+Run by tests/oci_sdk.rs, which starts the emulator, makes the keys and the config files:
+
+    python3 tests/oci_sdk.py --endpoint http://127.0.0.1:PORT --config CFG \
+        --bad-config BADCFG --tenancy OCID --compartment OCID --fixed-event OCID
+
+Every check prints one line; the last line is 'N passed, N failed'.
+"""
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import oci
+
+try:
+    import requests
+except ImportError:  # the SDK vendors it
+    from oci._vendor import requests
+
+RESULTS = {"passed": 0, "failed": 0}
+
+
+def check(name, cond, detail=""):
+    if cond:
+        RESULTS["passed"] += 1
+        print(f"ok   {name}")
+    else:
+        RESULTS["failed"] += 1
+        print(f"FAIL {name} {detail}")
+
+
+def expect_service_error(name, fn, statuses, code=None):
+    try:
+        fn()
+    except oci.exceptions.ServiceError as e:
+        ok = e.status in statuses and (code is None or e.code == code)
+        check(name, ok and bool(e.request_id), f"got {e.status} {e.code} {e.message} rid={e.request_id}")
+        return e
+    check(name, False, "no ServiceError raised")
+    return None
+
+
+def advance(endpoint, seconds):
+    req = urllib.request.Request(f"{endpoint}/_emulator/advance?seconds={seconds}", method="POST")
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--bad-config", required=True)
+    ap.add_argument("--tenancy", required=True)
+    ap.add_argument("--compartment", required=True)
+    ap.add_argument("--fixed-event", required=True)
+    ap.add_argument("--expect-compartments", type=int, required=True)
+    ap.add_argument("--expect-events", type=int, required=True)
+    a = ap.parse_args()
+
+    config = oci.config.from_file(a.config)
+    oci.config.validate_config(config)
+    ep = a.endpoint
+    compute = oci.core.ComputeClient(config, service_endpoint=ep)
+    identity = oci.identity.IdentityClient(config, service_endpoint=ep)
+    wrs = oci.work_requests.WorkRequestClient(config, service_endpoint=ep)
+
+    # Identity: the subtree, paginated one by one; the tenancy itself is not listed.
+    comps = oci.pagination.list_call_get_all_results(
+        identity.list_compartments, a.tenancy,
+        compartment_id_in_subtree=True, access_level="ANY", lifecycle_state="ACTIVE", limit=1,
+    ).data
+    ids = [c.id for c in comps]
+    check("list_compartments subtree over pages", len(ids) == a.expect_compartments, ids)
+    check("tenancy not in list_compartments", a.tenancy not in ids)
+    check("compartments ACTIVE", all(c.lifecycle_state == "ACTIVE" for c in comps))
+
+    # Compute: events over several pages.
+    first = compute.list_instance_maintenance_events(a.compartment, limit=2)
+    check("first page has opc-next-page", first.has_next_page and len(first.data) == 2,
+          first.headers.get("opc-next-page"))
+    events = oci.pagination.list_call_get_all_results(
+        compute.list_instance_maintenance_events, a.compartment, limit=2).data
+    check("list_instance_maintenance_events all pages", len(events) == a.expect_events, len(events))
+    check("summaries are InstanceMaintenanceEventSummary",
+          all(isinstance(e, oci.core.models.InstanceMaintenanceEventSummary) for e in events))
+    check("enum values known to the SDK",
+          all(e.lifecycle_state == "SCHEDULED" and e.maintenance_category != "UNKNOWN_ENUM_VALUE"
+              and e.instance_action != "UNKNOWN_ENUM_VALUE" for e in events))
+    check("lifecycle filter", len(compute.list_instance_maintenance_events(
+        a.compartment, lifecycle_state="SUCCEEDED").data) == 0)
+    by_instance = compute.list_instance_maintenance_events(a.compartment, instance_id=events[0].instance_id).data
+    check("instance filter", [e.id for e in by_instance] == [events[0].id])
+
+    # The SDK's own signer on a bare request: the wire has no additionalDetails in a list.
+    signer = oci.signer.Signer(config["tenancy"], config["user"], config["fingerprint"], config["key_file"])
+    raw = requests.get(f"{ep}/20160918/instanceMaintenanceEvents",
+                       params={"compartmentId": a.compartment}, auth=signer)
+    check("raw list signed by oci.signer.Signer", raw.status_code == 200, raw.text[:200])
+    check("summaries lack additionalDetails on the wire",
+          isinstance(raw.json(), list) and all("additionalDetails" not in e for e in raw.json()))
+
+    # Get: additionalDetails with faultDetails (a JSON string holding a list), etag.
+    target = next(e for e in events if e.can_reschedule and e.id != a.fixed_event)
+    got = compute.get_instance_maintenance_event(target.id)
+    details = got.data.additional_details or {}
+    faults = json.loads(details.get("faultDetails", "[]"))
+    check("get has additionalDetails.faultDetails", isinstance(faults, list) and faults
+          and faults[0].get("faultId"), details)
+    check("get has an etag", bool(got.headers.get("etag")))
+    check("get is an InstanceMaintenanceEvent", isinstance(got.data, oci.core.models.InstanceMaintenanceEvent))
+
+    # Instances.
+    inst = compute.get_instance(target.instance_id).data
+    check("get_instance", inst.id == target.instance_id and inst.lifecycle_state == "RUNNING")
+    reset = compute.instance_action(target.instance_id, "SOFTRESET")
+    check("instance_action SOFTRESET", reset.data.id == target.instance_id)
+
+    # Update (reschedule) → work request → event lifecycle.
+    window = datetime.now(timezone.utc) + timedelta(seconds=30)
+    upd = compute.update_instance_maintenance_event(
+        target.id,
+        oci.core.models.UpdateInstanceMaintenanceEventDetails(
+            time_window_start=window, freeform_tags={"slurm-maint": "scheduled"}),
+        if_match=got.headers["etag"], opc_retry_token="sdk-proof-1")
+    wr_id = upd.headers.get("opc-work-request-id")
+    check("update returns opc-work-request-id", bool(wr_id), upd.headers)
+    seen = []
+    wr = None
+    for _ in range(200):
+        wr = wrs.get_work_request(wr_id).data
+        if not seen or seen[-1] != wr.status:
+            seen.append(wr.status)
+        if wr.status in ("SUCCEEDED", "FAILED", "CANCELED"):
+            break
+        advance(ep, 0.5)
+    check("work request ACCEPTED→IN_PROGRESS→SUCCEEDED", seen == ["ACCEPTED", "IN_PROGRESS", "SUCCEEDED"], seen)
+    check("work request resources name the event",
+          wr is not None and any(r.identifier == target.id for r in wr.resources))
+    logs = wrs.list_work_request_logs(wr_id).data
+    errs = wrs.list_work_request_errors(wr_id).data
+    check("work request logs and no errors", len(logs) >= 3 and len(errs) == 0)
+    states = []
+    for _ in range(300):
+        ev = compute.get_instance_maintenance_event(target.id).data
+        if not states or states[-1] != ev.lifecycle_state:
+            states.append(ev.lifecycle_state)
+        if ev.lifecycle_state in ("SUCCEEDED", "FAILED", "CANCELED"):
+            break
+        advance(ep, 1)
+    check("event SCHEDULED→STARTED→PROCESSING→SUCCEEDED",
+          states == ["SCHEDULED", "STARTED", "PROCESSING", "SUCCEEDED"], states)
+    check("event kept the freeform tag", ev.freeform_tags.get("slurm-maint") == "scheduled")
+    check("event has timeStarted/timeFinished", ev.time_started is not None and ev.time_finished is not None)
+
+    # Rejections.
+    other = next(e for e in events if e.can_reschedule and e.id not in (target.id, a.fixed_event))
+    full = compute.get_instance_maintenance_event(other.id).data
+    late = full.time_hard_due_date + timedelta(days=1)
+    expect_service_error(
+        "window past timeHardDueDate refused",
+        lambda: compute.update_instance_maintenance_event(
+            other.id, oci.core.models.UpdateInstanceMaintenanceEventDetails(time_window_start=late)),
+        (400, 409))
+    expect_service_error(
+        "canReschedule=false refused",
+        lambda: compute.update_instance_maintenance_event(
+            a.fixed_event, oci.core.models.UpdateInstanceMaintenanceEventDetails(
+                time_window_start=datetime.now(timezone.utc) + timedelta(hours=1))),
+        (400, 409))
+    expect_service_error(
+        "stale if-match refused",
+        lambda: compute.update_instance_maintenance_event(
+            other.id, oci.core.models.UpdateInstanceMaintenanceEventDetails(display_name="x"),
+            if_match='"stale"'),
+        (412,), "NoEtagMatch")
+    expect_service_error("unknown event is 404",
+                         lambda: compute.get_instance_maintenance_event("ocid1.instancemaintenanceevent.oc1..nope"),
+                         (404,), "NotAuthorizedOrNotFound")
+
+    # A key the emulator does not know: 401 NotAuthenticated, not retried into success.
+    bad = oci.core.ComputeClient(oci.config.from_file(a.bad_config), service_endpoint=ep,
+                                 retry_strategy=oci.retry.NoneRetryStrategy())
+    expect_service_error("wrong key refused with 401",
+                         lambda: bad.list_instance_maintenance_events(a.compartment),
+                         (401,), "NotAuthenticated")
+
+    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
+    return 0 if RESULTS["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+//! The OCI emulator against the official OCI Python SDK (`pip install oci`), and against
+//! this crate's own client, both through the `slurm-maint oci-emulator` binary.
+//!
+//! The SDK test is skipped, with a message, when `python3 -c "import oci"` fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use slurm_maint::oci::config::{ApiKey, parse_private_key};
+use slurm_maint::oci::model::{ListEventsFilter, UpdateInstanceMaintenanceEventDetails};
+use slurm_maint::oci::sign::fingerprint;
+use slurm_maint::oci::{Endpoints, OciClient, OciError};
+
+const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaasdkproof";
+const USER: &str = "ocid1.user.oc1..aaaaaaaasdkproof";
+/// Generated compartments gen0, gen1 and `sub` under gen0: three below the tenancy.
+const COMPARTMENT: &str = "ocid1.compartment.oc1..gen0";
+const FIXED_EVENT: &str = "ocid1.instancemaintenanceevent.oc1..fixed";
+
+struct Emu {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let st = Command::new("openssl")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(st.success(), "openssl {args:?} failed");
+}
+
+/// Keys, config files and the scenario in `dir`; returns (config, bad config, scenario).
+fn prepare(dir: &Path) -> (String, String, String) {
+    let key = dir.join("key.pem");
+    let public = dir.join("key.pub");
+    let other = dir.join("other.pem");
+    openssl(&["genrsa", "-out", key.to_str().unwrap(), "2048"]);
+    openssl(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    openssl(&["genrsa", "-out", other.to_str().unwrap(), "2048"]);
+    let fp = |p: &Path| {
+        let pem = std::fs::read_to_string(p).unwrap();
+        fingerprint(&parse_private_key(&pem, None).unwrap().to_public_key())
+    };
+    let write_config = |name: &str, key: &Path| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[DEFAULT]\nuser={USER}\nfingerprint={}\nkey_file={}\ntenancy={TENANCY}\nregion=us-ashburn-1\n",
+                fp(key),
+                key.display()
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let config = write_config("config", &key);
+    let bad = write_config("bad-config", &other);
+    let now = Timestamp::now();
+    let scenario = dir.join("scenario.yaml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"tenancy: {TENANCY}
+stepSeconds: 5
+generate: {{compartments: 2, instances: 10, events: 10}}
+compartments:
+  - {{id: ocid1.compartment.oc1..sub, name: sub, parent: ocid1.compartment.oc1..gen0}}
+instances:
+  - {{id: ocid1.instance.oc1..fixed, compartmentId: {COMPARTMENT}, displayName: gpu-fixed, shape: BM.GPU.H100.8, availabilityDomain: AD-1}}
+events:
+  - id: {FIXED_EVENT}
+    instanceId: ocid1.instance.oc1..fixed
+    compartmentId: {COMPARTMENT}
+    maintenanceCategory: EMERGENCY
+    maintenanceReason: EVACUATION
+    instanceAction: REBOOT_MIGRATION
+    alternativeResolutionActions: [REBOOT_MIGRATION]
+    timeWindowStart: "{}"
+    timeHardDueDate: "{}"
+    canReschedule: false
+    lifecycleState: SCHEDULED
+    createdBy: SYSTEM
+    additionalDetails: {{faultDetails: "not json at all"}}
+"#,
+            now + SignedDuration::from_hours(48),
+            now + SignedDuration::from_hours(72),
+        ),
+    )
+    .unwrap();
+    (
+        config,
+        bad,
+        format!("{}|{}", scenario.display(), public.display()),
+    )
+}
+
+fn start_emulator(scenario: &str, public_key: &str, extra: &[&str]) -> Emu {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
+        .args([
+            "oci-emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--scenario",
+            scenario,
+        ])
+        .args(["--public-key", public_key])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the emulator starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Emu {
+        child,
+        endpoint: format!("http://{addr}"),
+    }
+}
+
+fn python_has_oci() -> bool {
+    Command::new("python3")
+        .args(["-c", "import oci"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn official_python_sdk_drives_the_emulator() {
+    if !python_has_oci() {
+        eprintln!(
+            "SKIPPED: the OCI Python SDK is not installed (`pip install oci`); tests/run.sh installs it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config, bad, files) = prepare(dir.path());
+    let (scenario, public) = files.split_once('|').unwrap();
+    let emu = start_emulator(scenario, public, &[]);
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oci_sdk.py"))
+        .args([
+            "--endpoint",
+            &emu.endpoint,
+            "--config",
+            &config,
+            "--bad-config",
+            &bad,
+        ])
+        .args([
+            "--tenancy",
+            TENANCY,
+            "--compartment",
+            COMPARTMENT,
+            "--fixed-event",
+            FIXED_EVENT,
+        ])
+        // gen0, gen1, sub; gen0 holds generated events 0,2,4,6,8 and the fixed one.
+        .args(["--expect-compartments", "3", "--expect-events", "6"])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the SDK proof failed:\n{stdout}");
+    assert!(stdout.contains(" passed, 0 failed"));
+}
+
+/// The same flows with this crate's client, plus the injected-fault path.
+#[tokio::test]
+async fn own_client_drives_the_emulator_binary() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, bad, files) = prepare(dir.path());
+    let (scenario, public) = files.split_once('|').unwrap();
+    let emu = start_emulator(scenario, public, &[]);
+    let key = ApiKey::from_config_file(Path::new(&config), "DEFAULT").unwrap();
+    let client = OciClient::new(key.signer(), Endpoints::single(&emu.endpoint)).unwrap();
+
+    let comps = client.list_compartments(TENANCY).await.unwrap();
+    assert_eq!(comps.len(), 4, "the tenancy and three below it");
+    assert_eq!(comps[0].id, TENANCY);
+
+    let mut filter = ListEventsFilter::compartment(COMPARTMENT);
+    filter.limit = Some(2);
+    let events = client
+        .list_instance_maintenance_events(&filter)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 6);
+    assert!(events.iter().all(|e| e.additional_details.is_none()));
+
+    let (fixed, _) = client
+        .get_instance_maintenance_event(FIXED_EVENT)
+        .await
+        .unwrap();
+    assert_eq!(
+        fixed.additional_details.unwrap()["faultDetails"],
+        "not json at all"
+    );
+    let target = events.iter().find(|e| e.can_reschedule).unwrap();
+    let (full, etag) = client
+        .get_instance_maintenance_event(&target.id)
+        .await
+        .unwrap();
+    assert!(full.additional_details.is_some());
+
+    let soon = UpdateInstanceMaintenanceEventDetails {
+        time_window_start: Some(Timestamp::now() + SignedDuration::from_secs(30)),
+        ..Default::default()
+    };
+    let late = UpdateInstanceMaintenanceEventDetails {
+        time_window_start: full
+            .time_hard_due_date
+            .map(|d| d + SignedDuration::from_hours(24)),
+        ..Default::default()
+    };
+    let err = client
+        .update_instance_maintenance_event(&target.id, &late, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    let err = client
+        .update_instance_maintenance_event(FIXED_EVENT, &soon, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409));
+
+    let wr = client
+        .update_instance_maintenance_event(&target.id, &soon, etag.as_deref(), None)
+        .await
+        .unwrap();
+    let advance = |s: u32| {
+        let url = format!("{}/_emulator/advance?seconds={s}", emu.endpoint);
+        async move {
+            reqwest::Client::builder()
+                .tls_backend_preconfigured(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+                .build()
+                .unwrap()
+                .post(url)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let mut seen = vec![];
+    for _ in 0..50 {
+        let w = client.get_work_request(&wr).await.unwrap();
+        if seen.last() != Some(&w.status) {
+            seen.push(w.status.clone());
+        }
+        if w.is_terminal() {
+            break;
+        }
+        advance(1).await;
+    }
+    assert_eq!(seen, ["ACCEPTED", "IN_PROGRESS", "SUCCEEDED"]);
+    let mut states = vec![];
+    for _ in 0..100 {
+        let (e, _) = client
+            .get_instance_maintenance_event(&target.id)
+            .await
+            .unwrap();
+        if states.last() != Some(&e.lifecycle_state) {
+            states.push(e.lifecycle_state.clone());
+        }
+        if e.lifecycle_state == "SUCCEEDED" {
+            break;
+        }
+        advance(1).await;
+    }
+    assert_eq!(states.first().map(String::as_str), Some("SCHEDULED"));
+    assert_eq!(states.last().map(String::as_str), Some("SUCCEEDED"));
+    assert!(states.contains(&"PROCESSING".to_string()), "{states:?}");
+
+    let i = client
+        .instance_action(&target.instance_id, "SOFTRESET", None, None)
+        .await
+        .unwrap();
+    assert_eq!(i.id, target.instance_id);
+
+    let stranger = ApiKey::from_config_file(Path::new(&bad), "DEFAULT").unwrap();
+    let stranger = OciClient::new(stranger.signer(), Endpoints::single(&emu.endpoint)).unwrap();
+    let err = stranger.list_compartments(TENANCY).await.unwrap_err();
+    assert!(
+        matches!(&err, OciError::Service { status: 401, code, opc_request_id: Some(_), .. } if code == "NotAuthenticated"),
+        "{err}"
+    );
+}
+
+/// A 20 % injected 429/500 rate only slows the client down (real sleeps, short policy).
+#[tokio::test]
+async fn injected_faults_only_slow_the_client_down() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, files) = prepare(dir.path());
+    let (scenario, public) = files.split_once('|').unwrap();
+    let emu = start_emulator(scenario, public, &["--error-rate", "0.2"]);
+    let key = ApiKey::from_config_file(Path::new(&config), "DEFAULT").unwrap();
+    let client = OciClient::new(key.signer(), Endpoints::single(&emu.endpoint))
+        .unwrap()
+        .with_retry(slurm_maint::oci::retry::RetryPolicy {
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(50),
+            ..Default::default()
+        });
+    let mut filter = ListEventsFilter::compartment(COMPARTMENT);
+    filter.limit = Some(1);
+    for _ in 0..5 {
+        assert_eq!(
+            client
+                .list_instance_maintenance_events(&filter)
+                .await
+                .unwrap()
+                .len(),
+            6
+        );
+    }
+}
