@@ -16,6 +16,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use slurm_maint::api::condition::ConditionStatus;
 use slurm_maint::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase as Phase};
 use slurm_maint::apiserver::harness::TestCluster;
 use slurm_maint::controller::{self, Context, FixedConnector, Leadership, LeaseConfig, Pace};
@@ -405,6 +406,90 @@ async fn two_replicas_never_act_at_once_and_the_second_takes_over() {
     assert!(p.status.unwrap().phases.completed > done_before);
     assert_campaign(&sim, &works(&c).await, 2);
     follower.stop().await;
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn pause_stops_new_work_and_lets_in_flight_nodes_finish() {
+    let c = TestCluster::start("pause").await;
+    let sim = sim(10, 17);
+    let ctl = Controller::start(&c, &sim, "e2e", false);
+    apply_policy(&c, &policy("roll", json!({}))).await;
+    drive(
+        &c,
+        &sim,
+        "roll",
+        48,
+        |_| {},
+        |p| p.status.as_ref().is_some_and(|s| s.phases.completed >= 2),
+    )
+    .await;
+    apply_policy(&c, &policy("roll", json!({"paused": true}))).await;
+    // The next pass sees the new generation.
+    let generation = get_policy(&c, "roll").await.metadata.generation;
+    let mut p = wait_for_pass(&c, &sim, "roll").await;
+    while p.status.as_ref().unwrap().observed_generation != generation {
+        sim.advance(SignedDuration::from_mins(1));
+        p = wait_for_pass(&c, &sim, "roll").await;
+    }
+    let pending: BTreeSet<String> = works(&c)
+        .await
+        .into_iter()
+        .filter(|nm| {
+            nm.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Pending)
+        })
+        .map(|nm| nm.name_any())
+        .collect();
+    assert!(pending.len() > 1, "some nodes still to start");
+    let paused = p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Paused")
+        .cloned()
+        .unwrap();
+    assert_eq!(paused.reason, reason::PAUSED_BY_SPEC);
+    assert_eq!(paused.status, ConditionStatus::True);
+    let completed = |items: &[NodeMaintenance]| {
+        items
+            .iter()
+            .filter(|nm| {
+                nm.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::Completed)
+            })
+            .count()
+    };
+    let done_before = completed(&works(&c).await);
+    let in_flight_before = 10 - pending.len() - done_before;
+    // Four paused hours: nothing new starts; what was in flight moves on.
+    for _ in 0..4 * 60 {
+        sim.advance(SignedDuration::from_mins(1));
+        wait_for_pass(&c, &sim, "roll").await;
+        sim.sample();
+    }
+    let items = works(&c).await;
+    for nm in items.iter().filter(|nm| pending.contains(&nm.name_any())) {
+        let st = nm.status.as_ref().unwrap();
+        assert_eq!(
+            st.phase,
+            Phase::Pending,
+            "{} started while paused",
+            nm.name_any()
+        );
+    }
+    if in_flight_before > 0 {
+        assert!(completed(&items) > done_before, "in-flight nodes finished");
+    }
+    // Resumed: the campaign runs to its end.
+    apply_policy(&c, &policy("roll", json!({"paused": false}))).await;
+    drive(&c, &sim, "roll", 120, |_| {}, campaign_over).await;
+    assert_campaign(&sim, &works(&c).await, 2);
+    ctl.stop().await;
     c.cleanup().await;
 }
 
