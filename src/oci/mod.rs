@@ -2,6 +2,7 @@
 //! events, work requests and Identity compartments; an emulator of those APIs; and the
 //! pure approval logic of the event workflow.
 
+pub mod approve;
 pub mod client;
 pub mod config;
 pub mod emulator;
