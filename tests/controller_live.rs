@@ -1,27 +1,26 @@
-//! The whole operator against a real Slurm 22.05: the controller (with its agent
-//! connector reading the token Secret) drives a rolling-reboot campaign through the agent
+//! The whole operator against a real Slurm 22.05: the controller binary (leader-elected,
+//! reading the agent token from its Secret, serving metrics) drives a rolling-reboot campaign through the agent
 //! binary on the cluster `tests/slurm/cluster.sh up` starts, with the API server embedded
 //! or real (`SLURM_MAINT_E2E_KUBECONFIG`). Runs when `SLURM_MAINT_LIVE=1`.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use slurm_maint::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase as Phase};
 use slurm_maint::apiserver::harness::TestCluster;
-use slurm_maint::controller::{self, AgentConnector, Context, Leadership, Pace};
 use slurm_maint::plan::status::reason;
 use slurm_maint::slurm::client::{AgentClient, SlurmClient};
-use tokio::sync::watch;
 
 const TOKEN: &str = "controller-live-token";
 const PORT: u16 = 18090;
+const METRICS_PORT: u16 = 18091;
 
 struct Agent(Child);
 
@@ -107,27 +106,31 @@ async fn a_rolling_reboot_campaign_on_real_slurm() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let ctx = Arc::new(Context::new(
-        c.client.clone(),
-        Arc::new(AgentConnector::new(
-            c.client.clone(),
-            Duration::from_secs(30),
-            None,
-            None,
-        )),
-        controller::wall_clock(),
-        Pace::default(),
-        Leadership::always(),
-        "live",
-    ));
-    let (stop, mut rx) = watch::channel(false);
-    let task = tokio::spawn(controller::run(
-        ctx.clone(),
-        Some(c.namespace.clone()),
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
+    // The controller binary, as deployed: kubeconfig, leader election, metrics endpoint.
+    let kubeconfig = match c.embedded() {
+        Some(server) => {
+            let (addr, _task) = server.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let path = std::env::temp_dir().join(format!("{}.kubeconfig", c.namespace));
+            std::fs::write(
+                &path,
+                slurm_maint::apiserver::ApiServer::kubeconfig_yaml(addr),
+            )
+            .unwrap();
+            path
+        }
+        None => std::env::var("SLURM_MAINT_E2E_KUBECONFIG").unwrap().into(),
+    };
+    let controller = Agent(
+        Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
+            .args(["controller", "--namespace", &c.namespace])
+            .args(["--lease-namespace", &c.namespace, "--identity", "live-0"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let policy: MaintenancePolicy = serde_json::from_value(json!({
         "apiVersion": "slurm-maint.io/v1alpha1",
         "kind": "MaintenancePolicy",
@@ -186,8 +189,40 @@ async fn a_rolling_reboot_campaign_on_real_slurm() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let _ = stop.send(true);
-    let _ = task.await;
+    // Metrics, scraped as Prometheus would.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{METRICS_PORT}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "slurm_maint_reconciles_total{controller=\"policy\"}",
+        "slurm_maint_slurm_calls_total{verb=\"reboot\",outcome=\"ok\"} 3",
+        "slurm_maint_slurm_calls_total{verb=\"snapshot\",outcome=\"ok\"}",
+        "phase=\"Completed\"} 3",
+        "figure=\"allowed\"} 2",
+        "slurm_maint_campaign_completion_ratio{",
+    ] {
+        assert!(metrics.contains(series), "no {series} in\n{metrics}");
+    }
+    // SIGTERM: a clean exit that hands the lease back.
+    let mut controller = controller;
+    unsafe { libc::kill(controller.0.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = controller.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    let lease = Api::<Lease>::namespaced(c.client.clone(), &c.namespace)
+        .get("slurm-maint-controller")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None, "lease released");
 
     assert!(most_out <= 2, "{most_out} nodes out at once, 2 allowed");
     let st = done.status.unwrap();
