@@ -9,6 +9,7 @@ pub mod cli;
 pub mod connect;
 pub mod leader;
 pub mod metrics;
+pub mod oci;
 pub mod policy;
 
 use std::sync::Arc;

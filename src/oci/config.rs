@@ -97,12 +97,20 @@ impl ApiKey {
             .get(name)
             .await
             .map_err(|e| OciError::Config(format!("Secret {namespace}/{name}: {e}")))?;
-        let data = secret
-            .data
+        // `stringData` is write-only on a real server; taken too for servers that keep it.
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .string_data
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, v)| (k, v.0))
+            .map(|(k, v)| (k, v.into_bytes()))
             .collect();
+        data.extend(
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
         Self::from_secret_data(&data, None)
     }
 

@@ -12,7 +12,7 @@ pub mod retry;
 pub mod sign;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use client::{Endpoints, OciClient, Page};
 pub use config::ApiKey;

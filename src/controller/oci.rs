@@ -1,0 +1,638 @@
+//! OCI discovery: lists the maintenance events of a policy's tenancy (or chosen
+//! compartments with their subtrees), reads each one's fault details, maps its instance
+//! to a Slurm node, decides about it (see [`crate::oci::approve`]) and mirrors it into
+//! an `OciMaintenanceEvent` owned by the policy, with the decision in status.
+//!
+//! NOT YET WIRED: the policy reconciler (src/controller/policy.rs) should call
+//! [`discover`] once per `spec.oci.discoveryInterval` when `spec.oci.enabled`, with a
+//! client built by [`client_for_policy`]; approved events then become NodeMaintenances
+//! with action `OciMaintenance` (the workflow is not part of this module).
+//!
+//! Decisions are sticky once approved (an approved event is never re-decided, so the
+//! daily cap cannot revoke it), other decisions are re-evaluated every pass (settings
+//! may change). Events with a NodeMaintenance or an outcome are `AlreadyProcessed`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::POLICY_LABEL;
+use crate::api::oci_event::Approval;
+use crate::api::{MaintenancePolicy, OciMaintenanceEvent, OciMaintenanceEventSpec};
+use crate::oci::approve::{self, Candidate, reason};
+use crate::oci::model::{Compartment, Instance, InstanceMaintenanceEvent, ListEventsFilter};
+use crate::oci::{ApiKey, Endpoints, OciClient, OciError};
+
+/// Field manager of the mirrored specs.
+pub const DISCOVERY_MANAGER: &str = "slurm-maint-oci-discovery";
+
+/// What can stop a discovery pass.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("OCI: {0}")]
+    Oci(#[from] OciError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid policy: {0}")]
+    Invalid(String),
+}
+
+/// The result of one pass.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiscoveryReport {
+    /// Compartments searched.
+    pub compartments: usize,
+    /// Events listed.
+    pub events: usize,
+    /// OciMaintenanceEvents created.
+    pub created: usize,
+    /// Events approved in this pass (newly).
+    pub approved: usize,
+    /// Events with warnings (bad data, unknown values, no host).
+    pub with_warnings: usize,
+    /// Per-event failures that did not stop the pass.
+    pub errors: Vec<String>,
+}
+
+/// An OCI client for a policy: credentials from its Secret (`config` + `key`), the
+/// endpoint from `spec.oci.endpoint` or the region.
+pub async fn client_for_policy(
+    kube: &kube::Client,
+    policy: &MaintenancePolicy,
+) -> Result<OciClient, DiscoveryError> {
+    let oci = &policy.spec.oci;
+    let ns = policy.namespace().unwrap_or_default();
+    let secret = oci
+        .credentials_secret_ref
+        .as_ref()
+        .ok_or_else(|| DiscoveryError::Invalid("oci.credentialsSecretRef is not set".into()))?;
+    let key = ApiKey::from_kube_secret(kube.clone(), &ns, &secret.name).await?;
+    let endpoints = match (&oci.endpoint, &oci.region, &key.region) {
+        (Some(e), _, _) => Endpoints::single(e),
+        (None, Some(r), _) | (None, None, Some(r)) => Endpoints::for_region(r),
+        (None, None, None) => {
+            return Err(DiscoveryError::Invalid("oci.region is not set".into()));
+        }
+    };
+    Ok(OciClient::new(key.signer(), endpoints)?)
+}
+
+/// The compartments to search: all (tenancy included) when `roots` is empty, else each
+/// root with its subtree.
+pub fn select_compartments(all: &[Compartment], roots: &[String]) -> Vec<String> {
+    if roots.is_empty() {
+        return all.iter().map(|c| c.id.clone()).collect();
+    }
+    let parent: HashMap<&str, &str> = all
+        .iter()
+        .map(|c| (c.id.as_str(), c.compartment_id.as_str()))
+        .collect();
+    let under_root = |id: &str| {
+        let mut cur = id;
+        for _ in 0..64 {
+            if roots.iter().any(|r| r == cur) {
+                return true;
+            }
+            match parent.get(cur) {
+                Some(p) if *p != cur => cur = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut out: Vec<String> = all
+        .iter()
+        .filter(|c| under_root(&c.id))
+        .map(|c| c.id.clone())
+        .collect();
+    for r in roots {
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+/// One discovery pass for `policy` (which must exist: it owns the mirrors). `recorder`
+/// publishes Kubernetes Events when given.
+pub async fn discover(
+    kube: &kube::Client,
+    recorder: Option<&Recorder>,
+    oci: &OciClient,
+    policy: &MaintenancePolicy,
+    now: Timestamp,
+) -> Result<DiscoveryReport, DiscoveryError> {
+    let settings = &policy.spec.oci;
+    let mut report = DiscoveryReport::default();
+    if !settings.enabled {
+        return Ok(report);
+    }
+    let tenancy = settings
+        .tenancy_id
+        .as_deref()
+        .ok_or_else(|| DiscoveryError::Invalid("oci.tenancyId is not set".into()))?;
+    let ns = policy
+        .namespace()
+        .ok_or_else(|| DiscoveryError::Invalid("the policy has no namespace".into()))?;
+    let pname = policy.name_any();
+
+    let all = oci.list_compartments(tenancy).await?;
+    let compartments = select_compartments(&all, &settings.compartments);
+    report.compartments = compartments.len();
+    let mut events: Vec<InstanceMaintenanceEvent> = vec![];
+    for c in &compartments {
+        events.extend(
+            oci.list_instance_maintenance_events(&ListEventsFilter::compartment(c.clone()))
+                .await?,
+        );
+    }
+    events.sort_by(|a, b| (a.time_created, &a.id).cmp(&(b.time_created, &b.id)));
+    events.dedup_by(|a, b| a.id == b.id);
+    report.events = events.len();
+
+    let api: Api<OciMaintenanceEvent> = Api::namespaced(kube.clone(), &ns);
+    let existing: HashMap<String, OciMaintenanceEvent> = api
+        .list(&ListParams::default().labels(&format!("{POLICY_LABEL}={pname}")))
+        .await?
+        .items
+        .into_iter()
+        .map(|o| (o.spec.event_id.clone(), o))
+        .collect();
+    let mut approved_today = approve::scheduled_on_day(
+        now,
+        existing
+            .values()
+            .filter_map(|o| o.status.as_ref()?.approval.as_ref())
+            .filter(|a| a.approved && a.reason == reason::APPROVED_FAULT_CODE)
+            .map(|a| a.decided_at),
+    );
+    let config_map = match (
+        settings.host_mapping.source,
+        &settings.host_mapping.config_map_name,
+    ) {
+        (crate::api::policy::HostMappingSource::ConfigMap, Some(name)) => {
+            Api::<ConfigMap>::namespaced(kube.clone(), &ns)
+                .get_opt(name)
+                .await?
+                .and_then(|c| c.data)
+        }
+        _ => None,
+    };
+    let mut instances: HashMap<String, Option<Instance>> = HashMap::new();
+
+    for summary in events {
+        let old = existing.get(&summary.id);
+        let mut warnings = vec![];
+        // Fault details are only in a GET.
+        let full = match oci.get_instance_maintenance_event(&summary.id).await {
+            Ok((e, _)) => e,
+            Err(e) if e.status() == Some(404) => {
+                warnings.push(format!("event vanished between list and get: {e}"));
+                summary.clone()
+            }
+            Err(e) => {
+                report.errors.push(format!("{}: {e}", summary.id));
+                continue;
+            }
+        };
+        let faults = approve::parse_faults(full.additional_details.as_ref());
+        warnings.extend(faults.warnings.iter().cloned());
+        warnings.extend(approve::unknown_values(&full));
+        let needs_instance =
+            settings.host_mapping.source != crate::api::policy::HostMappingSource::ConfigMap;
+        if needs_instance && !instances.contains_key(&full.instance_id) {
+            let got = match oci.get_instance(&full.instance_id).await {
+                Ok(i) => Some(i),
+                Err(e) if e.status() == Some(404) => None,
+                Err(e) => {
+                    report.errors.push(format!("{}: {e}", full.instance_id));
+                    continue;
+                }
+            };
+            instances.insert(full.instance_id.clone(), got);
+        }
+        let instance = instances.get(&full.instance_id).and_then(Option::as_ref);
+        let host = match approve::map_host(
+            &settings.host_mapping,
+            &full.instance_id,
+            instance,
+            config_map.as_ref(),
+        ) {
+            Ok(h) => Some(h),
+            Err(w) => {
+                warnings.push(w);
+                None
+            }
+        };
+        let spec = OciMaintenanceEventSpec {
+            event_id: full.id.clone(),
+            instance_id: full.instance_id.clone(),
+            instance_name: instance.and_then(|i| i.display_name.clone()),
+            compartment_id: full.compartment_id.clone(),
+            policy: pname.clone(),
+            slurm_node: host.clone(),
+            fault_ids: faults.ids.clone(),
+            fault_summary: faults.summary.clone(),
+            maintenance_category: full.maintenance_category.clone(),
+            maintenance_reason: full.maintenance_reason.clone(),
+            instance_action: full.instance_action.clone(),
+            lifecycle_state: full.lifecycle_state.clone(),
+            can_reschedule: full.can_reschedule,
+            time_window_start: full.time_window_start,
+            time_hard_due_date: full.time_hard_due_date,
+            time_created: full.time_created,
+        };
+        let old_status = old.and_then(|o| o.status.clone()).unwrap_or_default();
+        let already_processed =
+            old_status.node_maintenance.is_some() || old_status.outcome.is_some();
+        let sticky = old_status.approval.as_ref().filter(|a| {
+            a.approved
+                && (a.reason == reason::APPROVED_FAULT_CODE
+                    || a.reason == reason::ALREADY_PROCESSED)
+        });
+        let approval = match sticky {
+            Some(a) if !already_processed || a.reason == reason::ALREADY_PROCESSED => a.clone(),
+            _ => {
+                let d = approve::decide(
+                    settings,
+                    &Candidate {
+                        lifecycle_state: &full.lifecycle_state,
+                        fault_ids: &faults.ids,
+                        host: host.as_deref(),
+                        already_processed,
+                        approved_today,
+                    },
+                );
+                let decided_at = match &old_status.approval {
+                    Some(a) if a.reason == d.reason && a.approved == d.approved => a.decided_at,
+                    _ => now,
+                };
+                Approval {
+                    approved: d.approved,
+                    reason: d.reason.to_string(),
+                    message: d.message,
+                    decided_at,
+                }
+            }
+        };
+        let newly_approved = approval.approved
+            && approval.reason == reason::APPROVED_FAULT_CODE
+            && old_status.approval.as_ref() != Some(&approval);
+        if newly_approved {
+            approved_today += 1;
+            report.approved += 1;
+        }
+        if !warnings.is_empty() {
+            report.with_warnings += 1;
+        }
+
+        let name = old
+            .map(|o| o.name_any())
+            .unwrap_or_else(|| approve::resource_name(&full.id));
+        let obj = json!({
+            "apiVersion": "slurm-maint.io/v1alpha1",
+            "kind": "OciMaintenanceEvent",
+            "metadata": {
+                "name": name,
+                "labels": {POLICY_LABEL: pname},
+                "ownerReferences": policy.controller_owner_ref(&()).map(|o| vec![o]),
+            },
+            "spec": spec,
+        });
+        let applied = match api
+            .patch(
+                &name,
+                &PatchParams::apply(DISCOVERY_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                report.errors.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if old.is_none() {
+            report.created += 1;
+        }
+        // A merge patch: fields the workflow owns (nodeMaintenance, workRequestId,
+        // outcome, conditions) are left alone.
+        let status = json!({"status": {
+            "approval": approval,
+            "warnings": warnings,
+            "observedGeneration": applied.metadata.generation,
+        }});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            report.errors.push(format!("{name} status: {e}"));
+            continue;
+        }
+        let changed = old_status
+            .approval
+            .as_ref()
+            .map(|a| (&a.reason, a.approved))
+            != Some((&approval.reason, approval.approved));
+        if changed || old.is_none() {
+            tracing::info!(
+                target: "audit",
+                phase = "discovery",
+                action = if approval.approved { "approved" } else { "not_approved" },
+                event_id = %full.id,
+                host = host.as_deref().unwrap_or(""),
+                reason = %approval.reason,
+                lifecycle_state = %full.lifecycle_state,
+                faults = %faults.ids.join(","),
+                "OCI maintenance event decided"
+            );
+            if let Some(rec) = recorder {
+                let ev = Event {
+                    type_: if approval.approved || warnings.is_empty() {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
+                    reason: approval.reason.clone(),
+                    note: Some(truncate(&approval.message, 1000)),
+                    action: "Discover".into(),
+                    secondary: None,
+                };
+                if let Err(e) = rec.publish(&ev, &applied.object_ref(&())).await {
+                    tracing::debug!(error = %e, "event not published");
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The fault summary used as a Slurm drain reason, owned-prefixed.
+pub fn drain_reason(prefix: &str, spec: &OciMaintenanceEventSpec) -> String {
+    let what = spec
+        .fault_summary
+        .clone()
+        .unwrap_or_else(|| format!("{} {}", spec.maintenance_category, spec.maintenance_reason));
+    truncate(&format!("{prefix} OCI maintenance: {what}"), 250)
+}
+
+/// Counts of mirrors by approval reason (for status/metrics).
+pub fn decisions_by_reason(objs: &[OciMaintenanceEvent]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for o in objs {
+        if let Some(a) = o.status.as_ref().and_then(|s| s.approval.as_ref()) {
+            *m.entry(a.reason.clone()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+
+    use super::*;
+    use crate::apiserver::ApiServer;
+    use crate::oci::emulator::scenario::fault_details;
+    use crate::oci::emulator::{Emulator, Scenario};
+
+    const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaatest";
+    const KEY_PEM: &str = crate::oci::tests::KEY_PEM;
+
+    fn scenario() -> Scenario {
+        let mut sc = Scenario::parse(&format!(
+            "tenancy: {TENANCY}\ngenerate: {{compartments: 2, instances: 8, events: 8, faultIds: [HPCRDMA-0002-02]}}\n"
+        ))
+        .unwrap();
+        sc.expand(Timestamp::now());
+        sc.events[2].event.additional_details = Some(fault_details(&["OTHER-0001-01"]));
+        sc.instances[3].display_name = Some("gpu-666".into());
+        sc.events[4].event.additional_details = Some(BTreeMap::from([(
+            "faultDetails".to_string(),
+            "{not json".to_string(),
+        )]));
+        sc.instances[5].display_name = None;
+        sc.events[6].event.maintenance_category = "SOMEDAY".into();
+        sc
+    }
+
+    async fn policy(kube: &kube::Client, endpoint: &str) -> MaintenancePolicy {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "oci", "namespace": "default"},
+            "data": {
+                "config": B64.encode(format!("[DEFAULT]\nuser=ocid1.user.oc1..u\ntenancy={TENANCY}\nkey_file=/unused\n")),
+                "key": B64.encode(KEY_PEM),
+            }
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(kube.clone(), "default")
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let p: MaintenancePolicy = serde_json::from_value(json!({
+            "apiVersion": "slurm-maint.io/v1alpha1",
+            "kind": "MaintenancePolicy",
+            "metadata": {"name": "compute", "namespace": "default"},
+            "spec": {
+                "partition": "compute",
+                "agent": {"url": "http://agent:8080", "tokenSecretRef": {"name": "t"}},
+                "oci": {
+                    "enabled": true,
+                    "tenancyId": TENANCY,
+                    "region": "us-ashburn-1",
+                    "endpoint": endpoint,
+                    "credentialsSecretRef": {"name": "oci"},
+                    "approvedFaultCodes": ["HPCRDMA-0002-02"],
+                    "excludedHosts": ["gpu-666"],
+                    "dailyScheduleCap": 2
+                }
+            }
+        }))
+        .unwrap();
+        Api::<MaintenancePolicy>::namespaced(kube.clone(), "default")
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap()
+    }
+
+    fn by_event(objs: &[OciMaintenanceEvent], i: usize) -> &OciMaintenanceEvent {
+        let id = format!("ocid1.instancemaintenanceevent.oc1..gen{i}");
+        objs.iter().find(|o| o.spec.event_id == id).unwrap()
+    }
+
+    fn approval(o: &OciMaintenanceEvent) -> (bool, String) {
+        let a = o.status.as_ref().unwrap().approval.as_ref().unwrap();
+        (a.approved, a.reason.clone())
+    }
+
+    #[tokio::test]
+    async fn discovery_mirrors_events_with_decisions() {
+        let key = crate::oci::config::parse_private_key(KEY_PEM, None).unwrap();
+        let emu = Emulator::new(scenario(), vec![key.to_public_key()]);
+        let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
+        let server = ApiServer::with_crds(&crate::api::crds());
+        let kube = server.client();
+        let pol = policy(&kube, &format!("http://{addr}")).await;
+        let oci = client_for_policy(&kube, &pol).await.unwrap();
+        let now = Timestamp::now();
+
+        let r = discover(&kube, None, &oci, &pol, now).await.unwrap();
+        assert_eq!(r.errors, Vec::<String>::new());
+        assert_eq!((r.compartments, r.events, r.created), (3, 8, 8));
+        assert_eq!(r.approved, 2);
+        assert_eq!(
+            r.with_warnings, 3,
+            "malformed details, no host, unknown category"
+        );
+
+        let api: Api<OciMaintenanceEvent> = Api::namespaced(kube.clone(), "default");
+        let objs = api.list(&ListParams::default()).await.unwrap().items;
+        assert_eq!(objs.len(), 8);
+        let want = [
+            (true, reason::APPROVED_FAULT_CODE),
+            (true, reason::APPROVED_FAULT_CODE),
+            (false, reason::NO_APPROVED_FAULT_CODE),
+            (false, reason::EXCLUDED_HOST),
+            (false, reason::NO_APPROVED_FAULT_CODE),
+            (false, reason::NO_HOST_MAPPING),
+            (false, reason::DAILY_CAP_REACHED),
+            (false, reason::DAILY_CAP_REACHED),
+        ];
+        for (i, (ok, why)) in want.iter().enumerate() {
+            assert_eq!(
+                approval(by_event(&objs, i)),
+                (*ok, why.to_string()),
+                "event {i}"
+            );
+        }
+        let e0 = by_event(&objs, 0);
+        assert_eq!(e0.spec.slurm_node.as_deref(), Some("gpu-001"));
+        assert_eq!(e0.spec.fault_ids, ["HPCRDMA-0002-02"]);
+        assert!(
+            e0.spec
+                .fault_summary
+                .as_deref()
+                .unwrap()
+                .starts_with("HPCRDMA-0002-02")
+        );
+        assert_eq!(e0.spec.policy, "compute");
+        assert_eq!(e0.labels()[POLICY_LABEL], "compute");
+        assert_eq!(e0.owner_references()[0].uid, pol.uid().unwrap());
+        assert!(e0.status.as_ref().unwrap().warnings.is_empty());
+        let e4 = by_event(&objs, 4);
+        assert!(e4.spec.fault_ids.is_empty());
+        assert!(e4.status.as_ref().unwrap().warnings[0].contains("not JSON"));
+        let e5 = by_event(&objs, 5);
+        assert_eq!(e5.spec.slurm_node, None);
+        assert!(e5.status.as_ref().unwrap().warnings[0].contains("displayName"));
+        let e6 = by_event(&objs, 6);
+        assert!(e6.status.as_ref().unwrap().warnings[0].contains("SOMEDAY"));
+        assert_eq!(e6.spec.maintenance_category, "SOMEDAY");
+
+        // Again: nothing new, the approvals stand (the cap does not revoke them).
+        let r2 = discover(&kube, None, &oci, &pol, now).await.unwrap();
+        assert_eq!((r2.created, r2.approved), (0, 0));
+        let objs2 = api.list(&ListParams::default()).await.unwrap().items;
+        for i in 0..8 {
+            assert_eq!(approval(by_event(&objs2, i)), approval(by_event(&objs, i)));
+        }
+
+        // The workflow records its NodeMaintenance: the next pass says AlreadyProcessed
+        // and keeps the workflow's fields.
+        let name = e0.name_any();
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"nodeMaintenance": "gpu-001-oci"}})),
+        )
+        .await
+        .unwrap();
+        // The next UTC day: the cap has room again.
+        let tomorrow = now + jiff::SignedDuration::from_hours(24);
+        let r3 = discover(&kube, None, &oci, &pol, tomorrow).await.unwrap();
+        assert_eq!(r3.approved, 2, "events 6 and 7 fit tomorrow's cap");
+        let objs3 = api.list(&ListParams::default()).await.unwrap().items;
+        let e0 = by_event(&objs3, 0);
+        assert_eq!(approval(e0), (true, reason::ALREADY_PROCESSED.to_string()));
+        assert_eq!(
+            e0.status.as_ref().unwrap().node_maintenance.as_deref(),
+            Some("gpu-001-oci")
+        );
+        assert!(approval(by_event(&objs3, 6)).0);
+        assert_eq!(decisions_by_reason(&objs3)[reason::APPROVED_FAULT_CODE], 3);
+    }
+
+    #[test]
+    fn compartment_selection_follows_subtrees() {
+        let c = |id: &str, parent: &str| Compartment {
+            id: id.into(),
+            compartment_id: parent.into(),
+            ..Default::default()
+        };
+        let all = [
+            c("t", "t"),
+            c("a", "t"),
+            c("b", "a"),
+            c("c", "t"),
+            c("d", "b"),
+        ];
+        assert_eq!(select_compartments(&all, &[]).len(), 5);
+        assert_eq!(select_compartments(&all, &["a".into()]), ["a", "b", "d"]);
+        assert_eq!(
+            select_compartments(&all, &["c".into(), "x".into()]),
+            ["c", "x"]
+        );
+    }
+
+    #[test]
+    fn drain_reasons_are_bounded_and_prefixed() {
+        let mut spec = OciMaintenanceEventSpec {
+            event_id: "e".into(),
+            instance_id: "i".into(),
+            instance_name: None,
+            compartment_id: "c".into(),
+            policy: "p".into(),
+            slurm_node: None,
+            fault_ids: vec![],
+            fault_summary: Some("HPCRDMA-0002-02: link down".into()),
+            maintenance_category: "FLEXIBLE".into(),
+            maintenance_reason: "HARDWARE_REPLACEMENT".into(),
+            instance_action: "REBOOT_MIGRATION".into(),
+            lifecycle_state: "SCHEDULED".into(),
+            can_reschedule: true,
+            time_window_start: None,
+            time_hard_due_date: None,
+            time_created: None,
+        };
+        assert_eq!(
+            drain_reason("slurm-maint:", &spec),
+            "slurm-maint: OCI maintenance: HPCRDMA-0002-02: link down"
+        );
+        spec.fault_summary = None;
+        assert!(drain_reason("x", &spec).ends_with("FLEXIBLE HARDWARE_REPLACEMENT"));
+        spec.fault_summary = Some("é".repeat(400));
+        assert!(drain_reason("x", &spec).len() <= 250);
+    }
+}
