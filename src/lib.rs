@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod apiserver;
+pub mod bench;
 pub mod controller;
 pub mod demo;
 pub mod oci;

@@ -35,6 +35,9 @@ enum Command {
     /// Serve an emulator of the OCI Compute (maintenance events, instances), Work
     /// Requests and Identity APIs on loopback, checking request signatures.
     OciEmulator(Box<slurm_maint::oci::emulator::EmulatorArgs>),
+    /// Benchmarks: campaign makespan against the optimum and the seed's policy, and the
+    /// cost of one reconcile pass at 10 000 nodes.
+    Bench(slurm_maint::bench::BenchArgs),
 }
 
 fn init_logging(json: bool, default: &str) {
@@ -98,6 +101,13 @@ fn main() -> ExitCode {
             init_logging(false, "warn");
             block_on(slurm_maint::oci::emulator::run(*args))
         }
+        Command::Bench(args) => match slurm_maint::bench::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo(args) => {
             init_logging(false, "warn");
             block_on(async move {

@@ -877,6 +877,29 @@ impl SimCluster {
         self.lock().stats.clone()
     }
 
+    /// The partition now, counting the agent's 4 commands (synchronous
+    /// [`SlurmClient::snapshot`]).
+    pub fn take_snapshot(&self) -> PartitionSnapshot {
+        self.lock().snapshot()
+    }
+
+    /// Execute an action now (synchronous [`SlurmClient::execute`]).
+    pub fn exec(&self, action: &Action) -> Result<Done, SlurmError> {
+        self.lock().execute(action)
+    }
+
+    /// Whether `node` is back in service (synchronous [`SlurmClient::health_check`]).
+    pub fn healthy(&self, node: &str) -> Option<HealthResult> {
+        let g = self.lock();
+        g.node(node).ok().map(|i| {
+            let s = g.state(&g.nodes[i]);
+            HealthResult {
+                healthy: s.in_service(),
+                message: format!("{node} is {s}"),
+            }
+        })
+    }
+
     /// The partition now, without counting commands.
     pub fn peek(&self) -> PartitionSnapshot {
         let mut g = self.lock();
