@@ -144,6 +144,64 @@ fn start_emulator(scenario: &str, public_key: &str, extra: &[&str]) -> Emu {
     }
 }
 
+/// Requests signed by this crate's signer, for the SDK to re-sign and compare.
+fn rust_vectors(dir: &Path, config: &str) -> String {
+    use slurm_maint::oci::sign::{SignInput, content_sha256, http_date};
+    let key = ApiKey::from_config_file(Path::new(config), "DEFAULT").unwrap();
+    let signer = key.signer();
+    let date = http_date(Timestamp::now());
+    let host = "iaas.us-ashburn-1.oraclecloud.com";
+    let cases: [(&str, &str, Option<&str>); 4] = [
+        (
+            "GET",
+            "/20160918/instanceMaintenanceEvents?compartmentId=ocid1.compartment.oc1..gen0&limit=2&page=p2",
+            None,
+        ),
+        (
+            "GET",
+            "/20160918/workRequests/ocid1.workrequest.oc1..emu000001",
+            None,
+        ),
+        (
+            "PUT",
+            "/20160918/instanceMaintenanceEvents/ocid1.instancemaintenanceevent.oc1..gen0",
+            Some(
+                r#"{"timeWindowStart":"2026-12-01T10:00:00Z","freeformTags":{"slurm-maint":"scheduled"}}"#,
+            ),
+        ),
+        (
+            "POST",
+            "/20160918/instances/ocid1.instance.oc1..gen0?action=SOFTRESET",
+            None,
+        ),
+    ];
+    let vectors: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(method, pq, body)| {
+            let b = body.unwrap_or("").as_bytes();
+            let s = signer.sign(&SignInput {
+                method,
+                path_and_query: pq,
+                host,
+                date: &date,
+                body: b,
+                content_type: "application/json",
+            });
+            serde_json::json!({
+                "method": method,
+                "url": format!("https://{host}{pq}"),
+                "date": date,
+                "body": body,
+                "authorization": s.authorization,
+                "x-content-sha256": content_sha256(b),
+            })
+        })
+        .collect();
+    let path = dir.join("rust-vectors.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&vectors).unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 fn python_has_oci() -> bool {
     Command::new("python3")
         .args(["-c", "import oci"])
@@ -184,6 +242,7 @@ fn official_python_sdk_drives_the_emulator() {
         ])
         // gen0, gen1, sub; gen0 holds generated events 0,2,4,6,8 and the fixed one.
         .args(["--expect-compartments", "3", "--expect-events", "6"])
+        .args(["--rust-vectors", &rust_vectors(dir.path(), &config)])
         .output()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
