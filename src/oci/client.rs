@@ -118,6 +118,7 @@ impl OciClient {
     /// SDK retry policy.
     pub fn new(signer: RequestSigner, endpoints: Endpoints) -> Result<Self, OciError> {
         let http = reqwest::Client::builder()
+            .user_agent(concat!("slurm-maint/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .tls_backend_preconfigured(tls_config()?)

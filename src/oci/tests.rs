@@ -679,3 +679,103 @@ async fn instance_actions_and_get_instance() {
         .unwrap_err();
     assert_eq!(bad.status(), Some(400));
 }
+
+#[tokio::test]
+async fn cancel_path_and_latency_injection() {
+    let mut sc = Scenario::parse("generate: {instances: 1, events: 1}\nstepSeconds: 10\n").unwrap();
+    sc.expand(Timestamp::now());
+    sc.events[0].outcome = "CANCELED".into();
+    let key = parse_private_key(KEY_PEM, None).unwrap();
+    let emu = Emulator::new(sc, vec![key.to_public_key()]);
+    let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
+    let (client, _) = client_for(&format!("http://{addr}"), KEY_PEM);
+    let soon = UpdateInstanceMaintenanceEventDetails {
+        time_window_start: Some(emu.now() + SignedDuration::from_mins(1)),
+        ..Default::default()
+    };
+    client
+        .update_instance_maintenance_event(&ev(0), &soon, None, None)
+        .await
+        .unwrap();
+    emu.advance(Duration::from_secs(30));
+    assert_eq!(emu.event(&ev(0)).unwrap().lifecycle_state, "SCHEDULED");
+    emu.advance(Duration::from_secs(31));
+    let e = emu.event(&ev(0)).unwrap();
+    assert_eq!(e.lifecycle_state, "CANCELED");
+    assert!(e.time_started.is_none() && e.time_finished.is_some());
+    emu.set_faults(Faults {
+        error_rate: 0.0,
+        latency_ms: 80,
+        seed: 0,
+    });
+    let t = std::time::Instant::now();
+    client.get_instance_maintenance_event(&ev(0)).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(80));
+}
+
+/// Requests signed correctly but altered afterwards, or missing signed headers, are
+/// refused by the emulator.
+#[tokio::test]
+async fn tampered_requests_are_refused() {
+    let r = rig().await;
+    let key = parse_private_key(KEY_PEM, None).unwrap();
+    let s = RequestSigner::new(TENANCY, USER, KEY_FP, key);
+    let host = r.base.trim_start_matches("http://").to_string();
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+        .build()
+        .unwrap();
+    let date = http_date(Timestamp::now());
+    let put_path = format!("/20160918/instanceMaintenanceEvents/{}", ev(0));
+    let body = br#"{"displayName":"a"}"#;
+    let signed = s.sign(&SignInput {
+        method: "PUT",
+        path_and_query: &put_path,
+        host: &host,
+        date: &date,
+        body,
+        content_type: "application/json",
+    });
+    let send = |path: &str, body: &'static [u8], headers: Vec<(String, String)>| {
+        let mut req = http.put(format!("{}{path}", r.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let rid = resp.headers().get("opc-request-id").is_some();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (status, body["code"].as_str().unwrap_or("").to_string(), rid)
+        }
+    };
+    // As signed: accepted.
+    let ok = send(&put_path, body, signed.headers.clone()).await;
+    assert_eq!(ok.0, 202, "{ok:?}");
+    // Another body under the same signature.
+    let (st, code, rid) = send(&put_path, br#"{"displayName":"b"}"#, signed.headers.clone()).await;
+    assert_eq!((st, code.as_str(), rid), (401, "NotAuthenticated", true));
+    // Another path.
+    let other = format!("/20160918/instanceMaintenanceEvents/{}", ev(2));
+    assert_eq!(send(&other, body, signed.headers.clone()).await.0, 401);
+    // A PUT signed like a GET (no body headers).
+    let get_like = s.sign(&SignInput {
+        method: "GET",
+        path_and_query: &put_path,
+        host: &host,
+        date: &date,
+        body: b"",
+        content_type: "",
+    });
+    let mut h = get_like.headers.clone();
+    h.push(("content-type".into(), "application/json".into()));
+    assert_eq!(send(&put_path, body, h).await.0, 401);
+    // No authorization at all.
+    assert_eq!(send(&put_path, body, vec![]).await.0, 401);
+}
