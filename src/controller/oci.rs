@@ -53,6 +53,8 @@ pub struct DiscoveryReport {
     pub created: usize,
     /// Events approved in this pass (newly).
     pub approved: usize,
+    /// Finished events already mirrored as finished (not read again).
+    pub unchanged: usize,
     /// Events with warnings (bad data, unknown values, no host).
     pub with_warnings: usize,
     /// Per-event failures that did not stop the pass.
@@ -183,10 +185,27 @@ pub async fn discover(
         }
         _ => None,
     };
+    // One ListInstances per compartment rather than a GetInstance per event.
     let mut instances: HashMap<String, Option<Instance>> = HashMap::new();
+    if settings.host_mapping.source != crate::api::policy::HostMappingSource::ConfigMap {
+        for c in &compartments {
+            for i in oci.list_instances(c).await? {
+                instances.insert(i.id.clone(), Some(i));
+            }
+        }
+    }
 
     for summary in events {
         let old = existing.get(&summary.id);
+        // Finished and already mirrored as finished: nothing can change any more.
+        if let Some(o) = old
+            && approve::is_terminal(&summary.lifecycle_state)
+            && o.spec.lifecycle_state == summary.lifecycle_state
+            && o.status.as_ref().is_some_and(|s| s.approval.is_some())
+        {
+            report.unchanged += 1;
+            continue;
+        }
         let mut warnings = vec![];
         // Fault details are only in a GET.
         let full = match oci.get_instance_maintenance_event(&summary.id).await {
@@ -582,6 +601,29 @@ mod tests {
         );
         assert!(approval(by_event(&objs3, 6)).0);
         assert_eq!(decisions_by_reason(&objs3)[reason::APPROVED_FAULT_CODE], 3);
+
+        // An event that finishes is mirrored once more as finished, then left alone.
+        let wr = oci
+            .update_instance_maintenance_event(
+                "ocid1.instancemaintenanceevent.oc1..gen1",
+                &crate::oci::model::UpdateInstanceMaintenanceEventDetails {
+                    time_window_start: Some(emu.now() + jiff::SignedDuration::from_secs(60)),
+                    ..Default::default()
+                },
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(!wr.is_empty());
+        emu.advance(std::time::Duration::from_secs(120));
+        let r4 = discover(&kube, None, &oci, &pol, tomorrow).await.unwrap();
+        assert_eq!(r4.unchanged, 0);
+        let objs4 = api.list(&ListParams::default()).await.unwrap().items;
+        assert_eq!(by_event(&objs4, 1).spec.lifecycle_state, "SUCCEEDED");
+        let r5 = discover(&kube, None, &oci, &pol, tomorrow).await.unwrap();
+        assert_eq!(r5.unchanged, 1);
+        assert_eq!(r5.errors, Vec::<String>::new());
     }
 
     #[test]

@@ -392,6 +392,16 @@ impl OciClient {
         a.json()
     }
 
+    /// `ListInstances` of one compartment (every page).
+    pub async fn list_instances(&self, compartment_id: &str) -> Result<Vec<Instance>, OciError> {
+        self.all_pages(
+            &self.endpoints.compute,
+            &["instances"],
+            vec![("compartmentId", compartment_id.to_string())],
+        )
+        .await
+    }
+
     /// `GetInstance`.
     pub async fn get_instance(&self, id: &str) -> Result<Instance, OciError> {
         let url = Self::url(&self.endpoints.compute, &["instances", id], &[])?;

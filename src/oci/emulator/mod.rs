@@ -275,6 +275,7 @@ impl Emulator {
                 "/20160918/instanceMaintenanceEvents/{id}",
                 get(get_event).put(update_event),
             )
+            .route("/20160918/instances", get(list_instances))
             .route(
                 "/20160918/instances/{id}",
                 get(get_instance).post(instance_action),
@@ -812,6 +813,21 @@ async fn update_event(
         st.retry_tokens.insert(t, c);
     }
     r
+}
+
+async fn list_instances(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
+    let Some(comp) = q.get("compartmentId") else {
+        return api_error(400, "MissingParameter", "compartmentId is required");
+    };
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    let items: Vec<Instance> = st
+        .instances
+        .values()
+        .filter(|i| &i.compartment_id == comp)
+        .cloned()
+        .collect();
+    paged(&items, &q, s.scenario.default_page_size)
 }
 
 async fn get_instance(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
