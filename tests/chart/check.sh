@@ -73,7 +73,15 @@ fi
 
 section "clean slate"
 $HELM uninstall "$RELEASE" "$NS" >/dev/null 2>&1 || true
-kubectl delete namespace "$NS" argocd --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
+# Policies left by an earlier run keep their finalizer without a controller: drop it.
+for p in $(kubectl -n "$NS" get mpol -o name 2>/dev/null); do
+    kubectl -n "$NS" patch "$p" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null || true
+done
+kubectl delete namespace "$NS" argocd --ignore-not-found --wait=false >/dev/null 2>&1 || true
+for _ in $(seq 1 90); do
+    kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl get namespace argocd >/dev/null 2>&1 || break
+    sleep 1
+done
 kubectl create namespace "$NS" >/dev/null
 kubectl create namespace argocd >/dev/null
 
