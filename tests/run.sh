@@ -44,5 +44,12 @@ echo "== e2e against a real kube-apiserver 1.20, built from Debian's source (fir
 K8S_PRELOAD_CRDS=1 bash tests/k8s/apiserver.sh up
 trap 'bash tests/k8s/apiserver.sh down; bash tests/slurm/cluster.sh down' EXIT
 eval "$(bash tests/k8s/apiserver.sh env)"
+echo "== Helm chart, RBAC and manifests against that server (real Helm library: PyPI helm-sdkpy)"
+python3 -m pip --version >/dev/null 2>&1 || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3 python3-pip >/dev/null; }
+if ! python3 -c 'import helm_sdkpy, lupa, yaml' 2>/dev/null; then
+  python3 -m pip install -q --ignore-requires-python helm-sdkpy lupa pyyaml 2>/dev/null \
+    || python3 -m pip install -q --ignore-requires-python --break-system-packages helm-sdkpy lupa pyyaml
+fi
+bash tests/chart/check.sh
 cargo test --test e2e --test controller_live
 cargo test --lib apiserver::
