@@ -174,11 +174,13 @@ declare -A CALLS=(
     [Secret]="get:secrets/slurm-maint-agent-token"
     [Lease]="create:leases.coordination.k8s.io get,update:leases.coordination.k8s.io/slurm-maint-controller"
     [Event]="create,patch:events.events.k8s.io"
+    # Opt-in (rbac.configMapNames, for OCI host mapping): checked after the HA upgrade.
+    [ConfigMap]=""
 )
-used=$(grep -ho 'Api<[A-Za-z]*>' src/controller/*.rs | sort -u | sed 's/Api<\(.*\)>/\1/')
+used=$(grep -hoE 'Api(::)?<[A-Za-z]+>' src/controller/*.rs | sed -E 's/Api(::)?<(.*)>/\2/' | sort -u)
 grep -q 'events::Recorder' src/controller/*.rs && used="$used Event"
 for t in $used; do
-    [[ -n "${CALLS[$t]:-}" ]] && pass "src/controller uses Api<$t>: covered" \
+    [[ -v "CALLS[$t]" ]] && pass "src/controller uses Api<$t>: covered" \
         || fail "src/controller uses Api<$t>: add its RBAC to the chart and to CALLS in $0"
 done
 can() { # can VERB RESOURCE [NS] -> yes/no
@@ -342,6 +344,10 @@ import json, sys; d = json.load(sys.stdin); print("       dashboard:", len(d["pa
     && pass "Grafana dashboard ConfigMap" || fail "dashboard ConfigMap"
 [[ "$(kubectl auth can-i get secrets/oci-api-key --as="$SA" -n "$NS" 2>/dev/null || true)" == yes ]] \
     && pass "rbac.extraSecretNames: oci-api-key readable" || fail "oci-api-key not readable"
+[[ "$(kubectl auth can-i get configmaps/oci-host-map --as="$SA" -n "$NS" 2>/dev/null || true)" == yes ]] \
+    && pass "rbac.configMapNames: oci-host-map readable" || fail "oci-host-map not readable"
+[[ "$(kubectl auth can-i list configmaps --as="$SA" -n "$NS" 2>/dev/null || true)" == no ]] \
+    && pass "configmaps still not listable" || fail "configmaps listable"
 kubectl -n "$NS" get deployment slurm-maint-agent -o jsonpath='{.spec.template.spec.volumes[?(@.name=="slurm-etc")].projected.sources}' \
     | grep -q slurm-auth && pass "agent mounts slurm.conf ConfigMap and slurm.key Secret" || fail "agent Slurm volume"
 if [[ $UPDATE_INSTALL == 1 ]]; then
