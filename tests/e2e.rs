@@ -668,6 +668,17 @@ async fn an_unreachable_agent_or_a_missing_token_degrades_the_policy() {
         .unwrap();
     let d = degraded("unreachable").await;
     assert_eq!(d.reason, reason::SLURM_UNREACHABLE);
+    // Nothing was ever reserved: the policy goes although its agent is unreachable.
+    let policies = Api::<MaintenancePolicy>::namespaced(c.client.clone(), &c.namespace);
+    policies
+        .delete("p", &DeleteParams::background())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while policies.get_opt("p").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "policy kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = stop.send(true);
     let _ = task.await;
     c.cleanup().await;

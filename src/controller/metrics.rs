@@ -215,11 +215,87 @@ impl Metrics {
             .set(status.eta.map_or(0, |t| t.as_second()));
     }
 
+    /// Drop the series of a deleted policy.
+    pub fn forget(&self, namespace: &str, policy: &str, partition: &str) {
+        for phase in [
+            "Pending",
+            "Reserved",
+            "PendingReboot",
+            "Rebooting",
+            "Recovering",
+            "HealthCheck",
+            "Completed",
+            "Failed",
+        ] {
+            self.nodes.remove(&PhaseLabels {
+                namespace: namespace.into(),
+                policy: policy.into(),
+                phase,
+            });
+        }
+        for figure in [
+            "total",
+            "allowed",
+            "unavailable",
+            "down",
+            "combined",
+            "overlap",
+        ] {
+            self.budget.remove(&BudgetLabels {
+                namespace: namespace.into(),
+                policy: policy.into(),
+                partition: partition.into(),
+                figure,
+            });
+        }
+        let pl = PolicyLabels {
+            namespace: namespace.into(),
+            policy: policy.into(),
+        };
+        self.completion.remove(&pl);
+        self.eta.remove(&pl);
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::policy::BudgetStatus;
+
+    #[test]
+    fn policy_series_appear_and_are_forgotten() {
+        let m = Metrics::default();
+        let mut st = MaintenancePolicyStatus {
+            nodes_needing_work: 4,
+            budget: Some(BudgetStatus {
+                partition: "batch".into(),
+                total: 40,
+                allowed: 4,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        st.phases.completed = 1;
+        m.policy("ns", "p", &st);
+        m.reconciled("policy", 0.01, Some("kube"));
+        let text = m.encode();
+        for series in [
+            "slurm_maint_nodes{namespace=\"ns\",policy=\"p\",phase=\"Completed\"} 1",
+            "slurm_maint_budget_nodes{namespace=\"ns\",policy=\"p\",partition=\"batch\",figure=\"allowed\"} 4",
+            "slurm_maint_campaign_completion_ratio{namespace=\"ns\",policy=\"p\"} 0.25",
+            "slurm_maint_reconcile_errors_total{controller=\"policy\",error=\"kube\"} 1",
+        ] {
+            assert!(text.contains(series), "no {series} in\n{text}");
+        }
+        m.forget("ns", "p", "batch");
+        assert!(!m.encode().contains("policy=\"p\""));
     }
 }

@@ -93,29 +93,35 @@ async fn apply(policy: Arc<MaintenancePolicy>, ctx: &Context) -> Result<Requeue,
 async fn cleanup(policy: &MaintenancePolicy, ctx: &Context) -> Result<Requeue, Error> {
     let ns = namespace(policy)?;
     let name = policy.name_any();
-    let slurm = ctx.connector.connect(policy).await?;
-    let snap = slurm.snapshot(&policy.spec.partition).await?;
-    let existing: std::collections::BTreeSet<&str> =
-        snap.reservations.iter().map(|r| r.name.as_str()).collect();
     let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), &ns);
+    let holding: Vec<(String, String)> = api
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|nm| nm.spec.policy == name)
+        .filter_map(|nm| {
+            let st = nm.status.as_ref()?;
+            let resv = st.reservation_name.clone()?;
+            (st.phase != Phase::Completed).then_some((nm.spec.node_name.clone(), resv))
+        })
+        .collect();
     let mut withdrawn = vec![];
-    for nm in api.list(&ListParams::default()).await? {
-        if nm.spec.policy != name {
-            continue;
+    // Slurm is asked only if some work may still hold a reservation, so a policy that
+    // never made one (monitor only) goes even when its agent is unreachable.
+    if !holding.is_empty() {
+        let slurm = ctx.connector.connect(policy).await?;
+        let snap = slurm.snapshot(&policy.spec.partition).await?;
+        let existing: std::collections::BTreeSet<&str> =
+            snap.reservations.iter().map(|r| r.name.as_str()).collect();
+        for (node, resv) in holding {
+            if existing.contains(resv.as_str()) {
+                let action = Action::DeleteReservation { name: resv };
+                slurm.execute(&action).await?;
+                withdrawn.push(node);
+            }
         }
-        let Some(st) = nm.status.as_ref() else {
-            continue;
-        };
-        let Some(resv) = st.reservation_name.as_deref() else {
-            continue;
-        };
-        if st.phase == Phase::Completed || !existing.contains(resv) {
-            continue;
-        }
-        let action = Action::DeleteReservation { name: resv.into() };
-        slurm.execute(&action).await?;
-        withdrawn.push(nm.spec.node_name.clone());
     }
+    ctx.metrics.forget(&ns, &name, &policy.spec.partition);
     publish(
         ctx,
         &policy.object_ref(&()),
