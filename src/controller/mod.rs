@@ -104,6 +104,9 @@ pub struct Context {
     pub leadership: Leadership,
     pub recorder: Recorder,
     pub metrics: Arc<metrics::Metrics>,
+    /// Last OCI discovery per policy (`namespace/name`); lost on restart, which only
+    /// means one early discovery.
+    pub oci_discovered: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
 }
 
 impl Context {
@@ -128,6 +131,7 @@ impl Context {
             pace,
             leadership,
             metrics: Arc::new(metrics::Metrics::default()),
+            oci_discovered: Default::default(),
         }
     }
 }

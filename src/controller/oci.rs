@@ -3,10 +3,10 @@
 //! to a Slurm node, decides about it (see [`crate::oci::approve`]) and mirrors it into
 //! an `OciMaintenanceEvent` owned by the policy, with the decision in status.
 //!
-//! NOT YET WIRED: the policy reconciler (src/controller/policy.rs) should call
-//! [`discover`] once per `spec.oci.discoveryInterval` when `spec.oci.enabled`, with a
-//! client built by [`client_for_policy`]; approved events then become NodeMaintenances
-//! with action `OciMaintenance` (the workflow is not part of this module).
+//! The policy reconciler calls [`discover`] once per `spec.oci.discoveryInterval` when
+//! `spec.oci.enabled`, with a client built by [`client_for_policy`]. Turning approved
+//! events into NodeMaintenances with action `OciMaintenance` (the workflow) is not built
+//! yet.
 //!
 //! Decisions are sticky once approved (an approved event is never re-decided, so the
 //! daily cap cannot revoke it), other decisions are re-evaluated every pass (settings
@@ -438,9 +438,9 @@ mod tests {
     use crate::oci::emulator::{Emulator, Scenario};
 
     const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaatest";
-    const KEY_PEM: &str = crate::oci::tests::KEY_PEM;
+    pub(super) const KEY_PEM: &str = crate::oci::tests::KEY_PEM;
 
-    fn scenario() -> Scenario {
+    pub(super) fn scenario() -> Scenario {
         let mut sc = Scenario::parse(&format!(
             "tenancy: {TENANCY}\ngenerate: {{compartments: 2, instances: 8, events: 8, faultIds: [HPCRDMA-0002-02]}}\n"
         ))
@@ -457,7 +457,7 @@ mod tests {
         sc
     }
 
-    async fn policy(kube: &kube::Client, endpoint: &str) -> MaintenancePolicy {
+    pub(super) async fn policy(kube: &kube::Client, endpoint: &str) -> MaintenancePolicy {
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "oci", "namespace": "default"},
             "data": {
@@ -676,5 +676,59 @@ mod tests {
         assert!(drain_reason("x", &spec).ends_with("FLEXIBLE HARDWARE_REPLACEMENT"));
         spec.fault_summary = Some("é".repeat(400));
         assert!(drain_reason("x", &spec).len() <= 250);
+    }
+}
+
+/// The policy reconciler runs discovery by itself when `spec.oci.enabled`.
+#[cfg(test)]
+mod wired {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kube::api::ListParams;
+
+    use super::tests::{KEY_PEM, policy, scenario};
+    use crate::api::OciMaintenanceEvent;
+    use crate::apiserver::ApiServer;
+    use crate::controller::{self, Context, FixedConnector, Leadership, Pace};
+    use crate::oci::emulator::Emulator;
+    use crate::sim::{SimCluster, SimConfig};
+
+    #[tokio::test]
+    async fn the_policy_controller_mirrors_oci_events() {
+        let key = crate::oci::config::parse_private_key(KEY_PEM, None).unwrap();
+        let emu = Emulator::new(scenario(), vec![key.to_public_key()]);
+        let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
+        let server = ApiServer::with_crds(&crate::api::crds());
+        let kube = server.client();
+        policy(&kube, &format!("http://{addr}")).await;
+        let sim = SimCluster::new(SimConfig::default());
+        let ctx = Arc::new(Context::new(
+            kube.clone(),
+            Arc::new(FixedConnector(Arc::new(sim))),
+            controller::wall_clock(),
+            Pace::default(),
+            Leadership::always(),
+            "test",
+        ));
+        let (stop, mut rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(controller::run(ctx, Some("default".into()), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        let api: kube::Api<OciMaintenanceEvent> = kube::Api::namespaced(kube.clone(), "default");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = api.list(&ListParams::default()).await.unwrap().items.len();
+            if n == 8 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} events mirrored"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = task.await;
     }
 }

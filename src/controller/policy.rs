@@ -168,6 +168,9 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
             return Ok(Requeue::await_change());
         }
     };
+    if policy.spec.oci.enabled {
+        discover_oci(ctx, policy, &ns, &name, now).await;
+    }
     let slurm = match ctx.connector.connect(policy).await {
         Ok(c) => c,
         Err(e) => {
@@ -270,6 +273,47 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     write_policy_status(ctx, policy, &status).await?;
     ctx.metrics.policy(&ns, &name, &status);
     Ok(requeue)
+}
+
+/// Mirror the policy's OCI maintenance events, once per `spec.oci.discoveryInterval`.
+/// A failure is reported (log, Warning Event) and retried next interval; it never stops
+/// the rolling-reboot pass.
+async fn discover_oci(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    ns: &str,
+    name: &str,
+    now: Timestamp,
+) {
+    let key = format!("{ns}/{name}");
+    let every = policy.spec.oci.discovery_interval.as_span();
+    let last = ctx.oci_discovered.lock().expect("lock").get(&key).copied();
+    if last.is_some_and(|t| t + every > now) {
+        return;
+    }
+    ctx.oci_discovered.lock().expect("lock").insert(key, now);
+    let result = async {
+        let client = super::oci::client_for_policy(&ctx.client, policy).await?;
+        super::oci::discover(&ctx.client, Some(&ctx.recorder), &client, policy, now).await
+    }
+    .await;
+    match result {
+        Ok(r) => {
+            tracing::info!(policy = %name, events = r.events, created = r.created, approved = r.approved, "OCI discovery")
+        }
+        Err(e) => {
+            tracing::warn!(policy = %name, error = %e, "OCI discovery failed");
+            publish(
+                ctx,
+                &policy.object_ref(&()),
+                EventType::Warning,
+                "OciDiscoveryFailed",
+                "Discover",
+                e.to_string(),
+            )
+            .await;
+        }
+    }
 }
 
 fn label_value_ok(v: &str) -> bool {
