@@ -49,6 +49,30 @@ struct CallLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OciCallLabels {
+    verb: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OciEventLabels {
+    namespace: String,
+    policy: String,
+    state: &'static str,
+    approved: &'static str,
+}
+
+/// OCI event lifecycle states, as the API names them.
+pub const OCI_STATES: [&str; 6] = [
+    "SCHEDULED",
+    "STARTED",
+    "PROCESSING",
+    "SUCCEEDED",
+    "FAILED",
+    "CANCELED",
+];
+
 fn duration_histogram() -> Histogram {
     // 1 ms … ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -67,6 +91,9 @@ pub struct Metrics {
     eta: Family<PolicyLabels, Gauge>,
     slurm_calls: Family<CallLabels, Counter>,
     slurm_latency: Family<CallLabels, Histogram, fn() -> Histogram>,
+    oci_calls: Family<OciCallLabels, Counter>,
+    oci_latency: Family<OciCallLabels, Histogram, fn() -> Histogram>,
+    oci_events: Family<OciEventLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -81,6 +108,24 @@ impl Default for Metrics {
         let eta = Family::default();
         let slurm_calls = Family::default();
         let slurm_latency = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let oci_calls = Family::default();
+        let oci_latency = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let oci_events = Family::default();
+        registry.register(
+            "oci_calls",
+            "Calls to the OCI API (each attempt), by verb and outcome",
+            oci_calls.clone(),
+        );
+        registry.register(
+            "oci_call_duration_seconds",
+            "Latency of calls to the OCI API",
+            oci_latency.clone(),
+        );
+        registry.register(
+            "oci_events",
+            "Mirrored OCI maintenance events by lifecycle state and approval",
+            oci_events.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconcile passes, by controller",
@@ -137,6 +182,9 @@ impl Default for Metrics {
             eta,
             slurm_calls,
             slurm_latency,
+            oci_calls,
+            oci_latency,
+            oci_events,
         }
     }
 }
@@ -159,6 +207,41 @@ impl Metrics {
         let l = CallLabels { verb, outcome };
         self.slurm_calls.get_or_create(&l).inc();
         self.slurm_latency.get_or_create(&l).observe(secs);
+    }
+
+    /// A call to OCI.
+    pub fn oci_call(&self, verb: &str, outcome: &str, secs: f64) {
+        let l = OciCallLabels {
+            verb: verb.into(),
+            outcome: outcome.into(),
+        };
+        self.oci_calls.get_or_create(&l).inc();
+        self.oci_latency.get_or_create(&l).observe(secs);
+    }
+
+    /// Mirrored events of a policy: `(lifecycle state, approved)` of each.
+    pub fn oci_events<'a>(
+        &self,
+        namespace: &str,
+        policy: &str,
+        events: impl Iterator<Item = (&'a str, bool)>,
+    ) {
+        let mut counts = std::collections::BTreeMap::new();
+        for (state, approved) in events {
+            *counts.entry((state, approved)).or_insert(0i64) += 1;
+        }
+        for state in OCI_STATES {
+            for approved in [true, false] {
+                self.oci_events
+                    .get_or_create(&OciEventLabels {
+                        namespace: namespace.into(),
+                        policy: policy.into(),
+                        state,
+                        approved: if approved { "true" } else { "false" },
+                    })
+                    .set(counts.get(&(state, approved)).copied().unwrap_or(0));
+            }
+        }
     }
 
     /// The figures of a policy status just written.

@@ -712,9 +712,13 @@ mod wired {
             "test",
         ));
         let (stop, mut rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(controller::run(ctx, Some("default".into()), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
+        let task = tokio::spawn(controller::run(
+            ctx.clone(),
+            Some("default".into()),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
         let api: kube::Api<OciMaintenanceEvent> = kube::Api::namespaced(kube.clone(), "default");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {

@@ -293,8 +293,30 @@ async fn discover_oci(
     }
     ctx.oci_discovered.lock().expect("lock").insert(key, now);
     let result = async {
-        let client = super::oci::client_for_policy(&ctx.client, policy).await?;
-        super::oci::discover(&ctx.client, Some(&ctx.recorder), &client, policy, now).await
+        let metrics = ctx.metrics.clone();
+        let client = super::oci::client_for_policy(&ctx.client, policy)
+            .await?
+            .with_observer(Arc::new(move |verb: &str, outcome: &str, secs: f64| {
+                metrics.oci_call(verb, outcome, secs)
+            }));
+        let report =
+            super::oci::discover(&ctx.client, Some(&ctx.recorder), &client, policy, now).await?;
+        let mirrored: Api<crate::api::OciMaintenanceEvent> =
+            Api::namespaced(ctx.client.clone(), ns);
+        let items = mirrored.list(&ListParams::default()).await?.items;
+        ctx.metrics.oci_events(
+            ns,
+            name,
+            items.iter().filter(|o| o.spec.policy == name).map(|o| {
+                let approved = o
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.approval.as_ref())
+                    .is_some_and(|a| a.approved);
+                (o.spec.lifecycle_state.as_str(), approved)
+            }),
+        );
+        Ok::<_, super::oci::DiscoveryError>(report)
     }
     .await;
     match result {

@@ -80,6 +80,10 @@ impl Answer {
 /// A clock for the `date` header.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
+/// Told of every call (retries included): verb (`GET instances`), outcome (`ok` or the
+/// HTTP status or `error`) and seconds.
+pub type Observer = Arc<dyn Fn(&str, &str, f64) + Send + Sync>;
+
 /// The OCI client.
 #[derive(Clone)]
 pub struct OciClient {
@@ -90,6 +94,7 @@ pub struct OciClient {
     sleeper: Arc<dyn Sleeper>,
     jitter: Arc<Jitter>,
     clock: Clock,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for OciClient {
@@ -132,7 +137,14 @@ impl OciClient {
             sleeper: Arc::new(TokioSleeper),
             jitter: Arc::new(Jitter::from_time()),
             clock: Arc::new(Timestamp::now),
+            observer: None,
         })
+    }
+
+    /// Report every call to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Replaces the retry policy.
@@ -278,7 +290,21 @@ impl OciClient {
         let mut previous = None;
         let mut attempt = 1;
         loop {
-            match self.once(&method, &url, &body, &extra).await {
+            let started = std::time::Instant::now();
+            let result = self.once(&method, &url, &body, &extra).await;
+            if let Some(observe) = &self.observer {
+                let outcome = match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(OciError::Service { status, .. }) => status.to_string(),
+                    Err(_) => "error".to_string(),
+                };
+                observe(
+                    &format!("{method} {}", resource_of(&url)),
+                    &outcome,
+                    started.elapsed().as_secs_f64(),
+                );
+            }
+            match result {
                 Ok(a) => return Ok(a),
                 Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
                     let d = self.retry.next_delay(previous, self.jitter.unit());
@@ -492,6 +518,14 @@ impl OciClient {
             }
         }
     }
+}
+
+/// The resource a URL names, for metric labels: the first path segment after the API
+/// version (`instanceMaintenanceEvents`, `instances`, `workRequests`, `compartments`).
+fn resource_of(url: &Url) -> String {
+    let mut segs = url.path_segments().into_iter().flatten();
+    segs.find(|s| *s == "20160918");
+    segs.next().unwrap_or("-").to_string()
 }
 
 /// A fresh `opc-retry-token` (32 random hex characters).
