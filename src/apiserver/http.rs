@@ -24,6 +24,7 @@ pub(crate) fn router(server: ApiServer) -> Router {
 }
 
 async fn handle(AxState(server): AxState<ApiServer>, req: Request) -> Response {
+    server.count_request(req.method());
     match dispatch(server, req).await {
         Ok(r) => r,
         Err(e) => json_response(e.code, &e.status()),

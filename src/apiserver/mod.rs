@@ -31,6 +31,9 @@ pub struct ApiServer {
 
 struct Inner {
     state: Mutex<State>,
+    /// Requests served: reads (GET, including watches) and writes (everything else).
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ApiServer {
@@ -46,6 +49,8 @@ impl ApiServer {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new()),
+                reads: Default::default(),
+                writes: Default::default(),
             }),
         }
     }
@@ -112,6 +117,24 @@ current-context: slurm-maint-embedded
 preferences: {{}}
 "
         )
+    }
+
+    /// Requests served so far: (reads, writes); a write is any method but GET and HEAD.
+    pub fn request_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.reads.load(Relaxed),
+            self.inner.writes.load(Relaxed),
+        )
+    }
+
+    fn count_request(&self, method: &axum::http::Method) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+            self.inner.reads.fetch_add(1, Relaxed);
+        } else {
+            self.inner.writes.fetch_add(1, Relaxed);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
