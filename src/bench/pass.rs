@@ -100,7 +100,7 @@ pub fn generate() -> SlurmText {
         let limit_min = [30u64, 120, 720, 1440, 2880][id % 5];
         let start = t0 - SignedDuration::from_mins((id % 600) as i64);
         let end = start + SignedDuration::from_mins(limit_min as i64);
-        let part = if (id / NODES) % 5 == 0 {
+        let part = if (id / NODES).is_multiple_of(5) {
             "scavenger"
         } else {
             "batch"

@@ -293,23 +293,19 @@ impl SeedPolicy {
             .filter(|(_, s)| s.state == SeedState::PendingReboot)
             .map(|(n, _)| n.clone())
             .collect();
+        let mut flying: BTreeSet<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, s)| matches!(s.state, SeedState::Rebooting | SeedState::Recovering))
+            .map(|(n, _)| n.clone())
+            .chain(f.down.iter().cloned())
+            .collect();
         for name in pending {
             let others = match cfg.reboot_gate {
                 RebootGate::AsWritten => {
                     f.unavailable.union(&f.down).filter(|n| **n != name).count()
                 }
-                RebootGate::InFlight => {
-                    let flying: BTreeSet<&String> = self
-                        .nodes
-                        .iter()
-                        .filter(|(_, s)| {
-                            matches!(s.state, SeedState::Rebooting | SeedState::Recovering)
-                        })
-                        .map(|(n, _)| n)
-                        .chain(f.down.iter())
-                        .collect();
-                    flying.into_iter().filter(|n| **n != name).count()
-                }
+                RebootGate::InFlight => flying.len() - usize::from(flying.contains(&name)),
             };
             if !can_proceed(others, f.total, cfg.max_down_percentage) {
                 continue;
@@ -319,6 +315,7 @@ impl SeedPolicy {
             st.attempts += 1;
             st.step_since = now;
             st.boot_before = by_name.get(name.as_str()).and_then(|n| n.boot_time);
+            flying.insert(name.clone());
             actions.push(Action::Reboot {
                 node: name.clone(),
                 reason: format!("maint_operator attempt {}", st.attempts),
