@@ -10,6 +10,7 @@ pub mod error;
 pub mod model;
 pub mod retry;
 pub mod sign;
+pub mod workflow;
 
 #[cfg(test)]
 pub(crate) mod tests;

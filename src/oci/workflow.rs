@@ -1,0 +1,604 @@
+//! The OCI maintenance workflow of a NodeMaintenance with action `OciMaintenance`, pure:
+//! drain → schedule the event → wait for it → resume → health check, under the same
+//! capacity budget as rolling reboots.
+//!
+//! Phases: `Pending` (waiting for budget) → `Reserved` (draining; jobs finish) →
+//! `Rebooting` (event scheduled, OCI working) → `Recovering` (event done; waiting for
+//! the node to respond) → `HealthCheck` (resumed; checked) → `Completed`, or `Failed`
+//! (kept drained) when the event fails or the node is unhealthy. Run after
+//! [`crate::plan::plan`], with the budget it left: rolling reboots and OCI work share it,
+//! and every node held here counts in the next pass's figures.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::node_maintenance::{
+    MaintenanceAction, NodeMaintenancePhase as Phase, NodeMaintenanceStatus, Transition,
+};
+use crate::plan::{BudgetFigures, MAX_TRANSITIONS, Settings, Snapshot, Work};
+
+/// Drain reason prefix the agent owns.
+const REASON_PREFIX: &str = "slurm-maint: ";
+/// How far ahead of now a scheduled event's window starts.
+pub const SCHEDULE_LEAD: SignedDuration = SignedDuration::from_mins(2);
+
+/// What OCI says of an event, for one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventState {
+    pub lifecycle_state: String,
+    /// Its window start, earliest first when admitting.
+    pub time_window_start: Option<Timestamp>,
+}
+
+/// One side effect of the workflow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OciStep {
+    /// Take the node out of service so its jobs end (Slurm drain, owned reason).
+    Drain { node: String, reason: String },
+    /// Move the event's window to `start` (OCI then carries it out).
+    Schedule { event_id: String, start: Timestamp },
+    /// Put the node back into service.
+    Resume { node: String },
+}
+
+/// New status and side effects of one OCI NodeMaintenance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OciUpdate {
+    pub name: String,
+    pub node: String,
+    pub status: NodeMaintenanceStatus,
+    pub steps: Vec<OciStep>,
+}
+
+fn transition(st: &mut NodeMaintenanceStatus, phase: Phase, now: Timestamp, message: String) {
+    st.phase = phase;
+    st.phase_since = Some(now);
+    st.transitions.push(Transition {
+        phase,
+        time: now,
+        message,
+    });
+    if st.transitions.len() > MAX_TRANSITIONS {
+        let excess = st.transitions.len() - MAX_TRANSITIONS;
+        st.transitions.drain(..excess);
+    }
+}
+
+/// Plan one pass of every OCI NodeMaintenance in `work`. `events` maps each one's
+/// resource name to its event id; `states` the event ids to what OCI said this pass
+/// (an event missing from it is unknown this pass: nothing moves); `budget` is what the
+/// rolling-reboot plan left.
+pub fn plan_oci(
+    s: &Settings,
+    snapshot: &Snapshot,
+    work: &[Work],
+    events: &BTreeMap<String, String>,
+    states: &BTreeMap<String, EventState>,
+    budget: &BudgetFigures,
+    now: Timestamp,
+) -> Vec<OciUpdate> {
+    let nodes: BTreeMap<&str, _> = snapshot
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n))
+        .collect();
+    let busy = |node: &str| {
+        snapshot
+            .jobs
+            .iter()
+            .any(|j| j.is_active() && j.nodes.iter().any(|n| n == node))
+    };
+    let mut work: Vec<&Work> = work
+        .iter()
+        .filter(|w| w.action == MaintenanceAction::OciMaintenance)
+        .collect();
+    work.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = vec![];
+    let mut occupied: std::collections::BTreeSet<String> =
+        budget.occupied().into_iter().cloned().collect();
+    let reason = |event: &str| format!("{REASON_PREFIX}OCI maintenance {event}");
+
+    // Admission: earliest window first, while the shared budget has room.
+    let mut pending: Vec<(&Work, &str, Option<Timestamp>)> = work
+        .iter()
+        .filter(|w| w.status.phase == Phase::Pending)
+        .filter_map(|w| {
+            let event = events.get(&w.name)?;
+            let state = states.get(event)?;
+            (state.lifecycle_state == "SCHEDULED").then_some((
+                *w,
+                event.as_str(),
+                state.time_window_start,
+            ))
+        })
+        .collect();
+    pending.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.name.cmp(&b.0.name)));
+    let gated = s.paused;
+    for (w, event, _) in pending {
+        let Some(node) = nodes.get(w.node.as_str()) else {
+            continue;
+        };
+        if gated || !node.state.in_service() || occupied.len() >= budget.allowed {
+            continue;
+        }
+        occupied.insert(w.node.clone());
+        let mut st = w.status.clone();
+        st.attempts += 1;
+        transition(
+            &mut st,
+            Phase::Reserved,
+            now,
+            format!("draining for OCI event {event}"),
+        );
+        out.push(OciUpdate {
+            name: w.name.clone(),
+            node: w.node.clone(),
+            status: st,
+            steps: vec![OciStep::Drain {
+                node: w.node.clone(),
+                reason: reason(event),
+            }],
+        });
+    }
+
+    // In-flight work.
+    for w in work.iter().filter(|w| w.status.phase != Phase::Pending) {
+        let (Some(event), mut st) = (events.get(&w.name), w.status.clone()) else {
+            continue;
+        };
+        let state = states.get(event).map(|s| s.lifecycle_state.as_str());
+        let node = nodes.get(w.node.as_str());
+        let mut steps = vec![];
+        match w.status.phase {
+            Phase::Reserved | Phase::PendingReboot => match state {
+                Some("STARTED" | "PROCESSING" | "SUCCEEDED") => {
+                    transition(
+                        &mut st,
+                        Phase::Rebooting,
+                        now,
+                        format!("OCI event {event} is running"),
+                    );
+                }
+                Some("FAILED" | "CANCELED") => {
+                    let why = format!(
+                        "OCI event {event} ended {} before it was scheduled",
+                        state.unwrap_or("?")
+                    );
+                    st.last_error = Some(why.clone());
+                    transition(&mut st, Phase::Failed, now, why);
+                }
+                Some(_) => match node {
+                    Some(n) if !n.state.is_drained() => steps.push(OciStep::Drain {
+                        node: w.node.clone(),
+                        reason: reason(event),
+                    }),
+                    Some(_) if busy(&w.node) => {}
+                    Some(_) => {
+                        let start = now + SCHEDULE_LEAD;
+                        st.reboot_issued_at = Some(now);
+                        transition(
+                            &mut st,
+                            Phase::Rebooting,
+                            now,
+                            format!("node empty: OCI event {event} scheduled for {start}"),
+                        );
+                        steps.push(OciStep::Schedule {
+                            event_id: event.clone(),
+                            start,
+                        });
+                    }
+                    None => {}
+                },
+                None => {}
+            },
+            Phase::Rebooting => match state {
+                Some("SUCCEEDED") => {
+                    transition(
+                        &mut st,
+                        Phase::Recovering,
+                        now,
+                        format!("OCI event {event} succeeded"),
+                    );
+                }
+                Some(f @ ("FAILED" | "CANCELED")) => {
+                    let why = format!("OCI event {event} ended {f}; node kept drained");
+                    st.last_error = Some(why.clone());
+                    transition(&mut st, Phase::Failed, now, why);
+                }
+                _ => {}
+            },
+            Phase::Recovering => {
+                if let Some(n) = node
+                    && n.state.base != "DOWN"
+                    && !n.state.has("NOT_RESPONDING")
+                    && !n.state.is_rebooting()
+                {
+                    transition(
+                        &mut st,
+                        Phase::HealthCheck,
+                        now,
+                        format!("node responds ({}); resumed", n.state),
+                    );
+                    steps.push(OciStep::Resume {
+                        node: w.node.clone(),
+                    });
+                }
+            }
+            Phase::HealthCheck => match snapshot.health.get(&w.node) {
+                Some(h) if h.healthy => {
+                    st.last_error = None;
+                    transition(
+                        &mut st,
+                        Phase::Completed,
+                        now,
+                        "OCI maintenance done, node healthy".into(),
+                    );
+                }
+                Some(h) => {
+                    let why = format!(
+                        "{REASON_PREFIX}health check failed after OCI maintenance: {}",
+                        h.message
+                    );
+                    st.last_error = Some(why.clone());
+                    transition(&mut st, Phase::Failed, now, why.clone());
+                    steps.push(OciStep::Drain {
+                        node: w.node.clone(),
+                        reason: why,
+                    });
+                }
+                None => {}
+            },
+            Phase::Pending | Phase::Completed | Phase::Failed => {}
+        }
+        if st != w.status || !steps.is_empty() {
+            out.push(OciUpdate {
+                name: w.name.clone(),
+                node: w.node.clone(),
+                status: st,
+                steps,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MaintenancePolicySpec;
+    use crate::plan::HealthResult;
+    use crate::slurm::{Job, Node, NodeState};
+
+    fn t(min: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + min * 60).unwrap()
+    }
+
+    fn settings() -> Settings {
+        let spec: MaintenancePolicySpec = serde_json::from_value(serde_json::json!({
+            "partition": "gpu",
+            "agent": {"url": "http://a", "tokenSecretRef": {"name": "t"}},
+            "budget": {"maxUnavailable": 2},
+            "reservations": {"enabled": true},
+        }))
+        .unwrap();
+        Settings::from_spec(&spec, t(0)).unwrap()
+    }
+
+    fn node(name: &str, state: &str) -> Node {
+        Node {
+            name: name.into(),
+            state: NodeState::parse(state).unwrap(),
+            reason: None,
+            boot_time: Some(t(-1000)),
+            partitions: vec!["gpu".into()],
+            reservation: None,
+        }
+    }
+
+    fn job(node: &str) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "name": "train", "user": "u", "partition": "gpu", "state": "RUNNING",
+            "nodes": [node], "preemptable": false
+        }))
+        .unwrap()
+    }
+
+    fn oci_work(node: &str, phase: Phase) -> Work {
+        Work {
+            name: format!("w-{node}"),
+            node: node.into(),
+            action: MaintenanceAction::OciMaintenance,
+            campaign: None,
+            status: NodeMaintenanceStatus {
+                phase,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn events(work: &[Work]) -> BTreeMap<String, String> {
+        work.iter()
+            .map(|w| (w.name.clone(), format!("ev-{}", w.node)))
+            .collect()
+    }
+
+    fn states(work: &[Work], state: &str) -> BTreeMap<String, EventState> {
+        work.iter()
+            .enumerate()
+            .map(|(i, w)| {
+                (
+                    format!("ev-{}", w.node),
+                    EventState {
+                        lifecycle_state: state.into(),
+                        time_window_start: Some(t(100 - i as i64)),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn budget(total: usize, allowed: usize, out: &[&str]) -> BudgetFigures {
+        BudgetFigures {
+            total,
+            allowed,
+            unavailable: out.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn snap(nodes: Vec<Node>, jobs: Vec<Job>) -> Snapshot {
+        Snapshot {
+            nodes,
+            jobs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn admission_shares_the_budget_earliest_window_first() {
+        let work = vec![
+            oci_work("g1", Phase::Pending),
+            oci_work("g2", Phase::Pending),
+            oci_work("g3", Phase::Pending),
+        ];
+        let sn = snap(
+            vec![
+                node("g1", "IDLE"),
+                node("g2", "IDLE"),
+                node("g3", "IDLE"),
+                node("g4", "IDLE"),
+            ],
+            vec![],
+        );
+        // g3's window is earliest (see `states`); one slot is taken by a rolling reboot.
+        let u = plan_oci(
+            &settings(),
+            &sn,
+            &work,
+            &events(&work),
+            &states(&work, "SCHEDULED"),
+            &budget(4, 2, &["g4"]),
+            t(0),
+        );
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].node, "g3");
+        assert_eq!(u[0].status.phase, Phase::Reserved);
+        assert_eq!(u[0].status.attempts, 1);
+        assert!(
+            matches!(&u[0].steps[..], [OciStep::Drain { node, reason }] if node == "g3" && reason.starts_with("slurm-maint: OCI maintenance ev-g3"))
+        );
+        // Budget full: nothing.
+        let u = plan_oci(
+            &settings(),
+            &sn,
+            &work,
+            &events(&work),
+            &states(&work, "SCHEDULED"),
+            &budget(4, 2, &["g4", "g1"]),
+            t(0),
+        );
+        assert!(u.is_empty());
+    }
+
+    #[test]
+    fn nothing_starts_while_paused_on_nodes_out_of_service_or_for_unknown_events() {
+        let work = vec![
+            oci_work("g1", Phase::Pending),
+            oci_work("g2", Phase::Pending),
+        ];
+        let sn = snap(vec![node("g1", "IDLE"), node("g2", "IDLE+DRAIN")], vec![]);
+        let mut s = settings();
+        s.paused = true;
+        let b = budget(4, 2, &[]);
+        assert!(
+            plan_oci(
+                &s,
+                &sn,
+                &work,
+                &events(&work),
+                &states(&work, "SCHEDULED"),
+                &b,
+                t(0)
+            )
+            .is_empty()
+        );
+        s.paused = false;
+        let u = plan_oci(
+            &s,
+            &sn,
+            &work,
+            &events(&work),
+            &states(&work, "SCHEDULED"),
+            &b,
+            t(0),
+        );
+        assert_eq!(
+            u.iter().map(|u| u.node.as_str()).collect::<Vec<_>>(),
+            ["g1"]
+        );
+        assert!(plan_oci(&s, &sn, &work, &events(&work), &BTreeMap::new(), &b, t(0)).is_empty());
+        assert!(
+            plan_oci(
+                &s,
+                &sn,
+                &work,
+                &events(&work),
+                &states(&work, "STARTED"),
+                &b,
+                t(0)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_whole_walk() {
+        let s = settings();
+        let b = budget(4, 2, &[]);
+        let mut w = vec![oci_work("g1", Phase::Reserved)];
+        let ev = events(&w);
+        let step = |w: &[Work], sn: &Snapshot, state: &str, now| {
+            plan_oci(&s, sn, w, &ev, &states(w, state), &b, now)
+        };
+        // Drain not yet visible: drained again (idempotent), nothing else.
+        let u = step(
+            &w,
+            &snap(vec![node("g1", "MIXED")], vec![job("g1")]),
+            "SCHEDULED",
+            t(1),
+        );
+        assert_eq!(u[0].status.phase, Phase::Reserved);
+        assert!(matches!(u[0].steps[..], [OciStep::Drain { .. }]));
+        // Drained but a job still runs: wait.
+        assert!(
+            step(
+                &w,
+                &snap(vec![node("g1", "MIXED+DRAIN")], vec![job("g1")]),
+                "SCHEDULED",
+                t(2)
+            )
+            .is_empty()
+        );
+        // Empty: schedule.
+        let u = step(
+            &w,
+            &snap(vec![node("g1", "IDLE+DRAIN")], vec![]),
+            "SCHEDULED",
+            t(3),
+        );
+        assert_eq!(u[0].status.phase, Phase::Rebooting);
+        assert_eq!(
+            u[0].steps,
+            [OciStep::Schedule {
+                event_id: "ev-g1".into(),
+                start: t(3) + SCHEDULE_LEAD
+            }]
+        );
+        w[0].status = u[0].status.clone();
+        // Running: wait; done: recovering.
+        let down = snap(vec![node("g1", "DOWN+DRAIN+NOT_RESPONDING")], vec![]);
+        assert!(step(&w, &down, "PROCESSING", t(10)).is_empty());
+        let u = step(&w, &down, "SUCCEEDED", t(20));
+        assert_eq!(u[0].status.phase, Phase::Recovering);
+        w[0].status = u[0].status.clone();
+        // Not responding yet: wait; responding: resume, then health check.
+        assert!(step(&w, &down, "SUCCEEDED", t(21)).is_empty());
+        let u = step(
+            &w,
+            &snap(vec![node("g1", "IDLE+DRAIN")], vec![]),
+            "SUCCEEDED",
+            t(22),
+        );
+        assert_eq!(u[0].status.phase, Phase::HealthCheck);
+        assert_eq!(u[0].steps, [OciStep::Resume { node: "g1".into() }]);
+        w[0].status = u[0].status.clone();
+        let mut healthy = snap(vec![node("g1", "IDLE")], vec![]);
+        assert!(
+            step(&w, &healthy, "SUCCEEDED", t(23)).is_empty(),
+            "no result yet"
+        );
+        healthy.health.insert(
+            "g1".into(),
+            HealthResult {
+                healthy: true,
+                message: "ok".into(),
+            },
+        );
+        let u = step(&w, &healthy, "SUCCEEDED", t(24));
+        assert_eq!(u[0].status.phase, Phase::Completed);
+        assert!(u[0].steps.is_empty());
+        let phases: Vec<Phase> = u[0].status.transitions.iter().map(|t| t.phase).collect();
+        assert_eq!(
+            phases,
+            [
+                Phase::Rebooting,
+                Phase::Recovering,
+                Phase::HealthCheck,
+                Phase::Completed
+            ]
+        );
+    }
+
+    #[test]
+    fn failures_keep_the_node_drained() {
+        let s = settings();
+        let b = budget(4, 2, &[]);
+        let w = vec![oci_work("g1", Phase::Rebooting)];
+        let ev = events(&w);
+        let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
+        for end in ["FAILED", "CANCELED"] {
+            let u = plan_oci(&s, &sn, &w, &ev, &states(&w, end), &b, t(5));
+            assert_eq!(u[0].status.phase, Phase::Failed);
+            assert!(u[0].status.last_error.as_deref().unwrap().contains(end));
+            assert!(u[0].steps.is_empty(), "no resume");
+        }
+        let w = vec![oci_work("g1", Phase::HealthCheck)];
+        let mut sn = snap(vec![node("g1", "IDLE")], vec![]);
+        sn.health.insert(
+            "g1".into(),
+            HealthResult {
+                healthy: false,
+                message: "GPU missing".into(),
+            },
+        );
+        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, t(5));
+        assert_eq!(u[0].status.phase, Phase::Failed);
+        assert!(
+            matches!(&u[0].steps[..], [OciStep::Drain { reason, .. }] if reason.contains("GPU missing"))
+        );
+    }
+
+    #[test]
+    fn an_event_started_by_oci_itself_is_followed() {
+        let w = vec![oci_work("g1", Phase::Reserved)];
+        let u = plan_oci(
+            &settings(),
+            &snap(vec![node("g1", "MIXED+DRAIN")], vec![job("g1")]),
+            &w,
+            &events(&w),
+            &states(&w, "STARTED"),
+            &budget(4, 2, &[]),
+            t(0),
+        );
+        assert_eq!(u[0].status.phase, Phase::Rebooting);
+        assert!(u[0].steps.is_empty());
+    }
+
+    #[test]
+    fn rolling_reboot_work_is_not_touched() {
+        let mut w = oci_work("g1", Phase::Pending);
+        w.action = MaintenanceAction::Reboot;
+        let w = vec![w];
+        let u = plan_oci(
+            &settings(),
+            &snap(vec![node("g1", "IDLE")], vec![]),
+            &w,
+            &events(&w),
+            &states(&w, "SCHEDULED"),
+            &budget(4, 2, &[]),
+            t(0),
+        );
+        assert!(u.is_empty());
+    }
+}
