@@ -10,6 +10,7 @@ pub mod connect;
 pub mod leader;
 pub mod metrics;
 pub mod oci;
+pub mod oci_work;
 pub mod policy;
 
 use std::sync::Arc;

@@ -424,7 +424,7 @@ pub fn decisions_by_reason(objs: &[OciMaintenanceEvent]) -> BTreeMap<String, usi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use base64::Engine;
@@ -438,9 +438,9 @@ mod tests {
     use crate::oci::emulator::{Emulator, Scenario};
 
     const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaatest";
-    pub(super) const KEY_PEM: &str = crate::oci::tests::KEY_PEM;
+    pub(crate) const KEY_PEM: &str = crate::oci::tests::KEY_PEM;
 
-    pub(super) fn scenario() -> Scenario {
+    pub(crate) fn scenario() -> Scenario {
         let mut sc = Scenario::parse(&format!(
             "tenancy: {TENANCY}\ngenerate: {{compartments: 2, instances: 8, events: 8, faultIds: [HPCRDMA-0002-02]}}\n"
         ))
@@ -457,7 +457,7 @@ mod tests {
         sc
     }
 
-    pub(super) async fn policy(kube: &kube::Client, endpoint: &str) -> MaintenancePolicy {
+    pub(crate) async fn policy(kube: &kube::Client, endpoint: &str) -> MaintenancePolicy {
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "oci", "namespace": "default"},
             "data": {

@@ -215,6 +215,30 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         })
         .collect();
 
+    // OCI: approved events become work; unfinished OCI work needs its events' states.
+    let oci_work = super::oci_work::events_of(&objects);
+    let mut oci_client = None;
+    if policy.spec.oci.enabled
+        && !policy.spec.dry_run
+        && let Err(e) = super::oci_work::spawn(ctx, policy, &ns, &objects, now).await
+    {
+        tracing::warn!(policy = %name, error = %e, "OCI work not created");
+    }
+    let mut oci_states = BTreeMap::new();
+    if !oci_work.is_empty() {
+        match super::oci::client_for_policy(&ctx.client, policy).await {
+            Ok(c) => {
+                let metrics = ctx.metrics.clone();
+                let c = c.with_observer(Arc::new(move |verb: &str, outcome: &str, secs: f64| {
+                    metrics.oci_call(verb, outcome, secs)
+                }));
+                oci_states = super::oci_work::event_states(&c, &oci_work).await;
+                oci_client = Some(c);
+            }
+            Err(e) => tracing::warn!(policy = %name, error = %e, "no OCI client"),
+        }
+    }
+
     let mut health = BTreeMap::new();
     for w in work.iter().filter(|w| w.status.phase == Phase::HealthCheck) {
         let t = Instant::now();
@@ -244,7 +268,25 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         plan::plan(&name, &settings, &snapshot, &work, now)
     };
 
+    let oci_updates = if oci_work.is_empty() {
+        vec![]
+    } else {
+        crate::oci::workflow::plan_oci(
+            &settings,
+            &snapshot,
+            &work,
+            &oci_work,
+            &oci_states,
+            &plan.budget,
+            now,
+        )
+    };
+
     if !policy.spec.dry_run {
+        for u in &oci_updates {
+            let nm = &objects[&u.name];
+            super::oci_work::apply(ctx, nm, u, slurm.as_ref(), oci_client.as_ref()).await?;
+        }
         for nw in &plan.new_work {
             create_work(ctx, policy, &ns, nw, now).await?;
         }
@@ -260,7 +302,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         acting: settings.reservations_enabled,
         per_node: per_node_estimate(policy),
     };
-    let status = policy_status(
+    let mut status = policy_status(
         previous,
         generation,
         &settings.partition,
@@ -268,6 +310,11 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         &plan,
         mode,
         now,
+    );
+    status.planned_actions.extend(
+        oci_updates
+            .iter()
+            .flat_map(|u| u.steps.iter().map(super::oci_work::describe)),
     );
     announce_conditions(ctx, policy, previous, &status).await;
     write_policy_status(ctx, policy, &status).await?;
@@ -416,7 +463,7 @@ async fn create_work(
 
 /// Write a NodeMaintenance's status by server-side apply, conditional on the
 /// resourceVersion it was read at.
-async fn write_work_status(
+pub(super) async fn write_work_status(
     ctx: &Context,
     nm: &NodeMaintenance,
     status: &NodeMaintenanceStatus,
@@ -613,7 +660,7 @@ async fn announce_conditions(
     }
 }
 
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     reference: &ObjectReference,
     type_: EventType,
