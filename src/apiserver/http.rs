@@ -24,7 +24,7 @@ pub(crate) fn router(server: ApiServer) -> Router {
 }
 
 async fn handle(AxState(server): AxState<ApiServer>, req: Request) -> Response {
-    server.count_request(req.method());
+    server.count_request(req.method(), req.uri().path());
     match dispatch(server, req).await {
         Ok(r) => r,
         Err(e) => json_response(e.code, &e.status()),

@@ -34,6 +34,8 @@ struct Inner {
     /// Requests served: reads (GET, including watches) and writes (everything else).
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
+    /// Writes by `METHOD resource[/subresource]`.
+    writes_by: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Default for ApiServer {
@@ -51,6 +53,7 @@ impl ApiServer {
                 state: Mutex::new(State::new()),
                 reads: Default::default(),
                 writes: Default::default(),
+                writes_by: Default::default(),
             }),
         }
     }
@@ -128,13 +131,46 @@ preferences: {{}}
         )
     }
 
-    fn count_request(&self, method: &axum::http::Method) {
+    /// Writes so far by `METHOD resource[/subresource]` (e.g. `PATCH nodemaintenances/status`).
+    pub fn writes_by_resource(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner
+            .writes_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn count_request(&self, method: &axum::http::Method, path: &str) {
         use std::sync::atomic::Ordering::Relaxed;
         if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
             self.inner.reads.fetch_add(1, Relaxed);
-        } else {
-            self.inner.writes.fetch_add(1, Relaxed);
+            return;
         }
+        self.inner.writes.fetch_add(1, Relaxed);
+        // /api/v1/namespaces/ns/events, /apis/g/v/namespaces/ns/kind/name/status, …
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let at = segs.iter().position(|s| *s == "namespaces");
+        let resource = match at {
+            Some(i) if segs.len() > i + 2 => segs[i + 2..]
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != 1)
+                .map(|(_, s)| *s)
+                .collect::<Vec<_>>()
+                .join("/"),
+            _ => segs
+                .get(if segs.first() == Some(&"api") { 2 } else { 3 })
+                .copied()
+                .unwrap_or("")
+                .to_string(),
+        };
+        *self
+            .inner
+            .writes_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(format!("{method} {resource}"))
+            .or_default() += 1;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
