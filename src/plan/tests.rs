@@ -970,3 +970,54 @@ fn admitted_nodes<'a>(p: &'a Plan, work: &[Work]) -> Vec<&'a String> {
         .map(|u| &u.node)
         .collect()
 }
+
+/// The occupied count is computed once per admission, not per candidate, and other
+/// parties' reservations are looked up by node: many waiting candidates all see the
+/// count as it stands after the last admission, and a foreign reservation still keeps
+/// exactly its node out, wherever it sits among thousands.
+#[test]
+fn many_candidates_see_the_budget_after_the_last_admission() {
+    let s = settings(10.0); // 200 nodes → 20 allowed
+    let mut nodes: Vec<Node> = (0..200)
+        .map(|i| node(&format!("n{i:03}"), "ALLOCATED", 0))
+        .collect();
+    nodes[199].state = NodeState::parse("IDLE+DRAIN").unwrap();
+    let jobs = (0..199)
+        .map(|i| job(i as u64, &format!("n{i:03}"), Some(NOW + 10 + i), false))
+        .collect();
+    let mut snap = snapshot(nodes, jobs);
+    snap.reservations.push(Reservation {
+        name: "ops_firmware".into(),
+        start: t(NOW),
+        end: t(NOW + 600),
+        nodes: vec!["n002".into(), "x999".into()],
+        flags: vec![],
+        users: vec!["root".into()],
+        accounts: vec![],
+        partition: None,
+    });
+    let names: Vec<String> = (0..200).map(|i| format!("n{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = plan("p", &s, &snap, &pending(&refs), t(NOW));
+    // 19 admitted (one slot is the drained node), earliest release first, n002 skipped.
+    let got = admitted(&p);
+    assert_eq!(got.len(), 19);
+    assert_eq!(got[..3], ["n000", "n001", "n003"]);
+    assert!(
+        p.waiting["n002"].contains("ops_firmware"),
+        "{}",
+        p.waiting["n002"]
+    );
+    assert!(p.budget_exhausted);
+    let full: Vec<&String> = p
+        .waiting
+        .values()
+        .filter(|w| w.starts_with("budget full"))
+        .collect();
+    assert_eq!(full.len(), 199 - 19 - 1);
+    assert!(
+        full.iter()
+            .all(|w| *w == "budget full: 20 of 20 allowed nodes out")
+    );
+    assert_eq!(p.budget.occupied().len(), 20);
+}
