@@ -51,5 +51,5 @@ if ! python3 -c 'import helm_sdkpy, lupa, yaml' 2>/dev/null; then
     || python3 -m pip install -q --ignore-requires-python --break-system-packages helm-sdkpy lupa pyyaml
 fi
 bash tests/chart/check.sh
-cargo test --test e2e --test controller_live
+cargo test --test e2e --test controller_live --test oci_live
 cargo test --lib apiserver::

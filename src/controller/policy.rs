@@ -278,6 +278,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
             &oci_work,
             &oci_states,
             &plan.budget,
+            policy.spec.oci.schedule_lead_time.as_span(),
             now,
         )
     };

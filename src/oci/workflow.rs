@@ -20,8 +20,6 @@ use crate::plan::{BudgetFigures, MAX_TRANSITIONS, Settings, Snapshot, Work};
 
 /// Drain reason prefix the agent owns.
 const REASON_PREFIX: &str = "slurm-maint: ";
-/// How far ahead of now a scheduled event's window starts.
-pub const SCHEDULE_LEAD: SignedDuration = SignedDuration::from_mins(2);
 
 /// What OCI says of an event, for one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +66,8 @@ fn transition(st: &mut NodeMaintenanceStatus, phase: Phase, now: Timestamp, mess
 /// Plan one pass of every OCI NodeMaintenance in `work`. `events` maps each one's
 /// resource name to its event id; `states` the event ids to what OCI said this pass
 /// (an event missing from it is unknown this pass: nothing moves); `budget` is what the
-/// rolling-reboot plan left.
+/// rolling-reboot plan left; a scheduled window starts `lead` from now.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_oci(
     s: &Settings,
     snapshot: &Snapshot,
@@ -76,6 +75,7 @@ pub fn plan_oci(
     events: &BTreeMap<String, String>,
     states: &BTreeMap<String, EventState>,
     budget: &BudgetFigures,
+    lead: SignedDuration,
     now: Timestamp,
 ) -> Vec<OciUpdate> {
     let nodes: BTreeMap<&str, _> = snapshot
@@ -175,7 +175,7 @@ pub fn plan_oci(
                     }),
                     Some(_) if busy(&w.node) => {}
                     Some(_) => {
-                        let start = now + SCHEDULE_LEAD;
+                        let start = now + lead;
                         st.reboot_issued_at = Some(now);
                         transition(
                             &mut st,
@@ -269,6 +269,8 @@ mod tests {
     use crate::api::MaintenancePolicySpec;
     use crate::plan::HealthResult;
     use crate::slurm::{Job, Node, NodeState};
+
+    const LEAD: SignedDuration = SignedDuration::from_mins(2);
 
     fn t(min: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + min * 60).unwrap()
@@ -379,6 +381,7 @@ mod tests {
             &events(&work),
             &states(&work, "SCHEDULED"),
             &budget(4, 2, &["g4"]),
+            LEAD,
             t(0),
         );
         assert_eq!(u.len(), 1);
@@ -396,6 +399,7 @@ mod tests {
             &events(&work),
             &states(&work, "SCHEDULED"),
             &budget(4, 2, &["g4", "g1"]),
+            LEAD,
             t(0),
         );
         assert!(u.is_empty());
@@ -419,6 +423,7 @@ mod tests {
                 &events(&work),
                 &states(&work, "SCHEDULED"),
                 &b,
+                LEAD,
                 t(0)
             )
             .is_empty()
@@ -431,13 +436,26 @@ mod tests {
             &events(&work),
             &states(&work, "SCHEDULED"),
             &b,
+            LEAD,
             t(0),
         );
         assert_eq!(
             u.iter().map(|u| u.node.as_str()).collect::<Vec<_>>(),
             ["g1"]
         );
-        assert!(plan_oci(&s, &sn, &work, &events(&work), &BTreeMap::new(), &b, t(0)).is_empty());
+        assert!(
+            plan_oci(
+                &s,
+                &sn,
+                &work,
+                &events(&work),
+                &BTreeMap::new(),
+                &b,
+                LEAD,
+                t(0)
+            )
+            .is_empty()
+        );
         assert!(
             plan_oci(
                 &s,
@@ -446,6 +464,7 @@ mod tests {
                 &events(&work),
                 &states(&work, "STARTED"),
                 &b,
+                LEAD,
                 t(0)
             )
             .is_empty()
@@ -459,7 +478,7 @@ mod tests {
         let mut w = vec![oci_work("g1", Phase::Reserved)];
         let ev = events(&w);
         let step = |w: &[Work], sn: &Snapshot, state: &str, now| {
-            plan_oci(&s, sn, w, &ev, &states(w, state), &b, now)
+            plan_oci(&s, sn, w, &ev, &states(w, state), &b, LEAD, now)
         };
         // Drain not yet visible: drained again (idempotent), nothing else.
         let u = step(
@@ -492,7 +511,7 @@ mod tests {
             u[0].steps,
             [OciStep::Schedule {
                 event_id: "ev-g1".into(),
-                start: t(3) + SCHEDULE_LEAD
+                start: t(3) + LEAD
             }]
         );
         w[0].status = u[0].status.clone();
@@ -548,7 +567,7 @@ mod tests {
         let ev = events(&w);
         let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
         for end in ["FAILED", "CANCELED"] {
-            let u = plan_oci(&s, &sn, &w, &ev, &states(&w, end), &b, t(5));
+            let u = plan_oci(&s, &sn, &w, &ev, &states(&w, end), &b, LEAD, t(5));
             assert_eq!(u[0].status.phase, Phase::Failed);
             assert!(u[0].status.last_error.as_deref().unwrap().contains(end));
             assert!(u[0].steps.is_empty(), "no resume");
@@ -562,7 +581,7 @@ mod tests {
                 message: "GPU missing".into(),
             },
         );
-        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, t(5));
+        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, LEAD, t(5));
         assert_eq!(u[0].status.phase, Phase::Failed);
         assert!(
             matches!(&u[0].steps[..], [OciStep::Drain { reason, .. }] if reason.contains("GPU missing"))
@@ -579,6 +598,7 @@ mod tests {
             &events(&w),
             &states(&w, "STARTED"),
             &budget(4, 2, &[]),
+            LEAD,
             t(0),
         );
         assert_eq!(u[0].status.phase, Phase::Rebooting);
@@ -597,6 +617,7 @@ mod tests {
             &events(&w),
             &states(&w, "SCHEDULED"),
             &budget(4, 2, &[]),
+            LEAD,
             t(0),
         );
         assert!(u.is_empty());
