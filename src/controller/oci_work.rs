@@ -206,6 +206,17 @@ pub async fn apply(
             .last()
             .map(|t| t.message.clone())
             .unwrap_or_default();
+        tracing::info!(
+            target: "audit",
+            phase = "workflow",
+            node = %u.node,
+            work = %u.name,
+            event_id = nm.spec.oci_event.as_ref().map_or("", |e| e.event_id.as_str()),
+            from = %before.phase,
+            to = %status.phase,
+            %message,
+            "OCI maintenance transition"
+        );
         let ty = if status.phase == Phase::Failed {
             EventType::Warning
         } else {

@@ -142,6 +142,53 @@ pub fn plan_oci(
         });
     }
 
+    // Catch-up: events OCI started (or ended) before their work left Pending are
+    // followed where they are, never scheduled again.
+    for w in work.iter().filter(|w| w.status.phase == Phase::Pending) {
+        let Some(event) = events.get(&w.name) else {
+            continue;
+        };
+        let Some(state) = states.get(event).map(|s| s.lifecycle_state.as_str()) else {
+            continue;
+        };
+        let mut st = w.status.clone();
+        let mut steps = vec![];
+        match state {
+            "STARTED" | "PROCESSING" => {
+                transition(
+                    &mut st,
+                    Phase::Rebooting,
+                    now,
+                    format!("OCI event {event} already running"),
+                );
+                steps.push(OciStep::Drain {
+                    node: w.node.clone(),
+                    reason: reason(event),
+                });
+            }
+            "SUCCEEDED" => {
+                transition(
+                    &mut st,
+                    Phase::Recovering,
+                    now,
+                    format!("OCI event {event} already succeeded"),
+                );
+            }
+            "FAILED" | "CANCELED" => {
+                let why = format!("OCI event {event} ended {state} before it was scheduled");
+                st.last_error = Some(why.clone());
+                transition(&mut st, Phase::Failed, now, why);
+            }
+            _ => continue,
+        }
+        out.push(OciUpdate {
+            name: w.name.clone(),
+            node: w.node.clone(),
+            status: st,
+            steps,
+        });
+    }
+
     // In-flight work.
     for w in work.iter().filter(|w| w.status.phase != Phase::Pending) {
         let (Some(event), mut st) = (events.get(&w.name), w.status.clone()) else {
@@ -456,19 +503,6 @@ mod tests {
             )
             .is_empty()
         );
-        assert!(
-            plan_oci(
-                &s,
-                &sn,
-                &work,
-                &events(&work),
-                &states(&work, "STARTED"),
-                &b,
-                LEAD,
-                t(0)
-            )
-            .is_empty()
-        );
     }
 
     #[test]
@@ -603,6 +637,58 @@ mod tests {
         );
         assert_eq!(u[0].status.phase, Phase::Rebooting);
         assert!(u[0].steps.is_empty());
+    }
+
+    #[test]
+    fn after_a_restart_events_are_picked_up_where_they_are() {
+        let w = vec![oci_work("g1", Phase::Pending)];
+        let sn = snap(vec![node("g1", "DOWN+NOT_RESPONDING")], vec![]);
+        let b = budget(4, 2, &[]);
+        let ev = events(&w);
+        let u = plan_oci(
+            &settings(),
+            &sn,
+            &w,
+            &ev,
+            &states(&w, "PROCESSING"),
+            &b,
+            LEAD,
+            t(0),
+        );
+        assert_eq!(u[0].status.phase, Phase::Rebooting);
+        assert!(
+            matches!(u[0].steps[..], [OciStep::Drain { .. }]),
+            "kept off after it returns"
+        );
+        assert!(
+            !u[0]
+                .steps
+                .iter()
+                .any(|s| matches!(s, OciStep::Schedule { .. }))
+        );
+        let u = plan_oci(
+            &settings(),
+            &sn,
+            &w,
+            &ev,
+            &states(&w, "SUCCEEDED"),
+            &b,
+            LEAD,
+            t(0),
+        );
+        assert_eq!(u[0].status.phase, Phase::Recovering);
+        assert!(u[0].steps.is_empty());
+        let u = plan_oci(
+            &settings(),
+            &sn,
+            &w,
+            &ev,
+            &states(&w, "CANCELED"),
+            &b,
+            LEAD,
+            t(0),
+        );
+        assert_eq!(u[0].status.phase, Phase::Failed);
     }
 
     #[test]
