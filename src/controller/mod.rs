@@ -108,6 +108,8 @@ pub struct Context {
     /// Last OCI discovery per policy (`namespace/name`); lost on restart, which only
     /// means one early discovery.
     pub oci_discovered: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+    /// When this replica last ran a pass per policy, and for which generation.
+    pub last_pass: std::sync::Mutex<std::collections::HashMap<String, (Timestamp, Option<i64>)>>,
 }
 
 impl Context {
@@ -133,6 +135,7 @@ impl Context {
             leadership,
             metrics: Arc::new(metrics::Metrics::default()),
             oci_discovered: Default::default(),
+            last_pass: Default::default(),
         }
     }
 }

@@ -69,12 +69,33 @@ async fn apply(policy: Arc<MaintenancePolicy>, ctx: &Context) -> Result<Requeue,
     let interval = policy.spec.interval.as_span();
     let status = policy.status.as_ref();
     let generation = policy.metadata.generation;
-    if let Some(last) = status.and_then(|s| s.last_pass) {
+    // The cached object may not show the status this replica just wrote: its own record
+    // of the last pass counts too, so a pass's own writes never trigger another at once.
+    let key = format!(
+        "{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    );
+    let remembered = ctx.last_pass.lock().expect("lock").get(&key).copied();
+    let last = [
+        status
+            .and_then(|s| s.last_pass)
+            .filter(|_| status.and_then(|s| s.observed_generation) == generation),
+        remembered.filter(|(_, g)| *g == generation).map(|(t, _)| t),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    if let Some(last) = last {
         let next = last + interval;
-        if status.and_then(|s| s.observed_generation) == generation && next > now {
+        if next > now {
             return Ok(Requeue::requeue(ctx.pace.real(next.duration_since(now))));
         }
     }
+    ctx.last_pass
+        .lock()
+        .expect("lock")
+        .insert(key, (now, generation));
     let started = Instant::now();
     let result = pass(&policy, ctx, now).await;
     let secs = started.elapsed().as_secs_f64();

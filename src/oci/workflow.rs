@@ -272,6 +272,26 @@ pub fn plan_oci(
                     });
                 }
             }
+            // Slurm briefly flags a resumed node NOT_RESPONDING until its next ping: the
+            // health check counts only once the node responds (or fails after the
+            // reboot timeout).
+            Phase::HealthCheck
+                if node.is_none_or(|n| n.state.base == "DOWN" || n.state.has("NOT_RESPONDING")) =>
+            {
+                let since = st.phase_since.unwrap_or(now);
+                if now.duration_since(since) >= s.reboot_timeout {
+                    let why = format!(
+                        "{REASON_PREFIX}node not responding {} after OCI maintenance",
+                        s.reboot_timeout
+                    );
+                    st.last_error = Some(why.clone());
+                    transition(&mut st, Phase::Failed, now, why.clone());
+                    steps.push(OciStep::Drain {
+                        node: w.node.clone(),
+                        reason: why,
+                    });
+                }
+            }
             Phase::HealthCheck => match snapshot.health.get(&w.node) {
                 Some(h) if h.healthy => {
                     st.last_error = None;
@@ -689,6 +709,34 @@ mod tests {
             t(0),
         );
         assert_eq!(u[0].status.phase, Phase::Failed);
+    }
+
+    #[test]
+    fn the_health_check_waits_for_the_node_to_respond() {
+        let s = settings();
+        let mut w = vec![oci_work("g1", Phase::HealthCheck)];
+        w[0].status.phase_since = Some(t(0));
+        let ev = events(&w);
+        let mut sn = snap(vec![node("g1", "IDLE+NOT_RESPONDING")], vec![]);
+        sn.health.insert(
+            "g1".into(),
+            HealthResult {
+                healthy: false,
+                message: "not in service".into(),
+            },
+        );
+        let b = budget(4, 2, &[]);
+        assert!(plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, LEAD, t(1)).is_empty());
+        let late = t(0) + s.reboot_timeout;
+        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, LEAD, late);
+        assert_eq!(u[0].status.phase, Phase::Failed);
+        assert!(
+            u[0].status
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("not responding")
+        );
     }
 
     #[test]
