@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::policy::{publish, write_work_status};
+use super::policy::{publish, record_transition, write_work_status};
 use super::{Context, Error, NODE_LABEL, POLICY_LABEL};
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, OciEventRef, Transition};
 use crate::api::{
@@ -194,44 +194,8 @@ pub async fn apply(
     let before = nm.status.clone().unwrap_or_default();
     let mut status = u.status.clone();
     status.observed_generation = nm.metadata.generation;
-    let mut current = if status != before {
-        write_work_status(ctx, nm, &status).await?
-    } else {
-        nm.clone()
-    };
+    let mut current = record_transition(ctx, nm, &before, &status).await?;
     let reference = nm.object_ref(&());
-    if status.phase != before.phase {
-        let message = status
-            .transitions
-            .last()
-            .map(|t| t.message.clone())
-            .unwrap_or_default();
-        tracing::info!(
-            target: "audit",
-            phase = "workflow",
-            node = %u.node,
-            work = %u.name,
-            event_id = nm.spec.oci_event.as_ref().map_or("", |e| e.event_id.as_str()),
-            from = %before.phase,
-            to = %status.phase,
-            %message,
-            "OCI maintenance transition"
-        );
-        let ty = if status.phase == Phase::Failed {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        publish(
-            ctx,
-            &reference,
-            ty,
-            &status.phase.to_string(),
-            "Transition",
-            message,
-        )
-        .await;
-    }
     let resource = nm
         .spec
         .oci_event

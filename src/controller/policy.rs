@@ -509,6 +509,54 @@ pub(super) async fn write_work_status(
         .await?)
 }
 
+/// Write a planned status (when it changed) and announce a phase change: an Event and a
+/// JSON audit line. Returns the object as stored now.
+pub(super) async fn record_transition(
+    ctx: &Context,
+    nm: &NodeMaintenance,
+    before: &NodeMaintenanceStatus,
+    status: &NodeMaintenanceStatus,
+) -> Result<NodeMaintenance, Error> {
+    let current = if status != before {
+        write_work_status(ctx, nm, status).await?
+    } else {
+        nm.clone()
+    };
+    if status.phase != before.phase {
+        let message = status
+            .transitions
+            .last()
+            .map(|t| t.message.clone())
+            .unwrap_or_default();
+        tracing::info!(
+            target: "audit",
+            node = %nm.spec.node_name,
+            work = %nm.name_any(),
+            action = ?nm.spec.action,
+            event_id = nm.spec.oci_event.as_ref().map_or("", |e| e.event_id.as_str()),
+            from = %before.phase,
+            to = %status.phase,
+            %message,
+            "maintenance transition"
+        );
+        let ty = if status.phase == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            &nm.object_ref(&()),
+            ty,
+            &status.phase.to_string(),
+            "Transition",
+            message,
+        )
+        .await;
+    }
+    Ok(current)
+}
+
 /// Status first, then the side effects it guards. A failed action is recorded in
 /// `lastError` and an Event; the next pass retries what is still needed.
 async fn apply_update(
@@ -520,33 +568,8 @@ async fn apply_update(
     let before = nm.status.clone().unwrap_or_default();
     let mut status = u.status.clone();
     status.observed_generation = nm.metadata.generation;
-    let current = if status != before {
-        write_work_status(ctx, nm, &status).await?
-    } else {
-        nm.clone()
-    };
+    let current = record_transition(ctx, nm, &before, &status).await?;
     let reference = nm.object_ref(&());
-    if status.phase != before.phase {
-        let message = status
-            .transitions
-            .last()
-            .map(|t| t.message.clone())
-            .unwrap_or_default();
-        let ty = if status.phase == Phase::Failed {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        publish(
-            ctx,
-            &reference,
-            ty,
-            &status.phase.to_string(),
-            "Transition",
-            message,
-        )
-        .await;
-    }
     let mut errors = vec![];
     for a in &u.actions {
         let t = Instant::now();
