@@ -412,7 +412,18 @@ async fn two_replicas_never_act_at_once_and_the_second_takes_over() {
 #[tokio::test]
 async fn pause_stops_new_work_and_lets_in_flight_nodes_finish() {
     let c = TestCluster::start("pause").await;
-    let sim = sim(10, 17);
+    // Short jobs only: the test is about pausing, not about waiting out a 96-hour job
+    // that holds the one free budget slot.
+    let sim = SimCluster::new(SimConfig {
+        nodes: 10,
+        seed: 17,
+        down_at_start: 1,
+        job_mix: JobMix {
+            short: 1.0,
+            long: 0.0,
+        },
+        ..SimConfig::default()
+    });
     let ctl = Controller::start(&c, &sim, "e2e", false);
     apply_policy(&c, &policy("roll", json!({}))).await;
     drive(
