@@ -4,8 +4,10 @@
 //! or real (`SLURM_MAINT_E2E_KUBECONFIG`). Runs when `SLURM_MAINT_LIVE=1`.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -16,20 +18,11 @@ use serde_json::json;
 use slurm_maint::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase as Phase};
 use slurm_maint::apiserver::harness::TestCluster;
 use slurm_maint::plan::status::reason;
-use slurm_maint::slurm::client::{AgentClient, SlurmClient};
+use slurm_maint::slurm::client::SlurmClient;
 
 const TOKEN: &str = "controller-live-token";
 const PORT: u16 = 18090;
 const METRICS_PORT: u16 = 18091;
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -43,27 +36,10 @@ fn sh(args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_rolling_reboot_campaign_on_real_slurm() {
-    if std::env::var("SLURM_MAINT_LIVE").as_deref() != Ok("1") {
-        eprintln!("skipped: set SLURM_MAINT_LIVE=1 with a running cluster (tests/run.sh does)");
+    if !common::live() {
         return;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
-            .args(["agent", "--listen", &format!("127.0.0.1:{PORT}")])
-            .env("SLURM_MAINT_AGENT_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{PORT}");
-    let slurm = AgentClient::new(&url, TOKEN, Duration::from_secs(30)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while slurm.snapshot("batch").await.is_err() {
-        assert!(Instant::now() < deadline, "agent did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_agent, url, slurm) = common::start_agent(PORT, TOKEN).await;
     // Every node back in service (an earlier test may have left one down).
     for n in ["node1", "node2", "node3"] {
         let _ = Command::new("scontrol")
@@ -120,7 +96,7 @@ async fn a_rolling_reboot_campaign_on_real_slurm() {
         }
         None => std::env::var("SLURM_MAINT_E2E_KUBECONFIG").unwrap().into(),
     };
-    let controller = Agent(
+    let controller = common::Proc(
         Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
             .args(["controller", "--namespace", &c.namespace])
             .args(["--lease-namespace", &c.namespace, "--identity", "live-0"])

@@ -5,9 +5,11 @@
 //! Runs when `SLURM_MAINT_LIVE=1`.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -22,22 +24,13 @@ use slurm_maint::apiserver::harness::TestCluster;
 use slurm_maint::controller::{self, AgentConnector, Context, Leadership, Pace};
 use slurm_maint::oci::emulator::scenario::{Faults, fault_details};
 use slurm_maint::oci::emulator::{Emulator, Scenario};
-use slurm_maint::slurm::client::{AgentClient, SlurmClient};
+use slurm_maint::slurm::client::SlurmClient;
 use tokio::sync::watch;
 
 const TOKEN: &str = "oci-live-token";
 const PORT: u16 = 18092;
 const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaalive";
 const APPROVED: &str = "HPCRDMA-0002-02";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn key_pem() -> String {
     let dir = std::env::temp_dir().join(format!("oci-live-{}", std::process::id()));
@@ -73,27 +66,10 @@ fn scenario() -> Scenario {
 
 #[tokio::test]
 async fn oci_events_and_a_rolling_reboot_share_the_budget_on_real_slurm() {
-    if std::env::var("SLURM_MAINT_LIVE").as_deref() != Ok("1") {
-        eprintln!("skipped: set SLURM_MAINT_LIVE=1 with a running cluster (tests/run.sh does)");
+    if !common::live() {
         return;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let _agent = Proc(
-        Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
-            .args(["agent", "--listen", &format!("127.0.0.1:{PORT}")])
-            .env("SLURM_MAINT_AGENT_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{PORT}");
-    let slurm = AgentClient::new(&url, TOKEN, Duration::from_secs(30)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while slurm.snapshot("batch").await.is_err() {
-        assert!(Instant::now() < deadline, "agent did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_agent, url, slurm) = common::start_agent(PORT, TOKEN).await;
     for n in 1..=6 {
         let _ = Command::new("scontrol")
             .args(["update", &format!("NodeName=node{n}"), "State=RESUME"])
