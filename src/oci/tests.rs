@@ -512,7 +512,10 @@ async fn reschedule_runs_the_work_request_then_the_maintenance() {
         .update_instance_maintenance_event(&ev(0), &details, None, None)
         .await
         .unwrap_err();
-    assert_eq!((err.status(), err.code()), (Some(409), Some("Conflict")));
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(409), Some("IncorrectState"))
+    );
 }
 
 #[tokio::test]

@@ -710,12 +710,16 @@ async fn update_event(
     if e.event.lifecycle_state != "SCHEDULED" {
         return api_error(
             409,
-            "Conflict",
+            "IncorrectState",
             format!("the event is {}, not SCHEDULED", e.event.lifecycle_state),
         );
     }
     if e.pending_wr.is_some() {
-        return api_error(409, "Conflict", "a reschedule of this event is in progress");
+        return api_error(
+            409,
+            "IncorrectState",
+            "a reschedule of this event is in progress",
+        );
     }
     if let Some(w) = details.time_window_start {
         if !e.event.can_reschedule {
