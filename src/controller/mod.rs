@@ -110,6 +110,8 @@ pub struct Context {
     pub oci_discovered: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
     /// When this replica last ran a pass per policy, and for which generation.
     pub last_pass: std::sync::Mutex<std::collections::HashMap<String, (Timestamp, Option<i64>)>>,
+    /// Last read of each OCI event (by event id), for the poll back-off.
+    pub oci_polls: std::sync::Mutex<std::collections::BTreeMap<String, crate::oci::poll::Polled>>,
 }
 
 impl Context {
@@ -136,6 +138,7 @@ impl Context {
             metrics: Arc::new(metrics::Metrics::default()),
             oci_discovered: Default::default(),
             last_pass: Default::default(),
+            oci_polls: Default::default(),
         }
     }
 }

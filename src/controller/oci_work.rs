@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::policy::{publish, record_transition, write_work_status};
-use super::{Context, Error, NODE_LABEL, POLICY_LABEL};
-use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, OciEventRef, Transition};
+use super::policy::{create_node_maintenance, publish, record_transition, write_work_status};
+use super::{Context, Error};
+use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, OciEventRef};
 use crate::api::{
     MaintenanceAction, MaintenancePolicy, NodeMaintenance, NodeMaintenanceSpec,
     NodeMaintenanceStatus, OciMaintenanceEvent,
@@ -21,40 +21,57 @@ use crate::api::{
 use crate::oci::OciClient;
 use crate::oci::model::UpdateInstanceMaintenanceEventDetails;
 use crate::oci::workflow::{EventState, OciStep, OciUpdate};
-use crate::plan::{Action, work_name};
+use crate::plan::{Action, Work, work_name};
 use crate::slurm::client::SlurmClient;
 
-/// Create the NodeMaintenance of every approved, still scheduled event that has none,
-/// unless its node already has unfinished work; the event records which one serves it.
-pub async fn spawn(
-    ctx: &Context,
-    policy: &MaintenancePolicy,
-    ns: &str,
+/// The NodeMaintenance an approved event needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOciWork {
+    /// Name of the NodeMaintenance.
+    pub name: String,
+    /// Name of the `OciMaintenanceEvent`.
+    pub resource: String,
+    pub node: String,
+    pub event: OciEventRef,
+    /// Drain reason and first transition message.
+    pub reason: String,
+    /// The event as last mirrored.
+    pub state: EventState,
+}
+
+/// The approved, still scheduled events of `policy` that have no NodeMaintenance yet:
+/// one per node, and none on a node with unfinished work.
+pub fn new_oci_work(
+    policy: &str,
+    events: &[OciMaintenanceEvent],
     existing: &BTreeMap<String, NodeMaintenance>,
-    now: Timestamp,
-) -> Result<usize, Error> {
-    let name = policy.name_any();
-    let events: Api<OciMaintenanceEvent> = Api::namespaced(ctx.client.clone(), ns);
-    let busy: std::collections::BTreeSet<&str> = existing
+) -> Vec<NewOciWork> {
+    let mut busy: std::collections::BTreeSet<String> = existing
         .values()
         .filter(|nm| nm.status.as_ref().is_none_or(|s| !s.phase.is_terminal()))
-        .map(|nm| nm.spec.node_name.as_str())
+        .map(|nm| nm.spec.node_name.clone())
         .collect();
-    let mut created = 0;
-    for ev in events.list(&ListParams::default()).await? {
+    let mut events: Vec<&OciMaintenanceEvent> = events.iter().collect();
+    events.sort_by(|a, b| {
+        (a.spec.time_window_start, &a.spec.event_id)
+            .cmp(&(b.spec.time_window_start, &b.spec.event_id))
+    });
+    let mut out = vec![];
+    for ev in events {
         let st = ev.status.clone().unwrap_or_default();
         let approved = st.approval.as_ref().is_some_and(|a| a.approved);
         let Some(node) = ev.spec.slurm_node.clone() else {
             continue;
         };
-        if ev.spec.policy != name
+        if ev.spec.policy != policy
             || !approved
             || st.node_maintenance.is_some()
             || ev.spec.lifecycle_state != "SCHEDULED"
-            || busy.contains(node.as_str())
+            || busy.contains(&node)
         {
             continue;
         }
+        busy.insert(node.clone());
         let hash = ev
             .spec
             .event_id
@@ -62,63 +79,67 @@ pub async fn spawn(
             .fold(0xcbf29ce484222325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x100000001b3)
             });
-        let wname = work_name(&name, &node, &format!("oci{:08x}", hash as u32));
-        let mut labels = BTreeMap::from([(POLICY_LABEL.to_string(), name.clone())]);
-        if node.len() <= 63 {
-            labels.insert(NODE_LABEL.to_string(), node.clone());
-        }
         let reason = match &ev.spec.fault_summary {
             Some(f) => format!("OCI maintenance event: {f}"),
             None => "OCI maintenance event".to_string(),
         };
-        let nm = NodeMaintenance {
-            metadata: ObjectMeta {
-                name: Some(wname.clone()),
-                namespace: Some(ns.into()),
-                labels: Some(labels),
-                owner_references: policy.controller_owner_ref(&()).map(|o| vec![o]),
-                ..Default::default()
+        out.push(NewOciWork {
+            name: work_name(policy, &node, &format!("oci{:08x}", hash as u32)),
+            resource: ev.name_any(),
+            node,
+            event: OciEventRef {
+                event_id: ev.spec.event_id.clone(),
+                instance_id: ev.spec.instance_id.clone(),
+                resource_name: Some(ev.name_any()),
             },
-            spec: NodeMaintenanceSpec {
-                node_name: node.clone(),
-                policy: name.clone(),
-                action: MaintenanceAction::OciMaintenance,
-                oci_event: Some(OciEventRef {
-                    event_id: ev.spec.event_id.clone(),
-                    instance_id: ev.spec.instance_id.clone(),
-                    resource_name: Some(ev.name_any()),
-                }),
-                campaign: None,
-                requested_at: now,
-                reason: crate::agent::validate::boring_text(&reason, 256),
+            reason: crate::agent::validate::boring_text(&reason, 256),
+            state: EventState {
+                lifecycle_state: ev.spec.lifecycle_state.clone(),
+                time_window_start: ev.spec.time_window_start,
             },
-            status: None,
+        });
+    }
+    out
+}
+
+/// The mirrored `OciMaintenanceEvent`s of the namespace.
+pub async fn mirrored(ctx: &Context, ns: &str) -> Result<Vec<OciMaintenanceEvent>, Error> {
+    let api: Api<OciMaintenanceEvent> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+/// Create the NodeMaintenance of every event [`new_oci_work`] finds; the event records
+/// which one serves it.
+pub async fn spawn(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    ns: &str,
+    existing: &BTreeMap<String, NodeMaintenance>,
+    now: Timestamp,
+) -> Result<usize, Error> {
+    let events: Api<OciMaintenanceEvent> = Api::namespaced(ctx.client.clone(), ns);
+    let mut created = 0;
+    for new in new_oci_work(&policy.name_any(), &mirrored(ctx, ns).await?, existing) {
+        let spec = NodeMaintenanceSpec {
+            node_name: new.node.clone(),
+            policy: policy.name_any(),
+            action: MaintenanceAction::OciMaintenance,
+            oci_event: Some(new.event.clone()),
+            campaign: None,
+            requested_at: now,
+            reason: new.reason.clone(),
         };
-        let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), ns);
-        match api.create(&PostParams::default(), &nm).await {
-            Ok(c) => {
-                let status = NodeMaintenanceStatus {
-                    phase: Phase::Pending,
-                    phase_since: Some(now),
-                    transitions: vec![Transition {
-                        phase: Phase::Pending,
-                        time: now,
-                        message: reason.clone(),
-                    }],
-                    observed_generation: c.metadata.generation,
-                    ..Default::default()
-                };
-                write_work_status(ctx, &c, &status).await?;
-                created += 1;
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
+        if create_node_maintenance(ctx, policy, ns, &new.name, spec, now)
+            .await?
+            .is_some()
+        {
+            created += 1;
         }
-        events
+        let ev = events
             .patch_status(
-                &ev.name_any(),
+                &new.resource,
                 &PatchParams::default(),
-                &Patch::Merge(&json!({"status": {"nodeMaintenance": wname}})),
+                &Patch::Merge(&json!({"status": {"nodeMaintenance": new.name}})),
             )
             .await?;
         publish(
@@ -127,11 +148,29 @@ pub async fn spawn(
             EventType::Normal,
             "Scheduled",
             "Plan",
-            format!("NodeMaintenance {wname} will carry out this event on {node}"),
+            format!(
+                "NodeMaintenance {} will carry out this event on {}",
+                new.name, new.node
+            ),
         )
         .await;
     }
     Ok(created)
+}
+
+/// The work a dry run would create for `new`, as the planner sees it: Pending.
+pub fn as_planned(new: &NewOciWork, now: Timestamp) -> Work {
+    Work {
+        name: new.name.clone(),
+        node: new.node.clone(),
+        action: MaintenanceAction::OciMaintenance,
+        campaign: None,
+        status: NodeMaintenanceStatus {
+            phase: Phase::Pending,
+            phase_since: Some(now),
+            ..Default::default()
+        },
+    }
 }
 
 /// Event id of each unfinished OCI NodeMaintenance (by resource name).
@@ -302,6 +341,8 @@ mod tests {
     use std::time::Duration;
 
     use jiff::SignedDuration;
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
 
     use super::*;
     use crate::apiserver::ApiServer;
@@ -310,55 +351,108 @@ mod tests {
     use crate::oci::emulator::{Emulator, Scenario};
     use crate::sim::{JobMix, SimCluster, SimConfig};
 
-    /// Approved events run through the whole workflow: the policy controller, the
-    /// simulated partition and the OCI emulator, clocks moving together.
+    /// The policy controller on the embedded API server, the simulated partition and the
+    /// OCI emulator, clocks moving together; `spec` is merged into the policy's spec
+    /// before the controller starts.
+    struct Rig {
+        emu: Emulator,
+        sim: SimCluster,
+        kube: kube::Client,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+        _server: ApiServer,
+    }
+
+    impl Rig {
+        async fn start(scenario: &str, spec: serde_json::Value) -> Self {
+            let start = Timestamp::now();
+            let mut sc = Scenario::parse(scenario).unwrap();
+            sc.expand(start);
+            let key = crate::oci::config::parse_private_key(KEY_PEM, None).unwrap();
+            let emu = Emulator::new(sc, vec![key.to_public_key()]);
+            let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
+            let server = ApiServer::with_crds(&crate::api::crds());
+            let kube = server.client();
+            policy(&kube, &format!("http://{addr}")).await;
+            Api::<MaintenancePolicy>::namespaced(kube.clone(), "default")
+                .patch(
+                    "compute",
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({ "spec": spec })),
+                )
+                .await
+                .unwrap();
+            let sim = SimCluster::new(SimConfig {
+                nodes: 10,
+                start,
+                job_mix: JobMix {
+                    short: 1.0,
+                    long: 0.0,
+                },
+                ..SimConfig::default()
+            });
+            let clock = sim.clone();
+            let ctx = Arc::new(Context::new(
+                kube.clone(),
+                Arc::new(FixedConnector(Arc::new(sim.clone()))),
+                Arc::new(move || clock.now()),
+                Pace { scale: 0.01 / 60.0 },
+                Leadership::always(),
+                "test",
+            ));
+            let (stop, mut rx) = watch::channel(false);
+            let task = tokio::spawn(async move {
+                let _ = controller::run(ctx, Some("default".into()), async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            });
+            Self {
+                emu,
+                sim,
+                kube,
+                stop,
+                task,
+                _server: server,
+            }
+        }
+
+        /// One virtual minute.
+        async fn step(&self) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.sim.advance(SignedDuration::from_mins(1));
+            self.emu.advance(Duration::from_secs(60));
+            self.sim.sample();
+        }
+
+        async fn works(&self) -> Vec<NodeMaintenance> {
+            Api::<NodeMaintenance>::namespaced(self.kube.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(true);
+            let _ = self.task.await;
+        }
+    }
+
+    const THREE_EVENTS: &str = "tenancy: ocid1.tenancy.oc1..aaaaaaaatest\n\
+         generate: {compartments: 1, instances: 6, events: 3, hostPrefix: node, faultIds: [HPCRDMA-0002-02]}\n";
+
+    /// Approved events run through the whole workflow.
     #[tokio::test]
     async fn approved_events_are_carried_out_under_the_budget() {
-        let start = Timestamp::now();
-        let mut sc = Scenario::parse(
-            "tenancy: ocid1.tenancy.oc1..aaaaaaaatest\n\
-             generate: {compartments: 1, instances: 6, events: 3, hostPrefix: node, faultIds: [HPCRDMA-0002-02]}\n",
-        )
-        .unwrap();
-        sc.expand(start);
-        let key = crate::oci::config::parse_private_key(KEY_PEM, None).unwrap();
-        let emu = Emulator::new(sc, vec![key.to_public_key()]);
-        let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
-        let server = ApiServer::with_crds(&crate::api::crds());
-        let kube = server.client();
-        policy(&kube, &format!("http://{addr}")).await;
-        let sim = SimCluster::new(SimConfig {
-            nodes: 10,
-            start,
-            job_mix: JobMix {
-                short: 1.0,
-                long: 0.0,
-            },
-            ..SimConfig::default()
-        });
-        let clock = sim.clone();
-        let ctx = Arc::new(Context::new(
-            kube.clone(),
-            Arc::new(FixedConnector(Arc::new(sim.clone()))),
-            Arc::new(move || clock.now()),
-            Pace { scale: 0.01 / 60.0 },
-            Leadership::always(),
-            "test",
-        ));
-        let (stop, mut rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(controller::run(ctx, Some("default".into()), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        let works: Api<NodeMaintenance> = Api::namespaced(kube.clone(), "default");
+        let rig = Rig::start(THREE_EVENTS, json!({})).await;
+        let (emu, sim) = (&rig.emu, &rig.sim);
         let mut most_out = 0;
         let done = 'drive: {
             for _ in 0..(12 * 60) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                sim.advance(SignedDuration::from_mins(1));
-                emu.advance(Duration::from_secs(60));
-                sim.sample();
+                rig.step().await;
                 most_out = most_out.max(sim.stats().max_unavailable_or_down);
-                let items = works.list(&ListParams::default()).await.unwrap().items;
+                let items = rig.works().await;
                 let completed = items
                     .iter()
                     .filter(|nm| {
@@ -373,8 +467,6 @@ mod tests {
             }
             panic!("the approved events were not carried out");
         };
-        let _ = stop.send(true);
-        let _ = task.await;
         // The daily cap (2 a UTC day) approved two events a day; each ran, one node at a
         // time (10 % of 10 nodes: 1 allowed).
         assert!(most_out <= 1, "{most_out} nodes out, 1 allowed");
@@ -411,7 +503,7 @@ mod tests {
                 node.state
             );
         }
-        let mirrored: Api<OciMaintenanceEvent> = Api::namespaced(kube.clone(), "default");
+        let mirrored: Api<OciMaintenanceEvent> = Api::namespaced(rig.kube.clone(), "default");
         let outcomes: Vec<String> = mirrored
             .list(&ListParams::default())
             .await
@@ -422,5 +514,113 @@ mod tests {
             .collect();
         assert_eq!(outcomes.len(), done.len());
         assert!(outcomes.iter().all(|o| o == "Completed"), "{outcomes:?}");
+        rig.stop().await;
+    }
+
+    /// A dry run shows the OCI steps it would take in `plannedActions` and takes none:
+    /// no NodeMaintenance, no drain, no event rescheduled.
+    #[tokio::test]
+    async fn a_dry_run_plans_oci_work_and_changes_nothing() {
+        let rig = Rig::start(THREE_EVENTS, json!({"dryRun": true})).await;
+        let policies: Api<MaintenancePolicy> = Api::namespaced(rig.kube.clone(), "default");
+        let mut planned = vec![];
+        for _ in 0..30 {
+            rig.step().await;
+            let p = policies.get("compute").await.unwrap();
+            planned = p.status.map(|s| s.planned_actions).unwrap_or_default();
+            if !planned.is_empty() {
+                break;
+            }
+        }
+        let mirrored: Vec<OciMaintenanceEvent> =
+            Api::<OciMaintenanceEvent>::namespaced(rig.kube.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items;
+        let approved: Vec<&OciMaintenanceEvent> = mirrored
+            .iter()
+            .filter(|o| {
+                o.status
+                    .as_ref()
+                    .and_then(|s| s.approval.as_ref())
+                    .is_some_and(|a| a.approved)
+            })
+            .collect();
+        assert_eq!(approved.len(), 2, "the daily cap approves two");
+        // 10 % of 10 nodes: one drain fits the budget, the earliest window first.
+        let first = approved
+            .iter()
+            .min_by_key(|o| (o.spec.time_window_start, o.spec.event_id.clone()))
+            .unwrap();
+        assert_eq!(
+            planned,
+            [format!(
+                "drain {}: slurm-maint: OCI maintenance {}",
+                first.spec.slurm_node.as_deref().unwrap(),
+                first.spec.event_id
+            )]
+        );
+        for _ in 0..30 {
+            rig.step().await;
+        }
+        assert!(rig.works().await.is_empty(), "a dry run creates no work");
+        assert!(
+            rig.sim.peek().nodes.iter().all(|n| n.state.in_service()),
+            "a dry run drains nothing"
+        );
+        for o in &mirrored {
+            let ev = rig.emu.event(&o.spec.event_id).unwrap();
+            assert_eq!(ev.lifecycle_state, "SCHEDULED");
+            assert_eq!(ev.time_window_start, o.spec.time_window_start);
+        }
+        rig.stop().await;
+    }
+
+    /// While OCI carries an event out, its state is read at `maintenancePollInterval`
+    /// at first, then less and less often (up to 4× that), not at every pass.
+    #[tokio::test]
+    async fn a_running_event_is_polled_with_backoff() {
+        let rig = Rig::start(
+            "tenancy: ocid1.tenancy.oc1..aaaaaaaatest\nstepSeconds: 1800\n\
+             generate: {compartments: 1, instances: 3, events: 1, hostPrefix: node, faultIds: [HPCRDMA-0002-02]}\n",
+            json!({"interval": "1m", "oci": {
+                "discoveryInterval": "24h",
+                "drainPollInterval": "30s",
+                "maintenancePollInterval": "1m"
+            }}),
+        )
+        .await;
+        let phase = |items: &[NodeMaintenance]| {
+            items
+                .first()
+                .and_then(|nm| nm.status.as_ref())
+                .map(|s| s.phase)
+        };
+        let mut rebooting: Option<(u64, usize)> = None;
+        let mut reads = None;
+        for minute in 0..(8 * 60) {
+            rig.step().await;
+            match (phase(&rig.works().await), rebooting) {
+                (Some(Phase::Rebooting), None) => {
+                    rebooting = Some((rig.emu.requests_served(), minute));
+                }
+                (Some(Phase::Recovering | Phase::HealthCheck | Phase::Completed), Some((n, m))) => {
+                    reads = Some((rig.emu.requests_served() - n, minute - m));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let (reads, minutes) = reads.expect("the event was carried out");
+        assert!(minutes >= 60, "the event ran {minutes} min");
+        // 1, 2, 4, 4, … minutes apart, starting over at each of the event's states
+        // (SCHEDULED, STARTED, PROCESSING): about a quarter of the minutes plus the ramps.
+        assert!(
+            reads as usize <= minutes / 4 + 8,
+            "{reads} reads in {minutes} min"
+        );
+        assert!(reads >= 3, "{reads} reads in {minutes} min");
+        rig.stop().await;
     }
 }

@@ -236,16 +236,38 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         })
         .collect();
 
-    // OCI: approved events become work; unfinished OCI work needs its events' states.
-    let oci_work = super::oci_work::events_of(&objects);
-    let mut oci_client = None;
-    if policy.spec.oci.enabled
-        && !policy.spec.dry_run
-        && let Err(e) = super::oci_work::spawn(ctx, policy, &ns, &objects, now).await
-    {
-        tracing::warn!(policy = %name, error = %e, "OCI work not created");
-    }
+    // OCI: approved events become work (a dry run only plans it); unfinished OCI work
+    // reads its events' states when their poll is due.
+    let mut oci_work = super::oci_work::events_of(&objects);
+    let mut oci_planned: Vec<Work> = vec![];
     let mut oci_states = BTreeMap::new();
+    if policy.spec.oci.enabled {
+        if policy.spec.dry_run {
+            match super::oci_work::mirrored(ctx, &ns).await {
+                Ok(events) => {
+                    for new in super::oci_work::new_oci_work(&name, &events, &objects) {
+                        oci_planned.push(super::oci_work::as_planned(&new, now));
+                        oci_work.insert(new.name.clone(), new.event.event_id.clone());
+                        oci_states.insert(new.event.event_id.clone(), new.state.clone());
+                    }
+                }
+                Err(e) => tracing::warn!(policy = %name, error = %e, "OCI events not listed"),
+            }
+        } else if let Err(e) = super::oci_work::spawn(ctx, policy, &ns, &objects, now).await {
+            tracing::warn!(policy = %name, error = %e, "OCI work not created");
+        }
+    }
+    {
+        let mut polls = ctx.oci_polls.lock().expect("lock");
+        for nm in objects.values() {
+            if let (Some(e), Some(st)) = (&nm.spec.oci_event, &nm.status)
+                && st.phase.is_terminal()
+            {
+                polls.remove(&e.event_id);
+            }
+        }
+    }
+    let mut oci_client = None;
     if !oci_work.is_empty() {
         match super::oci::client_for_policy(&ctx.client, policy).await {
             Ok(c) => {
@@ -253,7 +275,8 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
                 let c = c.with_observer(Arc::new(move |verb: &str, outcome: &str, secs: f64| {
                     metrics.oci_call(verb, outcome, secs)
                 }));
-                oci_states = super::oci_work::event_states(&c, &oci_work).await;
+                let read = poll_oci_events(ctx, policy, &work, &oci_work, &c, now).await;
+                oci_states.extend(read);
                 oci_client = Some(c);
             }
             Err(e) => tracing::warn!(policy = %name, error = %e, "no OCI client"),
@@ -292,10 +315,11 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     let oci_updates = if oci_work.is_empty() {
         vec![]
     } else {
+        let all: Vec<Work> = work.iter().chain(&oci_planned).cloned().collect();
         crate::oci::workflow::plan_oci(
             &settings,
             &snapshot,
-            &work,
+            &all,
             &oci_work,
             &oci_states,
             &plan.budget,
@@ -342,6 +366,50 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     write_policy_status(ctx, policy, &status).await?;
     ctx.metrics.policy(&ns, &name, &status);
     Ok(requeue)
+}
+
+/// Read the events of `work` whose poll is due ([`crate::oci::poll`]) and record the
+/// reads.
+async fn poll_oci_events(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    work: &[Work],
+    events: &BTreeMap<String, String>,
+    oci: &crate::oci::OciClient,
+    now: Timestamp,
+) -> BTreeMap<String, crate::oci::workflow::EventState> {
+    use crate::oci::poll;
+    let intervals = poll::PollIntervals {
+        drain: policy.spec.oci.drain_poll_interval.as_span(),
+        maintenance: policy.spec.oci.maintenance_poll_interval.as_span(),
+    };
+    let due = {
+        let polls = ctx.oci_polls.lock().expect("lock");
+        poll::due_events(work, events, &polls, &intervals, now)
+    };
+    let wanted: BTreeMap<String, String> = events
+        .iter()
+        .filter(|(_, e)| due.contains(*e))
+        .map(|(n, e)| (n.clone(), e.clone()))
+        .collect();
+    let states = super::oci_work::event_states(oci, &wanted).await;
+    let mut polls = ctx.oci_polls.lock().expect("lock");
+    for w in work {
+        let Some(event) = wanted.get(&w.name) else {
+            continue;
+        };
+        if let Some(state) = states.get(event) {
+            let next = poll::record(
+                polls.get(event),
+                w.status.phase,
+                &state.lifecycle_state,
+                &intervals,
+                now,
+            );
+            polls.insert(event.clone(), next);
+        }
+    }
+    states
 }
 
 /// Mirror the policy's OCI maintenance events, once per `spec.oci.discoveryInterval`.
@@ -423,40 +491,66 @@ async fn create_work(
     nw: &NewWork,
     now: Timestamp,
 ) -> Result<(), Error> {
+    let spec = NodeMaintenanceSpec {
+        node_name: nw.node.clone(),
+        policy: policy.name_any(),
+        action: MaintenanceAction::Reboot,
+        oci_event: None,
+        campaign: Some(nw.campaign.clone()),
+        requested_at: now,
+        reason: nw.reason.clone(),
+    };
+    if let Some(created) = create_node_maintenance(ctx, policy, ns, &nw.name, spec, now).await? {
+        publish(
+            ctx,
+            &created.object_ref(&()),
+            EventType::Normal,
+            "Pending",
+            "Plan",
+            format!("{} needs maintenance: {}", nw.node, nw.reason),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Create a NodeMaintenance owned by `policy` (labels: policy, node, campaign) and write
+/// its Pending status. `None` when it exists already: a pass killed after creating it
+/// left it for the next pass to find.
+pub(super) async fn create_node_maintenance(
+    ctx: &Context,
+    policy: &MaintenancePolicy,
+    ns: &str,
+    name: &str,
+    spec: NodeMaintenanceSpec,
+    now: Timestamp,
+) -> Result<Option<NodeMaintenance>, Error> {
     let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), ns);
     let mut labels = BTreeMap::new();
     for (k, v) in [
-        (POLICY_LABEL, policy.name_any()),
-        (NODE_LABEL, nw.node.clone()),
-        (CAMPAIGN_LABEL, nw.campaign.clone()),
+        (POLICY_LABEL, Some(policy.name_any())),
+        (NODE_LABEL, Some(spec.node_name.clone())),
+        (CAMPAIGN_LABEL, spec.campaign.clone()),
     ] {
-        if label_value_ok(&v) {
+        if let Some(v) = v.filter(|v| label_value_ok(v)) {
             labels.insert(k.to_string(), v);
         }
     }
+    let message = spec.reason.clone();
     let nm = NodeMaintenance {
         metadata: ObjectMeta {
-            name: Some(nw.name.clone()),
+            name: Some(name.into()),
             namespace: Some(ns.into()),
             labels: Some(labels),
             owner_references: policy.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
-        spec: NodeMaintenanceSpec {
-            node_name: nw.node.clone(),
-            policy: policy.name_any(),
-            action: MaintenanceAction::Reboot,
-            oci_event: None,
-            campaign: Some(nw.campaign.clone()),
-            requested_at: now,
-            reason: nw.reason.clone(),
-        },
+        spec,
         status: None,
     };
     let created = match api.create(&PostParams::default(), &nm).await {
         Ok(c) => c,
-        // A pass killed after creating it: the next pass finds it.
-        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let status = NodeMaintenanceStatus {
@@ -465,22 +559,12 @@ async fn create_work(
         transitions: vec![Transition {
             phase: Phase::Pending,
             time: now,
-            message: nw.reason.clone(),
+            message,
         }],
         observed_generation: created.metadata.generation,
         ..Default::default()
     };
-    write_work_status(ctx, &created, &status).await?;
-    publish(
-        ctx,
-        &created.object_ref(&()),
-        EventType::Normal,
-        "Pending",
-        "Plan",
-        format!("{} needs maintenance: {}", nw.node, nw.reason),
-    )
-    .await;
-    Ok(())
+    Ok(Some(write_work_status(ctx, &created, &status).await?))
 }
 
 /// Write a NodeMaintenance's status by server-side apply, conditional on the

@@ -8,6 +8,7 @@ pub mod config;
 pub mod emulator;
 pub mod error;
 pub mod model;
+pub mod poll;
 pub mod retry;
 pub mod sign;
 pub mod workflow;
