@@ -96,6 +96,8 @@ pub fn new_oci_work(
             state: EventState {
                 lifecycle_state: ev.spec.lifecycle_state.clone(),
                 time_window_start: ev.spec.time_window_start,
+                can_reschedule: ev.spec.can_reschedule,
+                time_hard_due_date: ev.spec.time_hard_due_date,
             },
         });
     }
@@ -201,6 +203,8 @@ pub async fn event_states(
                     EventState {
                         lifecycle_state: e.lifecycle_state,
                         time_window_start: e.time_window_start,
+                        can_reschedule: e.can_reschedule,
+                        time_hard_due_date: e.time_hard_due_date,
                     },
                 );
             }
@@ -262,11 +266,15 @@ pub async fn apply(
                         time_window_start: Some(*start),
                         ..Default::default()
                     };
-                    // One token per attempt: a repeated call is the same request to OCI.
+                    // One token per attempt and window: a repeated call is the same request.
                     let hash = nm.name_any().bytes().fold(0xcbf29ce484222325u64, |h, b| {
                         (h ^ b as u64).wrapping_mul(0x100000001b3)
                     });
-                    let token = format!("slurm-maint-{hash:016x}-{}", status.attempts);
+                    let token = format!(
+                        "slurm-maint-{hash:016x}-{}-{}",
+                        status.attempts,
+                        start.as_second()
+                    );
                     oci.update_instance_maintenance_event(event_id, &details, None, Some(token))
                         .await
                         .map(Some)

@@ -27,6 +27,34 @@ pub struct EventState {
     pub lifecycle_state: String,
     /// Its window start, earliest first when admitting.
     pub time_window_start: Option<Timestamp>,
+    /// Whether OCI accepts a new window; if not, OCI starts it at its own.
+    pub can_reschedule: bool,
+    /// No window may start later than this.
+    pub time_hard_due_date: Option<Timestamp>,
+}
+
+/// The window to ask for when the node is ready at `now`: `lead` from then, or from
+/// the first request (`issued`) while that is still ahead, so a repeated request asks
+/// for the same window; never past the hard due date. `None`: OCI keeps its own window
+/// (the event cannot be rescheduled, or its due date has passed).
+pub fn window_start(
+    e: &EventState,
+    issued: Option<Timestamp>,
+    lead: SignedDuration,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    if !e.can_reschedule {
+        return None;
+    }
+    let start = issued
+        .map(|i| i + lead)
+        .filter(|s| *s >= now)
+        .unwrap_or(now + lead);
+    match e.time_hard_due_date {
+        Some(due) if due <= now => None,
+        Some(due) => Some(start.min(due)),
+        None => Some(start),
+    }
 }
 
 /// One side effect of the workflow.
@@ -222,23 +250,51 @@ pub fn plan_oci(
                     }),
                     Some(_) if busy(&w.node) => {}
                     Some(_) => {
-                        let start = now + lead;
                         st.reboot_issued_at = Some(now);
-                        transition(
-                            &mut st,
-                            Phase::Rebooting,
-                            now,
-                            format!("node empty: OCI event {event} scheduled for {start}"),
-                        );
-                        steps.push(OciStep::Schedule {
-                            event_id: event.clone(),
-                            start,
-                        });
+                        let e = &states[event];
+                        match window_start(e, None, lead, now) {
+                            Some(start) => {
+                                transition(
+                                    &mut st,
+                                    Phase::Rebooting,
+                                    now,
+                                    format!("node empty: OCI event {event} scheduled for {start}"),
+                                );
+                                steps.push(OciStep::Schedule {
+                                    event_id: event.clone(),
+                                    start,
+                                });
+                            }
+                            None => transition(
+                                &mut st,
+                                Phase::Rebooting,
+                                now,
+                                format!(
+                                    "node empty: OCI event {event} keeps its window ({})",
+                                    e.time_window_start
+                                        .map_or("not set".to_string(), |t| t.to_string())
+                                ),
+                            ),
+                        }
                     }
                     None => {}
                 },
                 None => {}
             },
+            // Scheduled, but OCI has not confirmed it (the request failed, or the pass
+            // stopped before it): ask again, for the same window while it is ahead.
+            Phase::Rebooting
+                if state == Some("SCHEDULED") && w.status.work_request_id.is_none() =>
+            {
+                if let Some(start) =
+                    window_start(&states[event], w.status.reboot_issued_at, lead, now)
+                {
+                    steps.push(OciStep::Schedule {
+                        event_id: event.clone(),
+                        start,
+                    });
+                }
+            }
             Phase::Rebooting => match state {
                 Some("SUCCEEDED") => {
                     transition(
@@ -401,6 +457,8 @@ mod tests {
                     EventState {
                         lifecycle_state: state.into(),
                         time_window_start: Some(t(100 - i as i64)),
+                        can_reschedule: true,
+                        time_hard_due_date: None,
                     },
                 )
             })
@@ -755,5 +813,71 @@ mod tests {
             t(0),
         );
         assert!(u.is_empty());
+    }
+
+    /// A schedule OCI never confirmed (the request failed, or the controller stopped
+    /// between the status write and the request) is asked again, for the same window
+    /// while it is ahead; confirmed work only waits.
+    #[test]
+    fn an_unconfirmed_schedule_is_asked_again() {
+        let s = settings();
+        let b = budget(4, 2, &[]);
+        let mut w = vec![oci_work("g1", Phase::Rebooting)];
+        w[0].status.reboot_issued_at = Some(t(3));
+        let ev = events(&w);
+        let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
+        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SCHEDULED"), &b, LEAD, t(4));
+        assert_eq!(u[0].status, w[0].status, "no transition, the request only");
+        assert_eq!(
+            u[0].steps,
+            [OciStep::Schedule {
+                event_id: "ev-g1".into(),
+                start: t(3) + LEAD
+            }]
+        );
+        // Later than the first window: lead from now.
+        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SCHEDULED"), &b, LEAD, t(30));
+        assert!(
+            matches!(&u[0].steps[..], [OciStep::Schedule { start, .. }] if *start == t(30) + LEAD)
+        );
+        // Confirmed by a work request: wait for OCI.
+        w[0].status.work_request_id = Some("wr".into());
+        assert!(plan_oci(&s, &sn, &w, &ev, &states(&w, "SCHEDULED"), &b, LEAD, t(5)).is_empty());
+    }
+
+    /// An event OCI will not reschedule keeps its own window: the drained node waits for
+    /// OCI to start it; a window is never asked past the hard due date.
+    #[test]
+    fn windows_respect_can_reschedule_and_the_hard_due_date() {
+        let s = settings();
+        let b = budget(4, 2, &[]);
+        let w = vec![oci_work("g1", Phase::Reserved)];
+        let ev = events(&w);
+        let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
+        let mut st = states(&w, "SCHEDULED");
+        st.get_mut("ev-g1").unwrap().can_reschedule = false;
+        let u = plan_oci(&s, &sn, &w, &ev, &st, &b, LEAD, t(3));
+        assert_eq!(u[0].status.phase, Phase::Rebooting);
+        assert!(u[0].steps.is_empty(), "{:?}", u[0].steps);
+        assert!(
+            u[0].status.transitions[0]
+                .message
+                .contains("keeps its window")
+        );
+        let mut w2 = w.clone();
+        w2[0].status = u[0].status.clone();
+        assert!(plan_oci(&s, &sn, &w2, &ev, &st, &b, LEAD, t(4)).is_empty());
+
+        let e = |due: Option<i64>| EventState {
+            lifecycle_state: "SCHEDULED".into(),
+            time_window_start: Some(t(100)),
+            can_reschedule: true,
+            time_hard_due_date: due.map(t),
+        };
+        assert_eq!(window_start(&e(None), None, LEAD, t(3)), Some(t(5)));
+        assert_eq!(window_start(&e(Some(4)), None, LEAD, t(3)), Some(t(4)));
+        assert_eq!(window_start(&e(Some(3)), None, LEAD, t(3)), None);
+        assert_eq!(window_start(&e(None), Some(t(2)), LEAD, t(3)), Some(t(4)));
+        assert_eq!(window_start(&e(None), Some(t(0)), LEAD, t(3)), Some(t(5)));
     }
 }
