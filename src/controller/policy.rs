@@ -116,7 +116,7 @@ async fn cleanup(policy: &MaintenancePolicy, ctx: &Context) -> Result<Requeue, E
     let name = policy.name_any();
     let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), &ns);
     let holding: Vec<(String, String)> = api
-        .list(&ListParams::default())
+        .list(&policy_selector(&name))
         .await?
         .into_iter()
         .filter(|nm| nm.spec.policy == name)
@@ -215,12 +215,8 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     };
 
     let api: Api<NodeMaintenance> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut lp = ListParams::default();
-    if label_value_ok(&name) {
-        lp = lp.labels(&format!("{POLICY_LABEL}={name}"));
-    }
     let mut objects: BTreeMap<String, NodeMaintenance> = BTreeMap::new();
-    for nm in api.list(&lp).await? {
+    for nm in api.list(&policy_selector(&name)).await? {
         if nm.spec.policy == name && nm.meta().deletion_timestamp.is_none() {
             objects.insert(nm.name_any(), nm);
         }
@@ -472,6 +468,17 @@ async fn discover_oci(
             )
             .await;
         }
+    }
+}
+
+/// The NodeMaintenances labelled with the policy (every one it created carries the label
+/// when the name is a valid label value); callers still check `spec.policy`.
+fn policy_selector(policy: &str) -> ListParams {
+    let lp = ListParams::default();
+    if label_value_ok(policy) {
+        lp.labels(&format!("{POLICY_LABEL}={policy}"))
+    } else {
+        lp
     }
 }
 
