@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 
+use super::auth::Credentials;
 use super::error::OciError;
 use super::model::*;
 use super::retry::{Jitter, RetryPolicy, Sleeper, TokioSleeper};
@@ -88,7 +89,7 @@ pub type Observer = Arc<dyn Fn(&str, &str, f64) + Send + Sync>;
 #[derive(Clone)]
 pub struct OciClient {
     http: reqwest::Client,
-    signer: Arc<RequestSigner>,
+    credentials: Credentials,
     endpoints: Endpoints,
     retry: RetryPolicy,
     sleeper: Arc<dyn Sleeper>,
@@ -101,12 +102,12 @@ impl std::fmt::Debug for OciClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OciClient")
             .field("endpoints", &self.endpoints)
-            .field("signer", &self.signer)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
 
-fn tls_config() -> Result<rustls::ClientConfig, OciError> {
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, OciError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
@@ -119,9 +120,18 @@ fn tls_config() -> Result<rustls::ClientConfig, OciError> {
 }
 
 impl OciClient {
-    /// A client signing with `signer` against `endpoints`, with a 60 s timeout and the
-    /// SDK retry policy.
+    /// A client signing with the API key `signer` against `endpoints`, with a 60 s
+    /// timeout and the SDK retry policy.
     pub fn new(signer: RequestSigner, endpoints: Endpoints) -> Result<Self, OciError> {
+        Self::with_credentials(signer.into(), endpoints)
+    }
+
+    /// A client signing with `credentials` (asked for a signer on every attempt) against
+    /// `endpoints`, with a 60 s timeout and the SDK retry policy.
+    pub fn with_credentials(
+        credentials: Credentials,
+        endpoints: Endpoints,
+    ) -> Result<Self, OciError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("slurm-maint/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(60))
@@ -131,7 +141,7 @@ impl OciClient {
             .map_err(|e| OciError::Config(e.to_string()))?;
         Ok(Self {
             http,
-            signer: Arc::new(signer),
+            credentials,
             endpoints,
             retry: RetryPolicy::default(),
             sleeper: Arc::new(TokioSleeper),
@@ -171,6 +181,11 @@ impl OciClient {
         self
     }
 
+    /// The credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// The endpoints.
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
@@ -190,6 +205,7 @@ impl OciClient {
 
     async fn once(
         &self,
+        signer: &RequestSigner,
         method: &Method,
         url: &Url,
         body: &[u8],
@@ -204,7 +220,7 @@ impl OciClient {
             None => url.path().to_string(),
         };
         let date = http_date((self.clock)());
-        let signed = self.signer.sign(&SignInput {
+        let signed = signer.sign(&SignInput {
             method: method.as_str(),
             path_and_query: &path_and_query,
             host: &host,
@@ -289,9 +305,11 @@ impl OciClient {
         let body = body.unwrap_or_default();
         let mut previous = None;
         let mut attempt = 1;
+        let mut reauthenticated = false;
         loop {
             let started = std::time::Instant::now();
-            let result = self.once(&method, &url, &body, &extra).await;
+            let signer = self.credentials.signer().await?;
+            let result = self.once(&signer, &method, &url, &body, &extra).await;
             if let Some(observe) = &self.observer {
                 let outcome = match &result {
                     Ok(_) => "ok".to_string(),
@@ -306,6 +324,14 @@ impl OciClient {
             }
             match result {
                 Ok(a) => return Ok(a),
+                Err(e)
+                    if e.status() == Some(401)
+                        && !reauthenticated
+                        && self.credentials.invalidate(&signer).await =>
+                {
+                    tracing::debug!(error = %e, "OCI session token refused; fetching a new one");
+                    reauthenticated = true;
+                }
                 Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
                     let d = self.retry.next_delay(previous, self.jitter.unit());
                     tracing::debug!(error = %e, attempt, delay_ms = d.as_millis() as u64, "OCI call retried");

@@ -3,6 +3,7 @@
 //! pure approval logic of the event workflow.
 
 pub mod approve;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod emulator;
@@ -16,6 +17,7 @@ pub mod workflow;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use auth::Credentials;
 pub use client::{Endpoints, OciClient, Page};
 pub use config::ApiKey;
 pub use error::OciError;

@@ -118,6 +118,16 @@ impl RequestSigner {
 
     /// Signs one request.
     pub fn sign(&self, input: &SignInput<'_>) -> SignedHeaders {
+        self.sign_headers(input, true)
+    }
+
+    /// Signs a request to the X.509 federation endpoint (`/v1/x509`), which the SDKs sign
+    /// without `host`: `date (request-target) content-length content-type x-content-sha256`.
+    pub fn sign_federation(&self, input: &SignInput<'_>) -> SignedHeaders {
+        self.sign_headers(input, false)
+    }
+
+    fn sign_headers(&self, input: &SignInput<'_>, with_host: bool) -> SignedHeaders {
         let method = input.method.to_ascii_lowercase();
         let mut signed: Vec<(&str, String)> = vec![
             ("date", input.date.to_string()),
@@ -125,8 +135,10 @@ impl RequestSigner {
                 "(request-target)",
                 format!("{method} {}", input.path_and_query),
             ),
-            ("host", input.host.to_string()),
         ];
+        if with_host {
+            signed.push(("host", input.host.to_string()));
+        }
         if method_has_body(&method) {
             signed.push(("content-length", input.body.len().to_string()));
             signed.push(("content-type", input.content_type.to_string()));

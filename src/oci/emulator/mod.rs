@@ -8,6 +8,7 @@
 //! PROCESSING → SUCCEEDED (or the scripted FAILED/CANCELED) on the emulator's clock,
 //! which runs with real time and can be advanced (`POST /_emulator/advance?seconds=N`).
 
+pub mod auth;
 pub mod scenario;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,7 @@ use rsa::RsaPublicKey;
 use super::model::*;
 use super::retry::Jitter;
 use super::sign;
+pub use auth::{InstanceIdentity, TokenAuth};
 pub use scenario::{Faults, Generate, Scenario, ScenarioCompartment, ScenarioEvent};
 
 /// The emulator's clock: real time plus a manual offset.
@@ -107,6 +109,7 @@ struct Shared {
     faults: Mutex<Faults>,
     dice: Jitter,
     state: Mutex<EmuState>,
+    tokens: auth::Tokens,
 }
 
 /// A running (or ready to run) emulator. Cheap to clone.
@@ -162,7 +165,19 @@ type Q = Query<HashMap<String, String>>;
 
 impl Emulator {
     /// An emulator of `scenario` accepting requests signed by any of `keys`.
-    pub fn new(mut scenario: Scenario, keys: Vec<RsaPublicKey>) -> Self {
+    pub fn new(scenario: Scenario, keys: Vec<RsaPublicKey>) -> Self {
+        Self::with_tokens(scenario, keys, TokenAuth::default())
+            .expect("no token services: nothing to parse")
+    }
+
+    /// An emulator of `scenario` accepting requests signed by any of `keys` or by the
+    /// session tokens it issues through the services of `tokens`.
+    pub fn with_tokens(
+        mut scenario: Scenario,
+        keys: Vec<RsaPublicKey>,
+        tokens: TokenAuth,
+    ) -> Result<Self, String> {
+        let tokens = auth::Tokens::new(tokens)?;
         let now = Timestamp::now();
         scenario.expand(now);
         let mut st = EmuState::default();
@@ -215,7 +230,7 @@ impl Emulator {
             .collect();
         let faults = scenario.faults.clone();
         let dice = Jitter::seeded(faults.seed);
-        Self {
+        Ok(Self {
             shared: Arc::new(Shared {
                 scenario,
                 clock: EmuClock {
@@ -227,8 +242,17 @@ impl Emulator {
                 faults: Mutex::new(faults),
                 dice,
                 state: Mutex::new(st),
+                tokens,
             }),
-        }
+        })
+    }
+
+    /// Session tokens issued so far (both services).
+    pub fn tokens_issued(&self) -> u64 {
+        self.shared
+            .tokens
+            .issued
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The tenancy OCID.
@@ -292,6 +316,19 @@ impl Emulator {
                 authenticate,
             ));
         Router::new()
+            .route(
+                "/resourcePrincipalSessionTokens",
+                post(auth::resource_principal_session_token),
+            )
+            .route("/opc/v2/instance/region", get(auth::imds_region))
+            .route("/opc/v2/instance/regionInfo", get(auth::imds_region_info))
+            .route("/opc/v2/identity/cert.pem", get(auth::imds_cert))
+            .route("/opc/v2/identity/key.pem", get(auth::imds_key))
+            .route(
+                "/opc/v2/identity/intermediate.pem",
+                get(auth::imds_intermediate),
+            )
+            .route("/v1/x509", post(auth::x509_federation))
             .route("/_emulator/advance", post(advance))
             .route("/_emulator/state", get(dump_state))
             .merge(api)
@@ -462,11 +499,15 @@ async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
         .await
 }
 
-fn check_signature(
+/// The checks every signed request passes: an `authorization` of the Signature scheme
+/// signing at least `required`, a `date` within the allowed skew, and for requests with a
+/// body, `x-content-sha256` and `content-length` that match it.
+fn check_request(
     s: &Shared,
     parts: &axum::http::request::Parts,
     body: &[u8],
-) -> Result<(), String> {
+    required: &[&str],
+) -> Result<sign::ParsedAuthorization, String> {
     let header = |n: &str| {
         parts
             .headers
@@ -476,11 +517,6 @@ fn check_signature(
     };
     let auth = header("authorization").ok_or("no authorization header")?;
     let parsed = sign::parse_authorization(&auth)?;
-    let method = parts.method.as_str();
-    let mut required: Vec<&str> = sign::GENERIC_HEADERS.to_vec();
-    if sign::method_has_body(method) {
-        required.extend(sign::BODY_HEADERS);
-    }
     for r in required {
         if !parsed.headers.iter().any(|h| h == r) {
             return Err(format!("header {r} is not signed"));
@@ -494,7 +530,7 @@ fn check_signature(
     if skew > SignedDuration::from_secs(s.scenario.max_clock_skew_seconds) {
         return Err(format!("the date header is {}s off", skew.as_secs()));
     }
-    if sign::method_has_body(method) {
+    if sign::method_has_body(parts.method.as_str()) {
         let sent = header("x-content-sha256").unwrap_or_default();
         if sent != sign::content_sha256(body) {
             return Err("x-content-sha256 does not match the body".into());
@@ -503,13 +539,42 @@ fn check_signature(
             return Err("content-length does not match the body".into());
         }
     }
-    let fp = parsed.key_id.rsplit('/').next().unwrap_or_default();
-    let key = s
-        .keys
-        .iter()
-        .find(|(f, _)| f == fp)
-        .map(|(_, k)| k)
-        .ok_or_else(|| format!("unknown key {}", parsed.key_id))?;
+    Ok(parsed)
+}
+
+fn check_signature(
+    s: &Shared,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<(), String> {
+    let method = parts.method.as_str();
+    let mut required: Vec<&str> = sign::GENERIC_HEADERS.to_vec();
+    if sign::method_has_body(method) {
+        required.extend(sign::BODY_HEADERS);
+    }
+    let parsed = check_request(s, parts, body, &required)?;
+    let session_key;
+    let key = match parsed.key_id.strip_prefix("ST$") {
+        Some(token) => {
+            session_key = s.tokens.session_key(token, s.clock.now())?;
+            &session_key
+        }
+        None => {
+            let fp = parsed.key_id.rsplit('/').next().unwrap_or_default();
+            s.keys
+                .iter()
+                .find(|(f, _)| f == fp)
+                .map(|(_, k)| k)
+                .ok_or_else(|| format!("unknown key {}", parsed.key_id))?
+        }
+    };
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let pq = parts
         .uri
         .path_and_query()
@@ -1012,8 +1077,38 @@ pub struct EmulatorArgs {
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// PEM public (or private) key whose signatures are accepted; repeatable.
-    #[arg(long = "public-key", required = true)]
+    #[arg(long = "public-key")]
     pub public_keys: Vec<PathBuf>,
+    /// File holding a ServiceAccount token accepted by `/resourcePrincipalSessionTokens`
+    /// (OKE workload identity); repeatable.
+    #[arg(long = "sa-token")]
+    pub sa_tokens: Vec<PathBuf>,
+    /// Instance identity served at `/opc/v2/identity/cert.pem` (with `--instance-key`,
+    /// `--instance-intermediate`, `--instance-ca`): enables instance principals.
+    #[arg(long, requires_all = ["instance_key", "instance_intermediate", "instance_ca"])]
+    pub instance_cert: Option<PathBuf>,
+    /// Private key of `--instance-cert` (served at `/opc/v2/identity/key.pem`).
+    #[arg(long)]
+    pub instance_key: Option<PathBuf>,
+    /// Issuer of `--instance-cert` (served at `/opc/v2/identity/intermediate.pem`).
+    #[arg(long)]
+    pub instance_intermediate: Option<PathBuf>,
+    /// PEM roots that `/v1/x509` trusts.
+    #[arg(long)]
+    pub instance_ca: Option<PathBuf>,
+    /// Lifetime of issued session tokens, in seconds.
+    #[arg(long, default_value_t = 1200)]
+    pub token_ttl_seconds: u64,
+    /// Also serve HTTPS here (needs `--tls-cert`, `--tls-key`); its address is printed
+    /// second, as `tls listening on ADDR`.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain of the HTTPS listener.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the HTTPS listener.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Override the scenario's injected error rate (429/500), in [0, 1].
     #[arg(long)]
     pub error_rate: Option<f64>,
@@ -1052,16 +1147,65 @@ pub async fn run(args: EmulatorArgs) -> Result<(), String> {
             super::config::parse_public_key(&pem).map_err(|e| format!("{}: {e}", p.display()))?,
         );
     }
-    let emu = Emulator::new(scenario, keys);
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut tokens = TokenAuth {
+        token_ttl: SignedDuration::from_secs(args.token_ttl_seconds as i64),
+        ..TokenAuth::default()
+    };
+    for p in &args.sa_tokens {
+        tokens.sa_tokens.push(read(p)?.trim().to_string());
+    }
+    if let (Some(cert), Some(key), Some(inter), Some(ca)) = (
+        &args.instance_cert,
+        &args.instance_key,
+        &args.instance_intermediate,
+        &args.instance_ca,
+    ) {
+        tokens.instance = Some(InstanceIdentity {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            intermediate_pem: read(inter)?,
+            trusted_ca_pem: read(ca)?,
+        });
+    }
+    if keys.is_empty() && tokens.sa_tokens.is_empty() && tokens.instance.is_none() {
+        return Err("give --public-key, --sa-token or --instance-cert: nothing could sign".into());
+    }
+    let emu = Emulator::with_tokens(scenario, keys, tokens)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("{}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {addr}");
+    let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+        (Some(listen), Some(cert), Some(key)) => {
+            let config = crate::agent::tls::server_config(cert, key, None)?;
+            let l = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("{listen}: {e}"))?;
+            println!(
+                "tls listening on {}",
+                l.local_addr().map_err(|e| e.to_string())?
+            );
+            Some((l, config))
+        }
+        _ => None,
+    };
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    let router = emu.router();
+    let tls_task = async move {
+        match tls {
+            Some((l, config)) => {
+                crate::agent::tls::serve(l, config, router, std::future::pending()).await
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = emu.serve(listener) => r.map_err(|e| e.to_string()),
+        () = tls_task => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
