@@ -161,6 +161,18 @@ fn cel_accepts_good_policies() {
     s["interval"] = "30s".into();
     cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
     s["budget"] = json!({"maxUnavailable": 2});
+    cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
+    let oci =
+        json!({"enabled": true, "tenancyId": "ocid1.tenancy.oc1..t", "region": "us-ashburn-1"});
+    for auth in ["WorkloadIdentity", "InstancePrincipal"] {
+        let mut o = oci.clone();
+        o["auth"] = auth.into();
+        s["oci"] = o;
+        cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
+    }
+    let mut o = oci;
+    o["credentialsSecretRef"] = json!({"name": "oci"});
+    s["oci"] = o;
     cel("maintenancepolicies", &policy(s), None).unwrap();
 }
 
@@ -194,6 +206,14 @@ fn cel_refuses_bad_policies() {
             "between 30s and 24h",
         ),
         (json!({"oci": {"enabled": true}}), "requires tenancyId"),
+        (
+            json!({"oci": {"enabled": true, "tenancyId": "ocid1.tenancy.oc1..t", "region": "us-ashburn-1"}}),
+            "auth ApiKey requires credentialsSecretRef",
+        ),
+        (
+            json!({"oci": {"enabled": true, "auth": "ApiKey", "tenancyId": "ocid1.tenancy.oc1..t", "region": "us-ashburn-1"}}),
+            "auth ApiKey requires credentialsSecretRef",
+        ),
         (
             json!({"oci": {"hostMapping": {"source": "FreeformTag"}}}),
             "requires tagKey",

@@ -369,7 +369,8 @@ pub enum Weekday {
 /// OCI instance maintenance events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.enabled || (has(self.tenancyId) && has(self.region) && has(self.credentialsSecretRef))").message("oci.enabled requires tenancyId, region and credentialsSecretRef"))]
+#[x_kube(validation = Rule::new("!self.enabled || (has(self.tenancyId) && has(self.region))").message("oci.enabled requires tenancyId and region"))]
+#[x_kube(validation = Rule::new("!self.enabled || (has(self.auth) && self.auth != 'ApiKey') || has(self.credentialsSecretRef)").message("oci.enabled with auth ApiKey requires credentialsSecretRef"))]
 pub struct OciSettings {
     /// Discover and handle OCI maintenance events. Off by default.
     #[serde(default)]
@@ -395,7 +396,11 @@ pub struct OciSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
     pub endpoint: Option<String>,
-    /// Secret with `config` (OCI config file) and `key` (PEM private key).
+    /// How the controller authenticates to OCI.
+    #[serde(default)]
+    pub auth: OciAuth,
+    /// Secret with `config` (OCI config file, with `pass_phrase` for an encrypted key) and
+    /// `key` (PEM private key); for auth `ApiKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretNameRef>,
     /// Fault ids (exact match, e.g. `HPCRDMA-0002-02`) whose events are handled
@@ -437,6 +442,7 @@ impl Default for OciSettings {
             region: None,
             compartments: vec![],
             endpoint: None,
+            auth: OciAuth::default(),
             credentials_secret_ref: None,
             approved_fault_codes: vec![],
             excluded_hosts: vec![],
@@ -461,6 +467,20 @@ fn default_maint_poll() -> Duration {
 }
 fn default_schedule_lead() -> Duration {
     Duration::mins(2)
+}
+
+/// How the controller authenticates to OCI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Default)]
+pub enum OciAuth {
+    /// A user's API key from `credentialsSecretRef`.
+    #[default]
+    ApiKey,
+    /// OKE workload identity: the controller pod's ServiceAccount, exchanged for a
+    /// resource principal session token.
+    WorkloadIdentity,
+    /// Instance principals: the identity certificate of the instance the controller runs
+    /// on, federated for a security token.
+    InstancePrincipal,
 }
 
 /// A Secret in the policy's namespace.

@@ -61,27 +61,49 @@ pub struct DiscoveryReport {
     pub errors: Vec<String>,
 }
 
-/// An OCI client for a policy: credentials from its Secret (`config` + `key`), the
-/// endpoint from `spec.oci.endpoint` or the region.
+/// An OCI client for a policy: credentials by `spec.oci.auth` (the API key of its
+/// Secret, `config` + `key`; or OKE workload identity or instance principals, both from
+/// the controller's environment and shared by every policy, so tokens are cached across
+/// passes), the endpoint from `spec.oci.endpoint` or the region.
 pub async fn client_for_policy(
     kube: &kube::Client,
     policy: &MaintenancePolicy,
 ) -> Result<OciClient, DiscoveryError> {
+    use crate::api::policy::OciAuth;
+    use crate::oci::auth::{Credentials, InstancePrincipal, SessionSource, WorkloadIdentity};
     let oci = &policy.spec.oci;
-    let ns = policy.namespace().unwrap_or_default();
-    let secret = oci
-        .credentials_secret_ref
-        .as_ref()
-        .ok_or_else(|| DiscoveryError::Invalid("oci.credentialsSecretRef is not set".into()))?;
-    let key = ApiKey::from_kube_secret(kube.clone(), &ns, &secret.name).await?;
-    let endpoints = match (&oci.endpoint, &oci.region, &key.region) {
+    let (credentials, fallback_region) = match oci.auth {
+        OciAuth::ApiKey => {
+            let ns = policy.namespace().unwrap_or_default();
+            let secret = oci.credentials_secret_ref.as_ref().ok_or_else(|| {
+                DiscoveryError::Invalid("oci.credentialsSecretRef is not set".into())
+            })?;
+            let key = ApiKey::from_kube_secret(kube.clone(), &ns, &secret.name).await?;
+            (Credentials::api_key(&key), key.region)
+        }
+        OciAuth::WorkloadIdentity => {
+            let w = WorkloadIdentity::from_env()?;
+            let region = w.region.clone();
+            (
+                Credentials::shared_session(SessionSource::WorkloadIdentity(w)),
+                region,
+            )
+        }
+        OciAuth::InstancePrincipal => (
+            Credentials::shared_session(SessionSource::InstancePrincipal(
+                InstancePrincipal::from_env(),
+            )),
+            None,
+        ),
+    };
+    let endpoints = match (&oci.endpoint, &oci.region, &fallback_region) {
         (Some(e), _, _) => Endpoints::single(e),
         (None, Some(r), _) | (None, None, Some(r)) => Endpoints::for_region(r),
         (None, None, None) => {
             return Err(DiscoveryError::Invalid("oci.region is not set".into()));
         }
     };
-    Ok(OciClient::new(key.signer(), endpoints)?)
+    Ok(OciClient::with_credentials(credentials, endpoints)?)
 }
 
 /// The compartments to search: all (tenancy included) when `roots` is empty, else each
