@@ -6,10 +6,15 @@ Run by tests/oci_sdk.rs, which starts the emulator, makes the keys and the confi
     python3 tests/oci_sdk.py --endpoint http://127.0.0.1:PORT --config CFG \
         --bad-config BADCFG --tenancy OCID --compartment OCID --fixed-event OCID
 
-Every check prints one line; the last line is 'N passed, N failed'.
+    python3 tests/oci_sdk.py --session-tokens --endpoint http://127.0.0.1:PORT ...
+
+The second form checks the SDK's OKE workload identity and instance principal signers
+(the environment points them at the emulator). Every check prints one line; the last
+line is 'N passed, N failed'.
 """
 
 import argparse
+import base64
 import email.utils
 import json
 import sys
@@ -80,7 +85,104 @@ def compare_with_rust(config, path):
                   req.headers.get("x-content-sha256") == v["x-content-sha256"])
 
 
+def jwt_claims(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def b64url_int(n):
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def emulator_state(endpoint):
+    with urllib.request.urlopen(f"{endpoint}/_emulator/state") as r:
+        return json.load(r)
+
+
+def session_tokens(a):
+    """OKE workload identity and instance principals, with the SDK's own signers, pointed
+    at the emulator only through the SDK's environment variables and keyword arguments."""
+    ep = a.endpoint
+
+    # OKE workload identity: https://$KUBERNETES_SERVICE_HOST:12250 (reached through
+    # HTTPS_PROXY), verified with OCI_KUBERNETES_SERVICE_ACCOUNT_CERT_PATH.
+    oke = oci.auth.signers.get_oke_workload_identity_resource_principal_signer(
+        service_account_token_path=a.sa_token_path)
+    check("OKE signer: region from OCI_RESOURCE_PRINCIPAL_REGION", oke.region == a.region, oke.region)
+    token = oke.get_security_token()
+    claims = jwt_claims(token)
+    public = oke.session_key_supplier.get_key_pair()["public"].public_numbers()
+    jwk = json.loads(claims["jwk"])
+    check("OKE token: jwk claim is the SDK's session key", jwk["n"] == b64url_int(public.n), jwk)
+    check("OKE token: iat/exp", claims["exp"] - claims["iat"] == a.token_ttl, claims)
+    compute = oci.core.ComputeClient({"region": oke.region}, signer=oke, service_endpoint=ep)
+    events = oci.pagination.list_call_get_all_results(
+        compute.list_instance_maintenance_events, a.compartment).data
+    check("OKE token lists the events", len(events) == a.expect_events, len(events))
+    oke.refresh_security_token()
+    check("OKE refresh: a new token", oke.get_security_token() != token)
+    check("OKE refreshed token works",
+          len(compute.list_instance_maintenance_events(a.compartment).data) > 0)
+    with open(a.sa_token_path) as f:
+        sa = f.read().strip()
+    forged = sa[: sa.rindex(".") + 1] + "d3Jvbmc"
+    try:
+        oci.auth.signers.get_oke_workload_identity_resource_principal_signer(
+            service_account_token=forged, retry_strategy=oci.retry.NoneRetryStrategy())
+        check("OKE: an unknown ServiceAccount token is refused", False, "no error")
+    except oci.exceptions.ServiceError as e:
+        check("OKE: an unknown ServiceAccount token is refused", e.status == 401, e)
+
+    # Instance principals: OCI_METADATA_BASE_URL and the federation_endpoint argument.
+    ip = oci.auth.signers.InstancePrincipalsSecurityTokenSigner(
+        federation_endpoint=f"{ep}/v1/x509",
+        federation_client_retry_strategy=oci.retry.NoneRetryStrategy())
+    check("IP signer: tenancy from the leaf certificate", ip.tenancy_id == a.tenancy, ip.tenancy_id)
+    check("IP signer: region from the metadata service", ip.region == a.region, ip.region)
+    compute = oci.core.ComputeClient({"region": ip.region}, signer=ip, service_endpoint=ep)
+    identity = oci.identity.IdentityClient({"region": ip.region}, signer=ip, service_endpoint=ep)
+    events = oci.pagination.list_call_get_all_results(
+        compute.list_instance_maintenance_events, a.compartment).data
+    check("IP token lists the events", len(events) == a.expect_events, len(events))
+    comps = identity.list_compartments(a.tenancy, compartment_id_in_subtree=True).data
+    check("IP token lists compartments", len(comps) == a.expect_compartments, len(comps))
+    old_token = ip.federation_client.security_token.security_token
+    old_key = ip.federation_client.session_key_supplier.get_key_pair()["private"]
+    check("IP token: ptype instance", jwt_claims(old_token).get("ptype") == "instance")
+
+    # Past exp on the emulator's clock (the SDK's real clock still finds the token fresh):
+    # the old token is refused, and the SDK's refresh-once-after-401 gets a new one.
+    issued = emulator_state(ep)["tokensIssued"]
+    advance(ep, a.token_ttl + 60)
+    stale = oci.auth.signers.SecurityTokenSigner(old_token, old_key)
+    raw = requests.get(f"{ep}/20160918/instanceMaintenanceEvents",
+                       params={"compartmentId": a.compartment}, auth=stale)
+    check("an expired token is refused with 401",
+          raw.status_code == 401 and "expired" in raw.json().get("message", ""), raw.text[:200])
+    events = compute.list_instance_maintenance_events(a.compartment).data
+    check("the SDK refreshes after the 401 and lists again", len(events) > 0)
+    check("a new token was federated",
+          ip.federation_client.security_token.security_token != old_token
+          and emulator_state(ep)["tokensIssued"] == issued + 1)
+
+
 def main():
+    if "--session-tokens" in sys.argv:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--session-tokens", action="store_true")
+        ap.add_argument("--endpoint", required=True)
+        ap.add_argument("--tenancy", required=True)
+        ap.add_argument("--compartment", required=True)
+        ap.add_argument("--region", required=True)
+        ap.add_argument("--sa-token-path", required=True)
+        ap.add_argument("--token-ttl", type=int, required=True)
+        ap.add_argument("--expect-compartments", type=int, required=True)
+        ap.add_argument("--expect-events", type=int, required=True)
+        session_tokens(ap.parse_args())
+        print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
+        return 0 if RESULTS["failed"] == 0 else 1
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--config", required=True)

@@ -3,9 +3,11 @@
 //!
 //! The SDK test is skipped, with a message, when `python3 -c "import oci"` fails.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -23,6 +25,8 @@ const FIXED_EVENT: &str = "ocid1.instancemaintenanceevent.oc1..fixed";
 struct Emu {
     child: Child,
     endpoint: String,
+    /// `host:port` of the HTTPS listener, when started with `--tls-listen`.
+    tls: Option<String>,
 }
 
 impl Drop for Emu {
@@ -129,18 +133,26 @@ fn start_emulator(scenario: &str, public_key: &str, extra: &[&str]) -> Emu {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the emulator starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
+    let tls = extra.contains(&"--tls-listen").then(|| {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("tls listening on ")
+            .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+            .to_string()
+    });
     Emu {
         child,
         endpoint: format!("http://{addr}"),
+        tls,
     }
 }
 
@@ -406,4 +418,164 @@ async fn injected_faults_only_slow_the_client_down() {
             6
         );
     }
+}
+
+/// An HTTP CONNECT proxy on loopback that tunnels every CONNECT to `target`, recording
+/// the request lines. The SDK's OKE signer reaches the proxymux at the fixed port 12250
+/// of `KUBERNETES_SERVICE_HOST`; through `HTTPS_PROXY` it reaches the emulator instead.
+fn connect_proxy(target: String) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(vec![]));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let (record, target) = (record.clone(), target.clone());
+            std::thread::spawn(move || {
+                let mut head = vec![];
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                record.lock().unwrap().push(line.clone());
+                let Some(mut upstream) = line
+                    .starts_with("CONNECT ")
+                    .then(|| TcpStream::connect(&target).ok())
+                    .flatten()
+                else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut upstream, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = up.join();
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A ServiceAccount-token-shaped JWT (the SDK reads its `exp`).
+fn service_account_token() -> String {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(serde_json::json!({"alg": "RS256", "kid": "cluster"})),
+        b64(serde_json::json!({
+            "iss": "https://kubernetes.default.svc.cluster.local",
+            "sub": "system:serviceaccount:slurm:slurm-maint-controller",
+            "exp": Timestamp::now().as_second() + 3600,
+        })),
+    )
+}
+
+/// The SDK's own OKE workload identity and instance principal signers get tokens from
+/// the emulator and list events with them; the emulator refuses an expired token and the
+/// SDK's refresh-after-401 recovers.
+#[test]
+fn official_python_sdk_uses_session_tokens_from_the_emulator() {
+    if !python_has_oci() {
+        eprintln!(
+            "SKIPPED: the OCI Python SDK is not installed (`pip install oci`); tests/run.sh installs it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, _, files) = prepare(d);
+    let (scenario, public) = files.split_once('|').unwrap();
+    let st = Command::new("sh")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/oci/make-identity.sh"
+        ))
+        .arg(d)
+        .arg(TENANCY)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sa_path = d.join("sa-token");
+    std::fs::write(&sa_path, service_account_token()).unwrap();
+    let p = |f: &str| d.join(f).to_str().unwrap().to_string();
+    let emu = start_emulator(
+        scenario,
+        public,
+        &[
+            "--sa-token",
+            &p("sa-token"),
+            "--instance-cert",
+            &p("leaf.pem"),
+            "--instance-key",
+            &p("leaf.key"),
+            "--instance-intermediate",
+            &p("intermediate.pem"),
+            "--instance-ca",
+            &p("ca.pem"),
+            "--token-ttl-seconds",
+            "1200",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &p("tls.pem"),
+            "--tls-key",
+            &p("tls.key"),
+        ],
+    );
+    let (proxy, tunnels) = connect_proxy(emu.tls.clone().unwrap());
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oci_sdk.py"))
+        .args(["--session-tokens", "--endpoint", &emu.endpoint])
+        .args(["--tenancy", TENANCY, "--compartment", COMPARTMENT])
+        .args(["--region", "us-ashburn-1", "--token-ttl", "1200"])
+        .args(["--sa-token-path", &p("sa-token")])
+        .args(["--expect-compartments", "3", "--expect-events", "6"])
+        .env("KUBERNETES_SERVICE_HOST", "proxymux.emulator.test")
+        .env("OCI_KUBERNETES_SERVICE_ACCOUNT_CERT_PATH", p("ca.pem"))
+        .env("OCI_RESOURCE_PRINCIPAL_VERSION", "2.2")
+        .env("OCI_RESOURCE_PRINCIPAL_REGION", "us-ashburn-1")
+        .env("OCI_METADATA_BASE_URL", format!("{}/opc/v2", emu.endpoint))
+        .env("HTTPS_PROXY", format!("http://127.0.0.1:{proxy}"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("no_proxy")
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the SDK session token proof failed:\n{stdout}"
+    );
+    assert!(stdout.contains(" passed, 0 failed"));
+    let tunnels = tunnels.lock().unwrap().clone();
+    assert!(
+        !tunnels.is_empty()
+            && tunnels
+                .iter()
+                .all(|t| t.starts_with("CONNECT proxymux.emulator.test:12250 ")),
+        "the SDK reached the proxymux only at its fixed port: {tunnels:?}"
+    );
 }

@@ -1062,7 +1062,13 @@ async fn dump_state(State(s): State<Arc<Shared>>) -> Response {
     let wrs: Vec<_> = st.work_requests.values().map(|w| &w.wr).collect();
     json_ok(
         200,
-        &serde_json::json!({"now": s.clock.now().to_string(), "events": events, "workRequests": wrs, "requests": st.requests}),
+        &serde_json::json!({
+            "now": s.clock.now().to_string(),
+            "events": events,
+            "workRequests": wrs,
+            "requests": st.requests,
+            "tokensIssued": s.tokens.issued.load(std::sync::atomic::Ordering::Relaxed),
+        }),
         &[],
     )
 }
