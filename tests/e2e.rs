@@ -21,7 +21,7 @@ use slurm_maint::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase 
 use slurm_maint::apiserver::harness::TestCluster;
 use slurm_maint::controller::{self, Context, FixedConnector, Leadership, LeaseConfig, Pace};
 use slurm_maint::plan::status::reason;
-use slurm_maint::sim::{JobMix, SimCluster, SimConfig};
+use slurm_maint::sim::{JobMix, RebootFate, SimCluster, SimConfig, TraceNode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -780,5 +780,118 @@ async fn invalid_policies_are_refused_at_apply_time() {
             .items
             .is_empty()
     );
+    c.cleanup().await;
+}
+
+/// A node whose reboot failed stays drained with our reason until a person asks for a
+/// retry with the annotation; then it starts afresh (attempts reset, our drain lifted)
+/// and completes; the annotation is gone.
+#[tokio::test]
+async fn a_failed_node_is_retried_when_a_person_asks() {
+    let c = TestCluster::start("retry").await;
+    let node = |fate| TraceNode {
+        job_end: None,
+        preemptable: false,
+        reboot_secs: 120,
+        fate,
+        down: false,
+    };
+    let sim = SimCluster::new(SimConfig {
+        trace: Some(vec![
+            node(RebootFate::FailOnce),
+            node(RebootFate::Ok),
+            node(RebootFate::Ok),
+        ]),
+        refill: false,
+        ..SimConfig::default()
+    });
+    let ctl = Controller::start(&c, &sim, "e2e-retry", false);
+    apply_policy(&c, &policy("retry", json!({"reboots": {"maxAttempts": 1}}))).await;
+    let phase_of = |items: &[NodeMaintenance], node: &str| {
+        items
+            .iter()
+            .find(|nm| nm.spec.node_name == node)
+            .and_then(|nm| nm.status.as_ref())
+            .map(|s| s.phase)
+    };
+    let api: Api<NodeMaintenance> = Api::namespaced(c.client.clone(), &c.namespace);
+    let mut asked = false;
+    let end = sim.now() + SignedDuration::from_hours(12);
+    let items = loop {
+        wait_for_pass(&c, &sim, "retry").await;
+        sim.sample();
+        let items = works(&c).await;
+        let phases: Vec<Option<Phase>> = ["node001", "node002", "node003"]
+            .iter()
+            .map(|n| phase_of(&items, n))
+            .collect();
+        if !asked && phases[0] == Some(Phase::Failed) {
+            // Failed: kept out of service with our reason, and nothing moves by itself.
+            let n = sim
+                .peek()
+                .nodes
+                .into_iter()
+                .find(|n| n.name == "node001")
+                .unwrap();
+            assert!(!n.state.in_service(), "{}", n.state);
+            assert!(
+                n.reason
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("slurm-maint: "),
+                "{:?}",
+                n.reason
+            );
+            let failed = items
+                .iter()
+                .find(|nm| nm.spec.node_name == "node001")
+                .unwrap();
+            api.patch(
+                &failed.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"annotations": {"slurm-maint.io/retry": "fixed the BMC"}}})),
+            )
+            .await
+            .unwrap();
+            asked = true;
+        }
+        if asked && phases.iter().all(|p| *p == Some(Phase::Completed)) {
+            break items;
+        }
+        assert!(sim.now() < end, "not done: {phases:?}");
+        sim.advance(SignedDuration::from_mins(1));
+        sim.sample();
+    };
+    let retried = items
+        .iter()
+        .find(|nm| nm.spec.node_name == "node001")
+        .unwrap();
+    assert!(
+        !retried.annotations().contains_key("slurm-maint.io/retry"),
+        "the annotation is removed"
+    );
+    let st = retried.status.clone().unwrap();
+    assert_eq!(st.attempts, 1, "attempts start over");
+    let phases: Vec<Phase> = st.transitions.iter().map(|t| t.phase).collect();
+    let failed_at = phases.iter().position(|p| *p == Phase::Failed).unwrap();
+    assert_eq!(phases[failed_at + 1], Phase::Pending);
+    assert!(
+        st.transitions[failed_at + 1]
+            .message
+            .starts_with("retry requested (was: "),
+        "{:?}",
+        st.transitions[failed_at + 1]
+    );
+    assert_eq!(*phases.last().unwrap(), Phase::Completed);
+    let stats = sim.stats();
+    assert_eq!(stats.reboots_per_node.get("node001"), Some(&2));
+    assert_eq!(stats.reboots_per_node.get("node002"), Some(&1));
+    assert!(
+        stats.max_unavailable_or_down <= 1,
+        "{}",
+        stats.max_unavailable_or_down
+    );
+    assert!(sim.peek().nodes.iter().all(|n| n.state.in_service()));
+    ctl.stop().await;
     c.cleanup().await;
 }

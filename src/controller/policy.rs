@@ -27,6 +27,7 @@ use crate::api::{
     FIELD_MANAGER, MaintenanceAction, MaintenancePolicy, NodeMaintenance, NodeMaintenanceSpec,
     NodeMaintenanceStatus,
 };
+use crate::plan::retry::{RETRY_ANNOTATION, Retry, retry};
 use crate::plan::status::{Mode, condition_type, degraded_status, policy_status, reason};
 use crate::plan::{self, Action, NewWork, Settings, Snapshot, Work, WorkUpdate};
 use crate::slurm::client::SlurmClient;
@@ -221,16 +222,10 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
             objects.insert(nm.name_any(), nm);
         }
     }
-    let work: Vec<Work> = objects
-        .iter()
-        .map(|(n, nm)| Work {
-            name: n.clone(),
-            node: nm.spec.node_name.clone(),
-            action: nm.spec.action,
-            campaign: nm.spec.campaign.clone(),
-            status: nm.status.clone().unwrap_or_default(),
-        })
-        .collect();
+    if !policy.spec.dry_run {
+        retries(ctx, &mut objects, &snap.nodes, slurm.as_ref(), now).await?;
+    }
+    let work: Vec<Work> = objects.values().map(work_of).collect();
 
     // OCI: approved events become work (a dry run only plans it); unfinished OCI work
     // reads its events' states when their poll is due.
@@ -362,6 +357,80 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     write_policy_status(ctx, policy, &status).await?;
     ctx.metrics.policy(&ns, &name, &status);
     Ok(requeue)
+}
+
+fn work_of(nm: &NodeMaintenance) -> Work {
+    Work {
+        name: nm.name_any(),
+        node: nm.spec.node_name.clone(),
+        action: nm.spec.action,
+        campaign: nm.spec.campaign.clone(),
+        status: nm.status.clone().unwrap_or_default(),
+    }
+}
+
+/// Carry out the retries people asked for with the [`RETRY_ANNOTATION`]: the status
+/// first, then the node's resume, then the annotation goes. A retry that does not apply
+/// is reported in a Warning Event and its annotation removed too.
+async fn retries(
+    ctx: &Context,
+    objects: &mut BTreeMap<String, NodeMaintenance>,
+    nodes: &[crate::slurm::Node],
+    slurm: &dyn SlurmClient,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let asked: Vec<String> = objects
+        .iter()
+        .filter(|(_, nm)| nm.annotations().contains_key(RETRY_ANNOTATION))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in asked {
+        let nm = objects[&name].clone();
+        let node = nodes.iter().find(|n| n.name == nm.spec.node_name);
+        let current = match retry(&work_of(&nm), node, now) {
+            Retry::Restart { status, resume } => {
+                let mut status = *status;
+                status.observed_generation = nm.metadata.generation;
+                let before = nm.status.clone().unwrap_or_default();
+                let current = record_transition(ctx, &nm, &before, &status).await?;
+                if resume && let Err(e) = slurm.resume(&nm.spec.node_name).await {
+                    tracing::warn!(node = %nm.spec.node_name, error = %e, "resume for a retry failed");
+                    publish(
+                        ctx,
+                        &nm.object_ref(&()),
+                        EventType::Warning,
+                        "ActionFailed",
+                        "Retry",
+                        format!("resume {}: {e}", nm.spec.node_name),
+                    )
+                    .await;
+                }
+                current
+            }
+            Retry::Refused(why) => {
+                publish(
+                    ctx,
+                    &nm.object_ref(&()),
+                    EventType::Warning,
+                    "RetryRefused",
+                    "Retry",
+                    why,
+                )
+                .await;
+                nm
+            }
+        };
+        let api: Api<NodeMaintenance> = Api::namespaced(
+            ctx.client.clone(),
+            current.namespace().as_deref().unwrap_or_default(),
+        );
+        let patch = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
+        let updated = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        objects.insert(name, updated);
+    }
+    Ok(())
 }
 
 /// Read the events of `work` whose poll is due ([`crate::oci::poll`]) and record the

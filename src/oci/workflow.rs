@@ -16,10 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::api::node_maintenance::{
     MaintenanceAction, NodeMaintenancePhase as Phase, NodeMaintenanceStatus, Transition,
 };
-use crate::plan::{BudgetFigures, MAX_TRANSITIONS, Settings, Snapshot, Work};
-
-/// Drain reason prefix the agent owns.
-const REASON_PREFIX: &str = "slurm-maint: ";
+use crate::plan::{BudgetFigures, MAX_TRANSITIONS, REASON_PREFIX, Settings, Snapshot, Work};
 
 /// What OCI says of an event, for one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@
 
 pub mod budget;
 pub mod release;
+pub mod retry;
 pub mod status;
 pub mod window;
 
@@ -30,6 +31,8 @@ use crate::slurm::{Job, Node, Reservation, hostlist};
 pub use budget::{BudgetFigures, BudgetLimit};
 pub use release::Release;
 
+/// Start of every drain reason we write; the agent resumes only nodes drained with it.
+pub const REASON_PREFIX: &str = "slurm-maint: ";
 /// Most transitions kept in a NodeMaintenance's status.
 pub const MAX_TRANSITIONS: usize = 32;
 /// A reservation's start is moved only when the release time differs by more than this.

@@ -710,6 +710,14 @@ impl Inner {
         }
         n.drain = false;
         n.reason = None;
+        // Slurm takes a DOWN node whose slurmd responds back into service on resume.
+        if n.boot
+            == (Boot::Dead {
+                not_responding: false,
+            })
+        {
+            n.boot = Boot::Up;
+        }
         self.fill();
         Ok(done(true, format!("{node} resumed")))
     }

@@ -1,0 +1,172 @@
+//! A retry asked for by a person: `kubectl annotate nodemaintenance X
+//! slurm-maint.io/retry=<anything>` on a Failed reboot starts it afresh, once the cause
+//! is fixed. Pure: the caller writes the status, resumes the node when told to, then
+//! removes the annotation.
+
+use jiff::Timestamp;
+
+use super::{REASON_PREFIX, Work, transition};
+use crate::api::node_maintenance::{
+    MaintenanceAction, NodeMaintenancePhase as Phase, NodeMaintenanceStatus,
+};
+use crate::slurm::Node;
+
+/// The annotation that asks for a retry.
+pub const RETRY_ANNOTATION: &str = "slurm-maint.io/retry";
+
+/// What a retry does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Retry {
+    /// Back to Pending with its attempts reset; `resume`: the node is drained by us (our
+    /// reason) and is put back into service first, so admission can take it.
+    Restart {
+        status: Box<NodeMaintenanceStatus>,
+        resume: bool,
+    },
+    /// Nothing to do; the annotation is removed and the reason reported.
+    Refused(String),
+}
+
+/// The retry of `w`, whose node is `node` (absent: not in the partition).
+pub fn retry(w: &Work, node: Option<&Node>, now: Timestamp) -> Retry {
+    if w.status.phase != Phase::Failed {
+        return Retry::Refused(format!(
+            "retry applies to Failed work; this one is {}",
+            w.status.phase
+        ));
+    }
+    if w.action != MaintenanceAction::Reboot {
+        return Retry::Refused(
+            "retry applies to reboots; an OCI event that failed is not carried out again \
+             (delete this NodeMaintenance once the node is fixed)"
+                .into(),
+        );
+    }
+    let Some(node) = node else {
+        return Retry::Refused(format!("node {} is not in the partition", w.node));
+    };
+    let mut status = w.status.clone();
+    let previous = status.last_error.take().unwrap_or_default();
+    status.attempts = 0;
+    status.reboot_issued_at = None;
+    status.boot_time_before = None;
+    status.reservation_name = None;
+    status.reservation_start = None;
+    transition(
+        &mut status,
+        Phase::Pending,
+        now,
+        format!("retry requested (was: {previous})"),
+    );
+    let resume = node.state.is_drained()
+        && node
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(REASON_PREFIX));
+    Retry::Restart {
+        status: Box::new(status),
+        resume,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slurm::NodeState;
+
+    fn t(min: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + min * 60).unwrap()
+    }
+
+    fn failed(action: MaintenanceAction) -> Work {
+        Work {
+            name: "w".into(),
+            node: "n1".into(),
+            action,
+            campaign: Some("c1".into()),
+            status: NodeMaintenanceStatus {
+                phase: Phase::Failed,
+                attempts: 3,
+                last_error: Some("reboot timed out".into()),
+                reservation_name: Some("slurm-maint-n1-c1".into()),
+                reboot_issued_at: Some(t(1)),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn node(state: &str, reason: Option<&str>) -> Node {
+        Node {
+            name: "n1".into(),
+            state: NodeState::parse(state).unwrap(),
+            reason: reason.map(Into::into),
+            boot_time: Some(t(-10)),
+            partitions: vec!["p".into()],
+            reservation: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_reboot_starts_afresh_and_our_drain_is_lifted() {
+        let n = node(
+            "IDLE+DRAIN",
+            Some("slurm-maint: reboot failed after 3 attempts"),
+        );
+        let Retry::Restart { status, resume } =
+            retry(&failed(MaintenanceAction::Reboot), Some(&n), t(5))
+        else {
+            panic!("refused")
+        };
+        assert!(resume);
+        assert_eq!(status.phase, Phase::Pending);
+        assert_eq!(status.phase_since, Some(t(5)));
+        assert_eq!(status.attempts, 0);
+        assert_eq!(status.last_error, None);
+        assert_eq!(status.reservation_name, None);
+        assert_eq!(status.reboot_issued_at, None);
+        assert_eq!(
+            status.transitions.last().unwrap().message,
+            "retry requested (was: reboot timed out)"
+        );
+    }
+
+    #[test]
+    fn a_drain_by_someone_else_is_left_alone() {
+        for n in [
+            node("IDLE+DRAIN", Some("bad DIMM, ticket 42")),
+            node("IDLE", None),
+        ] {
+            let Retry::Restart { resume, .. } =
+                retry(&failed(MaintenanceAction::Reboot), Some(&n), t(5))
+            else {
+                panic!("refused")
+            };
+            assert!(!resume, "{}", n.state);
+        }
+    }
+
+    #[test]
+    fn only_failed_reboots_of_present_nodes_are_retried() {
+        let n = node("IDLE", None);
+        let mut running = failed(MaintenanceAction::Reboot);
+        running.status.phase = Phase::Rebooting;
+        for (w, node, why) in [
+            (running, Some(&n), "Failed work"),
+            (
+                failed(MaintenanceAction::OciMaintenance),
+                Some(&n),
+                "reboots",
+            ),
+            (
+                failed(MaintenanceAction::Reboot),
+                None,
+                "not in the partition",
+            ),
+        ] {
+            match retry(&w, node, t(5)) {
+                Retry::Refused(m) => assert!(m.contains(why), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
