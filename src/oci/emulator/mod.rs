@@ -2,8 +2,10 @@
 //! Requests and Identity (compartments) APIs, on loopback, for tests and the demo.
 //!
 //! Every API request must carry a valid draft-cavage signature from one of the
-//! configured public keys (401 NotAuthenticated otherwise, also for a `date` more than
-//! `maxClockSkewSeconds` off). Rescheduling an event creates a work request that goes
+//! configured public keys, or from the session key of an unexpired `ST$<token>` the
+//! emulator issued itself (see [`auth`]: OKE workload identity, instance metadata and
+//! X.509 federation); 401 NotAuthenticated otherwise, also for a `date` more than
+//! `maxClockSkewSeconds` off. Rescheduling an event creates a work request that goes
 //! ACCEPTED → IN_PROGRESS → SUCCEEDED; the event then goes SCHEDULED → STARTED →
 //! PROCESSING → SUCCEEDED (or the scripted FAILED/CANCELED) on the emulator's clock,
 //! which runs with real time and can be advanced (`POST /_emulator/advance?seconds=N`).
