@@ -432,6 +432,11 @@ pub struct OciSettings {
     /// Scheduled window start = now + this.
     #[serde(default = "default_schedule_lead")]
     pub schedule_lead_time: Duration,
+    /// An event OCI will not move (`canReschedule` false, or past its hard due date)
+    /// keeps its own window: its node is drained no earlier than this before the window,
+    /// so running jobs can end without holding the node out for days.
+    #[serde(default = "default_drain_ahead")]
+    pub drain_ahead: Duration,
 }
 
 impl Default for OciSettings {
@@ -452,6 +457,7 @@ impl Default for OciSettings {
             drain_poll_interval: default_drain_poll(),
             maintenance_poll_interval: default_maint_poll(),
             schedule_lead_time: default_schedule_lead(),
+            drain_ahead: default_drain_ahead(),
         }
     }
 }
@@ -467,6 +473,9 @@ fn default_maint_poll() -> Duration {
 }
 fn default_schedule_lead() -> Duration {
     Duration::mins(2)
+}
+fn default_drain_ahead() -> Duration {
+    Duration::hours(12)
 }
 
 /// How the controller authenticates to OCI.

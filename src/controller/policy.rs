@@ -314,7 +314,10 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
             &oci_work,
             &oci_states,
             &plan.budget,
-            policy.spec.oci.schedule_lead_time.as_span(),
+            &crate::oci::workflow::Timing {
+                lead: policy.spec.oci.schedule_lead_time.as_span(),
+                drain_ahead: policy.spec.oci.drain_ahead.as_span(),
+            },
             now,
         )
     };

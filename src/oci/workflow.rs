@@ -88,10 +88,28 @@ fn transition(st: &mut NodeMaintenanceStatus, phase: Phase, now: Timestamp, mess
     }
 }
 
+/// When windows are asked for and nodes taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// A scheduled window starts this long after the node is ready.
+    pub lead: SignedDuration,
+    /// A node whose event keeps OCI's window is drained no earlier than this before it.
+    pub drain_ahead: SignedDuration,
+}
+
+/// Whether work for this event may take its node now: an event that keeps OCI's own
+/// window waits until that window is `drain_ahead` away.
+pub fn may_take_node(e: &EventState, t: &Timing, now: Timestamp) -> bool {
+    if window_start(e, None, t.lead, now).is_some() {
+        return true;
+    }
+    e.time_window_start.is_none_or(|w| w <= now + t.drain_ahead)
+}
+
 /// Plan one pass of every OCI NodeMaintenance in `work`. `events` maps each one's
 /// resource name to its event id; `states` the event ids to what OCI said this pass
 /// (an event missing from it is unknown this pass: nothing moves); `budget` is what the
-/// rolling-reboot plan left; a scheduled window starts `lead` from now.
+/// rolling-reboot plan left.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_oci(
     s: &Settings,
@@ -100,9 +118,10 @@ pub fn plan_oci(
     events: &BTreeMap<String, String>,
     states: &BTreeMap<String, EventState>,
     budget: &BudgetFigures,
-    lead: SignedDuration,
+    timing: &Timing,
     now: Timestamp,
 ) -> Vec<OciUpdate> {
+    let lead = timing.lead;
     let nodes: BTreeMap<&str, _> = snapshot
         .nodes
         .iter()
@@ -125,19 +144,16 @@ pub fn plan_oci(
     let reason = |event: &str| format!("{REASON_PREFIX}OCI maintenance {event}");
 
     // Admission: earliest window first, while the shared budget has room.
-    let mut pending: Vec<(&Work, &str, Option<Timestamp>)> = work
-        .iter()
-        .filter(|w| w.status.phase == Phase::Pending)
-        .filter_map(|w| {
-            let event = events.get(&w.name)?;
-            let state = states.get(event)?;
-            (state.lifecycle_state == "SCHEDULED").then_some((
-                *w,
-                event.as_str(),
-                state.time_window_start,
-            ))
-        })
-        .collect();
+    let mut pending: Vec<(&Work, &str, Option<Timestamp>)> =
+        work.iter()
+            .filter(|w| w.status.phase == Phase::Pending)
+            .filter_map(|w| {
+                let event = events.get(&w.name)?;
+                let state = states.get(event)?;
+                (state.lifecycle_state == "SCHEDULED" && may_take_node(state, timing, now))
+                    .then_some((*w, event.as_str(), state.time_window_start))
+            })
+            .collect();
     pending.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.name.cmp(&b.0.name)));
     let gated = s.paused;
     for (w, event, _) in pending {
@@ -391,6 +407,10 @@ mod tests {
     use crate::slurm::{Job, Node, NodeState};
 
     const LEAD: SignedDuration = SignedDuration::from_mins(2);
+    const TIMING: Timing = Timing {
+        lead: LEAD,
+        drain_ahead: SignedDuration::from_hours(12),
+    };
 
     fn t(min: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + min * 60).unwrap()
@@ -503,7 +523,7 @@ mod tests {
             &events(&work),
             &states(&work, "SCHEDULED"),
             &budget(4, 2, &["g4"]),
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert_eq!(u.len(), 1);
@@ -521,7 +541,7 @@ mod tests {
             &events(&work),
             &states(&work, "SCHEDULED"),
             &budget(4, 2, &["g4", "g1"]),
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert!(u.is_empty());
@@ -545,7 +565,7 @@ mod tests {
                 &events(&work),
                 &states(&work, "SCHEDULED"),
                 &b,
-                LEAD,
+                &TIMING,
                 t(0)
             )
             .is_empty()
@@ -558,7 +578,7 @@ mod tests {
             &events(&work),
             &states(&work, "SCHEDULED"),
             &b,
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert_eq!(
@@ -573,7 +593,7 @@ mod tests {
                 &events(&work),
                 &BTreeMap::new(),
                 &b,
-                LEAD,
+                &TIMING,
                 t(0)
             )
             .is_empty()
@@ -587,7 +607,7 @@ mod tests {
         let mut w = vec![oci_work("g1", Phase::Reserved)];
         let ev = events(&w);
         let step = |w: &[Work], sn: &Snapshot, state: &str, now| {
-            plan_oci(&s, sn, w, &ev, &states(w, state), &b, LEAD, now)
+            plan_oci(&s, sn, w, &ev, &states(w, state), &b, &TIMING, now)
         };
         // Drain not yet visible: drained again (idempotent), nothing else.
         let u = step(
@@ -676,7 +696,7 @@ mod tests {
         let ev = events(&w);
         let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
         for end in ["FAILED", "CANCELED"] {
-            let u = plan_oci(&s, &sn, &w, &ev, &states(&w, end), &b, LEAD, t(5));
+            let u = plan_oci(&s, &sn, &w, &ev, &states(&w, end), &b, &TIMING, t(5));
             assert_eq!(u[0].status.phase, Phase::Failed);
             assert!(u[0].status.last_error.as_deref().unwrap().contains(end));
             assert!(u[0].steps.is_empty(), "no resume");
@@ -690,7 +710,16 @@ mod tests {
                 message: "GPU missing".into(),
             },
         );
-        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, LEAD, t(5));
+        let u = plan_oci(
+            &s,
+            &sn,
+            &w,
+            &ev,
+            &states(&w, "SUCCEEDED"),
+            &b,
+            &TIMING,
+            t(5),
+        );
         assert_eq!(u[0].status.phase, Phase::Failed);
         assert!(
             matches!(&u[0].steps[..], [OciStep::Drain { reason, .. }] if reason.contains("GPU missing"))
@@ -707,7 +736,7 @@ mod tests {
             &events(&w),
             &states(&w, "STARTED"),
             &budget(4, 2, &[]),
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert_eq!(u[0].status.phase, Phase::Rebooting);
@@ -727,7 +756,7 @@ mod tests {
             &ev,
             &states(&w, "PROCESSING"),
             &b,
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert_eq!(u[0].status.phase, Phase::Rebooting);
@@ -748,7 +777,7 @@ mod tests {
             &ev,
             &states(&w, "SUCCEEDED"),
             &b,
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert_eq!(u[0].status.phase, Phase::Recovering);
@@ -760,7 +789,7 @@ mod tests {
             &ev,
             &states(&w, "CANCELED"),
             &b,
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert_eq!(u[0].status.phase, Phase::Failed);
@@ -781,9 +810,30 @@ mod tests {
             },
         );
         let b = budget(4, 2, &[]);
-        assert!(plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, LEAD, t(1)).is_empty());
+        assert!(
+            plan_oci(
+                &s,
+                &sn,
+                &w,
+                &ev,
+                &states(&w, "SUCCEEDED"),
+                &b,
+                &TIMING,
+                t(1)
+            )
+            .is_empty()
+        );
         let late = t(0) + s.reboot_timeout;
-        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SUCCEEDED"), &b, LEAD, late);
+        let u = plan_oci(
+            &s,
+            &sn,
+            &w,
+            &ev,
+            &states(&w, "SUCCEEDED"),
+            &b,
+            &TIMING,
+            late,
+        );
         assert_eq!(u[0].status.phase, Phase::Failed);
         assert!(
             u[0].status
@@ -806,7 +856,7 @@ mod tests {
             &events(&w),
             &states(&w, "SCHEDULED"),
             &budget(4, 2, &[]),
-            LEAD,
+            &TIMING,
             t(0),
         );
         assert!(u.is_empty());
@@ -823,7 +873,16 @@ mod tests {
         w[0].status.reboot_issued_at = Some(t(3));
         let ev = events(&w);
         let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
-        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SCHEDULED"), &b, LEAD, t(4));
+        let u = plan_oci(
+            &s,
+            &sn,
+            &w,
+            &ev,
+            &states(&w, "SCHEDULED"),
+            &b,
+            &TIMING,
+            t(4),
+        );
         assert_eq!(u[0].status, w[0].status, "no transition, the request only");
         assert_eq!(
             u[0].steps,
@@ -833,13 +892,34 @@ mod tests {
             }]
         );
         // Later than the first window: lead from now.
-        let u = plan_oci(&s, &sn, &w, &ev, &states(&w, "SCHEDULED"), &b, LEAD, t(30));
+        let u = plan_oci(
+            &s,
+            &sn,
+            &w,
+            &ev,
+            &states(&w, "SCHEDULED"),
+            &b,
+            &TIMING,
+            t(30),
+        );
         assert!(
             matches!(&u[0].steps[..], [OciStep::Schedule { start, .. }] if *start == t(30) + LEAD)
         );
         // Confirmed by a work request: wait for OCI.
         w[0].status.work_request_id = Some("wr".into());
-        assert!(plan_oci(&s, &sn, &w, &ev, &states(&w, "SCHEDULED"), &b, LEAD, t(5)).is_empty());
+        assert!(
+            plan_oci(
+                &s,
+                &sn,
+                &w,
+                &ev,
+                &states(&w, "SCHEDULED"),
+                &b,
+                &TIMING,
+                t(5)
+            )
+            .is_empty()
+        );
     }
 
     /// An event OCI will not reschedule keeps its own window: the drained node waits for
@@ -853,7 +933,7 @@ mod tests {
         let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
         let mut st = states(&w, "SCHEDULED");
         st.get_mut("ev-g1").unwrap().can_reschedule = false;
-        let u = plan_oci(&s, &sn, &w, &ev, &st, &b, LEAD, t(3));
+        let u = plan_oci(&s, &sn, &w, &ev, &st, &b, &TIMING, t(3));
         assert_eq!(u[0].status.phase, Phase::Rebooting);
         assert!(u[0].steps.is_empty(), "{:?}", u[0].steps);
         assert!(
@@ -863,7 +943,7 @@ mod tests {
         );
         let mut w2 = w.clone();
         w2[0].status = u[0].status.clone();
-        assert!(plan_oci(&s, &sn, &w2, &ev, &st, &b, LEAD, t(4)).is_empty());
+        assert!(plan_oci(&s, &sn, &w2, &ev, &st, &b, &TIMING, t(4)).is_empty());
 
         let e = |due: Option<i64>| EventState {
             lifecycle_state: "SCHEDULED".into(),
@@ -876,5 +956,36 @@ mod tests {
         assert_eq!(window_start(&e(Some(3)), None, LEAD, t(3)), None);
         assert_eq!(window_start(&e(None), Some(t(2)), LEAD, t(3)), Some(t(4)));
         assert_eq!(window_start(&e(None), Some(t(0)), LEAD, t(3)), Some(t(5)));
+    }
+
+    /// An event that keeps OCI's window takes its node only `drainAhead` before the
+    /// window; one OCI will move is taken as soon as the budget allows.
+    #[test]
+    fn a_fixed_window_takes_the_node_only_drain_ahead_before_it() {
+        let s = settings();
+        let b = budget(4, 2, &[]);
+        let w = vec![oci_work("g1", Phase::Pending)];
+        let ev = events(&w);
+        let sn = snap(vec![node("g1", "MIXED")], vec![job("g1")]);
+        let mut st = states(&w, "SCHEDULED");
+        let e = st.get_mut("ev-g1").unwrap();
+        e.time_window_start = Some(t(24 * 60));
+        e.can_reschedule = false;
+        let at = |st: &BTreeMap<String, EventState>, now| {
+            plan_oci(&s, &sn, &w, &ev, st, &b, &TIMING, now)
+        };
+        assert!(at(&st, t(0)).is_empty(), "a day ahead: not yet");
+        assert!(at(&st, t(12 * 60 - 1)).is_empty());
+        let u = at(&st, t(12 * 60));
+        assert_eq!(u[0].status.phase, Phase::Reserved);
+        assert!(matches!(u[0].steps[..], [OciStep::Drain { .. }]));
+        // Past its hard due date, an event OCI would otherwise move keeps its window too.
+        let e = st.get_mut("ev-g1").unwrap();
+        e.can_reschedule = true;
+        e.time_hard_due_date = Some(t(-1));
+        assert!(at(&st, t(0)).is_empty());
+        // A movable event is taken at once.
+        st.get_mut("ev-g1").unwrap().time_hard_due_date = None;
+        assert_eq!(at(&st, t(0))[0].status.phase, Phase::Reserved);
     }
 }
