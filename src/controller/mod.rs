@@ -70,6 +70,9 @@ impl Error {
 /// Source of "now": the wall clock, or the simulator's virtual clock.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
+/// A source of environment variables.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The wall clock.
 pub fn wall_clock() -> Clock {
     Arc::new(Timestamp::now)
@@ -110,6 +113,9 @@ pub struct Context {
     pub oci_discovered: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
     /// When this replica last ran a pass per policy, and for which generation.
     pub last_pass: std::sync::Mutex<std::collections::HashMap<String, (Timestamp, Option<i64>)>>,
+    /// The controller's environment, where OCI workload identity and instance principals
+    /// find their settings (tests give their own).
+    pub env: Env,
     /// Last read of each OCI event (by event id), for the poll back-off.
     pub oci_polls: std::sync::Mutex<std::collections::BTreeMap<String, crate::oci::poll::Polled>>,
 }
@@ -139,6 +145,7 @@ impl Context {
             oci_discovered: Default::default(),
             last_pass: Default::default(),
             oci_polls: Default::default(),
+            env: Arc::new(|k| std::env::var(k).ok()),
         }
     }
 }

@@ -68,6 +68,7 @@ pub struct DiscoveryReport {
 pub async fn client_for_policy(
     kube: &kube::Client,
     policy: &MaintenancePolicy,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
 ) -> Result<OciClient, DiscoveryError> {
     use crate::api::policy::OciAuth;
     use crate::oci::auth::{Credentials, InstancePrincipal, SessionSource, WorkloadIdentity};
@@ -82,7 +83,7 @@ pub async fn client_for_policy(
             (Credentials::api_key(&key), key.region)
         }
         OciAuth::WorkloadIdentity => {
-            let w = WorkloadIdentity::from_env()?;
+            let w = WorkloadIdentity::from_vars(env)?;
             let region = w.region.clone();
             (
                 Credentials::shared_session(SessionSource::WorkloadIdentity(w)),
@@ -91,7 +92,7 @@ pub async fn client_for_policy(
         }
         OciAuth::InstancePrincipal => (
             Credentials::shared_session(SessionSource::InstancePrincipal(
-                InstancePrincipal::from_env(),
+                InstancePrincipal::from_vars(env),
             )),
             None,
         ),
@@ -536,7 +537,9 @@ pub(crate) mod tests {
         let server = ApiServer::with_crds(&crate::api::crds());
         let kube = server.client();
         let pol = policy(&kube, &format!("http://{addr}")).await;
-        let oci = client_for_policy(&kube, &pol).await.unwrap();
+        let oci = client_for_policy(&kube, &pol, &|k| std::env::var(k).ok())
+            .await
+            .unwrap();
         let now = Timestamp::now();
 
         let r = discover(&kube, None, &oci, &pol, now).await.unwrap();
@@ -756,5 +759,157 @@ mod wired {
         }
         let _ = stop.send(true);
         let _ = task.await;
+    }
+
+    /// Workload identity and instance principals take their settings from the controller's
+    /// environment: a pass with `auth: WorkloadIdentity` exchanges the ServiceAccount token
+    /// at the emulator's proxymux (over TLS, verified with the cluster CA) and mirrors the
+    /// events with the session token; `InstancePrincipal` federates the instance's identity.
+    #[tokio::test]
+    async fn session_credentials_come_from_the_controller_environment() {
+        use std::collections::HashMap;
+
+        use jiff::SignedDuration;
+        use kube::api::{Patch, PatchParams};
+        use serde_json::json;
+
+        use crate::api::MaintenancePolicy;
+        use crate::oci::emulator::{InstanceIdentity, TokenAuth};
+
+        const SA: &str = "sa-token-of-the-controller";
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let pki = tempfile::tempdir().unwrap();
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oci/make-identity.sh");
+        let sc = scenario();
+        let st = std::process::Command::new("sh")
+            .arg(script)
+            .arg(pki.path())
+            .arg(&sc.tenancy)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let read = |f: &str| std::fs::read_to_string(pki.path().join(f)).unwrap();
+        let emu = Emulator::with_tokens(
+            sc,
+            vec![],
+            TokenAuth {
+                sa_tokens: vec![SA.into()],
+                instance: Some(InstanceIdentity {
+                    cert_pem: read("leaf.pem"),
+                    key_pem: read("leaf.key"),
+                    intermediate_pem: read("intermediate.pem"),
+                    trusted_ca_pem: read("ca.pem"),
+                }),
+                token_ttl: SignedDuration::from_mins(20),
+            },
+        )
+        .unwrap();
+        let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
+        let tls = crate::agent::tls::server_config(
+            &pki.path().join("tls.pem"),
+            &pki.path().join("tls.key"),
+            None,
+        )
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_addr = l.local_addr().unwrap();
+        tokio::spawn(crate::agent::tls::serve(
+            l,
+            tls,
+            emu.router(),
+            std::future::pending(),
+        ));
+        std::fs::write(pki.path().join("sa"), SA).unwrap();
+        let vars: HashMap<&str, String> = HashMap::from([
+            (
+                "SLURM_MAINT_OCI_RPST_ENDPOINT",
+                format!("https://{tls_addr}/resourcePrincipalSessionTokens"),
+            ),
+            (
+                "SLURM_MAINT_OCI_SA_TOKEN_PATH",
+                pki.path().join("sa").display().to_string(),
+            ),
+            (
+                "OCI_KUBERNETES_SERVICE_ACCOUNT_CERT_PATH",
+                pki.path().join("ca.pem").display().to_string(),
+            ),
+            ("OCI_METADATA_BASE_URL", format!("http://{addr}/opc/v2")),
+            ("OCI_SDK_AUTH_CLIENT_REGION_URL", format!("http://{addr}")),
+        ]);
+        let env: controller::Env = Arc::new(move |k| vars.get(k).cloned());
+
+        let server = ApiServer::with_crds(&crate::api::crds());
+        let kube = server.client();
+        policy(&kube, &format!("http://{addr}")).await;
+        let policies: kube::Api<MaintenancePolicy> = kube::Api::namespaced(kube.clone(), "default");
+        let pol = policies
+            .patch(
+                "compute",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"oci": {
+                    "auth": "WorkloadIdentity", "credentialsSecretRef": null
+                }}})),
+            )
+            .await
+            .unwrap();
+        let mut ctx = Context::new(
+            kube.clone(),
+            Arc::new(FixedConnector(Arc::new(SimCluster::new(
+                SimConfig::default(),
+            )))),
+            controller::wall_clock(),
+            Pace::default(),
+            Leadership::always(),
+            "test",
+        );
+        ctx.env = env.clone();
+        let (stop, mut rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(controller::run(
+            Arc::new(ctx),
+            Some("default".into()),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
+        let api: kube::Api<OciMaintenanceEvent> = kube::Api::namespaced(kube.clone(), "default");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = api.list(&ListParams::default()).await.unwrap().items.len();
+            if n == 8 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} events mirrored with workload identity"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = task.await;
+        let state: serde_json::Value = reqwest::get(format!("http://{addr}/_emulator/state"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(state["tokensIssued"], 1, "{state}");
+
+        // Instance principals, from the same environment.
+        let mut ip = pol.clone();
+        ip.spec.oci.auth = crate::api::policy::OciAuth::InstancePrincipal;
+        let client = super::client_for_policy(&kube, &ip, env.as_ref())
+            .await
+            .unwrap();
+        let compartments = client
+            .list_compartments(&ip.spec.oci.tenancy_id.clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(compartments.len(), 3);
+        // Without the settings, a clear error.
+        let err = super::client_for_policy(&kube, &pol, &|_| None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("KUBERNETES_SERVICE_HOST"), "{err}");
     }
 }

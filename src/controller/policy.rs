@@ -260,7 +260,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     }
     let mut oci_client = None;
     if !oci_work.is_empty() {
-        match super::oci::client_for_policy(&ctx.client, policy).await {
+        match super::oci::client_for_policy(&ctx.client, policy, ctx.env.as_ref()).await {
             Ok(c) => {
                 let metrics = ctx.metrics.clone();
                 let c = c.with_observer(Arc::new(move |verb: &str, outcome: &str, secs: f64| {
@@ -499,7 +499,7 @@ async fn discover_oci(
     ctx.oci_discovered.lock().expect("lock").insert(key, now);
     let result = async {
         let metrics = ctx.metrics.clone();
-        let client = super::oci::client_for_policy(&ctx.client, policy)
+        let client = super::oci::client_for_policy(&ctx.client, policy, ctx.env.as_ref())
             .await?
             .with_observer(Arc::new(move |verb: &str, outcome: &str, secs: f64| {
                 metrics.oci_call(verb, outcome, secs)
