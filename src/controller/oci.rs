@@ -426,13 +426,15 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-/// The fault summary used as a Slurm drain reason, owned-prefixed.
-pub fn drain_reason(prefix: &str, spec: &OciMaintenanceEventSpec) -> String {
+/// What the drain of an event's node says after our prefix: the fault summary (else the
+/// category and reason), made safe for Slurm and short enough for the agent's limit.
+pub fn drain_reason(spec: &OciMaintenanceEventSpec) -> String {
     let what = spec
         .fault_summary
         .clone()
         .unwrap_or_else(|| format!("{} {}", spec.maintenance_category, spec.maintenance_reason));
-    truncate(&format!("{prefix} OCI maintenance: {what}"), 250)
+    let budget = crate::agent::validate::MAX_REASON - crate::plan::REASON_PREFIX.len();
+    crate::agent::validate::boring_text(&format!("OCI maintenance: {what}"), budget)
 }
 
 /// Counts of mirrors by approval reason (for status/metrics).
@@ -674,7 +676,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn drain_reasons_are_bounded_and_prefixed() {
+    fn drain_reasons_are_bounded_and_safe() {
         let mut spec = OciMaintenanceEventSpec {
             event_id: "e".into(),
             instance_id: "i".into(),
@@ -694,13 +696,17 @@ pub(crate) mod tests {
             time_created: None,
         };
         assert_eq!(
-            drain_reason("slurm-maint:", &spec),
-            "slurm-maint: OCI maintenance: HPCRDMA-0002-02: link down"
+            drain_reason(&spec),
+            "OCI maintenance: HPCRDMA-0002-02: link down"
         );
         spec.fault_summary = None;
-        assert!(drain_reason("x", &spec).ends_with("FLEXIBLE HARDWARE_REPLACEMENT"));
-        spec.fault_summary = Some("é".repeat(400));
-        assert!(drain_reason("x", &spec).len() <= 250);
+        assert!(drain_reason(&spec).ends_with("FLEXIBLE HARDWARE_REPLACEMENT"));
+        // Whatever OCI says, the whole reason passes the agent's check.
+        for summary in ["é".repeat(400), "a; rm -rf / `x` $(y) | z \"\n".repeat(20)] {
+            spec.fault_summary = Some(summary);
+            let full = format!("{}{}", crate::plan::REASON_PREFIX, drain_reason(&spec));
+            assert!(crate::agent::validate::reason(&full).is_ok(), "{full}");
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub struct NewOciWork {
     pub resource: String,
     pub node: String,
     pub event: OciEventRef,
-    /// Drain reason and first transition message.
+    /// What its drain says after our prefix; its first transition message.
     pub reason: String,
     /// The event as last mirrored.
     pub state: EventState,
@@ -79,10 +79,7 @@ pub fn new_oci_work(
             .fold(0xcbf29ce484222325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x100000001b3)
             });
-        let reason = match &ev.spec.fault_summary {
-            Some(f) => format!("OCI maintenance event: {f}"),
-            None => "OCI maintenance event".to_string(),
-        };
+        let reason = super::oci::drain_reason(&ev.spec);
         out.push(NewOciWork {
             name: work_name(policy, &node, &format!("oci{:08x}", hash as u32)),
             resource: ev.name_any(),
@@ -92,7 +89,7 @@ pub fn new_oci_work(
                 instance_id: ev.spec.instance_id.clone(),
                 resource_name: Some(ev.name_any()),
             },
-            reason: crate::agent::validate::boring_text(&reason, 256),
+            reason,
             state: EventState {
                 lifecycle_state: ev.spec.lifecycle_state.clone(),
                 time_window_start: ev.spec.time_window_start,
@@ -173,6 +170,15 @@ pub fn as_planned(new: &NewOciWork, now: Timestamp) -> Work {
             ..Default::default()
         },
     }
+}
+
+/// What the drain of each OCI NodeMaintenance says after our prefix (by resource name).
+pub fn reasons_of(objects: &BTreeMap<String, NodeMaintenance>) -> BTreeMap<String, String> {
+    objects
+        .iter()
+        .filter(|(_, nm)| nm.spec.action == MaintenanceAction::OciMaintenance)
+        .map(|(n, nm)| (n.clone(), nm.spec.reason.clone()))
+        .collect()
 }
 
 /// Event id of each unfinished OCI NodeMaintenance (by resource name).
@@ -564,9 +570,9 @@ mod tests {
         assert_eq!(
             planned,
             [format!(
-                "drain {}: slurm-maint: OCI maintenance {}",
+                "drain {}: slurm-maint: OCI maintenance: {}",
                 first.spec.slurm_node.as_deref().unwrap(),
-                first.spec.event_id
+                first.spec.fault_summary.as_deref().unwrap()
             )]
         );
         for _ in 0..30 {

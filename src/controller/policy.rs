@@ -230,6 +230,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     // OCI: approved events become work (a dry run only plans it); unfinished OCI work
     // reads its events' states when their poll is due.
     let mut oci_work = super::oci_work::events_of(&objects);
+    let mut oci_reasons = super::oci_work::reasons_of(&objects);
     let mut oci_planned: Vec<Work> = vec![];
     let mut oci_states = BTreeMap::new();
     if policy.spec.oci.enabled {
@@ -239,6 +240,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
                     for new in super::oci_work::new_oci_work(&name, &events, &objects) {
                         oci_planned.push(super::oci_work::as_planned(&new, now));
                         oci_work.insert(new.name.clone(), new.event.event_id.clone());
+                        oci_reasons.insert(new.name.clone(), new.reason.clone());
                         oci_states.insert(new.event.event_id.clone(), new.state.clone());
                     }
                 }
@@ -312,6 +314,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
             &snapshot,
             &all,
             &oci_work,
+            &oci_reasons,
             &oci_states,
             &plan.budget,
             &crate::oci::workflow::Timing {

@@ -107,7 +107,8 @@ pub fn may_take_node(e: &EventState, t: &Timing, now: Timestamp) -> bool {
 }
 
 /// Plan one pass of every OCI NodeMaintenance in `work`. `events` maps each one's
-/// resource name to its event id; `states` the event ids to what OCI said this pass
+/// resource name to its event id, `reasons` to what its drain says after our prefix
+/// (the event's fault summary; the event id when missing); `states` the event ids to what OCI said this pass
 /// (an event missing from it is unknown this pass: nothing moves); `budget` is what the
 /// rolling-reboot plan left.
 #[allow(clippy::too_many_arguments)]
@@ -116,6 +117,7 @@ pub fn plan_oci(
     snapshot: &Snapshot,
     work: &[Work],
     events: &BTreeMap<String, String>,
+    reasons: &BTreeMap<String, String>,
     states: &BTreeMap<String, EventState>,
     budget: &BudgetFigures,
     timing: &Timing,
@@ -141,7 +143,15 @@ pub fn plan_oci(
     let mut out = vec![];
     let mut occupied: std::collections::BTreeSet<String> =
         budget.occupied().into_iter().cloned().collect();
-    let reason = |event: &str| format!("{REASON_PREFIX}OCI maintenance {event}");
+    let reason = |w: &Work, event: &str| {
+        let r = match reasons.get(&w.name) {
+            Some(r) => format!("{REASON_PREFIX}{r}"),
+            None => format!("{REASON_PREFIX}OCI maintenance {event}"),
+        };
+        r.chars()
+            .take(crate::agent::validate::MAX_REASON)
+            .collect::<String>()
+    };
 
     // Admission: earliest window first, while the shared budget has room.
     let mut pending: Vec<(&Work, &str, Option<Timestamp>)> =
@@ -178,7 +188,7 @@ pub fn plan_oci(
             status: st,
             steps: vec![OciStep::Drain {
                 node: w.node.clone(),
-                reason: reason(event),
+                reason: reason(w, event),
             }],
         });
     }
@@ -204,7 +214,7 @@ pub fn plan_oci(
                 );
                 steps.push(OciStep::Drain {
                     node: w.node.clone(),
-                    reason: reason(event),
+                    reason: reason(w, event),
                 });
             }
             "SUCCEEDED" => {
@@ -259,7 +269,7 @@ pub fn plan_oci(
                 Some(_) => match node {
                     Some(n) if !n.state.is_drained() => steps.push(OciStep::Drain {
                         node: w.node.clone(),
-                        reason: reason(event),
+                        reason: reason(w, event),
                     }),
                     Some(_) if busy(&w.node) => {}
                     Some(_) => {
@@ -406,6 +416,7 @@ mod tests {
     use crate::plan::HealthResult;
     use crate::slurm::{Job, Node, NodeState};
 
+    const NONE: BTreeMap<String, String> = BTreeMap::new();
     const LEAD: SignedDuration = SignedDuration::from_mins(2);
     const TIMING: Timing = Timing {
         lead: LEAD,
@@ -521,6 +532,7 @@ mod tests {
             &sn,
             &work,
             &events(&work),
+            &NONE,
             &states(&work, "SCHEDULED"),
             &budget(4, 2, &["g4"]),
             &TIMING,
@@ -539,6 +551,7 @@ mod tests {
             &sn,
             &work,
             &events(&work),
+            &NONE,
             &states(&work, "SCHEDULED"),
             &budget(4, 2, &["g4", "g1"]),
             &TIMING,
@@ -563,6 +576,7 @@ mod tests {
                 &sn,
                 &work,
                 &events(&work),
+                &NONE,
                 &states(&work, "SCHEDULED"),
                 &b,
                 &TIMING,
@@ -576,6 +590,7 @@ mod tests {
             &sn,
             &work,
             &events(&work),
+            &NONE,
             &states(&work, "SCHEDULED"),
             &b,
             &TIMING,
@@ -591,6 +606,7 @@ mod tests {
                 &sn,
                 &work,
                 &events(&work),
+                &NONE,
                 &BTreeMap::new(),
                 &b,
                 &TIMING,
@@ -607,7 +623,7 @@ mod tests {
         let mut w = vec![oci_work("g1", Phase::Reserved)];
         let ev = events(&w);
         let step = |w: &[Work], sn: &Snapshot, state: &str, now| {
-            plan_oci(&s, sn, w, &ev, &states(w, state), &b, &TIMING, now)
+            plan_oci(&s, sn, w, &ev, &NONE, &states(w, state), &b, &TIMING, now)
         };
         // Drain not yet visible: drained again (idempotent), nothing else.
         let u = step(
@@ -696,7 +712,7 @@ mod tests {
         let ev = events(&w);
         let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
         for end in ["FAILED", "CANCELED"] {
-            let u = plan_oci(&s, &sn, &w, &ev, &states(&w, end), &b, &TIMING, t(5));
+            let u = plan_oci(&s, &sn, &w, &ev, &NONE, &states(&w, end), &b, &TIMING, t(5));
             assert_eq!(u[0].status.phase, Phase::Failed);
             assert!(u[0].status.last_error.as_deref().unwrap().contains(end));
             assert!(u[0].steps.is_empty(), "no resume");
@@ -715,6 +731,7 @@ mod tests {
             &sn,
             &w,
             &ev,
+            &NONE,
             &states(&w, "SUCCEEDED"),
             &b,
             &TIMING,
@@ -734,6 +751,7 @@ mod tests {
             &snap(vec![node("g1", "MIXED+DRAIN")], vec![job("g1")]),
             &w,
             &events(&w),
+            &NONE,
             &states(&w, "STARTED"),
             &budget(4, 2, &[]),
             &TIMING,
@@ -754,6 +772,7 @@ mod tests {
             &sn,
             &w,
             &ev,
+            &NONE,
             &states(&w, "PROCESSING"),
             &b,
             &TIMING,
@@ -775,6 +794,7 @@ mod tests {
             &sn,
             &w,
             &ev,
+            &NONE,
             &states(&w, "SUCCEEDED"),
             &b,
             &TIMING,
@@ -787,6 +807,7 @@ mod tests {
             &sn,
             &w,
             &ev,
+            &NONE,
             &states(&w, "CANCELED"),
             &b,
             &TIMING,
@@ -816,6 +837,7 @@ mod tests {
                 &sn,
                 &w,
                 &ev,
+                &NONE,
                 &states(&w, "SUCCEEDED"),
                 &b,
                 &TIMING,
@@ -829,6 +851,7 @@ mod tests {
             &sn,
             &w,
             &ev,
+            &NONE,
             &states(&w, "SUCCEEDED"),
             &b,
             &TIMING,
@@ -854,6 +877,7 @@ mod tests {
             &snap(vec![node("g1", "IDLE")], vec![]),
             &w,
             &events(&w),
+            &NONE,
             &states(&w, "SCHEDULED"),
             &budget(4, 2, &[]),
             &TIMING,
@@ -878,6 +902,7 @@ mod tests {
             &sn,
             &w,
             &ev,
+            &NONE,
             &states(&w, "SCHEDULED"),
             &b,
             &TIMING,
@@ -897,6 +922,7 @@ mod tests {
             &sn,
             &w,
             &ev,
+            &NONE,
             &states(&w, "SCHEDULED"),
             &b,
             &TIMING,
@@ -913,6 +939,7 @@ mod tests {
                 &sn,
                 &w,
                 &ev,
+                &NONE,
                 &states(&w, "SCHEDULED"),
                 &b,
                 &TIMING,
@@ -933,7 +960,7 @@ mod tests {
         let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
         let mut st = states(&w, "SCHEDULED");
         st.get_mut("ev-g1").unwrap().can_reschedule = false;
-        let u = plan_oci(&s, &sn, &w, &ev, &st, &b, &TIMING, t(3));
+        let u = plan_oci(&s, &sn, &w, &ev, &NONE, &st, &b, &TIMING, t(3));
         assert_eq!(u[0].status.phase, Phase::Rebooting);
         assert!(u[0].steps.is_empty(), "{:?}", u[0].steps);
         assert!(
@@ -943,7 +970,7 @@ mod tests {
         );
         let mut w2 = w.clone();
         w2[0].status = u[0].status.clone();
-        assert!(plan_oci(&s, &sn, &w2, &ev, &st, &b, &TIMING, t(4)).is_empty());
+        assert!(plan_oci(&s, &sn, &w2, &ev, &NONE, &st, &b, &TIMING, t(4)).is_empty());
 
         let e = |due: Option<i64>| EventState {
             lifecycle_state: "SCHEDULED".into(),
@@ -972,7 +999,7 @@ mod tests {
         e.time_window_start = Some(t(24 * 60));
         e.can_reschedule = false;
         let at = |st: &BTreeMap<String, EventState>, now| {
-            plan_oci(&s, &sn, &w, &ev, st, &b, &TIMING, now)
+            plan_oci(&s, &sn, &w, &ev, &NONE, st, &b, &TIMING, now)
         };
         assert!(at(&st, t(0)).is_empty(), "a day ahead: not yet");
         assert!(at(&st, t(12 * 60 - 1)).is_empty());
