@@ -4,11 +4,12 @@
 //!   pairs; values may hold spaces (`Reason=disk failure on sda [root@…]`); `(null)`,
 //!   `None`, `N/A`, `Unknown` mean "no value"; times are local, without a zone.
 //! - `sinfo --json` (nodes only in 22.05) and `squeue --json`: epochs in UTC.
+//! - `squeue -o` with [`SQUEUE_FORMAT`]: the agent's narrow job listing; local times.
 //!
 //! Local times are interpreted in the time zone Slurm runs in, passed by the caller
 //! (the seed tool parsed them as UTC and was off by the host's offset).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -127,10 +128,14 @@ pub fn parse_time(value: &str, tz: &TimeZone) -> Result<Option<Timestamp>, Strin
 }
 
 /// A Slurm duration: `[days-]hours:minutes:seconds`, `minutes:seconds`, `minutes`;
-/// `UNLIMITED`/`INFINITE` → `None`.
+/// `UNLIMITED`/`INFINITE`, and squeue's `NOT_SET`/`INVALID` (no usable limit) → `None`.
 pub fn parse_time_limit(value: &str) -> Result<Option<u64>, String> {
     let v = value.trim();
-    if matches!(v, "UNLIMITED" | "INFINITE" | "Partition_Limit" | "NONE") || is_null(v) {
+    if matches!(
+        v,
+        "UNLIMITED" | "INFINITE" | "Partition_Limit" | "NONE" | "NOT_SET" | "INVALID"
+    ) || is_null(v)
+    {
         return Ok(None);
     }
     let bad = || format!("unrecognised time limit {v:?}");
@@ -530,6 +535,142 @@ pub fn squeue_json(output: &str, preempting: &[String]) -> Result<Vec<Job>, Pars
         .collect()
 }
 
+/// `squeue -o` format of the agent's job listing: job id, partition, state, node list,
+/// start, end, time limit, QOS, user, name. Fields are separated by US (0x1f), a byte no
+/// Slurm name, hostlist or time contains; the name, free text that may hold anything but
+/// that pair, comes last, and each record ends with RS (0x1e) before squeue's newline, so a
+/// newline in a name does not end a record.
+pub const SQUEUE_FORMAT: &str =
+    "%A\u{1f}%P\u{1f}%T\u{1f}%N\u{1f}%S\u{1f}%e\u{1f}%l\u{1f}%q\u{1f}%u\u{1f}%j\u{1e}";
+
+const SQUEUE_FIELDS: usize = 10;
+const RECORD_END: &str = "\u{1e}\n";
+
+/// A local time as squeue prints it, memoised: jobs started together share their times.
+struct Times<'a> {
+    tz: &'a TimeZone,
+    seen: HashMap<&'a str, Timestamp>,
+}
+
+impl<'a> Times<'a> {
+    fn parse(&mut self, field: &'static str, v: &'a str) -> Result<Option<Timestamp>, ParseError> {
+        // squeue prints NONE as the end of a job without a limit.
+        if is_null(v) || v == "NONE" {
+            return Ok(None);
+        }
+        if let Some(t) = self.seen.get(v) {
+            return Ok(Some(*t));
+        }
+        let t = match v.parse::<DateTime>() {
+            Ok(dt) => self
+                .tz
+                .to_ambiguous_timestamp(dt)
+                .compatible()
+                .map_err(|e| e.to_string()),
+            Err(_) => parse_time(v, self.tz).and_then(|t| t.ok_or_else(|| "no time".into())),
+        }
+        .map_err(|m| value_err(SQUEUE, field, v, m))?;
+        self.seen.insert(v, t);
+        Ok(Some(t))
+    }
+}
+
+const SQUEUE: &str = "squeue";
+
+/// `squeue -h -o` with [`SQUEUE_FORMAT`], times local to `tz`. Same jobs and fields as
+/// [`squeue_json`] on 22.05: `%A` is the unique id of each array task and het component;
+/// no end without a time limit; `preempting` lists partitions whose PreemptMode is not
+/// OFF. Callers filter with [`Job::is_active`] and by node.
+pub fn squeue_narrow(
+    output: &str,
+    tz: &TimeZone,
+    preempting: &[String],
+) -> Result<Vec<Job>, ParseError> {
+    const W: &str = SQUEUE;
+    let mut times = Times {
+        tz,
+        seen: HashMap::new(),
+    };
+    let mut rest = output;
+    let mut jobs = vec![];
+    while !rest.trim().is_empty() {
+        let index = jobs.len();
+        let (record, tail) = match rest.find(RECORD_END) {
+            Some(at) => (&rest[..at], &rest[at + RECORD_END.len()..]),
+            None => match rest.trim_end_matches('\n').strip_suffix('\u{1e}') {
+                Some(last) => (last, ""),
+                None => {
+                    return Err(value_err(
+                        W,
+                        "record",
+                        rest.lines().next().unwrap_or_default(),
+                        "not in the agent's format (no record end)",
+                    ));
+                }
+            },
+        };
+        rest = tail;
+        let f: Vec<&str> = record.splitn(SQUEUE_FIELDS, '\u{1f}').collect();
+        let [
+            id_s,
+            partition,
+            state,
+            nodes,
+            start,
+            end,
+            limit,
+            qos,
+            user,
+            name,
+        ] = f[..]
+        else {
+            return Err(ParseError::Missing {
+                what: W,
+                index,
+                field: "name (too few fields)",
+            });
+        };
+        let id = id_s
+            .parse()
+            .map_err(|_| value_err(W, "job id", id_s, "not a number"))?;
+        let limit = parse_time_limit(limit).map_err(|m| value_err(W, "time limit", limit, m))?;
+        let start = times.parse("start time", start)?;
+        let end = match limit {
+            Some(_) => times.parse("end time", end)?,
+            None => None,
+        };
+        let nodes = if is_null(nodes) {
+            vec![]
+        } else {
+            hostlist::expand(nodes).map_err(|e| value_err(W, "node list", nodes, e.to_string()))?
+        };
+        let preemptable = partition
+            .split(',')
+            .any(|p| preempting.iter().any(|x| x == p));
+        let text = |v: &str| {
+            if is_null(v) {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        };
+        jobs.push(Job {
+            id,
+            name: text(name),
+            user: text(user),
+            partition: text(partition),
+            state: state.to_string(),
+            nodes,
+            qos: (!is_null(qos)).then(|| qos.to_string()),
+            start_time: start,
+            end_time: end,
+            time_limit_secs: limit,
+            preemptable,
+        });
+    }
+    Ok(jobs)
+}
+
 /// Partitions among `partitions` whose jobs can be preempted.
 pub fn preempting_partitions(partitions: &[Partition]) -> Vec<String> {
     partitions
@@ -610,6 +751,8 @@ mod tests {
         for (s, want) in [
             ("UNLIMITED", None),
             ("INFINITE", None),
+            ("NOT_SET", None),
+            ("INVALID", None),
             ("01:00:00", Some(3600)),
             ("1-00:00:00", Some(86_400)),
             ("2-03:04:05", Some(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)),
@@ -686,6 +829,281 @@ JobId=9 JobName=pend UserId=bob(1001) JobState=PENDING TimeLimit=01:00:00 StartT
         .unwrap();
         assert_eq!(preempting_partitions(&p), ["scavenger"]);
         assert_eq!(p[0].nodes.len(), 6);
+    }
+
+    const NARROW_06: &str =
+        include_str!("../../tests/fixtures/slurm-22.05/06-squeue-narrow/squeue-narrow.txt");
+    const JSON_06: &str =
+        include_str!("../../tests/fixtures/slurm-22.05/06-squeue-narrow/squeue.json");
+    const PARTITIONS_06: &str = include_str!(
+        "../../tests/fixtures/slurm-22.05/06-squeue-narrow/scontrol-show-partition.txt"
+    );
+
+    /// Real 22.05 output: the narrow listing says exactly what `squeue --json` said at the
+    /// same moment (the host runs in UTC), for every job and field.
+    #[test]
+    fn narrow_squeue_matches_json_on_real_output() {
+        let preempting = preempting_partitions(&scontrol_partitions(PARTITIONS_06).unwrap());
+        assert_eq!(preempting, ["scavenger"]);
+        let mut narrow = squeue_narrow(NARROW_06, &utc(), &preempting).unwrap();
+        let mut json = squeue_json(JSON_06, &preempting).unwrap();
+        narrow.sort_by_key(|j| j.id);
+        json.sort_by_key(|j| j.id);
+        assert_eq!(narrow.len(), 13);
+        assert_eq!(narrow, json);
+
+        let job = |id: u64| narrow.iter().find(|j| j.id == id).unwrap();
+        assert_eq!(job(8).name, "odd\u{1f}name|with\nnewline");
+        assert_eq!(job(4).name, "scav | with spaces");
+        assert!(job(4).preemptable && !job(1).preemptable);
+        let unlimited = job(2);
+        assert_eq!(unlimited.state, "SUSPENDED");
+        assert!(unlimited.is_active());
+        assert_eq!(
+            (unlimited.time_limit_secs, unlimited.end_time),
+            (None, None)
+        );
+        assert_eq!(job(3).nodes, ["node3", "node4"]);
+        assert_eq!(job(3).time_limit_secs, Some(2 * 86_400));
+        assert_eq!(
+            job(3).end_time.unwrap().to_string(),
+            "2026-11-28T16:44:30Z",
+            "local time read in the given zone"
+        );
+        // Het components (6+0, 6+1) and array tasks (5_1, 5_2) are jobs of their own.
+        assert_eq!(
+            (job(6).nodes.clone(), job(7).nodes.clone()),
+            (vec!["node6".to_string()], vec!["node4".to_string()])
+        );
+        assert_eq!(job(11).name, "arr");
+        // The pending rest of the array: no nodes, no start (N/A).
+        let pending = job(5);
+        assert_eq!(pending.state, "PENDING");
+        assert!(pending.nodes.is_empty() && pending.start_time.is_none());
+        assert!(!pending.is_active() && !job(10).is_active() && !job(13).is_active());
+        assert_eq!(job(1).qos, None, "(null) QOS");
+
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let shifted = squeue_narrow(NARROW_06, &berlin, &preempting).unwrap();
+        assert_eq!(
+            shifted
+                .iter()
+                .find(|j| j.id == 3)
+                .unwrap()
+                .end_time
+                .unwrap()
+                .to_string(),
+            "2026-11-28T15:44:30Z"
+        );
+    }
+
+    fn rec(fields: &[&str]) -> String {
+        format!("{}\u{1e}\n", fields.join("\u{1f}"))
+    }
+
+    #[test]
+    fn narrow_squeue_nasty_records() {
+        let out = [
+            rec(&[
+                "41",
+                "batch",
+                "RUNNING",
+                "n[1-3,7]",
+                "2026-11-22T06:00:00",
+                "2026-11-22T07:00:00",
+                "1:00:00",
+                "normal",
+                "alice",
+                "a\u{1f}b|c d\nnext line",
+            ]),
+            rec(&[
+                "42",
+                "batch,debug",
+                "PENDING",
+                "",
+                "N/A",
+                "N/A",
+                "10:00",
+                "(null)",
+                "bob",
+                "",
+            ]),
+            rec(&[
+                "43",
+                "scavenger",
+                "RUNNING",
+                "n2",
+                "2026-11-22T06:00:00",
+                "NONE",
+                "UNLIMITED",
+                "spot",
+                "bob",
+                "long",
+            ]),
+            rec(&[
+                "44",
+                "batch",
+                "RUNNING",
+                "n4",
+                "2026-11-22T06:00:00",
+                "2026-11-22T06:30:00",
+                "NOT_SET",
+                "normal",
+                "bob",
+                "x",
+            ]),
+            rec(&[
+                "45",
+                "batch",
+                "RUNNING",
+                "n5",
+                "2026-11-22T06:00:00",
+                "Unknown",
+                "INVALID",
+                "normal",
+                "bob",
+                "x",
+            ]),
+            rec(&[
+                "46",
+                "batch",
+                "COMPLETING",
+                "n6",
+                "2026-11-22T06:00:00",
+                "2026-11-22T06:05:00",
+                "5:00",
+                "normal",
+                "bob",
+                "\u{1e}",
+            ]),
+        ]
+        .concat();
+        let jobs = squeue_narrow(&out, &utc(), &["scavenger".into()]).unwrap();
+        assert_eq!(jobs.len(), 6);
+        assert_eq!(jobs[0].name, "a\u{1f}b|c d\nnext line");
+        assert_eq!(jobs[0].nodes, ["n1", "n2", "n3", "n7"]);
+        assert_eq!(jobs[0].time_limit_secs, Some(3600));
+        assert_eq!(
+            jobs[0].end_time.unwrap().to_string(),
+            "2026-11-22T07:00:00Z"
+        );
+        assert_eq!(jobs[1].partition, "batch,debug");
+        assert!(
+            jobs[1].nodes.is_empty() && jobs[1].start_time.is_none() && jobs[1].end_time.is_none()
+        );
+        assert_eq!(jobs[1].qos, None);
+        assert_eq!(jobs[1].name, "");
+        assert!(jobs[2].preemptable && jobs[2].end_time.is_none());
+        for j in &jobs[3..5] {
+            assert_eq!(
+                (j.time_limit_secs, j.end_time),
+                (None, None),
+                "no usable limit, no end"
+            );
+        }
+        assert!(jobs[5].is_active());
+        assert_eq!(jobs[5].name, "\u{1e}", "RS alone does not end a record");
+        assert!(squeue_narrow("", &utc(), &[]).unwrap().is_empty());
+        assert!(squeue_narrow("\n", &utc(), &[]).unwrap().is_empty());
+        // The last record may lack its newline.
+        assert_eq!(
+            squeue_narrow(out.trim_end_matches('\n'), &utc(), &[])
+                .unwrap()
+                .len(),
+            6
+        );
+
+        let bad = |out: String| squeue_narrow(&out, &utc(), &[]).unwrap_err().to_string();
+        assert!(
+            bad("JOBID PARTITION NAME\n1 batch x\n".into()).contains("not in the agent's format")
+        );
+        assert!(bad(rec(&["1", "batch", "RUNNING"])).contains("too few fields"));
+        let mut f = [
+            "7",
+            "batch",
+            "RUNNING",
+            "n1",
+            "2026-11-22T06:00:00",
+            "N/A",
+            "5:00",
+            "q",
+            "u",
+            "n",
+        ];
+        f[0] = "7_1";
+        assert!(bad(rec(&f)).contains("bad job id \"7_1\""));
+        f[0] = "7";
+        f[3] = "n[1-";
+        assert!(bad(rec(&f)).contains("bad node list"));
+        f[3] = "n1";
+        f[4] = "yesterday";
+        assert!(bad(rec(&f)).contains("bad start time"));
+        f[4] = "N/A";
+        f[6] = "soon";
+        assert!(bad(rec(&f)).contains("bad time limit"));
+    }
+
+    /// squeue's time limit: `[d-]h:mm:ss`, or `m:ss` under an hour.
+    fn squeue_limit(mins: u64) -> String {
+        let (d, h, m) = (mins / 1440, mins / 60 % 24, mins % 60);
+        match (d, h) {
+            (0, 0) => format!("{m}:00"),
+            (0, _) => format!("{h}:{m:02}:00"),
+            _ => format!("{d}-{h:02}:{m:02}:00"),
+        }
+    }
+
+    proptest::proptest! {
+        /// What squeue would print for any job reads back as that job.
+        #[test]
+        fn narrow_squeue_round_trips(
+            jobs in proptest::collection::vec((
+                1u64..u64::from(u32::MAX),
+                proptest::sample::select(vec!["batch", "scavenger", "gpu-a100"]),
+                proptest::sample::select(vec!["RUNNING", "PENDING", "COMPLETING", "SUSPENDED"]),
+                proptest::collection::btree_set(0u32..40, 0..5),
+                proptest::option::of(1_700_000_000i64..1_900_000_000),
+                proptest::option::of(1u64..600_000),
+                proptest::option::of("[a-z]{1,8}"),
+                "[\\PC\u{1f}\n|]{0,20}",
+            ), 0..20),
+            offset_hours in -12i8..14,
+        ) {
+            let tz = TimeZone::fixed(jiff::tz::Offset::constant(offset_hours));
+            let mut out = String::new();
+            let mut want = vec![];
+            for (id, partition, state, nodes, start, limit, qos, name) in jobs {
+                let name = name.replace('\u{1e}', "");
+                let nodes: Vec<String> = nodes.iter().map(|i| format!("gpu{i:03}")).collect();
+                let start = start.map(|s| Timestamp::from_second(s).unwrap());
+                let end = limit.and_then(|m| start.map(|s| s + jiff::SignedDuration::from_mins(m as i64)));
+                let local = |t: Option<Timestamp>| t.map_or("N/A".to_string(), |t| {
+                    t.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S").to_string()
+                });
+                out.push_str(&rec(&[
+                    &id.to_string(), partition, state, &hostlist::compress(&nodes),
+                    &local(start),
+                    &if limit.is_some() { local(end) } else { "NONE".into() },
+                    &limit.map_or("UNLIMITED".into(), squeue_limit),
+                    qos.as_deref().unwrap_or("(null)"), "alice", &name,
+                ]));
+                want.push(Job {
+                    id,
+                    name: if is_null(&name) { String::new() } else { name },
+                    user: "alice".into(),
+                    partition: partition.into(),
+                    state: state.into(),
+                    nodes,
+                    qos,
+                    start_time: start,
+                    end_time: end,
+                    time_limit_secs: limit.map(|m| m * 60),
+                    preemptable: partition == "scavenger",
+                });
+            }
+            let got = squeue_narrow(&out, &tz, &["scavenger".into()]).unwrap();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
