@@ -957,6 +957,28 @@ fn step(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) -> Vec<Action> 
                 // Someone started a job inside our reservation: wait for it.
                 return vec![];
             }
+            // Slurm cannot reboot a node whose slurmd does not answer: wait for it to come
+            // back by itself, then give up rather than spend attempts on it.
+            if node.state.has("NOT_RESPONDING") {
+                let since = st.phase_since.unwrap_or(now);
+                if now.duration_since(since) <= s.reboot_timeout {
+                    return vec![];
+                }
+                let why = format!(
+                    "node not responding for {} (state {}); Slurm cannot reboot it: \
+                     power-cycle it, then ask for a retry",
+                    s.reboot_timeout, node.state
+                );
+                st.last_error = Some(why.clone());
+                let reason = format!("{REASON_PREFIX}{why}");
+                transition(st, Phase::Failed, now, reason.clone());
+                let mut actions = vec![Action::Drain {
+                    node: w.node.clone(),
+                    reason,
+                }];
+                actions.extend(delete_resv());
+                return actions;
+            }
             st.attempts += 1;
             st.boot_time_before = node.boot_time;
             st.reboot_issued_at = Some(now);

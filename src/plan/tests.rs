@@ -554,6 +554,41 @@ fn timeouts_retry_then_fail_and_keep_the_node_drained() {
     );
 }
 
+/// A node that does not respond is not rebooted again through Slurm (it cannot be): it
+/// gets the reboot timeout to come back by itself, then fails with a clear reason.
+#[test]
+fn a_node_that_does_not_respond_is_not_rebooted_again() {
+    let s = settings(100.0);
+    let dead = snapshot(vec![node("n1", "DOWN+DRAIN+NOT_RESPONDING", 0)], vec![]);
+    let mut w = work_for("n1", Phase::PendingReboot);
+    w.status.attempts = 1;
+    w.status.phase_since = Some(t(NOW));
+    let p = plan("p", &s, &dead, std::slice::from_ref(&w), t(NOW + 5));
+    assert!(p.updates.is_empty(), "{:?}", p.updates);
+    let p = plan("p", &s, &dead, std::slice::from_ref(&w), t(NOW + 11));
+    let u = &p.updates[0];
+    assert_eq!(u.status.phase, Phase::Failed);
+    assert_eq!(u.status.attempts, 1, "no attempt spent");
+    assert!(
+        u.status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("not responding")
+    );
+    assert!(
+        matches!(&u.actions[0], Action::Drain { reason, .. } if reason.starts_with("slurm-maint: node not responding")),
+        "{:?}",
+        u.actions
+    );
+    assert!(!u.actions.iter().any(|a| matches!(a, Action::Reboot { .. })));
+    // Back by itself in time: the next attempt goes ahead.
+    let back = snapshot(vec![node("n1", "IDLE+DRAIN", 0)], vec![]);
+    let p = plan("p", &s, &back, std::slice::from_ref(&w), t(NOW + 6));
+    assert!(matches!(p.updates[0].actions[..], [Action::Reboot { .. }]));
+    assert_eq!(p.updates[0].status.attempts, 2);
+}
+
 #[test]
 fn slurm_reboot_timeout_fails_the_attempt_at_once() {
     let s = settings(100.0);
