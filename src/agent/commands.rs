@@ -6,7 +6,7 @@
 use jiff::tz::TimeZone;
 
 use super::api::{NextState, StartTime};
-use crate::slurm::hostlist;
+use crate::slurm::{hostlist, parse};
 
 /// One command line.
 pub type Argv = Vec<String>;
@@ -56,6 +56,20 @@ pub fn sinfo_json() -> Argv {
 /// `squeue --json` (22.05 lists every job; callers filter).
 pub fn squeue_json() -> Argv {
     argv(&["squeue", "--json"])
+}
+
+/// `squeue -h -a -t all -o <narrow format>`: every job of every state in every partition,
+/// the fields of [`parse::SQUEUE_FORMAT`] (the set `squeue --json` lists; callers filter).
+pub fn squeue_jobs() -> Argv {
+    argv(&[
+        "squeue",
+        "-h",
+        "-a",
+        "-t",
+        "all",
+        "-o",
+        parse::SQUEUE_FORMAT,
+    ])
 }
 
 /// `scontrol show node -o`: every node.
@@ -232,6 +246,18 @@ mod tests {
     fn reads() {
         assert_eq!(sinfo_json(), s(&["sinfo", "--json"]));
         assert_eq!(squeue_json(), s(&["squeue", "--json"]));
+        assert_eq!(
+            squeue_jobs(),
+            s(&[
+                "squeue",
+                "-h",
+                "-a",
+                "-t",
+                "all",
+                "-o",
+                "%A\u{1f}%P\u{1f}%T\u{1f}%N\u{1f}%S\u{1f}%e\u{1f}%l\u{1f}%q\u{1f}%u\u{1f}%j\u{1e}",
+            ])
+        );
         assert_eq!(show_nodes(), s(&["scontrol", "show", "node", "-o"]));
         assert_eq!(
             show_node("node3"),

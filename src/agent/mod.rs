@@ -1,7 +1,8 @@
 //! The agent (`slurm-maint agent`): a small authenticated HTTP service that runs where
 //! Slurm's client commands work and is the controllers' only way to Slurm.
 //!
-//! - Reads are batched: a partition snapshot is four commands whatever its node count.
+//! - Reads are batched: a partition snapshot is three commands whatever its node count, four
+//!   when the cached partitions must be read again ([`snapshot`]).
 //! - Commands are argv, never a shell; every name is validated ([`validate`]).
 //! - Only reservations named `<prefix>-…` and drains whose reason starts with
 //!   `slurm-maint: ` are changed; jobs are cancelled only if preemptable when checked.
@@ -29,6 +30,7 @@ pub mod commands;
 pub mod metrics;
 pub mod runner;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
 pub mod validate;
 
@@ -75,6 +77,11 @@ pub struct AgentArgs {
     /// e.g. "/usr/local/bin/check {node}".
     #[arg(long)]
     pub health_command: Option<String>,
+    /// How long `scontrol show partition` output is reused by snapshots, e.g. 5m; 0 reads
+    /// it every time. It is read early when the cache cannot vouch for it (see
+    /// `agent::snapshot`).
+    #[arg(long, default_value = "5m", value_parser = parse_ttl)]
+    pub partition_cache_ttl: Duration,
     /// Jobs with this QOS are preemptable (repeatable).
     #[arg(long = "preemptable-qos")]
     pub preemptable_qos: Vec<String>,
@@ -99,6 +106,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("duration {s} must be positive"))
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("not a duration (e.g. 5m, 0s): {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("duration {s} must not be negative"))
 }
 
 /// The agent cannot start.
@@ -163,6 +180,7 @@ impl AgentArgs {
             reboot_command: template("--reboot-command", &self.reboot_command)?,
             health_command: template("--health-command", &self.health_command)?,
             preemptable_qos: self.preemptable_qos.clone(),
+            partition_cache_ttl: self.partition_cache_ttl,
             tz: TimeZone::system(),
         })
     }
@@ -259,6 +277,21 @@ mod tests {
         assert_eq!(c.token, "tok");
         assert_eq!(c.reservation_prefix, "slurm-maint");
         assert!(c.health_command.is_none());
+        assert_eq!(c.partition_cache_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn partition_cache_ttl() {
+        for (v, secs) in [("0", 0), ("0s", 0), ("90s", 90), ("2m", 120)] {
+            let a = args(&["--partition-cache-ttl", v]);
+            assert_eq!(a.partition_cache_ttl, Duration::from_secs(secs), "{v}");
+        }
+        for bad in ["-5s", "soon"] {
+            assert!(
+                Cli::try_parse_from(["agent", "--partition-cache-ttl", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! The agent's HTTP API (axum): reads batched into a constant number of Slurm commands,
 //! writes limited to what this operator owns, every Slurm error passed back typed.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
@@ -23,6 +22,7 @@ use super::api::{
 use super::commands::{self, Argv, NewReservation, ReservationChange};
 use super::metrics::{Metrics, Outcome};
 use super::runner::{CommandOutput, Runner, SlurmError};
+use super::snapshot::{self, Inputs, PartitionCache};
 use super::validate::{self, Field, ValidationError};
 use crate::plan::HealthResult;
 use crate::slurm::parse::{self, ParseError};
@@ -51,13 +51,15 @@ pub struct Config {
     pub health_command: Option<Vec<String>>,
     /// Jobs with these QOS are preemptable, whatever their partition says.
     pub preemptable_qos: Vec<String>,
+    /// How long snapshots reuse `scontrol show partition` output; zero: never.
+    pub partition_cache_ttl: Duration,
     /// The zone Slurm prints and reads local times in.
     pub tz: TimeZone,
 }
 
 impl Config {
     /// Defaults for everything but the token: prefixes `slurm-maint`, no site commands,
-    /// the system time zone.
+    /// partitions cached for 5 minutes, the system time zone.
     pub fn new(token: impl Into<String>) -> Self {
         Self {
             token: token.into(),
@@ -66,6 +68,7 @@ impl Config {
             reboot_command: None,
             health_command: None,
             preemptable_qos: vec![],
+            partition_cache_ttl: snapshot::DEFAULT_PARTITION_TTL,
             tz: TimeZone::system(),
         }
     }
@@ -147,11 +150,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The agent: configuration, a runner for commands, metrics.
+/// The agent: configuration, a runner for commands, metrics, cached partitions.
 struct Agent {
     config: Config,
     runner: Arc<dyn Runner>,
     metrics: Metrics,
+    partitions: PartitionCache,
 }
 
 type Shared = Arc<Agent>;
@@ -252,6 +256,7 @@ impl Agent {
 /// The agent's router: `/healthz` (no token), `/metrics` and `/v1/…` (bearer token).
 pub fn router(config: Config, runner: Arc<dyn Runner>) -> Router {
     let agent: Shared = Arc::new(Agent {
+        partitions: PartitionCache::new(config.partition_cache_ttl),
         config,
         runner,
         metrics: Metrics::new(),
@@ -321,43 +326,21 @@ async fn metrics(State(agent): State<Shared>) -> Response {
         .into_response()
 }
 
-/// Four commands, whatever the node count: nodes, jobs, reservations, partitions.
+/// Three commands whatever the node count (nodes, jobs, reservations), and the partitions
+/// when the cache cannot vouch for them.
 async fn snapshot(
     State(agent): State<Shared>,
     Path(partition): Path<String>,
 ) -> ApiResult<Json<PartitionSnapshot>> {
     let partition = validate::partition_name(&partition)?;
-    let (nodes, jobs, reservations, partitions) = tokio::try_join!(
-        agent.slurm(commands::show_nodes()),
-        agent.slurm(commands::squeue_json()),
-        agent.slurm(commands::show_reservations()),
-        agent.slurm(commands::show_partitions()),
-    )?;
-    let tz = &agent.config.tz;
-    let partitions = parse::scontrol_partitions(&partitions)?;
-    let Some(wanted) = partitions.iter().find(|p| p.name == partition) else {
-        return Err(ApiError::NotFound(format!(
-            "partition {partition} not found"
-        )));
+    let inputs = Inputs {
+        partition,
+        tz: &agent.config.tz,
+        preemptable_qos: &agent.config.preemptable_qos,
     };
-    let listed: BTreeSet<&str> = wanted.nodes.iter().map(String::as_str).collect();
-    let nodes: Vec<Node> = parse::scontrol_nodes(&nodes, tz)?
-        .into_iter()
-        .filter(|n| listed.contains(n.name.as_str()) || n.partitions.iter().any(|p| p == partition))
-        .collect();
-    let members: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-    let preempting = parse::preempting_partitions(&partitions);
-    let jobs = parse::squeue_json(&jobs, &preempting)?
-        .into_iter()
-        .filter(|j| j.is_active() && j.nodes.iter().any(|n| members.contains(n.as_str())))
-        .map(|j| agent.with_qos_preemption(j))
-        .collect();
-    Ok(Json(PartitionSnapshot {
-        nodes,
-        jobs,
-        reservations: parse::scontrol_reservations(&reservations, tz)?,
-        partitions,
-    }))
+    snapshot::take(|argv| agent.slurm(argv), &agent.partitions, &inputs)
+        .await
+        .map(Json)
 }
 
 /// Node names from names or hostlist expressions, sorted and deduplicated.
@@ -581,7 +564,10 @@ async fn cancel_job(State(agent): State<Shared>, Path(id): Path<String>) -> ApiR
         agent.slurm(commands::show_job(id)),
         agent.slurm(commands::show_partitions()),
     )?;
-    let preempting = parse::preempting_partitions(&parse::scontrol_partitions(&partitions)?);
+    let partitions = agent
+        .partitions
+        .put(parse::scontrol_partitions(&partitions)?);
+    let preempting = parse::preempting_partitions(&partitions);
     let job = parse::scontrol_jobs(&job, &agent.config.tz, &preempting)?
         .into_iter()
         .find(|j| j.id == id)
