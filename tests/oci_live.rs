@@ -160,6 +160,7 @@ async fn oci_events_and_a_rolling_reboot_share_the_budget_on_real_slurm() {
     let deadline = Instant::now() + Duration::from_secs(420);
     let mut most_out = 0;
     let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut oci_reasons: std::collections::BTreeMap<String, String> = Default::default();
     let items = loop {
         let snap = slurm.snapshot("batch").await.unwrap();
         let out: Vec<&str> = snap
@@ -175,6 +176,11 @@ async fn oci_events_and_a_rolling_reboot_share_the_budget_on_real_slurm() {
                 .filter(|n| n.state.is_drained() || n.state.has("MAINTENANCE"))
                 .map(|n| n.name.clone()),
         );
+        for n in snap.nodes.iter().filter(|n| n.state.is_drained()) {
+            if let Some(r) = n.reason.as_ref().filter(|r| r.contains("OCI maintenance")) {
+                oci_reasons.insert(n.name.clone(), r.clone());
+            }
+        }
         let items = works.list(&ListParams::default()).await.unwrap().items;
         let done = |a: MaintenanceAction| {
             items
@@ -235,6 +241,14 @@ async fn oci_events_and_a_rolling_reboot_share_the_budget_on_real_slurm() {
         .map(|nm| nm.spec.node_name.as_str())
         .collect();
     assert_eq!(oci_nodes, BTreeSet::from(["node3", "node4"]));
+    // Slurm showed the fault behind each OCI drain, after our prefix.
+    for n in ["node3", "node4"] {
+        let r = oci_reasons.get(n).map(String::as_str).unwrap_or_default();
+        assert!(
+            r.starts_with(&format!("slurm-maint: OCI maintenance: {APPROVED}")),
+            "{n}: {r:?}"
+        );
+    }
     let after = slurm.snapshot("batch").await.unwrap();
     for n in ["node3", "node4"] {
         let node = after.nodes.iter().find(|x| x.name == n).unwrap();
