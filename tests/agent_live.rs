@@ -153,9 +153,33 @@ async fn snapshot_is_batched_and_requests_are_authenticated_and_validated() {
         4.0,
         "one command per kind, whatever the node count"
     );
-    let debug = a.client.snapshot("debug").await.unwrap();
-    assert_eq!(debug.nodes.len(), 2);
-    assert_eq!(commands_run(&a).await - before, 8.0);
+    // Partitions are cached now; they are read again to vouch for a job preemptable by its
+    // partition, or when a node names a partition the cache lacks (other tests may run such
+    // a job, or make a partition, at this moment).
+    let names = |s: &PartitionSnapshot| -> Vec<String> {
+        s.partitions.iter().map(|p| p.name.clone()).collect()
+    };
+    let mut known = names(&snap);
+    for partition in ["batch", "debug", "batch"] {
+        let before = commands_run(&a).await;
+        let snap = a.client.snapshot(partition).await.unwrap();
+        let vouch = snap.jobs.iter().any(|j| {
+            j.preemptable
+                && snap
+                    .partitions
+                    .iter()
+                    .any(|p| p.name == j.partition && p.preempts())
+        });
+        let changed = names(&snap) != known;
+        known = names(&snap);
+        assert_eq!(
+            commands_run(&a).await - before,
+            if vouch || changed { 4.0 } else { 3.0 },
+            "{partition}: {:?}",
+            snap.jobs
+        );
+        assert_eq!(snap.nodes.len(), if partition == "debug" { 2 } else { 6 });
+    }
 
     let http = http();
     let url = format!("{}/v1/partitions/batch/snapshot", a.base);
@@ -444,7 +468,63 @@ async fn only_preemptable_jobs_are_cancelled() {
             .any(|j| j.id == keep && j.state == "RUNNING"),
         "non-preemptable job still runs"
     );
-    sh(&["scancel", &keep.to_string()]);
+
+    // A partition made after the agent cached partitions, then stripped of preemption: the
+    // agent (partitions cached for 5 minutes) sees both at once.
+    struct Spot(Vec<u64>);
+    impl Drop for Spot {
+        fn drop(&mut self) {
+            for id in &self.0 {
+                let _ = Command::new("scancel").arg(id.to_string()).status();
+            }
+            for _ in 0..50 {
+                let gone = Command::new("scontrol")
+                    .args(["delete", "PartitionName=spot"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if gone {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    let mut spot = Spot(vec![keep]);
+    sh(&[
+        "scontrol",
+        "create",
+        "PartitionName=spot",
+        "Nodes=node6",
+        "PriorityTier=1",
+        "PreemptMode=CANCEL",
+    ]);
+    let cheap = submit("spot");
+    spot.0.push(cheap);
+    let snap = wait_for(&a, 30, "job in the new partition running", |s| {
+        s.jobs.iter().any(|j| j.id == cheap && j.state == "RUNNING")
+    })
+    .await;
+    assert!(snap.partitions.iter().any(|p| p.name == "spot"));
+    assert!(
+        snap.jobs
+            .iter()
+            .find(|j| j.id == cheap)
+            .unwrap()
+            .preemptable
+    );
+    sh(&[
+        "scontrol",
+        "update",
+        "PartitionName=spot",
+        "PreemptMode=OFF",
+    ]);
+    let snap = a.client.snapshot("batch").await.unwrap();
+    let job = snap.jobs.iter().find(|j| j.id == cheap).unwrap();
+    assert!(
+        !job.preemptable,
+        "PreemptMode=OFF is seen at once, not after the cache's TTL"
+    );
+    drop(spot);
 }
 
 /// Runs openssl in `dir`.

@@ -102,6 +102,20 @@ fn live_cluster_parses_consistently() {
     );
     assert_eq!((q_long.end_time, q_long.preemptable), (None, false));
 
+    // The agent's narrow listing says what --json says.
+    let argv = slurm_maint::agent::commands::squeue_jobs();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let narrow = parse::squeue_narrow(&run(&argv), &tz, &preempting).unwrap();
+    for (q, id) in [(q_low, low), (q_long, long)] {
+        assert_eq!(narrow.iter().find(|j| j.id == id), Some(q));
+    }
+    let ids = |jobs: &[slurm_maint::slurm::Job]| {
+        let mut v: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&narrow), ids(&sq));
+
     let nodes = parse::scontrol_nodes(&run(&["scontrol", "show", "node", "-o"]), &tz).unwrap();
     let sinfo = parse::sinfo_json(&run(&["sinfo", "--json"])).unwrap();
     assert!(nodes.len() >= 4);
