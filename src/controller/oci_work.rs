@@ -20,7 +20,7 @@ use crate::api::{
 };
 use crate::oci::OciClient;
 use crate::oci::model::UpdateInstanceMaintenanceEventDetails;
-use crate::oci::workflow::{EventState, OciStep, OciUpdate};
+use crate::oci::workflow::{EventState, FailedReschedule, OciStep, OciUpdate};
 use crate::plan::{Action, Work, work_name};
 use crate::slurm::client::SlurmClient;
 
@@ -95,6 +95,7 @@ pub fn new_oci_work(
                 time_window_start: ev.spec.time_window_start,
                 can_reschedule: ev.spec.can_reschedule,
                 time_hard_due_date: ev.spec.time_hard_due_date,
+                failed_reschedule: None,
             },
         });
     }
@@ -211,6 +212,7 @@ pub async fn event_states(
                         time_window_start: e.time_window_start,
                         can_reschedule: e.can_reschedule,
                         time_hard_due_date: e.time_hard_due_date,
+                        failed_reschedule: None,
                     },
                 );
             }
@@ -218,6 +220,52 @@ pub async fn event_states(
         }
     }
     out
+}
+
+/// For work whose reschedule OCI accepted while its event is still SCHEDULED, reads the
+/// work request; one that ended without success is noted in the event's state (with its
+/// errors), for the workflow to ask again or give up.
+pub async fn check_reschedules(
+    oci: &OciClient,
+    work: &[Work],
+    events: &BTreeMap<String, String>,
+    states: &mut BTreeMap<String, EventState>,
+) {
+    for w in work.iter().filter(|w| w.status.phase == Phase::Rebooting) {
+        let (Some(event), Some(wr)) = (events.get(&w.name), &w.status.work_request_id) else {
+            continue;
+        };
+        let Some(state) = states.get_mut(event) else {
+            continue;
+        };
+        if state.lifecycle_state != "SCHEDULED" {
+            continue;
+        }
+        let request = match oci.get_work_request(wr).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(work_request = %wr, error = %e, "OCI work request not readable");
+                continue;
+            }
+        };
+        if !matches!(request.status.as_str(), "FAILED" | "CANCELED") {
+            continue;
+        }
+        let message = match oci.list_work_request_errors(wr).await {
+            Ok(errors) if !errors.is_empty() => errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Ok(_) => "no error reported".to_string(),
+            Err(e) => format!("errors not readable: {e}"),
+        };
+        state.failed_reschedule = Some(FailedReschedule {
+            id: wr.clone(),
+            status: request.status,
+            message,
+        });
+    }
 }
 
 /// One line per step, for `plannedActions`.
@@ -369,6 +417,7 @@ mod tests {
     /// OCI emulator, clocks moving together; `spec` is merged into the policy's spec
     /// before the controller starts.
     struct Rig {
+        ctx: Arc<Context>,
         emu: Emulator,
         sim: SimCluster,
         kube: kube::Client,
@@ -379,9 +428,18 @@ mod tests {
 
     impl Rig {
         async fn start(scenario: &str, spec: serde_json::Value) -> Self {
+            Self::start_with(scenario, spec, |_| {}).await
+        }
+
+        async fn start_with(
+            scenario: &str,
+            spec: serde_json::Value,
+            tweak: impl FnOnce(&mut Scenario),
+        ) -> Self {
             let start = Timestamp::now();
             let mut sc = Scenario::parse(scenario).unwrap();
             sc.expand(start);
+            tweak(&mut sc);
             let key = crate::oci::config::parse_private_key(KEY_PEM, None).unwrap();
             let emu = Emulator::new(sc, vec![key.to_public_key()]);
             let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
@@ -415,13 +473,15 @@ mod tests {
                 "test",
             ));
             let (stop, mut rx) = watch::channel(false);
+            let run = ctx.clone();
             let task = tokio::spawn(async move {
-                let _ = controller::run(ctx, Some("default".into()), async move {
+                let _ = controller::run(run, Some("default".into()), async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
                 .await;
             });
             Self {
+                ctx,
                 emu,
                 sim,
                 kube,
@@ -445,6 +505,21 @@ mod tests {
                 .await
                 .unwrap()
                 .items
+        }
+
+        /// Reads of single events from OCI so far (`GET instanceMaintenanceEvents/{id}`,
+        /// discovery's included), from the controller's metrics.
+        fn event_reads(&self) -> u64 {
+            self.ctx
+                .metrics
+                .encode()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("slurm_maint_oci_calls_total{")
+                        && l.contains("verb=\"GET instanceMaintenanceEvents\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
         }
 
         async fn stop(self) {
@@ -617,10 +692,10 @@ mod tests {
             rig.step().await;
             match (phase(&rig.works().await), rebooting) {
                 (Some(Phase::Rebooting), None) => {
-                    rebooting = Some((rig.emu.requests_served(), minute));
+                    rebooting = Some((rig.event_reads(), minute));
                 }
                 (Some(Phase::Recovering | Phase::HealthCheck | Phase::Completed), Some((n, m))) => {
-                    reads = Some((rig.emu.requests_served() - n, minute - m));
+                    reads = Some((rig.event_reads() - n, minute - m));
                     break;
                 }
                 _ => {}
@@ -635,6 +710,61 @@ mod tests {
             "{reads} reads in {minutes} min"
         );
         assert!(reads >= 3, "{reads} reads in {minutes} min");
+        rig.stop().await;
+    }
+
+    /// OCI accepts the reschedule, then its work request fails, every time: the work asks
+    /// again up to the policy's attempts, then fails with OCI's message, the node drained.
+    #[tokio::test]
+    async fn a_reschedule_that_keeps_failing_ends_failed_with_the_node_drained() {
+        let rig = Rig::start_with(
+            "tenancy: ocid1.tenancy.oc1..aaaaaaaatest\n\
+             generate: {compartments: 1, instances: 3, events: 1, hostPrefix: node, faultIds: [HPCRDMA-0002-02]}\n",
+            json!({}),
+            |sc| sc.events[0].work_request_outcome = "FAILED".into(),
+        )
+        .await;
+        let failed = 'drive: {
+            for _ in 0..(3 * 60) {
+                rig.step().await;
+                if let Some(nm) = rig
+                    .works()
+                    .await
+                    .into_iter()
+                    .find(|nm| nm.status.as_ref().is_some_and(|s| s.phase == Phase::Failed))
+                {
+                    break 'drive nm;
+                }
+            }
+            panic!("not failed: {:#?}", rig.works().await);
+        };
+        let st = failed.status.clone().unwrap();
+        assert_eq!(st.attempts, 3);
+        assert!(
+            st.last_error
+                .as_deref()
+                .unwrap()
+                .contains("the maintenance could not be rescheduled"),
+            "{st:?}"
+        );
+        let event = failed.spec.oci_event.as_ref().unwrap().event_id.clone();
+        assert_eq!(rig.emu.event(&event).unwrap().lifecycle_state, "SCHEDULED");
+        let node = rig
+            .sim
+            .peek()
+            .nodes
+            .into_iter()
+            .find(|n| n.name == failed.spec.node_name)
+            .unwrap();
+        assert!(node.state.is_drained(), "{}", node.state);
+        assert!(
+            node.reason
+                .as_deref()
+                .unwrap()
+                .contains("not rescheduled after 3 attempts"),
+            "{:?}",
+            node.reason
+        );
         rig.stop().await;
     }
 }

@@ -463,7 +463,8 @@ async fn poll_oci_events(
         .filter(|(_, e)| due.contains(*e))
         .map(|(n, e)| (n.clone(), e.clone()))
         .collect();
-    let states = super::oci_work::event_states(oci, &wanted).await;
+    let mut states = super::oci_work::event_states(oci, &wanted).await;
+    super::oci_work::check_reschedules(oci, work, &wanted, &mut states).await;
     let mut polls = ctx.oci_polls.lock().expect("lock");
     for w in work {
         let Some(event) = wanted.get(&w.name) else {

@@ -28,6 +28,19 @@ pub struct EventState {
     pub can_reschedule: bool,
     /// No window may start later than this.
     pub time_hard_due_date: Option<Timestamp>,
+    /// The reschedule's work request, when it ended without success.
+    pub failed_reschedule: Option<FailedReschedule>,
+}
+
+/// A reschedule OCI accepted, then failed or canceled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedReschedule {
+    /// The work request.
+    pub id: String,
+    /// FAILED or CANCELED.
+    pub status: String,
+    /// What its errors say.
+    pub message: String,
 }
 
 /// The window to ask for when the node is ready at `now`: `lead` from then, or from
@@ -304,6 +317,41 @@ pub fn plan_oci(
                 },
                 None => {}
             },
+            // The reschedule's work request failed: the event keeps its old window. Ask
+            // again (a new attempt), up to the policy's attempts; then the node stays
+            // drained and the work fails with OCI's message.
+            Phase::Rebooting
+                if state == Some("SCHEDULED")
+                    && states[event].failed_reschedule.as_ref().is_some_and(|f| {
+                        w.status.work_request_id.as_deref() == Some(f.id.as_str())
+                    }) =>
+            {
+                let f = states[event].failed_reschedule.as_ref().expect("checked");
+                let why = format!(
+                    "OCI reschedule of event {event} {} (work request {}): {}",
+                    f.status, f.id, f.message
+                );
+                st.last_error = Some(why.clone());
+                st.work_request_id = None;
+                if st.attempts >= s.max_attempts {
+                    let reason = format!(
+                        "{REASON_PREFIX}OCI maintenance not rescheduled after {} attempts",
+                        st.attempts
+                    );
+                    transition(&mut st, Phase::Failed, now, why);
+                    steps.push(OciStep::Drain {
+                        node: w.node.clone(),
+                        reason,
+                    });
+                } else if let Some(start) = window_start(&states[event], None, lead, now) {
+                    st.attempts += 1;
+                    st.reboot_issued_at = Some(now);
+                    steps.push(OciStep::Schedule {
+                        event_id: event.clone(),
+                        start,
+                    });
+                }
+            }
             // Scheduled, but OCI has not confirmed it (the request failed, or the pass
             // stopped before it): ask again, for the same window while it is ahead.
             Phase::Rebooting
@@ -487,6 +535,7 @@ mod tests {
                         time_window_start: Some(t(100 - i as i64)),
                         can_reschedule: true,
                         time_hard_due_date: None,
+                        failed_reschedule: None,
                     },
                 )
             })
@@ -977,6 +1026,7 @@ mod tests {
             time_window_start: Some(t(100)),
             can_reschedule: true,
             time_hard_due_date: due.map(t),
+            failed_reschedule: None,
         };
         assert_eq!(window_start(&e(None), None, LEAD, t(3)), Some(t(5)));
         assert_eq!(window_start(&e(Some(4)), None, LEAD, t(3)), Some(t(4)));
@@ -1014,5 +1064,57 @@ mod tests {
         // A movable event is taken at once.
         st.get_mut("ev-g1").unwrap().time_hard_due_date = None;
         assert_eq!(at(&st, t(0))[0].status.phase, Phase::Reserved);
+    }
+
+    /// A reschedule whose work request failed is asked again as a new attempt; after the
+    /// last attempt the work fails with OCI's message and the node stays drained.
+    #[test]
+    fn a_failed_reschedule_is_asked_again_then_fails() {
+        let s = settings();
+        let b = budget(4, 2, &[]);
+        let mut w = vec![oci_work("g1", Phase::Rebooting)];
+        w[0].status.attempts = 1;
+        w[0].status.work_request_id = Some("wr-1".into());
+        let ev = events(&w);
+        let sn = snap(vec![node("g1", "IDLE+DRAIN")], vec![]);
+        let mut st = states(&w, "SCHEDULED");
+        // Still running, or another work request's failure: wait.
+        assert!(plan_oci(&s, &sn, &w, &ev, &NONE, &st, &b, &TIMING, t(5)).is_empty());
+        st.get_mut("ev-g1").unwrap().failed_reschedule = Some(FailedReschedule {
+            id: "wr-0".into(),
+            status: "FAILED".into(),
+            message: "old".into(),
+        });
+        assert!(plan_oci(&s, &sn, &w, &ev, &NONE, &st, &b, &TIMING, t(5)).is_empty());
+        st.get_mut("ev-g1").unwrap().failed_reschedule = Some(FailedReschedule {
+            id: "wr-1".into(),
+            status: "FAILED".into(),
+            message: "InternalError: could not be rescheduled".into(),
+        });
+        let u = plan_oci(&s, &sn, &w, &ev, &NONE, &st, &b, &TIMING, t(5));
+        assert_eq!(u[0].status.phase, Phase::Rebooting);
+        assert_eq!(u[0].status.attempts, 2);
+        assert_eq!(u[0].status.work_request_id, None);
+        assert!(
+            u[0].status
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("could not be rescheduled")
+        );
+        assert_eq!(
+            u[0].steps,
+            [OciStep::Schedule {
+                event_id: "ev-g1".into(),
+                start: t(5) + LEAD
+            }]
+        );
+        // The last attempt: Failed, kept drained.
+        w[0].status.attempts = s.max_attempts;
+        let u = plan_oci(&s, &sn, &w, &ev, &NONE, &st, &b, &TIMING, t(9));
+        assert_eq!(u[0].status.phase, Phase::Failed);
+        assert!(
+            matches!(&u[0].steps[..], [OciStep::Drain { reason, .. }] if reason.contains("not rescheduled after"))
+        );
     }
 }
