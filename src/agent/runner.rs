@@ -122,6 +122,9 @@ impl Runner for ProcessRunner {
             // wrappers), not just the direct child.
             let child = tokio::process::Command::new(program)
                 .args(args)
+                // The parsers read ISO times: a SLURM_TIME_FORMAT in the agent's
+                // environment (relative, or a strftime format) would break every time.
+                .env("SLURM_TIME_FORMAT", "standard")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -312,6 +315,16 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn slurm_prints_standard_times_whatever_the_environment() {
+        let r = ProcessRunner::new(Duration::from_secs(10));
+        let out = r
+            .run(&argv(&["sh", "-c", "echo \"$SLURM_TIME_FORMAT\""]))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "standard\n");
     }
 
     /// A timeout ends the whole process group, not just the direct child.
