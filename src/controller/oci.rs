@@ -734,17 +734,22 @@ mod wired {
         let kube = server.client();
         policy(&kube, &format!("http://{addr}")).await;
         let sim = SimCluster::new(SimConfig::default());
-        let ctx = Arc::new(Context::new(
+        let ctx = Context::new(
             kube.clone(),
             Arc::new(FixedConnector(Arc::new(sim))),
             controller::wall_clock(),
             Pace::default(),
             Leadership::always(),
             "test",
-        ));
+        );
+        run_until_mirrored(ctx, &kube).await;
+    }
+
+    /// Runs the policy controller with `ctx` until the scenario's 8 events are mirrored.
+    async fn run_until_mirrored(ctx: Context, kube: &kube::Client) {
         let (stop, mut rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(controller::run(
-            ctx.clone(),
+            Arc::new(ctx),
             Some("default".into()),
             async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -870,29 +875,7 @@ mod wired {
             "test",
         );
         ctx.env = env.clone();
-        let (stop, mut rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(controller::run(
-            Arc::new(ctx),
-            Some("default".into()),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-        ));
-        let api: kube::Api<OciMaintenanceEvent> = kube::Api::namespaced(kube.clone(), "default");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let n = api.list(&ListParams::default()).await.unwrap().items.len();
-            if n == 8 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{n} events mirrored with workload identity"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = stop.send(true);
-        let _ = task.await;
+        run_until_mirrored(ctx, &kube).await;
         let state: serde_json::Value = reqwest::get(format!("http://{addr}/_emulator/state"))
             .await
             .unwrap()
