@@ -312,6 +312,16 @@ async fn a_campaign_runs_to_the_end_within_the_budget() {
                 nm.name_any()
             );
             assert!(st.reservation_name.is_some() && st.last_error.is_none());
+            // Conditions for `kubectl wait --for=condition=Complete`.
+            let cond = |ty: &str| {
+                st.conditions
+                    .iter()
+                    .find(|c| c.r#type == ty)
+                    .map(|c| c.status)
+            };
+            assert_eq!(cond("Complete"), Some(ConditionStatus::True));
+            assert_eq!(cond("Progressing"), Some(ConditionStatus::False));
+            assert_eq!(cond("Failed"), Some(ConditionStatus::False));
         }
     }
     // No reservation of ours is left behind.

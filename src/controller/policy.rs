@@ -661,6 +661,13 @@ pub(super) async fn write_work_status(
         ctx.client.clone(),
         nm.namespace().as_deref().unwrap_or_default(),
     );
+    let mut status = status.clone();
+    status.conditions = nm
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    crate::plan::status::set_work_conditions(&mut status, (ctx.clock)(), nm.metadata.generation);
     let mut patch = json!({
         "apiVersion": "slurm-maint.io/v1alpha1",
         "kind": "NodeMaintenance",

@@ -38,6 +38,64 @@ pub mod reason {
     pub const DRY_RUN: &str = "DryRun";
 }
 
+/// Condition types of a NodeMaintenance, as a Job has them: `kubectl wait
+/// --for=condition=Complete nodemaintenance/<name>` waits for a node to be done.
+pub mod work_condition {
+    pub const PROGRESSING: &str = "Progressing";
+    pub const COMPLETE: &str = "Complete";
+    pub const FAILED: &str = "Failed";
+}
+
+/// Fill a NodeMaintenance's conditions from its phase (steady ones keep their
+/// `lastTransitionTime`): `Progressing` while not finished, its reason the phase;
+/// `Complete` and `Failed` once it ends, the latter with the last error.
+pub fn set_work_conditions(
+    st: &mut crate::api::NodeMaintenanceStatus,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    let at = st.phase_since.unwrap_or(now);
+    let message = st
+        .transitions
+        .last()
+        .map(|t| t.message.clone())
+        .unwrap_or_default();
+    let phase = st.phase.to_string();
+    let done = st.phase == Phase::Completed;
+    let failed = st.phase == Phase::Failed;
+    let mut conditions = std::mem::take(&mut st.conditions);
+    for (ty, status, reason, msg) in [
+        (
+            work_condition::PROGRESSING,
+            !st.phase.is_terminal(),
+            phase.as_str(),
+            message.clone(),
+        ),
+        (
+            work_condition::COMPLETE,
+            done,
+            if done { "Completed" } else { "NotCompleted" },
+            if done { message.clone() } else { String::new() },
+        ),
+        (
+            work_condition::FAILED,
+            failed,
+            if failed { "Failed" } else { "NotFailed" },
+            if failed {
+                st.last_error.clone().unwrap_or(message.clone())
+            } else {
+                String::new()
+            },
+        ),
+    ] {
+        set_condition(
+            &mut conditions,
+            Condition::new(ty, status, reason, msg, at, generation),
+        );
+    }
+    st.conditions = conditions;
+}
+
 /// Counts of work items by phase, after the plan's updates.
 pub fn phase_counts(work: &[Work], plan: &Plan) -> PhaseCounts {
     let mut c = PhaseCounts::default();
@@ -484,5 +542,68 @@ mod tests {
         assert_eq!(get(&d, "Ready").message, "spec.nodelist: bad");
         assert_eq!(d.budget, s.budget);
         assert_eq!(d.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn work_conditions_follow_the_phase() {
+        use crate::api::NodeMaintenanceStatus;
+        use crate::api::condition::ConditionStatus;
+        use crate::api::node_maintenance::Transition;
+        let get = |st: &NodeMaintenanceStatus, ty: &str| {
+            st.conditions
+                .iter()
+                .find(|c| c.r#type == ty)
+                .map(|c| (c.status, c.reason.clone(), c.last_transition_time))
+                .unwrap()
+        };
+        let mut st = NodeMaintenanceStatus {
+            phase: Phase::Rebooting,
+            phase_since: Some(t(10)),
+            transitions: vec![Transition {
+                phase: Phase::Rebooting,
+                time: t(10),
+                message: "reboot issued, attempt 1".into(),
+            }],
+            ..Default::default()
+        };
+        set_work_conditions(&mut st, t(11), Some(1));
+        assert_eq!(
+            get(&st, work_condition::PROGRESSING),
+            (ConditionStatus::True, "Rebooting".into(), t(10))
+        );
+        assert_eq!(get(&st, work_condition::COMPLETE).0, ConditionStatus::False);
+        assert_eq!(get(&st, work_condition::FAILED).0, ConditionStatus::False);
+        // A later phase: still progressing, since the first time.
+        st.phase = Phase::HealthCheck;
+        st.phase_since = Some(t(20));
+        set_work_conditions(&mut st, t(21), Some(1));
+        assert_eq!(
+            get(&st, work_condition::PROGRESSING),
+            (ConditionStatus::True, "HealthCheck".into(), t(10))
+        );
+        // Failed: the error is the message; Complete stays False since the start.
+        st.phase = Phase::Failed;
+        st.phase_since = Some(t(30));
+        st.last_error = Some("node not back".into());
+        set_work_conditions(&mut st, t(31), Some(1));
+        assert_eq!(
+            get(&st, work_condition::PROGRESSING),
+            (ConditionStatus::False, "Failed".into(), t(30))
+        );
+        let failed = st
+            .conditions
+            .iter()
+            .find(|c| c.r#type == work_condition::FAILED)
+            .unwrap();
+        assert_eq!(
+            (
+                failed.status,
+                failed.message.as_str(),
+                failed.last_transition_time
+            ),
+            (ConditionStatus::True, "node not back", t(30))
+        );
+        assert_eq!(get(&st, work_condition::COMPLETE).2, t(10));
+        assert_eq!(st.conditions.len(), 3);
     }
 }
