@@ -905,3 +905,103 @@ async fn a_failed_node_is_retried_when_a_person_asks() {
     ctl.stop().await;
     c.cleanup().await;
 }
+
+/// Outside the maintenance windows nothing starts, except the NodeMaintenance a person
+/// expedites with the annotation: it goes ahead (under the budget) and completes.
+#[tokio::test]
+async fn an_expedited_node_goes_ahead_outside_the_windows() {
+    let c = TestCluster::start("expedite").await;
+    let node = |job_end: Option<i64>| TraceNode {
+        job_end: job_end.map(SignedDuration::from_mins),
+        preemptable: false,
+        reboot_secs: 120,
+        fate: RebootFate::Ok,
+        down: false,
+    };
+    let sim = SimCluster::new(SimConfig {
+        trace: Some(vec![node(None), node(Some(30)), node(None), node(Some(90))]),
+        refill: false,
+        ..SimConfig::default()
+    });
+    let ctl = Controller::start(&c, &sim, "e2e-expedite", false);
+    // Windows on Saturdays only; the campaign starts on a Tuesday.
+    apply_policy(
+        &c,
+        &policy(
+            "expedite",
+            json!({"campaign": {"windows": [{"days": ["Sat"], "start": "10:00", "end": "12:00"}]}}),
+        ),
+    )
+    .await;
+    let api: Api<NodeMaintenance> = Api::namespaced(c.client.clone(), &c.namespace);
+    let mut asked = false;
+    let end = sim.now() + SignedDuration::from_hours(8);
+    let items = loop {
+        wait_for_pass(&c, &sim, "expedite").await;
+        sim.sample();
+        let items = works(&c).await;
+        if !asked && items.len() == 4 {
+            let target = items
+                .iter()
+                .find(|nm| nm.spec.node_name == "node002")
+                .unwrap();
+            api.patch(
+                &target.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(
+                    &json!({"metadata": {"annotations": {"slurm-maint.io/expedite": "security fix"}}}),
+                ),
+            )
+            .await
+            .unwrap();
+            asked = true;
+        }
+        let done = items.iter().any(|nm| {
+            nm.spec.node_name == "node002"
+                && nm
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::Completed)
+        });
+        if done {
+            break items;
+        }
+        assert!(sim.now() < end, "node002 not done in 8 h");
+        sim.advance(SignedDuration::from_mins(1));
+        sim.sample();
+    };
+    for nm in &items {
+        let phase = nm.status.as_ref().map(|s| s.phase);
+        if nm.spec.node_name == "node002" {
+            continue;
+        }
+        assert_eq!(
+            phase,
+            Some(Phase::Pending),
+            "{} waits for the window",
+            nm.spec.node_name
+        );
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.reboots_per_node.get("node002"), Some(&1));
+    assert_eq!(
+        stats.reboots_per_node.len(),
+        1,
+        "{:?}",
+        stats.reboots_per_node
+    );
+    assert_eq!(stats.non_preemptable_killed, 0);
+    // The preview says why the others wait.
+    let p = get_policy(&c, "expedite").await;
+    let preview = p.status.unwrap().next;
+    assert_eq!(preview.len(), 3, "{preview:?}");
+    assert!(
+        preview.iter().all(|n| n
+            .waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("outside the maintenance windows"))),
+        "{preview:?}"
+    );
+    ctl.stop().await;
+    c.cleanup().await;
+}

@@ -632,6 +632,9 @@ pub struct PlannedNode {
     /// When its jobs end and maintenance can start; unset when a job has no time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_time: Option<Timestamp>,
+    /// Why it has not started yet (budget full, outside the windows, paused, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     let previous = policy.status.as_ref();
     let requeue = Requeue::requeue(ctx.pace.real(policy.spec.interval.as_span()));
 
-    let settings = match Settings::from_spec(&policy.spec, now) {
+    let mut settings = match Settings::from_spec(&policy.spec, now) {
         Ok(s) => s,
         Err(e) => {
             // A malformed spec waits for the next change: no retries.
@@ -226,6 +226,11 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         retries(ctx, &mut objects, &snap.nodes, slurm.as_ref(), now).await?;
     }
     let work: Vec<Work> = objects.values().map(work_of).collect();
+    settings.expedited = objects
+        .iter()
+        .filter(|(_, nm)| nm.annotations().contains_key(plan::EXPEDITE_ANNOTATION))
+        .map(|(n, _)| n.clone())
+        .collect();
 
     // OCI: approved events become work (a dry run only plans it); unfinished OCI work
     // reads its events' states when their poll is due.

@@ -372,6 +372,7 @@ mod tests {
             preview: vec![PlannedNode {
                 node: "n1".into(),
                 release_time: Some(t(60)),
+                waiting: None,
             }],
             waiting: Default::default(),
             blocked: Default::default(),

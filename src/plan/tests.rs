@@ -404,6 +404,47 @@ fn safe_by_default_monitor_only_and_pause_and_windows() {
     assert!(p.actions().next().is_none());
 }
 
+/// Expedited work goes first and does not wait for a window; the budget, pause and
+/// monitor-only still hold.
+#[test]
+fn expedited_work_goes_first_and_skips_the_window_not_the_budget() {
+    let mut s = settings(50.0); // 4 nodes → 2 allowed
+    let snap = snapshot(
+        (1..=4)
+            .map(|i| node(&format!("n{i}"), "ALLOCATED", 0))
+            .collect(),
+        vec![
+            job(1, "n1", Some(NOW + 10), false),
+            job(2, "n2", Some(NOW + 20), false),
+            job(3, "n3", Some(NOW + 30), false),
+            job(4, "n4", Some(NOW + 300), false),
+        ],
+    );
+    let work = pending(&["n1", "n2", "n3", "n4"]);
+    s.expedited.insert(work[3].name.clone());
+    // Window open: the expedited node first, then the earliest release.
+    let p = plan("p", &s, &snap, &work, t(NOW));
+    assert_eq!(admitted(&p), ["n4", "n1"]);
+    // Window closed: only the expedited node.
+    s.window_open = false;
+    let p = plan("p", &s, &snap, &work, t(NOW));
+    assert_eq!(admitted(&p), ["n4"]);
+    assert!(p.waiting["n1"].contains("outside the maintenance windows"));
+    // The budget still holds: with 2 nodes down, nothing starts.
+    let mut full = snap.clone();
+    for n in full.nodes.iter_mut().take(2) {
+        n.state = NodeState::parse("DOWN+DRAIN").unwrap();
+    }
+    let p = plan("p", &s, &full, &work, t(NOW));
+    assert!(admitted(&p).is_empty());
+    assert!(p.waiting["n4"].contains("budget full"));
+    // Paused: nothing.
+    s.paused = true;
+    let p = plan("p", &s, &snap, &work, t(NOW));
+    assert!(admitted(&p).is_empty());
+    assert!(p.waiting["n4"].contains("paused"));
+}
+
 #[test]
 fn paused_policies_finish_in_flight_nodes() {
     let mut s = settings(100.0);
