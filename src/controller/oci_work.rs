@@ -765,6 +765,51 @@ mod tests {
             "{:?}",
             node.reason
         );
+
+        // A person asks for a retry: the event is still SCHEDULED, so the work goes back
+        // to Reserved and asks OCI again, 3 more attempts, then fails again.
+        let api: Api<NodeMaintenance> = Api::namespaced(rig.kube.clone(), "default");
+        api.patch(
+            &failed.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"slurm-maint.io/retry": "OCI support ticket 7"}}})),
+        )
+        .await
+        .unwrap();
+        let again = 'drive: {
+            for _ in 0..(3 * 60) {
+                rig.step().await;
+                let nm = api.get(&failed.name_any()).await.unwrap();
+                let st = nm.status.clone().unwrap();
+                let retried = st
+                    .transitions
+                    .iter()
+                    .any(|t| t.message.starts_with("retry requested"));
+                if retried && st.phase == Phase::Failed {
+                    break 'drive nm;
+                }
+            }
+            panic!(
+                "not retried: {:#?}",
+                api.get(&failed.name_any()).await.unwrap().status
+            );
+        };
+        assert!(!again.annotations().contains_key("slurm-maint.io/retry"));
+        let phases: Vec<Phase> = again
+            .status
+            .as_ref()
+            .unwrap()
+            .transitions
+            .iter()
+            .map(|t| t.phase)
+            .collect();
+        let n = phases.len();
+        assert_eq!(
+            phases[n - 3..],
+            [Phase::Reserved, Phase::Rebooting, Phase::Failed],
+            "{phases:?}"
+        );
+        assert_eq!(again.status.unwrap().attempts, 3);
         rig.stop().await;
     }
 }

@@ -398,7 +398,11 @@ async fn retries(
     for name in asked {
         let nm = objects[&name].clone();
         let node = nodes.iter().find(|n| n.name == nm.spec.node_name);
-        let current = match retry(&work_of(&nm), node, now) {
+        let event_state = match &nm.spec.oci_event {
+            Some(e) => oci_event_state(ctx, &nm, e).await,
+            None => None,
+        };
+        let current = match retry(&work_of(&nm), node, event_state.as_deref(), now) {
             Retry::Restart { status, resume } => {
                 let mut status = *status;
                 status.observed_generation = nm.metadata.generation;
@@ -442,6 +446,26 @@ async fn retries(
         objects.insert(name, updated);
     }
     Ok(())
+}
+
+/// What the mirrored `OciMaintenanceEvent` of OCI work last said of its event.
+async fn oci_event_state(
+    ctx: &Context,
+    nm: &NodeMaintenance,
+    e: &crate::api::node_maintenance::OciEventRef,
+) -> Option<String> {
+    let name = e.resource_name.as_ref()?;
+    let api: Api<crate::api::OciMaintenanceEvent> = Api::namespaced(
+        ctx.client.clone(),
+        nm.namespace().as_deref().unwrap_or_default(),
+    );
+    match api.get_opt(name).await {
+        Ok(o) => o.map(|o| o.spec.lifecycle_state),
+        Err(err) => {
+            tracing::warn!(event = %name, error = %err, "OCI event mirror not readable");
+            None
+        }
+    }
 }
 
 /// Read the events of `work` whose poll is due ([`crate::oci::poll`]) and record the

@@ -27,37 +27,56 @@ pub enum Retry {
     Refused(String),
 }
 
-/// The retry of `w`, whose node is `node` (absent: not in the partition).
-pub fn retry(w: &Work, node: Option<&Node>, now: Timestamp) -> Retry {
+/// The retry of `w`, whose node is `node` (absent: not in the partition). For OCI work,
+/// `event_state` is what OCI last said of its event: the work picks up where the event
+/// is (SCHEDULED: drained, to be scheduled again; STARTED/PROCESSING: followed;
+/// SUCCEEDED: the node is resumed and checked once it responds); an event that ended
+/// otherwise cannot be carried out again.
+pub fn retry(w: &Work, node: Option<&Node>, event_state: Option<&str>, now: Timestamp) -> Retry {
     if w.status.phase != Phase::Failed {
         return Retry::Refused(format!(
             "retry applies to Failed work; this one is {}",
             w.status.phase
         ));
     }
-    if w.action != MaintenanceAction::Reboot {
-        return Retry::Refused(
-            "retry applies to reboots; an OCI event that failed is not carried out again \
-             (delete this NodeMaintenance once the node is fixed)"
-                .into(),
-        );
-    }
     let Some(node) = node else {
         return Retry::Refused(format!("node {} is not in the partition", w.node));
     };
     let mut status = w.status.clone();
     let previous = status.last_error.take().unwrap_or_default();
+    let message = format!("retry requested (was: {previous})");
+    if w.action == MaintenanceAction::OciMaintenance {
+        let phase = match event_state {
+            Some("SCHEDULED") => Phase::Reserved,
+            Some("STARTED" | "PROCESSING") => Phase::Rebooting,
+            Some("SUCCEEDED") => Phase::Recovering,
+            other => {
+                return Retry::Refused(format!(
+                    "the OCI event is {}: it cannot be carried out again; resume {} yourself \
+                     (scontrol update nodename={} state=resume) and delete this NodeMaintenance",
+                    other.unwrap_or("unknown"),
+                    w.node,
+                    w.node
+                ));
+            }
+        };
+        if phase == Phase::Reserved {
+            status.attempts = 1;
+            status.work_request_id = None;
+            status.reboot_issued_at = None;
+        }
+        transition(&mut status, phase, now, message);
+        return Retry::Restart {
+            status: Box::new(status),
+            resume: false,
+        };
+    }
     status.attempts = 0;
     status.reboot_issued_at = None;
     status.boot_time_before = None;
     status.reservation_name = None;
     status.reservation_start = None;
-    transition(
-        &mut status,
-        Phase::Pending,
-        now,
-        format!("retry requested (was: {previous})"),
-    );
+    transition(&mut status, Phase::Pending, now, message);
     let resume = node.state.is_drained()
         && node
             .reason
@@ -113,7 +132,7 @@ mod tests {
             Some("slurm-maint: reboot failed after 3 attempts"),
         );
         let Retry::Restart { status, resume } =
-            retry(&failed(MaintenanceAction::Reboot), Some(&n), t(5))
+            retry(&failed(MaintenanceAction::Reboot), Some(&n), None, t(5))
         else {
             panic!("refused")
         };
@@ -137,7 +156,7 @@ mod tests {
             node("IDLE", None),
         ] {
             let Retry::Restart { resume, .. } =
-                retry(&failed(MaintenanceAction::Reboot), Some(&n), t(5))
+                retry(&failed(MaintenanceAction::Reboot), Some(&n), None, t(5))
             else {
                 panic!("refused")
             };
@@ -146,26 +165,57 @@ mod tests {
     }
 
     #[test]
-    fn only_failed_reboots_of_present_nodes_are_retried() {
+    fn only_failed_work_of_present_nodes_is_retried() {
         let n = node("IDLE", None);
         let mut running = failed(MaintenanceAction::Reboot);
         running.status.phase = Phase::Rebooting;
         for (w, node, why) in [
             (running, Some(&n), "Failed work"),
             (
-                failed(MaintenanceAction::OciMaintenance),
-                Some(&n),
-                "reboots",
-            ),
-            (
                 failed(MaintenanceAction::Reboot),
                 None,
                 "not in the partition",
             ),
         ] {
-            match retry(&w, node, t(5)) {
+            match retry(&w, node, None, t(5)) {
                 Retry::Refused(m) => assert!(m.contains(why), "{m}"),
                 other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// Failed OCI work picks up where its event is; an event that ended otherwise is
+    /// refused with what to do instead.
+    #[test]
+    fn oci_work_picks_up_where_its_event_is() {
+        let n = node("IDLE+DRAIN", Some("slurm-maint: health check failed"));
+        let mut w = failed(MaintenanceAction::OciMaintenance);
+        w.status.work_request_id = Some("wr".into());
+        for (state, phase) in [
+            ("SCHEDULED", Phase::Reserved),
+            ("STARTED", Phase::Rebooting),
+            ("PROCESSING", Phase::Rebooting),
+            ("SUCCEEDED", Phase::Recovering),
+        ] {
+            let Retry::Restart { status, resume } = retry(&w, Some(&n), Some(state), t(5)) else {
+                panic!("{state}: refused")
+            };
+            assert_eq!(status.phase, phase, "{state}");
+            assert!(!resume, "the workflow resumes the node itself");
+            assert_eq!(status.last_error, None);
+            if phase == Phase::Reserved {
+                assert_eq!(
+                    (status.attempts, status.work_request_id.as_deref()),
+                    (1, None)
+                );
+            } else {
+                assert_eq!(status.work_request_id.as_deref(), Some("wr"));
+            }
+        }
+        for state in [Some("FAILED"), Some("CANCELED"), None] {
+            match retry(&w, Some(&n), state, t(5)) {
+                Retry::Refused(m) => assert!(m.contains("cannot be carried out again"), "{m}"),
+                other => panic!("{state:?}: {other:?}"),
             }
         }
     }
