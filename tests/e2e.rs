@@ -22,6 +22,7 @@ use slurm_maint::apiserver::harness::TestCluster;
 use slurm_maint::controller::{self, Context, FixedConnector, Leadership, LeaseConfig, Pace};
 use slurm_maint::plan::status::reason;
 use slurm_maint::sim::{JobMix, RebootFate, SimCluster, SimConfig, TraceNode};
+use slurm_maint::slurm::client::{SlurmClient, SlurmError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -82,6 +83,17 @@ impl Controller {
     /// The real controller on `c`'s namespace, talking to `sim`, acting as `identity`;
     /// with a Lease when `lease` is set, otherwise always leader.
     fn start(c: &TestCluster, sim: &SimCluster, identity: &str, lease: bool) -> Self {
+        Self::start_with(c, sim, Arc::new(sim.clone()), identity, lease)
+    }
+
+    /// As [`Controller::start`], with Slurm reached through `slurm` (on `sim`'s clock).
+    fn start_with(
+        c: &TestCluster,
+        sim: &SimCluster,
+        slurm: Arc<dyn SlurmClient>,
+        identity: &str,
+        lease: bool,
+    ) -> Self {
         let clock_sim = sim.clone();
         let leadership = if lease {
             Leadership::default()
@@ -90,7 +102,7 @@ impl Controller {
         };
         let ctx = Arc::new(Context::new(
             c.client.clone(),
-            Arc::new(FixedConnector(Arc::new(sim.clone()))),
+            Arc::new(FixedConnector(slurm)),
             Arc::new(move || clock_sim.now()),
             // One virtual minute = 5 ms: passes run as soon as the clock moves.
             Pace {
@@ -1002,6 +1014,157 @@ async fn an_expedited_node_goes_ahead_outside_the_windows() {
             .is_some_and(|w| w.contains("outside the maintenance windows"))),
         "{preview:?}"
     );
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+/// Slurm as the simulator has it, except that one node's reboots are refused, as a site
+/// reboot command (a pre-reboot hook) that exits non-zero makes them.
+struct RefuseReboots {
+    sim: SimCluster,
+    node: &'static str,
+}
+
+impl SlurmClient for RefuseReboots {
+    fn snapshot<'a>(
+        &'a self,
+        partition: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<slurm_maint::agent::api::PartitionSnapshot, SlurmError>,
+    > {
+        self.sim.snapshot(partition)
+    }
+    fn execute<'a>(
+        &'a self,
+        action: &'a slurm_maint::plan::Action,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        match action {
+            slurm_maint::plan::Action::Reboot { node, .. } if node == self.node => {
+                Box::pin(async {
+                    Err(SlurmError::Slurm {
+                        status: 502,
+                        code: "CommandFailed".into(),
+                        message: "pre-reboot: /scratch still mounted".into(),
+                    })
+                })
+            }
+            _ => self.sim.execute(action),
+        }
+    }
+    fn health_check<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::plan::HealthResult, SlurmError>> {
+        self.sim.health_check(node)
+    }
+    fn drain<'a>(
+        &'a self,
+        node: &'a str,
+        reason: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        self.sim.drain(node, reason)
+    }
+    fn resume<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        self.sim.resume(node)
+    }
+}
+
+/// A reboot refused outright (a failing pre-reboot hook) fails its attempt at once, not
+/// after the reboot timeout: after `maxAttempts` the node is Failed, drained with the
+/// reason, within minutes; it is never rebooted; the other nodes complete.
+#[tokio::test]
+async fn a_refused_reboot_fails_fast_and_is_never_issued() {
+    let c = TestCluster::start("refused").await;
+    let node = || TraceNode {
+        job_end: None,
+        preemptable: false,
+        reboot_secs: 120,
+        fate: RebootFate::Ok,
+        down: false,
+    };
+    let sim = SimCluster::new(SimConfig {
+        trace: Some(vec![node(), node(), node(), node()]),
+        refill: false,
+        ..SimConfig::default()
+    });
+    let slurm = Arc::new(RefuseReboots {
+        sim: sim.clone(),
+        node: "node002",
+    });
+    let ctl = Controller::start_with(&c, &sim, slurm, "e2e-refused", false);
+    // 50 % of 4: the failed node, kept drained, holds one of the two slots.
+    apply_policy(
+        &c,
+        &policy(
+            "refused",
+            json!({"reboots": {"timeout": "1h"}, "budget": {"maxUnavailablePercent": 50}}),
+        ),
+    )
+    .await;
+    let start = sim.now();
+    let p = drive(
+        &c,
+        &sim,
+        "refused",
+        12,
+        |_| {},
+        |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.phases.completed == 3 && s.phases.failed == 1)
+        },
+    )
+    .await;
+    let items = works(&c).await;
+    let refused = items
+        .iter()
+        .find(|nm| nm.spec.node_name == "node002")
+        .unwrap();
+    let st = refused.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::Failed, "{st:?}");
+    assert_eq!(st.attempts, 3);
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("reboot refused: Slurm failed (CommandFailed"),
+        "{st:?}"
+    );
+    // Three refusals, a pass apart, well inside one reboot timeout.
+    let failed_at = st.phase_since.unwrap();
+    assert!(
+        failed_at.duration_since(start) < SignedDuration::from_hours(1),
+        "failed {} after the start",
+        failed_at.duration_since(start)
+    );
+    let stats = sim.stats();
+    assert_eq!(
+        stats.reboots_per_node.get("node002"),
+        None,
+        "never rebooted"
+    );
+    for n in ["node001", "node003", "node004"] {
+        assert_eq!(stats.reboots_per_node.get(n), Some(&1), "{n}");
+    }
+    let n2 = sim
+        .peek()
+        .nodes
+        .into_iter()
+        .find(|n| n.name == "node002")
+        .unwrap();
+    assert!(
+        n2.reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("slurm-maint: reboot failed after 3 attempts: reboot refused"),
+        "{:?}",
+        n2.reason
+    );
+    assert_eq!(p.status.unwrap().phases.failed, 1);
     ctl.stop().await;
     c.cleanup().await;
 }

@@ -30,7 +30,7 @@ use crate::api::{
 use crate::plan::retry::{RETRY_ANNOTATION, Retry, retry};
 use crate::plan::status::{Mode, condition_type, degraded_status, policy_status, reason};
 use crate::plan::{self, Action, NewWork, Settings, Snapshot, Work, WorkUpdate};
-use crate::slurm::client::SlurmClient;
+use crate::slurm::client::{SlurmClient, SlurmError};
 
 const CONTROLLER: &str = "policy";
 
@@ -340,7 +340,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         }
         for u in &plan.updates {
             let nm = &objects[&u.name];
-            apply_update(ctx, nm, u, slurm.as_ref()).await?;
+            apply_update(ctx, nm, u, slurm.as_ref(), settings.max_attempts).await?;
         }
     }
 
@@ -767,6 +767,7 @@ async fn apply_update(
     nm: &NodeMaintenance,
     u: &WorkUpdate,
     slurm: &dyn SlurmClient,
+    max_attempts: u32,
 ) -> Result<(), Error> {
     let before = nm.status.clone().unwrap_or_default();
     let mut status = u.status.clone();
@@ -774,6 +775,7 @@ async fn apply_update(
     let current = record_transition(ctx, nm, &before, &status).await?;
     let reference = nm.object_ref(&());
     let mut errors = vec![];
+    let mut refused_reboot = None;
     for a in &u.actions {
         let t = Instant::now();
         let r = slurm.execute(a).await;
@@ -798,8 +800,41 @@ async fn apply_update(
                 )
                 .await;
                 errors.push(format!("{}: {e}", a.describe()));
+                // Refused outright (not a timeout or an unreachable agent, after which the
+                // reboot may have been issued): the attempt fails now.
+                if matches!(a, Action::Reboot { .. })
+                    && matches!(e, SlurmError::Refused { .. } | SlurmError::Slurm { .. })
+                    && !e.is_transient()
+                {
+                    refused_reboot = Some(e.to_string());
+                }
             }
         }
+    }
+    if let Some(why) = refused_reboot {
+        let (next, actions) = plan::reboot_refused(
+            &work_of(&current),
+            &status,
+            max_attempts,
+            &why,
+            (ctx.clock)(),
+        );
+        record_transition(ctx, &current, &status, &next).await?;
+        for a in &actions {
+            if let Err(e) = slurm.execute(a).await {
+                tracing::warn!(node = %u.node, action = %a.describe(), error = %e, "action failed");
+                publish(
+                    ctx,
+                    &reference,
+                    EventType::Warning,
+                    "ActionFailed",
+                    verb(a),
+                    format!("{}: {e}", a.describe()),
+                )
+                .await;
+            }
+        }
+        return Ok(());
     }
     if !errors.is_empty() {
         status.last_error = Some(truncate(&errors.join("; "), 1024));

@@ -978,6 +978,11 @@ fn step(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) -> Vec<Action> 
                 // Someone started a job inside our reservation: wait for it.
                 return vec![];
             }
+            // A reboot already under way (one that was refused but ran anyway, or a
+            // person's): never a second one on top.
+            if node.state.is_rebooting() {
+                return vec![];
+            }
             // Slurm cannot reboot a node whose slurmd does not answer: wait for it to come
             // back by itself, then give up rather than spend attempts on it.
             if node.state.has("NOT_RESPONDING") {
@@ -1084,6 +1089,28 @@ fn step(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) -> Vec<Action> 
             }
         },
     }
+}
+
+/// A reboot the agent or Slurm refused (it was not issued): the attempt fails now instead
+/// of after the reboot timeout — another one next pass, or `Failed` (drained) after the
+/// last. Returns the status to write and the actions to carry out then.
+pub fn reboot_refused(
+    w: &Work,
+    st: &NodeMaintenanceStatus,
+    max_attempts: u32,
+    why: &str,
+    now: Timestamp,
+) -> (NodeMaintenanceStatus, Vec<Action>) {
+    let mut st = st.clone();
+    let actions = fail_attempt(
+        &mut st,
+        w,
+        now,
+        max_attempts,
+        format!("reboot refused: {why}"),
+        None,
+    );
+    (st, actions)
 }
 
 fn complete(st: &mut NodeMaintenanceStatus, now: Timestamp, delete: Option<Action>) -> Vec<Action> {

@@ -630,6 +630,50 @@ fn a_node_that_does_not_respond_is_not_rebooted_again() {
     assert_eq!(p.updates[0].status.attempts, 2);
 }
 
+/// A refused reboot fails its attempt at once: another next pass, the last one Failed
+/// and drained. A node already rebooting is never rebooted again.
+#[test]
+fn a_refused_reboot_fails_the_attempt_at_once() {
+    let s = settings(100.0);
+    let mut w = work_for("n1", Phase::Rebooting);
+    w.status.attempts = 1;
+    w.status.reboot_issued_at = Some(t(NOW));
+    let (st, actions) = reboot_refused(&w, &w.status, 3, "pre-reboot hook failed", t(NOW));
+    assert_eq!(st.phase, Phase::PendingReboot);
+    assert_eq!(st.reboot_issued_at, None);
+    assert!(actions.is_empty());
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("reboot refused: pre-reboot hook failed")
+    );
+    // The next pass asks again (attempt 2).
+    let idle = snapshot(vec![node("n1", "IDLE+MAINTENANCE+RESERVED", 0)], vec![]);
+    let mut again = w.clone();
+    again.status = st;
+    let p = plan("p", &s, &idle, std::slice::from_ref(&again), t(NOW + 1));
+    assert!(matches!(p.updates[0].actions[..], [Action::Reboot { .. }]));
+    assert_eq!(p.updates[0].status.attempts, 2);
+    // ... unless a reboot is under way after all.
+    let rebooting = snapshot(vec![node("n1", "IDLE+REBOOT_REQUESTED", 0)], vec![]);
+    let p = plan(
+        "p",
+        &s,
+        &rebooting,
+        std::slice::from_ref(&again),
+        t(NOW + 1),
+    );
+    assert!(p.actions().next().is_none(), "{:?}", p.updates);
+    // The last attempt: Failed, drained.
+    w.status.attempts = 3;
+    let (st, actions) = reboot_refused(&w, &w.status, 3, "pre-reboot hook failed", t(NOW));
+    assert_eq!(st.phase, Phase::Failed);
+    assert!(
+        matches!(&actions[..], [Action::Drain { reason, .. }] if reason.contains("reboot refused"))
+    );
+}
+
 #[test]
 fn slurm_reboot_timeout_fails_the_attempt_at_once() {
     let s = settings(100.0);
