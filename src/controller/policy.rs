@@ -789,16 +789,7 @@ async fn apply_update(
                 tracing::info!(node = %u.node, action = %a.describe(), changed = done.changed, "{}", done.message)
             }
             Err(e) => {
-                tracing::warn!(node = %u.node, action = %a.describe(), error = %e, "action failed");
-                publish(
-                    ctx,
-                    &reference,
-                    EventType::Warning,
-                    "ActionFailed",
-                    verb(a),
-                    format!("{}: {e}", a.describe()),
-                )
-                .await;
+                action_failed(ctx, &reference, &u.node, a, &e).await;
                 errors.push(format!("{}: {e}", a.describe()));
                 // Refused outright (not a timeout or an unreachable agent, after which the
                 // reboot may have been issued): the attempt fails now.
@@ -822,16 +813,7 @@ async fn apply_update(
         record_transition(ctx, &current, &status, &next).await?;
         for a in &actions {
             if let Err(e) = slurm.execute(a).await {
-                tracing::warn!(node = %u.node, action = %a.describe(), error = %e, "action failed");
-                publish(
-                    ctx,
-                    &reference,
-                    EventType::Warning,
-                    "ActionFailed",
-                    verb(a),
-                    format!("{}: {e}", a.describe()),
-                )
-                .await;
+                action_failed(ctx, &reference, &u.node, a, &e).await;
             }
         }
         return Ok(());
@@ -841,6 +823,26 @@ async fn apply_update(
         write_work_status(ctx, &current, &status).await?;
     }
     Ok(())
+}
+
+/// A failed Slurm action: a log line and a Warning Event on the NodeMaintenance.
+async fn action_failed(
+    ctx: &Context,
+    reference: &ObjectReference,
+    node: &str,
+    a: &Action,
+    e: &SlurmError,
+) {
+    tracing::warn!(node = %node, action = %a.describe(), error = %e, "action failed");
+    publish(
+        ctx,
+        reference,
+        EventType::Warning,
+        "ActionFailed",
+        verb(a),
+        format!("{}: {e}", a.describe()),
+    )
+    .await;
 }
 
 fn truncate(s: &str, max: usize) -> String {
