@@ -419,6 +419,7 @@ mod tests {
     struct Rig {
         ctx: Arc<Context>,
         emu: Emulator,
+        addr: std::net::SocketAddr,
         sim: SimCluster,
         kube: kube::Client,
         stop: watch::Sender<bool>,
@@ -463,6 +464,24 @@ mod tests {
                 },
                 ..SimConfig::default()
             });
+            let (ctx, stop, task) = Self::controller(&kube, &sim);
+            Self {
+                ctx,
+                emu,
+                addr,
+                sim,
+                kube,
+                stop,
+                task,
+                _server: server,
+            }
+        }
+
+        /// A new controller replica (fresh in-memory state) on the rig's cluster.
+        fn controller(
+            kube: &kube::Client,
+            sim: &SimCluster,
+        ) -> (Arc<Context>, watch::Sender<bool>, JoinHandle<()>) {
             let clock = sim.clone();
             let ctx = Arc::new(Context::new(
                 kube.clone(),
@@ -480,15 +499,34 @@ mod tests {
                 })
                 .await;
             });
-            Self {
-                ctx,
-                emu,
-                sim,
-                kube,
-                stop,
-                task,
-                _server: server,
+            (ctx, stop, task)
+        }
+
+        /// A crash wherever the controller is, then a new replica.
+        fn crash_and_restart(&mut self) {
+            self.task.abort();
+            let (ctx, stop, task) = Self::controller(&self.kube, &self.sim);
+            (self.ctx, self.stop, self.task) = (ctx, stop, task);
+        }
+
+        /// Reschedule work requests the emulator received, by event id.
+        async fn work_requests(&self) -> BTreeMap<String, usize> {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let state: serde_json::Value =
+                reqwest::get(format!("http://{}/_emulator/state", self.addr))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            let mut out = BTreeMap::new();
+            for wr in state["workRequests"].as_array().unwrap() {
+                for r in wr["resources"].as_array().unwrap() {
+                    *out.entry(r["identifier"].as_str().unwrap().to_string())
+                        .or_default() += 1;
+                }
             }
+            out
         }
 
         /// One virtual minute.
@@ -810,6 +848,59 @@ mod tests {
             "{phases:?}"
         );
         assert_eq!(again.status.unwrap().attempts, 3);
+        rig.stop().await;
+    }
+
+    /// The controller crashes every few virtual minutes, wherever it is, and a new replica
+    /// takes over: every approved event is still rescheduled exactly once and carried out,
+    /// its node drained and resumed, never more than the budget out.
+    #[tokio::test]
+    async fn crashes_at_any_point_never_reschedule_twice() {
+        let mut rig = Rig::start(THREE_EVENTS, json!({})).await;
+        let mut most_out = 0;
+        let mut minute = 0;
+        let done = 'drive: {
+            for _ in 0..(12 * 60) {
+                minute += 1;
+                if minute % 2 == 0 {
+                    // Let the replica get some way into a pass (a different way each
+                    // time), then kill it there.
+                    tokio::time::sleep(Duration::from_millis((minute % 7) as u64)).await;
+                    rig.crash_and_restart();
+                }
+                rig.step().await;
+                most_out = most_out.max(rig.sim.stats().max_unavailable_or_down);
+                let items = rig.works().await;
+                let completed = items
+                    .iter()
+                    .filter(|nm| {
+                        nm.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == Phase::Completed)
+                    })
+                    .count();
+                if completed >= 2 && completed == items.len() {
+                    break 'drive items;
+                }
+            }
+            panic!("not carried out: {:#?}", rig.works().await);
+        };
+        assert!(most_out <= 1, "{most_out} nodes out, 1 allowed");
+        let requests = rig.work_requests().await;
+        for nm in &done {
+            let event = &nm.spec.oci_event.as_ref().unwrap().event_id;
+            assert_eq!(requests.get(event), Some(&1), "{event}: {requests:?}");
+            assert_eq!(rig.emu.event(event).unwrap().lifecycle_state, "SUCCEEDED");
+            let node = rig
+                .sim
+                .peek()
+                .nodes
+                .into_iter()
+                .find(|n| n.name == nm.spec.node_name)
+                .unwrap();
+            assert!(node.state.in_service(), "{}: {}", node.name, node.state);
+        }
+        assert_eq!(requests.len(), done.len(), "{requests:?}");
         rig.stop().await;
     }
 }
