@@ -42,6 +42,113 @@ pub struct DemoArgs {
     /// Print progress lines only (no final tables).
     #[arg(long)]
     pub quiet: bool,
+    /// Also run this many OCI instance maintenance events on the partition's nodes,
+    /// through the in-process OCI emulator (all with an approved fault code): they share
+    /// the budget with the campaign.
+    #[arg(long, default_value_t = 0)]
+    pub oci_events: usize,
+}
+
+/// The key the demo signs its OCI calls with: made for the in-process emulator only,
+/// public, worthless anywhere else.
+const DEMO_OCI_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDCDX2GdeLnGior
+OKsEfg+PxlWSgxanauqBTGDYuWmIF9AC5bCchVd1F5xfiY5AjgwRKKn1JuUjrG9i
+wNPALFQu2+ik7cJt3FgrNpzfEuMqKtsHZ+o/UdUXRxOOicVDJ7iRJRB6971RulpS
+a9zj0Ixiwd5bUK+djeMKfxSalGutMnz4r8zdyUzHCmOkf/PIW1TIlIgNg5ZnDRfs
+T5gG7e8kIYK0SsBRxEijqniyCU6KvEEo5jwmcQpVSS2Q4tO33+rQ2tB6Gqnews8x
+zyUrcBpfCGXpA0DkLocNOH/NpLXqRlVhFtooyYrl6OLI4tXU224ergARMveXyoNu
+dsx7bwrtAgMBAAECggEACWQEvJKM4fkqrD/ISuXc0+zZrEbqvDxYz9wF3ccPO9ZH
+KzS5WMG9Kz3yw87Q0v/sxpHMs7/nm9PW6hUByk1632+l8QFOhOmCXMj+S29LDfnX
+8qJNPDY2FTPL1vyEzsynymJcS08c2s0lXNK6dE3d1VOjcpDThtDceWAP+7EOCuoO
+fePClenPnuAxVEByeioJJz6VF3IUK0C1aNZOnLREE4HJEgIBYy3RuSOjFWhjYixO
+yFBfcBx8yFsJcDTN0wrhB4V/rxoxLkpOLaB09qjKFqF0ZPhxvEOJ5APaekPT4gxQ
+Jy814ZR3tBf6T6XQ4thYGqFYqWdODO1h+U7+Ci8s0QKBgQDitPumqRJiFEnPSzMS
+PfdevbAgo3cCiq0tjv3B/SJVLfuRyWjeFdxtptyevpu2k4suzS0wI8A2O68IOHuG
+SjRMd4CHwaWDN9mcopmy8aPn74+AH2z7OY/Np6WvBqZmAENWDlHuqFbl/UE2qseF
+rLg/bDmqb8chF3EyUuB/RLnyeQKBgQDbIF5tgc8133H7rGsh0v7/Gc5hhP7Ym0jl
+woYQuFHGIhIJolmt1SJDcO31okR784DoAutlKnNo9VVj1618LVItG8MKZbsSMPD9
+Slg6j4qDHtSh8wJB5XElWp3LPQ9+TBHAr4a4gRsU5r5SWRoZf0FBGmJPhB97RS/0
+1KNPQf2fFQKBgQDaEbz/UyKbtWhKPcuigHiyaURCIPsZNsveRu1Q7G1aAiE62sJE
+3kJqN1eAW1jtBn+bRUFyTPFXOZHkFnC7fCVSaKD59QuAbPil8sJlnopLT+R5GcF6
+5qOs7tYwxfTJqPcckCm/p63vDOzt6NiDfOC+IRxXFa415pa8EXxg73ruAQKBgFBu
+uTqJA35K3pP63fg0ctVAq7iwELuBhGiR1pQclCeeKfDPXwunyEPpF++p+GlnIFIJ
+gE5KHsLQCt/zMwL5v8g/AIC4hspOnKbcuzYDqlwm3PX1NUbq6XVEpdcMOrupQHrx
+8wmWmlI5wHKJskLZqyIyhROa89NTuh6sTqWxG19hAoGAe+0QroYpbk9Kiyq/JraU
+Hu7VnzCT7Pc9mmb7c/mnX/YLsCBU8J1LiswsIHpW3tExxU4alPAEm4L+w1DQqIOk
+DHZoFHgotAaEGUhwxht+75RG2f57h0DwJLZ9GIKnDavSwmG/mcZ3nw225fQQXvWU
+p+LPXYmvgMPXgbxR+4wQLtE=
+-----END PRIVATE KEY-----
+";
+
+/// The in-process OCI emulator with `events` events on instances named after the
+/// partition's nodes, on the simulation's clock; the policy gets OCI settings and their
+/// credentials Secret.
+async fn setup_oci(
+    client: &Client,
+    ns: &str,
+    policy: &str,
+    events: usize,
+    start: Timestamp,
+) -> Result<crate::oci::emulator::Emulator, String> {
+    use crate::oci::emulator::{Emulator, Generate, Scenario};
+    let tenancy = "ocid1.tenancy.oc1..aaaaaaaademo";
+    let mut scenario = Scenario {
+        tenancy: tenancy.into(),
+        step_seconds: 600.0,
+        generate: Some(Generate {
+            compartments: 1,
+            instances: events,
+            events,
+            host_prefix: "node".into(),
+            fault_ids: vec!["HPCRDMA-0002-02".into()],
+        }),
+        ..Scenario::default()
+    };
+    scenario.expand(start);
+    let key =
+        crate::oci::config::parse_private_key(DEMO_OCI_KEY, None).map_err(|e| e.to_string())?;
+    let emu = Emulator::new(scenario, vec![key.to_public_key()]);
+    emu.set_now(start);
+    let (addr, _task) = emu
+        .start("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("OCI emulator: {e}"))?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "oci-api-key", "namespace": ns},
+        "stringData": {
+            "config": format!("[DEFAULT]\nuser=ocid1.user.oc1..demo\ntenancy={tenancy}\nregion=us-ashburn-1\nkey_file=unused\n"),
+            "key": DEMO_OCI_KEY,
+        }
+    }))
+    .expect("valid secret");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let _ = secrets.create(&PostParams::default(), &secret).await;
+    let policies: Api<MaintenancePolicy> = Api::namespaced(client.clone(), ns);
+    policies
+        .patch(
+            policy,
+            &PatchParams::apply("slurm-maint-demo-oci").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "slurm-maint.io/v1alpha1",
+                "kind": "MaintenancePolicy",
+                "metadata": {"name": policy, "namespace": ns},
+                "spec": {"oci": {
+                    "enabled": true,
+                    "tenancyId": tenancy,
+                    "region": "us-ashburn-1",
+                    "endpoint": format!("http://{addr}"),
+                    "credentialsSecretRef": {"name": "oci-api-key"},
+                    "approvedFaultCodes": ["HPCRDMA-0002-02"],
+                }}
+            })),
+        )
+        .await
+        .map_err(|e| format!("OCI settings: {e}"))?;
+    println!(
+        "OCI: {events} maintenance event(s) in the emulator on http://{addr}, fault HPCRDMA-0002-02 approved"
+    );
+    Ok(emu)
 }
 
 /// What a demo run measured.
@@ -158,6 +265,10 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     let policy = setup(&client, ns).await?;
     let sim = SimCluster::new(demo_sim(&args));
     let start = sim.now();
+    let emu = match args.oci_events {
+        0 => None,
+        n => Some(setup_oci(&client, ns, &policy.name_any(), n, start).await?),
+    };
     let clock_sim = sim.clone();
     let pace = Pace {
         scale: 1.0 / args.speed.max(1.0),
@@ -214,6 +325,9 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     while sim.now() < deadline {
         tokio::time::sleep(tick).await;
         sim.advance(step);
+        if let Some(emu) = &emu {
+            emu.set_now(sim.now());
+        }
         sim.sample();
         if sim.now() < next_report {
             continue;
@@ -231,14 +345,36 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
         let st = p.status.clone().unwrap_or_default();
         let b = st.budget.clone().unwrap_or_default();
         let elapsed = sim.now().duration_since(start);
+        let oci: Vec<&NodeMaintenance> = items
+            .iter()
+            .filter(|nm| nm.spec.action == crate::api::MaintenanceAction::OciMaintenance)
+            .collect();
+        let oci_done = oci
+            .iter()
+            .filter(|nm| nm.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+            .count();
+        let reboots_done = items
+            .iter()
+            .filter(|nm| nm.spec.action == crate::api::MaintenanceAction::Reboot)
+            .filter(|nm| {
+                nm.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::Completed)
+            })
+            .count();
         let line = format!(
-            "done {:>3}/{:<3} out {}/{} (down {}) | {}",
-            st.phases.completed,
+            "done {:>3}/{:<3} out {}/{} (down {}) | {}{}",
+            reboots_done,
             st.nodes_needing_work,
             b.combined,
             b.allowed,
             b.down,
             phase_line(&items),
+            if args.oci_events > 0 {
+                format!(" | OCI events done {oci_done}/{}", oci.len())
+            } else {
+                String::new()
+            },
         );
         let quiet_for = sim.now().duration_since(last_print);
         if line != last_line || quiet_for >= SignedDuration::from_hours(6) {
@@ -260,7 +396,8 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
             && matches!(
                 progressing.as_deref(),
                 Some(reason::CAMPAIGN_COMPLETE | reason::WAITING_FOR_BLOCKED_NODES)
-            );
+            )
+            && oci_done == oci.len();
         last = (items, Some(p));
         if finished {
             break;
@@ -275,6 +412,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     let count = |ph: Phase| {
         items
             .iter()
+            .filter(|nm| nm.spec.action == crate::api::MaintenanceAction::Reboot)
             .filter(|nm| nm.status.as_ref().is_some_and(|s| s.phase == ph))
             .count()
     };
@@ -310,7 +448,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
 
 fn print_tables(items: &[NodeMaintenance], r: &DemoReport, start: Timestamp) {
     println!(
-        "\nNAME{:28}NODE      PHASE       ATTEMPTS  RESERVATION START",
+        "\nNAME{:28}NODE      ACTION          PHASE       ATTEMPTS  RESERVATION START",
         ""
     );
     let mut items: Vec<&NodeMaintenance> = items.iter().collect();
@@ -318,9 +456,10 @@ fn print_tables(items: &[NodeMaintenance], r: &DemoReport, start: Timestamp) {
     for nm in items {
         let st = nm.status.clone().unwrap_or_default();
         println!(
-            "{:<32}{:<10}{:<12}{:<10}{}",
+            "{:<32}{:<10}{:<16}{:<12}{:<10}{}",
             nm.name_any(),
             nm.spec.node_name,
+            format!("{:?}", nm.spec.action),
             st.phase.to_string(),
             st.attempts,
             st.reservation_start.map_or("-".into(), |t| format!(

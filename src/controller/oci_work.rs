@@ -903,4 +903,49 @@ mod tests {
         assert_eq!(requests.len(), done.len(), "{requests:?}");
         rig.stop().await;
     }
+
+    /// A rolling-reboot campaign fills the budget all the time; approved OCI events still
+    /// go first when they are ready, instead of waiting for the campaign to end.
+    #[tokio::test]
+    async fn oci_work_is_not_starved_by_a_rolling_campaign() {
+        let start = Timestamp::now();
+        let rig = Rig::start(
+            THREE_EVENTS,
+            json!({
+                "partition": "batch",
+                "reservations": {"enabled": true, "duration": "2h"},
+                "reboots": {"enabled": true, "timeout": "20m"},
+                "campaign": {"rebootRequiredBefore": start.to_string()},
+            }),
+        )
+        .await;
+        let is = |nm: &NodeMaintenance, a: MaintenanceAction, p: Phase| {
+            nm.spec.action == a && nm.status.as_ref().is_some_and(|s| s.phase == p)
+        };
+        let mut most_out = 0;
+        let rolling_done = 'drive: {
+            for _ in 0..(24 * 60) {
+                rig.step().await;
+                most_out = most_out.max(rig.sim.stats().max_unavailable_or_down);
+                let items = rig.works().await;
+                let oci_done = items
+                    .iter()
+                    .filter(|nm| is(nm, MaintenanceAction::OciMaintenance, Phase::Completed))
+                    .count();
+                if oci_done == 2 {
+                    break 'drive items
+                        .iter()
+                        .filter(|nm| is(nm, MaintenanceAction::Reboot, Phase::Completed))
+                        .count();
+                }
+            }
+            panic!("OCI work not done: {:#?}", rig.works().await);
+        };
+        assert!(
+            rolling_done <= 5,
+            "OCI work waited for {rolling_done} of 10 rolling reboots"
+        );
+        assert!(most_out <= 1, "{most_out} nodes out, 1 allowed");
+        rig.stop().await;
+    }
 }

@@ -304,6 +304,21 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         reservations: snap.reservations,
         health,
     };
+    // OCI work ready to start goes before rolling reboots: the plan holds its slots.
+    let oci_all: Vec<Work> = work.iter().chain(&oci_planned).cloned().collect();
+    let timing = crate::oci::workflow::Timing {
+        lead: policy.spec.oci.schedule_lead_time.as_span(),
+        drain_ahead: policy.spec.oci.drain_ahead.as_span(),
+    };
+    settings.held_for_oci = crate::oci::workflow::ready_to_start(
+        &settings,
+        &snapshot,
+        &oci_all,
+        &oci_work,
+        &oci_states,
+        &timing,
+        now,
+    );
     let plan = if policy.spec.dry_run {
         plan::plan_as_if_created(&name, &settings, &snapshot, &work, now)
     } else {
@@ -313,19 +328,15 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     let oci_updates = if oci_work.is_empty() {
         vec![]
     } else {
-        let all: Vec<Work> = work.iter().chain(&oci_planned).cloned().collect();
         crate::oci::workflow::plan_oci(
             &settings,
             &snapshot,
-            &all,
+            &oci_all,
             &oci_work,
             &oci_reasons,
             &oci_states,
             &plan.budget,
-            &crate::oci::workflow::Timing {
-                lead: policy.spec.oci.schedule_lead_time.as_span(),
-                drain_ahead: policy.spec.oci.drain_ahead.as_span(),
-            },
+            &timing,
             now,
         )
     };

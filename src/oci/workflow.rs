@@ -119,6 +119,42 @@ pub fn may_take_node(e: &EventState, t: &Timing, now: Timestamp) -> bool {
     e.time_window_start.is_none_or(|w| w <= now + t.drain_ahead)
 }
 
+/// How many Pending OCI works could take their node now if the budget had room: their
+/// event SCHEDULED and due to be taken, their node in service, the policy not paused.
+/// The rolling-reboot plan holds that many slots back ([`Settings::held_for_oci`]), so
+/// a campaign never starves work on faulty hardware.
+pub fn ready_to_start(
+    s: &Settings,
+    snapshot: &Snapshot,
+    work: &[Work],
+    events: &BTreeMap<String, String>,
+    states: &BTreeMap<String, EventState>,
+    timing: &Timing,
+    now: Timestamp,
+) -> usize {
+    if s.paused {
+        return 0;
+    }
+    work.iter()
+        .filter(|w| w.action == MaintenanceAction::OciMaintenance)
+        .filter(|w| w.status.phase == Phase::Pending)
+        .filter(|w| {
+            snapshot
+                .nodes
+                .iter()
+                .any(|n| n.name == w.node && n.state.in_service())
+        })
+        .filter(|w| {
+            events
+                .get(&w.name)
+                .and_then(|e| states.get(e))
+                .is_some_and(|st| {
+                    st.lifecycle_state == "SCHEDULED" && may_take_node(st, timing, now)
+                })
+        })
+        .count()
+}
+
 /// Plan one pass of every OCI NodeMaintenance in `work`. `events` maps each one's
 /// resource name to its event id, `reasons` to what its drain says after our prefix
 /// (the event's fault summary; the event id when missing); `states` the event ids to what OCI said this pass
@@ -1116,5 +1152,33 @@ mod tests {
         assert!(
             matches!(&u[0].steps[..], [OciStep::Drain { reason, .. }] if reason.contains("not rescheduled after"))
         );
+    }
+
+    /// Pending work whose event can be taken now counts as ready; work whose node is out
+    /// of service, whose event is not SCHEDULED, or a paused policy does not.
+    #[test]
+    fn ready_to_start_counts_what_could_take_its_node_now() {
+        let mut s = settings();
+        let w = vec![
+            oci_work("g1", Phase::Pending),
+            oci_work("g2", Phase::Pending),
+            oci_work("g3", Phase::Pending),
+            oci_work("g4", Phase::Reserved),
+        ];
+        let ev = events(&w);
+        let mut st = states(&w, "SCHEDULED");
+        st.get_mut("ev-g2").unwrap().lifecycle_state = "STARTED".into();
+        let sn = snap(
+            vec![
+                node("g1", "IDLE"),
+                node("g2", "IDLE"),
+                node("g3", "DOWN+DRAIN"),
+                node("g4", "IDLE+DRAIN"),
+            ],
+            vec![],
+        );
+        assert_eq!(ready_to_start(&s, &sn, &w, &ev, &st, &TIMING, t(0)), 1);
+        s.paused = true;
+        assert_eq!(ready_to_start(&s, &sn, &w, &ev, &st, &TIMING, t(0)), 0);
     }
 }

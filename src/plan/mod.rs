@@ -77,6 +77,10 @@ pub struct Settings {
     /// monitor-only still hold.
     #[serde(default)]
     pub expedited: BTreeSet<String>,
+    /// Budget slots held back from rolling reboots this pass for OCI maintenance work
+    /// ready to start (see [`crate::oci::workflow::ready_to_start`]).
+    #[serde(default)]
+    pub held_for_oci: usize,
 }
 
 /// The annotation on a Pending NodeMaintenance that expedites it.
@@ -172,6 +176,7 @@ impl Settings {
             },
             reboot_required_before: spec.campaign.reboot_required_before,
             expedited: BTreeSet::new(),
+            held_for_oci: 0,
         })
     }
 
@@ -717,7 +722,7 @@ pub fn plan(
     for (release, w) in &candidates {
         if let Some(why) = gate_for(w) {
             waiting.insert(w.node.clone(), why.to_string());
-        } else if occupied < b.allowed {
+        } else if occupied + s.held_for_oci < b.allowed {
             let mut status = statuses[w.name.as_str()].clone();
             let name = ctx.reservation_for(w);
             let mut actions = vec![ctx.create_reservation(name.clone(), &w.node, *release)];
@@ -750,9 +755,16 @@ pub fn plan(
             continue;
         } else {
             budget_exhausted = true;
+            let held = match s.held_for_oci {
+                0 => String::new(),
+                n => format!(", {n} held for OCI maintenance"),
+            };
             waiting.insert(
                 w.node.clone(),
-                format!("budget full: {occupied} of {} allowed nodes out", b.allowed),
+                format!(
+                    "budget full: {occupied} of {} allowed nodes out{held}",
+                    b.allowed
+                ),
             );
         }
         not_started.push((*release, w.node.clone()));

@@ -445,6 +445,27 @@ fn expedited_work_goes_first_and_skips_the_window_not_the_budget() {
     assert!(p.waiting["n4"].contains("paused"));
 }
 
+/// Slots held for OCI work ready to start are not given to rolling reboots.
+#[test]
+fn slots_held_for_oci_work_are_not_admitted() {
+    let mut s = settings(50.0); // 4 nodes → 2 allowed
+    let snap = snapshot(
+        (1..=4).map(|i| node(&format!("n{i}"), "IDLE", 0)).collect(),
+        vec![],
+    );
+    let work = pending(&["n1", "n2", "n3", "n4"]);
+    s.held_for_oci = 1;
+    let p = plan("p", &s, &snap, &work, t(NOW));
+    assert_eq!(admitted(&p).len(), 1);
+    assert!(
+        p.waiting
+            .values()
+            .any(|w| w.contains("1 held for OCI maintenance"))
+    );
+    s.held_for_oci = 2;
+    assert!(admitted(&plan("p", &s, &snap, &work, t(NOW))).is_empty());
+}
+
 #[test]
 fn paused_policies_finish_in_flight_nodes() {
     let mut s = settings(100.0);

@@ -267,6 +267,14 @@ impl Emulator {
         self.shared.clock.now()
     }
 
+    /// Sets the emulator's clock to `t` (a simulation's virtual time), backwards too; it
+    /// keeps running from there. Request `date` headers are still checked against the
+    /// real clock.
+    pub fn set_now(&self, t: Timestamp) {
+        let shift = t.duration_since(self.shared.clock.now());
+        *self.shared.clock.offset.lock().unwrap() += shift;
+    }
+
     /// Moves the emulator's clock forward.
     pub fn advance(&self, d: Duration) {
         let d = SignedDuration::try_from(d).unwrap_or_default();
