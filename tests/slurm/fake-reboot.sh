@@ -9,7 +9,9 @@
 # Knobs (STATE = $SLURM_TEST_DIR, else the directory holding slurm.conf):
 #   $STATE/hang/<node>      exists -> slurmd is stopped and never restarted
 #   $STATE/noboot/<node>    exists -> slurmd restarted WITHOUT -b (slurmctld
-#                           eventually marks the node DOWN "reboot timed out")
+#                           usually marks the node DOWN "reboot timed out"; 22.05
+#                           now and then returns it to service at ResumeTimeout
+#                           instead: use hang/ for a certain timeout)
 #   $STATE/reboot-delay     seconds between stop and restart (else env
 #                           FAKE_REBOOT_DELAY, else 3)
 # Helper log: $STATE/log/fake-reboot-<node>.log; helper pid: $STATE/run/reboot-<node>.pid
