@@ -566,6 +566,19 @@ mod tests {
         }
     }
 
+    /// At least the two approved events' works exist, and every one is Completed.
+    fn all_done(items: &[NodeMaintenance]) -> bool {
+        let completed = items
+            .iter()
+            .filter(|nm| {
+                nm.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::Completed)
+            })
+            .count();
+        completed >= 2 && completed == items.len()
+    }
+
     const THREE_EVENTS: &str = "tenancy: ocid1.tenancy.oc1..aaaaaaaatest\n\
          generate: {compartments: 1, instances: 6, events: 3, hostPrefix: node, faultIds: [HPCRDMA-0002-02]}\n";
 
@@ -580,15 +593,7 @@ mod tests {
                 rig.step().await;
                 most_out = most_out.max(sim.stats().max_unavailable_or_down);
                 let items = rig.works().await;
-                let completed = items
-                    .iter()
-                    .filter(|nm| {
-                        nm.status
-                            .as_ref()
-                            .is_some_and(|s| s.phase == Phase::Completed)
-                    })
-                    .count();
-                if completed >= 2 && completed == items.len() {
+                if all_done(&items) {
                     break 'drive items;
                 }
             }
@@ -871,15 +876,7 @@ mod tests {
                 rig.step().await;
                 most_out = most_out.max(rig.sim.stats().max_unavailable_or_down);
                 let items = rig.works().await;
-                let completed = items
-                    .iter()
-                    .filter(|nm| {
-                        nm.status
-                            .as_ref()
-                            .is_some_and(|s| s.phase == Phase::Completed)
-                    })
-                    .count();
-                if completed >= 2 && completed == items.len() {
+                if all_done(&items) {
                     break 'drive items;
                 }
             }
