@@ -168,6 +168,16 @@ pub fn resume_node(node: &str) -> Argv {
     ]
 }
 
+/// `scontrol update NodeName=… Reason=`: an empty reason clears it.
+pub fn clear_reason(node: &str) -> Argv {
+    vec![
+        "scontrol".into(),
+        "update".into(),
+        format!("NodeName={node}"),
+        "Reason=".into(),
+    ]
+}
+
 /// `scontrol reboot ASAP nextstate=… reason=… <node>`.
 pub fn reboot_node(node: &str, reason: &str, next: NextState) -> Argv {
     vec![
