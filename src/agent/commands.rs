@@ -168,13 +168,19 @@ pub fn resume_node(node: &str) -> Argv {
     ]
 }
 
-/// `scontrol update NodeName=… Reason=`: an empty reason clears it.
+/// What replaces a stale reason of ours: it records the end of our work and, lacking our
+/// prefix, claims nothing.
+pub const DONE_REASON: &str = "maintenance done (slurm-maint)";
+
+/// `scontrol update NodeName=… Reason=maintenance done (slurm-maint)`. Slurm cannot empty
+/// a reason (`Reason=` is ignored); only its accounting plugin clears one when a node
+/// returns, and 24.11 without accounting storage skips that, keeping ours for good.
 pub fn clear_reason(node: &str) -> Argv {
     vec![
         "scontrol".into(),
         "update".into(),
         format!("NodeName={node}"),
-        "Reason=".into(),
+        format!("Reason={DONE_REASON}"),
     ]
 }
 

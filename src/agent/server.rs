@@ -512,8 +512,9 @@ fn taken_out_by_slurm(state: &crate::slurm::NodeState) -> bool {
             .any(|f| state.has(f))
 }
 
-/// Clears our reason from a node back in service; another reason, or a node still
-/// drained or down, is refused and left as it is.
+/// Replaces our reason on a node back in service with [`commands::DONE_REASON`]
+/// (Slurm cannot empty one); another reason, or a node still drained or down, is refused
+/// and left as it is.
 async fn clear_reason(
     State(agent): State<Shared>,
     Path(node): Path<String>,

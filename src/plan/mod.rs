@@ -249,8 +249,9 @@ pub enum Action {
         node: String,
         reason: String,
     },
-    /// Clear our reason from a node back in service (Slurm 24.11 keeps it after a
-    /// resume or a reboot), so no old reason of ours outlives the work it described.
+    /// Retire our reason on a node back in service (Slurm 24.11 without accounting
+    /// storage keeps it after a resume or a reboot), so no old reason of ours outlives the
+    /// work it described; the agent replaces it with one that claims nothing.
     ClearReason {
         node: String,
     },
@@ -278,7 +279,7 @@ impl Action {
             }
             Self::Drain { node, reason } => format!("drain {node}: {reason}"),
             Self::Reboot { node, reason } => format!("reboot {node}: {reason}"),
-            Self::ClearReason { node } => format!("clear slurm-maint's reason on {node}"),
+            Self::ClearReason { node } => format!("retire slurm-maint's old reason on {node}"),
         }
     }
 }

@@ -672,8 +672,8 @@ impl Inner {
                         format!("{node}'s reason {:?} is not ours to clear", n.reason),
                     ));
                 }
-                n.reason = None;
-                done(true, format!("reason of {node} cleared"))
+                n.reason = Some(crate::agent::commands::DONE_REASON.into());
+                done(true, format!("reason of {node} retired"))
             }
             Action::Reboot { node, reason } => {
                 let i = self.node(node)?;

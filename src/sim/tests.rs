@@ -204,7 +204,10 @@ async fn reboot_of_an_empty_node() {
     assert_eq!(sim.stats().reboots_per_node[n], 1);
     let clear = Action::ClearReason { node: n.into() };
     assert!(sim.execute(&clear).await.unwrap().changed);
-    assert_eq!(node(&sim, n).reason, None);
+    assert_eq!(
+        node(&sim, n).reason.as_deref(),
+        Some(crate::agent::commands::DONE_REASON)
+    );
     assert!(sim.execute(&clear).await.is_err(), "no reason of ours left");
 }
 
