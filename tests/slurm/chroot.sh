@@ -23,7 +23,10 @@
 #   CACHE/cluster-VERSION-ID/   one cluster per VERSION and checkout (ID: hash of the repo path):
 #       root/    the chroot as the cluster sees it: an overlay over chroot-SUITE (writes go to
 #                upper/), with /proc, /sys (rbind, for the cgroup fs slurmd 24.11+ wants), /dev
-#                (rbind), a fresh tmpfs /run, the repo and state/ bind-mounted at the same paths
+#                (rbind), a fresh tmpfs /run (nothing inside reaches the host's pid files or
+#                systemd), the host's /etc/hosts (copied), and the repo (so target/ and the
+#                agent binary; $CARGO_TARGET_DIR too when it is elsewhere) and state/
+#                bind-mounted at the same paths
 #       state/   SLURM_TEST_DIR of cluster.sh (slurm.conf, logs, munge, spool, knobs), also at
 #                the same path inside the chroot, so host and chroot name files alike
 #       bin/     wrappers for the host: scontrol, sinfo, squeue, sbatch, scancel, srun, slurmd,
@@ -160,7 +163,13 @@ mount_root() {
         mount --make-rslave "$ROOT/dev"
     fi
     is_mounted "$ROOT/run" || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$ROOT/run"
-    for d in "$REPO_ROOT" "$STATE"; do
+    local binds=("$REPO_ROOT" "$STATE")
+    # the agent binary the live tests run must be visible inside: a target dir elsewhere too
+    if [[ -n "${CARGO_TARGET_DIR:-}" && -d "$CARGO_TARGET_DIR" ]]; then
+        d="$(cd "$CARGO_TARGET_DIR" && pwd)"
+        [[ "$d" == "$REPO_ROOT" || "$d" == "$REPO_ROOT"/* ]] || binds+=("$d")
+    fi
+    for d in "${binds[@]}"; do
         mkdir -p "$ROOT$d"
         is_mounted "$ROOT$d" || mount --bind "$d" "$ROOT$d"
     done

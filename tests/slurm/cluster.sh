@@ -8,7 +8,7 @@
 #   up      install packages if missing, start munged, slurmctld and N slurmd
 #           (node1..nodeN), wait until every node is IDLE. Idempotent.
 #   down    stop everything started by `up` via pid files (state dir is kept)
-#   clean   down + remove the state dir
+#   clean   down + empty the state dir
 #   status  show daemon pids and sinfo
 #   env     print `export ...` lines; use: eval "$(tests/slurm/cluster.sh env)"
 #   is-up   exit 0 when munged, slurmctld and every slurmd run (by their pid files)
@@ -407,8 +407,9 @@ cmd_clean() {
     case "$STATE" in
         "" | / | "$HOME" | "$REPO_ROOT") die "refusing to remove $STATE" ;;
     esac
-    rm -rf "$STATE"
-    log "removed $STATE"
+    # its contents: the dir itself may be a mount point (chroot.sh bind-mounts it)
+    find "$STATE" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+    log "emptied $STATE"
 }
 
 cmd_status() {
