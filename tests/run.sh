@@ -167,8 +167,9 @@ else
     K8S_NAME="the real server"
 fi
 echo "== real-server phases run against $K8S_NAME"
-phase "smoke: $K8S_NAME facts (tests/k8s/smoke.sh)" k8s_smoke
+# the chart first: Helm meets a server without our CRDs and creates them
 phase "Helm chart, RBAC, TokenRequest on $K8S_NAME (tests/chart/check.sh)" chart_check
+phase "smoke: $K8S_NAME facts (tests/k8s/smoke.sh)" k8s_smoke
 phase "CRDs and manifests/ applied to $K8S_NAME (tests/k8s/manifests.sh)" manifests_check
 phase "e2e against $K8S_NAME" e2e_real
 phase "API server conformance against $K8S_NAME (--lib apiserver::)" conformance_real
