@@ -331,9 +331,12 @@ async fn reboot_brings_a_new_boot_time() {
         return;
     }
     let a = agent().await;
-    let before = node(&a.client.snapshot("batch").await.unwrap(), "node4")
-        .boot_time
-        .unwrap();
+    // Just after a resume Slurm shows `IDLE+NOT_RESPONDING BootTime=None` for a moment.
+    let snap = wait_for(&a, 30, "node4 with a boot time", |s| {
+        node(s, "node4").boot_time.is_some()
+    })
+    .await;
+    let before = node(&snap, "node4").boot_time.unwrap();
     // BootTime has one-second resolution: make sure the new boot is a later second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     a.client
@@ -349,6 +352,37 @@ async fn reboot_brings_a_new_boot_time() {
     })
     .await;
     assert_eq!(node(&snap, "node4").state.base, "IDLE");
+    // Slurm 24.11 without accounting storage keeps the reboot's reason; 22.05 and 26.05
+    // clear it. Either way no reason of ours is left once it is retired.
+    let ours = |s: &PartitionSnapshot| {
+        node(s, "node4")
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("slurm-maint: "))
+    };
+    if ours(&snap) {
+        let done = a
+            .client
+            .execute(&Action::ClearReason {
+                node: "node4".into(),
+            })
+            .await
+            .unwrap();
+        assert!(done.changed);
+    } else {
+        let err = a
+            .client
+            .execute(&Action::ClearReason {
+                node: "node4".into(),
+            })
+            .await;
+        assert!(
+            err.is_ok_and(|d| !d.changed),
+            "no reason: nothing to retire"
+        );
+    }
+    let snap = a.client.snapshot("batch").await.unwrap();
+    assert!(!ours(&snap), "{:?}", node(&snap, "node4").reason);
 }
 
 /// A node that never comes back from its reboot (its slurmd stays stopped) ends DOWN with
@@ -405,6 +439,23 @@ async fn a_node_that_never_reports_its_boot_ends_down() {
     })
     .await;
     assert!(node(&snap, "node5").state.is_down());
+    // Slurm took it down; the reason still starts with ours, which proves nothing.
+    assert!(
+        node(&snap, "node5")
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("slurm-maint: ")),
+        "{:?}",
+        node(&snap, "node5").reason
+    );
+    let err = a.client.resume("node5").await.unwrap_err();
+    assert!(
+        matches!(&err, SlurmError::Refused { status: 409, .. })
+            && err.to_string().contains("DownBySlurm"),
+        "{err}"
+    );
+    let snap = a.client.snapshot("batch").await.unwrap();
+    assert_eq!(node(&snap, "node5").state.base, "DOWN");
 }
 
 #[tokio::test]

@@ -479,7 +479,7 @@ async fn resume(State(agent): State<Shared>, Path(node): Path<String>) -> ApiRes
     }
     if taken_out_by_slurm(&current.state) {
         return Err(ApiError::conflict(
-            "SlurmDown",
+            "DownBySlurm",
             format!(
                 "node {node} is {}: Slurm took it out of service (reason {:?}); not resumed",
                 current.state,

@@ -568,7 +568,7 @@ async fn a_node_slurm_took_down_is_never_resumed_and_stale_reasons_are_cleared()
     let (app, runner) = app(cluster(6));
     let (status, body) = call(&app, "POST", "/v1/nodes/node5/resume", None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["code"], "SlurmDown");
+    assert_eq!(body["code"], "DownBySlurm");
     assert!(body["error"].as_str().unwrap().contains("DOWN"), "{body}");
     let (status, body) = call(&app, "POST", "/v1/nodes/node5/clear-reason", None).await;
     assert_eq!(
