@@ -100,11 +100,13 @@ while IFS= read -r f; do
         args=(-f "$f")
         what="$f"
     fi
+    # deleted at the end, whatever the outcome: a file refused in part (one object of
+    # install.yaml, say) still creates the others
+    APPLIED+=("${args[*]}")
     if out=$(kubectl apply --server-side --force-conflicts "${args[@]}" 2>&1); then
         # read back what was applied
         if got=$(kubectl get "${args[@]}" -o name 2>&1); then
             pass "$what: $(one_line 300 <<<"$out")"
-            APPLIED+=("${args[*]}")
         else
             fail "$what applied but not found: $got"
         fi
