@@ -38,10 +38,11 @@ phase() {
 
 install_system_packages() {
     # Slurm 22.05 and munge from Debian; openssl for the TLS tests' certificates; curl, jq
-    # and xz for tests/k8s (apiserver.sh installs the rest of its own needs).
+    # and xz for tests/k8s (apiserver.sh installs the rest of its own needs); debootstrap for
+    # the Slurm 24.11 / 26.05 chroots (tests/slurm/chroot.sh).
     local missing=() cmd
     for cmd in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge openssl:openssl \
-        curl:curl jq:jq xz:xz-utils python3:python3; do
+        curl:curl jq:jq xz:xz-utils python3:python3 debootstrap:debootstrap; do
         command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd##*:}")
     done
     if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
@@ -87,6 +88,8 @@ K8S_ENV=$RUN_TMP/k8s.env
 cleanup() {
     [ "$OWN_K8S" = 1 ] && bash tests/k8s/apiserver.sh down >/dev/null 2>&1
     bash tests/slurm/cluster.sh down >/dev/null 2>&1
+    local v
+    for v in 24.11 26.05; do bash tests/slurm/chroot.sh down "$v" >/dev/null 2>&1; done
     rm -rf "$RUN_TMP"
     return 0
 }
@@ -133,10 +136,11 @@ conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
 #   22.05: the host's cluster (tests/slurm/cluster.sh, started above); its slurm_live and
 #          agent_live already ran in the embedded-server phase, so controller_live and
 #          oci_live run here.
-#   Other versions (24.11 trixie, 26.05 sid: tests/slurm/chroot.sh) are added as cases
-#   here: bring that cluster up, eval its env, run every live binary (slurm_live,
-#   agent_live, controller_live, oci_live) with --no-fail-fast, take the cluster down;
-#   then add the version to SLURM_VERSIONS below.
+#   24.11 (trixie), 26.05 (sid): `tests/slurm/chroot.sh live VERSION -- CMD` brings that
+#          cluster up in its chroot (built once, ~1 min, then cached in
+#          ~/.cache/slurm-maint), exports its env (the agent and the Slurm commands the tests
+#          run go into the chroot), runs every live binary (slurm_live, agent_live,
+#          controller_live, oci_live) with --no-fail-fast and takes the cluster down.
 live_suites_on_slurm() {
     local version="$1"
     with_k8s
@@ -145,13 +149,21 @@ live_suites_on_slurm() {
             with_slurm
             cargo test --no-fail-fast --test controller_live --test oci_live
             ;;
+        24.11 | 26.05)
+            # its own cluster in a Debian chroot (trixie, sid; built once and cached), beside
+            # the host's 22.05 one: up, env (agent and Slurm commands run inside), the live
+            # binaries, down
+            export SLURM_MAINT_LIVE=1
+            bash tests/slurm/chroot.sh live "$version" -- cargo test --no-fail-fast \
+                --test slurm_live --test agent_live --test controller_live --test oci_live
+            ;;
         *)
             echo "no Slurm $version cluster is wired into tests/run.sh yet"
             return 1
             ;;
     esac
 }
-SLURM_VERSIONS=(22.05)
+SLURM_VERSIONS=(22.05 24.11 26.05)
 
 phase "install: system packages" install_system_packages
 phase "install: Python packages (oci, helm-sdkpy, lupa, PyYAML)" install_python_packages
