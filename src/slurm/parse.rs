@@ -452,6 +452,9 @@ const INFINITE: u64 = 0xffff_ffff;
 /// `sinfo --json` (22.05: nodes only).
 pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
     const W: &str = "sinfo --json";
+    if json(W, output)?.get("sinfo").is_some() {
+        return sinfo_json_grouped(output);
+    }
     let nodes = json_array(W, output, "nodes")?;
     nodes
         .iter()
@@ -504,6 +507,60 @@ pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
             })
         })
         .collect()
+}
+
+/// `sinfo --json` of 24.11 and later: groups of nodes per partition and state (as plain
+/// `sinfo` prints them), each node given once, with its first group's state and reason.
+/// A group has no boot time, and its reason is the first member's; only a group of one
+/// node vouches for that node's reason.
+fn sinfo_json_grouped(output: &str) -> Result<Vec<Node>, ParseError> {
+    const W: &str = "sinfo --json";
+    let groups = json_array(W, output, "sinfo")?;
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let words: Vec<&str> = g["node"]["state"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let joined = words.join("+");
+        let state =
+            NodeState::parse(&joined).map_err(|e| value_err(W, "state", &joined, e.to_string()))?;
+        let names: Vec<&str> = g["nodes"]["nodes"]
+            .as_array()
+            .ok_or(ParseError::Missing {
+                what: W,
+                index: i,
+                field: "nodes.nodes",
+            })?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let reason = (names.len() == 1)
+            .then(|| g["reason"]["description"].as_str())
+            .flatten()
+            .filter(|r| !r.is_empty())
+            .map(String::from);
+        let partition = g["partition"]["name"].as_str();
+        for name in names {
+            match nodes.iter_mut().find(|n| n.name == name) {
+                Some(n) => {
+                    n.partitions.extend(partition.map(String::from));
+                    if n.reason.is_none() {
+                        n.reason.clone_from(&reason);
+                    }
+                }
+                None => nodes.push(Node {
+                    name: name.to_string(),
+                    state: state.clone(),
+                    reason: reason.clone(),
+                    boot_time: None,
+                    partitions: partition.map(String::from).into_iter().collect(),
+                    reservation: None,
+                }),
+            }
+        }
+    }
+    Ok(nodes)
 }
 
 /// `squeue --json`. 22.05 ignores `-p`/`-t` with `--json` and includes finished jobs;
