@@ -266,21 +266,21 @@ fn jobs_and_reservations_seen_on_real_slurm() {
     assert!(r("acct_resv").accounts.len() >= 2);
 }
 
-/// The planner over a real snapshot: the drained node is left alone, the node in someone
-/// else's MAINT reservation counts as unavailable, the budget holds.
+/// The planner over a real snapshot of each version: the drained node is left alone, the
+/// node in someone else's MAINT reservation counts as unavailable, the budget holds.
 #[test]
 fn planner_over_a_real_snapshot() {
+    for version in VERSIONS {
+        planner_over(&version_root(version).join("02-jobs-reservations-drain"));
+    }
+}
+
+fn planner_over(dir: &Path) {
     use slurm_maint::api::MaintenancePolicySpec;
     use slurm_maint::plan::{self, Settings, Snapshot, Work};
 
-    let p = snap("02-jobs-reservations-drain");
-    let now: jiff::Timestamp = read(
-        &root().join("02-jobs-reservations-drain"),
-        "captured-at.txt",
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let p = parse_snapshot(dir);
+    let now: jiff::Timestamp = read(dir, "captured-at.txt").trim().parse().unwrap();
     let mut spec: MaintenancePolicySpec = serde_json::from_value(serde_json::json!({
         "partition": "batch",
         "agent": {"url": "http://agent", "tokenSecretRef": {"name": "t"}},
@@ -323,7 +323,13 @@ fn planner_over_a_real_snapshot() {
     );
     // node1's job ends first; nodes 2–4 run jobs without a time limit or later ones.
     let admitted: Vec<_> = second.updates.iter().map(|u| u.node.as_str()).collect();
-    assert_eq!(admitted, ["node1"], "{:?}", second.updates);
+    assert_eq!(
+        admitted,
+        ["node1"],
+        "{}: {:?}",
+        dir.display(),
+        second.updates
+    );
     assert!(second.budget.occupied().len() <= 3);
 }
 
