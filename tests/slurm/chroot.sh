@@ -244,11 +244,11 @@ in_chroot() {
 pick_ports() {
     local used base p ok ctld
     used="$(ss -Htan 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' | sort -un)"
-    free() { ! grep -qx "$1" <<<"$used"; }
+    port_free() { ! grep -qx "$1" <<<"$used"; }
     for ((base = 20000 + RANDOM % 20000; ; base += NODES + 7)); do
         ((base + NODES + 1 < 60000)) || base=20000
         ok=1
-        for ((p = base; p <= base + NODES + 1; p++)); do free "$p" || { ok=0; break; }; done
+        for ((p = base; p <= base + NODES + 1; p++)); do port_free "$p" || { ok=0; break; }; done
         ((ok)) && break
     done
     ctld=$base
