@@ -94,7 +94,11 @@ BIN="$CACHE/bin"
 if [[ $MODE == dist ]]; then
     SERVER_DESC="kube-apiserver v$K8S_VERSION (prebuilt, from $DIST)"
 else
-    SERVER_DESC="kube-apiserver v$K8S_VERSION (fallback: built from Debian's source; no k8s-1.34 dist directory found)"
+    if [[ -n "${SLURM_MAINT_K8S_DIST+set}" ]]; then
+        SERVER_DESC="kube-apiserver v$K8S_VERSION (fallback, as SLURM_MAINT_K8S_DIST='${SLURM_MAINT_K8S_DIST}' asks: built from Debian's source)"
+    else
+        SERVER_DESC="kube-apiserver v$K8S_VERSION (fallback: built from Debian's source; no k8s-1.34 dist directory found)"
+    fi
 fi
 
 RUN="$STATE/run"
