@@ -375,7 +375,7 @@ fn every_duration_field_has_a_range_that_names_the_field() {
         (
             &["oci", "scheduleLeadTime"],
             "oci.scheduleLeadTime",
-            "1m",
+            "5s",
             "168h",
         ),
         (&["oci", "drainAhead"], "oci.drainAhead", "0s", "720h"),

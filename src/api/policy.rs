@@ -436,7 +436,7 @@ pub struct OciSettings {
     pub maintenance_poll_interval: Duration,
     /// Scheduled window start = now + this.
     #[serde(default = "default_schedule_lead")]
-    #[x_kube(validation = range_rule("oci.scheduleLeadTime", "1m", "168h"))]
+    #[x_kube(validation = range_rule("oci.scheduleLeadTime", "5s", "168h"))]
     pub schedule_lead_time: Duration,
     /// An event OCI will not move (`canReschedule` false, or past its hard due date)
     /// keeps its own window: its node is drained no earlier than this before the window,
