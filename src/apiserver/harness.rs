@@ -70,8 +70,30 @@ impl TestCluster {
         self.server.as_ref()
     }
 
-    /// Deletes the namespace in the background without waiting for it to vanish.
+    /// Deletes the namespace in the background without waiting for it to vanish. The
+    /// policies' finalizers go first: the test's controller, which would remove them, is
+    /// gone, and a finalizer nobody removes holds the namespace in Terminating for good.
     pub async fn cleanup(self) {
+        let policies =
+            Api::<crate::api::MaintenancePolicy>::namespaced(self.client.clone(), &self.namespace);
+        let unfinalize = serde_json::json!({"metadata": {"finalizers": null}});
+        for p in policies
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let Some(name) = p.metadata.name.as_deref() else {
+                continue;
+            };
+            if p.metadata.finalizers.is_some_and(|f| !f.is_empty())
+                && let Err(e) = policies
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&unfinalize))
+                    .await
+            {
+                tracing::warn!(namespace = %self.namespace, policy = name, error = %e, "removing the finalizer failed");
+            }
+        }
         let api = Api::<Namespace>::all(self.client.clone());
         if let Err(e) = api
             .delete(&self.namespace, &DeleteParams::background())
