@@ -389,38 +389,139 @@ async fn reboot_brings_a_new_boot_time() {
 /// "reboot timed out" after ResumeTimeout. (The `noboot` knob, a slurmd restarted without
 /// a new boot time, raced in Slurm 22.05: now and then the node was returned to service
 /// at ResumeTimeout instead, with its old boot time.)
+/// node5's tests take turns.
+static NODE5: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Brings node5's slurmd back with a fresh boot, however a test ends.
+struct Revive(PathBuf);
+
+impl Drop for Revive {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let conf = std::env::var("SLURM_CONF").unwrap_or_default();
+        let _ = Command::new("slurmd")
+            .args(["-N", "node5", "-f", &conf, "-b"])
+            .status();
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(200));
+            let out = Command::new("sinfo")
+                .args(["-h", "-N", "-n", "node5", "-o", "%T"])
+                .output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle") {
+                return;
+            }
+            let _ = Command::new("scontrol")
+                .args(["update", "NodeName=node5", "State=RESUME"])
+                .output();
+        }
+    }
+}
+
+/// A rebooted node whose slurmd comes back without reporting a boot: 22.05 and 24.11 mark
+/// it DOWN "reboot timed out", 26.05 returns it to service with its old BootTime. Either
+/// way it was not rebooted, and the planner, fed what the agent reports, never passes it:
+/// its attempt fails at the reboot timeout.
+#[tokio::test]
+async fn a_reboot_without_a_new_boot_is_no_reboot() {
+    use slurm_maint::api::node_maintenance::NodeMaintenancePhase as Phase;
+    use slurm_maint::api::{MaintenanceAction, MaintenancePolicySpec};
+    use slurm_maint::plan::{self, Settings, Snapshot, Work};
+    if !live() {
+        return;
+    }
+    let _turn = NODE5.lock().await;
+    let a = agent().await;
+    let snap = wait_for(&a, 60, "node5 idle with a boot time", |s| {
+        let n = node(s, "node5");
+        n.boot_time.is_some() && n.state.in_service()
+    })
+    .await;
+    let before = node(&snap, "node5").boot_time.unwrap();
+    let knob = state_dir().join("noboot").join("node5");
+    std::fs::create_dir_all(knob.parent().unwrap()).unwrap();
+    std::fs::write(&knob, "").unwrap();
+    let _revive = Revive(knob);
+    let issued = jiff::Timestamp::now();
+    a.client
+        .execute(&Action::Reboot {
+            node: "node5".into(),
+            reason: "live test noboot".into(),
+        })
+        .await
+        .unwrap();
+    let snap = wait_for(&a, 240, "node5 back without a boot, or DOWN", |s| {
+        let n = node(s, "node5");
+        !n.state.is_rebooting()
+            && (n.state.base == "DOWN" || (n.state.in_service() && n.boot_time.is_some()))
+    })
+    .await;
+    let n5 = node(&snap, "node5");
+    assert!(
+        n5.boot_time
+            .is_none_or(|t| t <= before + jiff::SignedDuration::from_secs(2)),
+        "no new boot: {:?} vs {before}",
+        n5.boot_time
+    );
+    let mut spec: MaintenancePolicySpec = serde_json::from_value(serde_json::json!({
+        "partition": "batch",
+        "agent": {"url": "http://agent", "tokenSecretRef": {"name": "t"}},
+        "budget": {"maxUnavailable": 6},
+        "reservations": {"enabled": true},
+        "reboots": {"enabled": true, "timeout": "10m"},
+    }))
+    .unwrap();
+    spec.campaign.reboot_required_before = Some(issued);
+    let s = Settings::from_spec(&spec, issued).unwrap();
+    let mut work = Work {
+        name: "live-node5".into(),
+        node: "node5".into(),
+        action: MaintenanceAction::Reboot,
+        campaign: Some(plan::campaign_id(issued)),
+        status: Default::default(),
+    };
+    work.status.phase = Phase::Rebooting;
+    work.status.attempts = 1;
+    work.status.boot_time_before = Some(before);
+    work.status.reboot_issued_at = Some(issued);
+    let facts = Snapshot {
+        nodes: snap.nodes.clone(),
+        jobs: snap.jobs.clone(),
+        reservations: snap.reservations.clone(),
+        health: Default::default(),
+    };
+    let now = jiff::Timestamp::now();
+    let p = plan::plan("live", &s, &facts, std::slice::from_ref(&work), now);
+    let phase_of = |p: &plan::Plan| {
+        p.updates
+            .iter()
+            .find(|u| u.name == "live-node5")
+            .map_or(Phase::Rebooting, |u| u.status.phase)
+    };
+    assert!(
+        matches!(
+            phase_of(&p),
+            Phase::Rebooting | Phase::Recovering | Phase::PendingReboot
+        ),
+        "node5 {} passed as rebooted: {:?}",
+        n5.state,
+        p.updates
+    );
+    assert_ne!(phase_of(&p), Phase::HealthCheck);
+    let later = issued + jiff::SignedDuration::from_mins(11);
+    let p = plan::plan("live", &s, &facts, std::slice::from_ref(&work), later);
+    assert_eq!(phase_of(&p), Phase::PendingReboot, "{:?}", p.updates);
+}
+
 #[tokio::test]
 async fn a_node_that_never_reports_its_boot_ends_down() {
     if !live() {
         return;
     }
+    let _turn = NODE5.lock().await;
     let a = agent().await;
     let knob = state_dir().join("hang").join("node5");
     std::fs::create_dir_all(knob.parent().unwrap()).unwrap();
     std::fs::write(&knob, "").unwrap();
-    /// Brings node5's slurmd back with a fresh boot, however the test ends.
-    struct Revive(PathBuf);
-    impl Drop for Revive {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-            let conf = std::env::var("SLURM_CONF").unwrap_or_default();
-            let _ = Command::new("slurmd")
-                .args(["-N", "node5", "-f", &conf, "-b"])
-                .status();
-            for _ in 0..50 {
-                std::thread::sleep(Duration::from_millis(200));
-                let out = Command::new("sinfo")
-                    .args(["-h", "-N", "-n", "node5", "-o", "%T"])
-                    .output();
-                if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle") {
-                    return;
-                }
-                let _ = Command::new("scontrol")
-                    .args(["update", "NodeName=node5", "State=RESUME"])
-                    .output();
-            }
-        }
-    }
     let _revive = Revive(knob);
     a.client
         .execute(&Action::Reboot {
