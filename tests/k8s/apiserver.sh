@@ -625,7 +625,15 @@ start_bg() {
     log "starting $name"
     echo "==== $(date -u +%FT%TZ) $*" >> "$logfile"
     setsid "$@" >> "$logfile" 2>&1 < /dev/null &
-    echo $! > "$pidfile"
+    local pid=$! i
+    echo "$pid" > "$pidfile"
+    # Until the forked shell has exec'd the daemon, /proc/PID/cmdline is this script's:
+    # wait for the exec, or live_pid would call a daemon that is just starting dead.
+    for ((i = 0; i < 200; i++)); do
+        [[ -d "/proc/$pid" ]] || return 0
+        tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$1" && return 0
+        sleep 0.05
+    done
 }
 
 etcd_bin() {
