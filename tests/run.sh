@@ -57,19 +57,25 @@ pip_install() {
     python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
 }
 
+# has_modules MODULE...: installed? (found, not imported: importing the OCI SDK alone
+# takes most of a minute on a loaded machine)
+has_modules() {
+    python3 -c 'import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in sys.argv[1:]) else 1)' "$@"
+}
+
 install_python_packages() {
     # The official OCI Python SDK, which tests/oci_sdk.rs drives against the OCI emulator.
-    if ! python3 -c 'import oci' >/dev/null 2>&1; then
+    if ! has_modules oci; then
         echo "pip install oci"
         pip_install oci
     fi
     # The real Helm library (PyPI helm-sdkpy: Helm 4 as a shared library), Lua 5.1 for the
     # Argo CD health check, PyYAML: tests/chart/.
-    if ! python3 -c 'import helm_sdkpy, lupa, yaml' >/dev/null 2>&1; then
+    if ! has_modules helm_sdkpy lupa yaml; then
         echo "pip install helm-sdkpy lupa pyyaml"
         pip_install --ignore-requires-python helm-sdkpy lupa pyyaml
     fi
-    python3 -c 'import oci, helm_sdkpy, lupa, yaml'
+    has_modules oci helm_sdkpy lupa yaml
 }
 
 # --- the clusters ----------------------------------------------------------------------
