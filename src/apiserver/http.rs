@@ -91,12 +91,14 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
         let st = server.lock();
         let discovery = match segs.as_slice() {
             ["version"] => Some(json!({
-                "major": "1", "minor": "30",
-                "gitVersion": "v1.30.0-slurm-maint-embedded",
+                "major": "1", "minor": "34",
+                "emulationMajor": "1", "emulationMinor": "34",
+                "minCompatibilityMajor": "1", "minCompatibilityMinor": "33",
+                "gitVersion": "v1.34.0-slurm-maint-embedded",
                 "gitCommit": "0000000000000000000000000000000000000000",
                 "gitTreeState": "clean",
-                "buildDate": "2024-01-01T00:00:00Z",
-                "goVersion": "go1.22.0", "compiler": "gc", "platform": "linux/amd64",
+                "buildDate": "2025-08-27T00:00:00Z",
+                "goVersion": "go1.24.4", "compiler": "gc", "platform": "linux/amd64",
             })),
             ["healthz" | "readyz" | "livez"] => {
                 return Ok(Response::new(Body::from("ok")));
@@ -785,7 +787,7 @@ fn openapi_doc(kinds: &[Kind], group: &str, version: &str) -> Value {
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.30.0"},
+        "info": {"title": "Kubernetes", "version": "v1.34.0"},
         "paths": paths,
         "components": {"schemas": schemas},
     })

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::patch::{
     FieldSet, applied_fields, deep_merge, diff_paths, json_patch, merge_patch, remove_path,
 };
-use super::validate::{self, validate_crd, validate_metadata, validate_name};
+use super::validate;
 
 /// Watch events kept for resuming watches; older resource versions get 410 Expired.
 pub(crate) const HISTORY_LIMIT: usize = 10_000;
@@ -156,18 +156,21 @@ impl ApiError {
         )
     }
 
-    /// 422 Invalid from `(field, message-after-field, reason)` causes.
+    /// 422 Invalid from `(field, message-after-field, reason)` causes, with the message
+    /// as `apierrors.NewInvalid` writes it: one error as is, several in brackets, each
+    /// distinct `field: message` once; the causes keep every error.
     pub fn invalid(kind: &Kind, name: &str, causes: &[(String, String, &str)]) -> Self {
-        let lines: Vec<String> = causes
-            .iter()
-            .map(|(f, m, _)| {
-                if f.is_empty() {
-                    m.clone()
-                } else {
-                    format!("{f}: {m}")
-                }
-            })
-            .collect();
+        let mut lines: Vec<String> = vec![];
+        for (f, m, _) in causes {
+            let line = if f.is_empty() {
+                m.clone()
+            } else {
+                format!("{f}: {m}")
+            };
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
         let joined = if lines.len() == 1 {
             lines[0].clone()
         } else {
@@ -625,8 +628,6 @@ impl State {
         if kind.generation {
             meta.insert("generation".into(), 1.into());
         }
-        validate_name(kind, &name)?;
-        validate_metadata(kind, &name, &obj)?;
         if kind.namespaced {
             self.namespace_ready(ns.unwrap_or_default())?;
         }
@@ -640,10 +641,12 @@ impl State {
             obj["status"] = json!({"phase": "Active"});
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name.clone().into();
         }
+        let mut causes = validate::name_causes(kind, &name);
+        causes.extend(validate::metadata_causes(&obj));
         if kind.is_crd() {
-            validate_crd(kind, &name, &obj)?;
+            causes.extend(validate::crd_causes(&name, &obj));
         }
-        validate::admit(kind, &name, &mut obj, None, self.strict)?;
+        validate::admit(kind, &name, &mut obj, None, self.strict, causes)?;
         let key = Self::key(kind, ns, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(kind, &name));
@@ -1036,11 +1039,11 @@ impl State {
         mut new: Value,
         dry_run: bool,
     ) -> Result<Value> {
-        validate_metadata(kind, &key.name, &new)?;
+        let mut causes = validate::metadata_causes(&new);
         if kind.is_crd() {
-            validate_crd(kind, &key.name, &new)?;
+            causes.extend(validate::crd_causes(&key.name, &new));
         }
-        validate::admit(kind, &key.name, &mut new, Some(&old), self.strict)?;
+        validate::admit(kind, &key.name, &mut new, Some(&old), self.strict, causes)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         new["apiVersion"] = old["apiVersion"].clone();
         if new == old || dry_run {

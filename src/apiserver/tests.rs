@@ -65,6 +65,12 @@ async fn modern(c: &TestCluster) -> bool {
     v.minor.trim_end_matches('+').parse::<u32>().unwrap_or(0) >= 25
 }
 
+/// The server's minor version (1.x).
+async fn minor(c: &TestCluster) -> u32 {
+    let v = c.client.apiserver_version().await.unwrap();
+    v.minor.trim_end_matches('+').parse::<u32>().unwrap_or(0)
+}
+
 fn obj(v: Value) -> DynamicObject {
     serde_json::from_value(v).unwrap()
 }
@@ -840,9 +846,10 @@ async fn custom_resources_are_validated_defaulted_and_pruned() {
     let e = api_err(policies.create(&PostParams::default(), &typed).await);
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(
-        e.message.starts_with(
-            "MaintenancePolicy.slurm-maint.io \"typed\" is invalid: spec.budget.maxUnavailable"
-        ),
+        e.message
+            .starts_with("MaintenancePolicy.slurm-maint.io \"typed\" is invalid: ")
+            && e.message
+                .contains("spec.budget.maxUnavailable: Invalid value"),
         "{}",
         e.message
     );
@@ -1205,4 +1212,177 @@ async fn json_patch_dry_run_and_bookmarks() {
         matches!(events.as_slice(), [WatchEvent::Bookmark(b)] if b.metadata.resource_version == rv),
         "{events:?}"
     );
+}
+
+/// Every cause as `field: message`, as `apierrors.NewInvalid` joins them into the message.
+fn cause_lines(e: &Status) -> Vec<String> {
+    e.details
+        .as_ref()
+        .map(|d| {
+            d.causes
+                .iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The message a real server writes for a 422 with these causes.
+fn invalid_message(group_kind: &str, name: &str, lines: &[String]) -> String {
+    let joined = if lines.len() == 1 {
+        lines[0].clone()
+    } else {
+        format!("[{}]", lines.join(", "))
+    };
+    format!("{group_kind} \"{name}\" is invalid: {joined}")
+}
+
+const NOT_CHECKED: &str = "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+
+#[tokio::test]
+async fn several_validation_errors_come_back_in_one_message() {
+    let c = cluster("invalid").await;
+    let nms = dyn_api::<NodeMaintenance>(&c);
+    let policies = dyn_api::<MaintenancePolicy>(&c);
+    let recent = minor(&c).await >= 30;
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    // OpenAPI errors of which some block the CEL rules (required fields, a bad
+    // date-time): every error is a cause, the message lists them all in brackets, and
+    // the CEL rules are reported as not checked, last.
+    let mut nm = node_maintenance("blocked", "bad node!");
+    let spec = nm.data["spec"].as_object_mut().unwrap();
+    spec.remove("policy");
+    spec.insert("requestedAt".into(), json!("yesterday"));
+    let e = api_err(nms.create(&PostParams::default(), &nm).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    let details = e.details.clone().unwrap();
+    assert_eq!(
+        (
+            details.name.as_str(),
+            details.group.as_str(),
+            details.kind.as_str()
+        ),
+        ("blocked", "slurm-maint.io", "NodeMaintenance")
+    );
+    let lines = cause_lines(&e);
+    assert_eq!(
+        e.message,
+        invalid_message("NodeMaintenance.slurm-maint.io", "blocked", &lines)
+    );
+    let mut want = vec![
+        "spec.nodeName: Invalid value: \"bad node!\": spec.nodeName in body should match '^[A-Za-z0-9][A-Za-z0-9_.-]*$'".to_string(),
+        "spec.policy: Required value".to_string(),
+        "spec.requestedAt: Invalid value: \"yesterday\": spec.requestedAt in body must be of type date-time: \"yesterday\"".to_string(),
+    ];
+    if recent {
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(NOT_CHECKED),
+            "{lines:?}"
+        );
+        want.push(NOT_CHECKED.into());
+        let reasons: Vec<&str> = details.causes.iter().map(|c| c.reason.as_str()).collect();
+        assert!(
+            reasons.contains(&"FieldValueTypeInvalid") && reasons.contains(&"FieldValueRequired"),
+            "{reasons:?}"
+        );
+        assert_eq!(details.causes.last().unwrap().reason, "FieldValueInvalid");
+        assert_eq!(details.causes.last().unwrap().field, "<nil>");
+    }
+    // Sibling fields come in Go map order on a real server: compare as sets.
+    assert_eq!(sorted(lines), sorted(want));
+
+    // Errors that do not block CEL (a pattern, a bad label): the rules still run and
+    // their errors join the same message, metadata first.
+    let mut nm = node_maintenance("unblocked", "bad node!");
+    nm.metadata.labels = Some([("team".to_string(), "not ok!".to_string())].into());
+    nm.data["spec"]["action"] = json!("OciMaintenance");
+    let e = api_err(nms.create(&PostParams::default(), &nm).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    let lines = cause_lines(&e);
+    assert_eq!(
+        e.message,
+        invalid_message("NodeMaintenance.slurm-maint.io", "unblocked", &lines)
+    );
+    assert!(
+        lines[0].starts_with("metadata.labels: Invalid value: \"not ok!\": a valid label"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("spec.nodeName: Invalid value")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l == NOT_CHECKED), "{lines:?}");
+    if recent {
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(
+            lines[2],
+            "spec: Invalid value: \"object\": action OciMaintenance requires ociEvent"
+        );
+    }
+
+    // Too long and too many items block the rules as well; two rules failing on two
+    // list items are two causes with the same message.
+    let long_zone = "A".repeat(65);
+    let windows = json!([
+        {"start": "01:00", "end": "01:00"},
+        {"start": "02:00", "end": "03:00", "timeZone": long_zone,
+         "days": ["Mon", "Mon", "Mon", "Mon", "Mon", "Mon", "Mon", "Mon"]},
+    ]);
+    let mut p = policy("sizes", json!({"maxUnavailable": 1}));
+    p.data["spec"]["campaign"] = json!({"windows": windows});
+    let e = api_err(policies.create(&PostParams::default(), &p).await);
+    let lines = cause_lines(&e);
+    assert_eq!(
+        e.message,
+        invalid_message("MaintenancePolicy.slurm-maint.io", "sizes", &lines)
+    );
+    if recent {
+        assert_eq!(
+            sorted(lines),
+            sorted(vec![
+                "spec.campaign.windows[1].timeZone: Too long: may not be more than 64 bytes".into(),
+                "spec.campaign.windows[1].days: Too many: 8: must have at most 7 items".into(),
+                NOT_CHECKED.into(),
+            ])
+        );
+        let mut p = policy("twice", json!({"maxUnavailable": 1}));
+        p.data["spec"]["campaign"] = json!({"windows": [
+            {"start": "01:00", "end": "01:00"}, {"start": "02:00", "end": "02:00"},
+        ]});
+        let e = api_err(policies.create(&PostParams::default(), &p).await);
+        let lines = cause_lines(&e);
+        let rule = "Invalid value: \"object\": window start and end must differ";
+        assert_eq!(
+            lines,
+            [
+                format!("spec.campaign.windows[0]: {rule}"),
+                format!("spec.campaign.windows[1]: {rule}"),
+            ]
+        );
+        assert_eq!(
+            e.message,
+            invalid_message("MaintenancePolicy.slurm-maint.io", "twice", &lines)
+        );
+    }
+
+    // One error alone: no brackets (a ConfigMap has no CEL rules to skip).
+    let cms: Api<ConfigMap> = ns_api(&c);
+    let e = api_err(
+        cms.create(&PostParams::default(), &cm("Bad_Name", json!({})))
+            .await,
+    );
+    let lines = cause_lines(&e);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        e.message,
+        format!("ConfigMap \"Bad_Name\" is invalid: {}", lines[0])
+    );
+    c.cleanup().await;
 }
