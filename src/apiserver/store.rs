@@ -13,6 +13,26 @@ use super::validate;
 /// Watch events kept for resuming watches; older resource versions get 410 Expired.
 pub(crate) const HISTORY_LIMIT: usize = 10_000;
 
+/// The ConfigMap kube-controller-manager publishes in every namespace.
+pub(crate) const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+const ROOT_CA_ANNOTATION: &str = "kubernetes.io/description";
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+/// The CA published as `kube-root-ca.crt`: a self-signed certificate (its key was thrown
+/// away). The embedded server speaks plain HTTP, so it signs nothing; it is there because
+/// clients expect the ConfigMap in every namespace, as on a real cluster.
+const EMBEDDED_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUWJelKpOmOEbCGj1vvYOXfZnAVikwCgYIKoZIzj0EAwIw
+IjEgMB4GA1UEAwwXc2x1cm0tbWFpbnQtZW1iZWRkZWQtY2EwIBcNMjYxMjAzMDg1
+MTQyWhgPMjEyNjExMDkwODUxNDJaMCIxIDAeBgNVBAMMF3NsdXJtLW1haW50LWVt
+YmVkZGVkLWNhMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEeZbIxb70glZZuCKy
+vo9whpCyBUTeM4mvKkFnfBzQ0ER4DwmyTZunkMsOfKCObp2weHsWjYE8sOGTlWnW
+Nk3W1aNTMFEwHQYDVR0OBBYEFLGvxTzjVfCeJksKaUNFsDiaXJOQMB8GA1UdIwQY
+MBaAFLGvxTzjVfCeJksKaUNFsDiaXJOQMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI
+zj0EAwIDSQAwRgIhAMWd3hHzb1SlULtg6su5T5D/Fn0dNxY48sVL7p4C927wAiEA
+hoITT359HC6hv/KSm8o2jfFSGpsEERQBqKk7UfoJ+d8=
+-----END CERTIFICATE-----
+";
+
 /// One served group/version/resource.
 #[derive(Clone, Debug)]
 pub(crate) struct Kind {
@@ -658,6 +678,9 @@ impl State {
         if kind.is_crd() {
             return Ok(self.establish_crd(&key, &stored));
         }
+        if kind.is_namespace() {
+            self.publish_root_ca(&name);
+        }
         Ok(Self::present(kind, stored))
     }
 
@@ -761,6 +784,84 @@ impl State {
         kind: &Kind,
         ns: Option<&str>,
         name: &str,
+        obj: Value,
+        status_only: bool,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let out = self.update_inner(kind, ns, name, obj, status_only, dry_run)?;
+        self.after_write(kind, ns, name);
+        Ok(out)
+    }
+
+    pub fn patch(
+        &mut self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        patch: PatchBody,
+        status_only: bool,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let out = self.patch_inner(kind, ns, name, patch, status_only, dry_run)?;
+        self.after_write(kind, ns, name);
+        Ok(out)
+    }
+
+    /// What kube-controller-manager's controllers do after a write: the
+    /// root-ca-cert-publisher puts back a `kube-root-ca.crt` that was changed or deleted.
+    fn after_write(&mut self, kind: &Kind, ns: Option<&str>, name: &str) {
+        if kind.group.is_empty() && kind.plural == "configmaps" && name == ROOT_CA_CONFIGMAP {
+            self.publish_root_ca(ns.unwrap_or_default());
+        }
+    }
+
+    /// Creates or repairs the namespace's `kube-root-ca.crt` ConfigMap (key `ca.crt`, and
+    /// the description annotation), as the root-ca-cert-publisher does for every
+    /// namespace that is not terminating.
+    fn publish_root_ca(&mut self, ns: &str) {
+        if self.namespace_ready(ns).is_err() {
+            return;
+        }
+        let Some(kind) = self.find_kind("", "v1", "configmaps") else {
+            return;
+        };
+        let key = Self::key(&kind, Some(ns), ROOT_CA_CONFIGMAP);
+        let data = json!({"ca.crt": EMBEDDED_CA});
+        match self.objects.get(&key).cloned() {
+            None => {
+                let cm = json!({
+                    "metadata": {"name": ROOT_CA_CONFIGMAP,
+                                 "annotations": {ROOT_CA_ANNOTATION: ROOT_CA_DESCRIPTION}},
+                    "data": data,
+                });
+                let _ = self.create(&kind, Some(ns), cm, false);
+            }
+            Some(cm) => {
+                let described = cm
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(ROOT_CA_ANNOTATION))
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !d.is_empty());
+                if cm.get("data") == Some(&data) && described {
+                    return;
+                }
+                let mut next = cm.clone();
+                next["data"] = data;
+                if !next["metadata"]["annotations"].is_object() {
+                    next["metadata"]["annotations"] = json!({});
+                }
+                next["metadata"]["annotations"][ROOT_CA_ANNOTATION] = ROOT_CA_DESCRIPTION.into();
+                next.as_object_mut().map(|o| o.remove("binaryData"));
+                self.push(key, "MODIFIED", next, Some(cm));
+            }
+        }
+    }
+
+    fn update_inner(
+        &mut self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
         mut obj: Value,
         status_only: bool,
         dry_run: bool,
@@ -802,7 +903,7 @@ impl State {
         self.finish_write(kind, key, old, new, dry_run)
     }
 
-    pub fn patch(
+    fn patch_inner(
         &mut self,
         kind: &Kind,
         ns: Option<&str>,
@@ -812,6 +913,7 @@ impl State {
         dry_run: bool,
     ) -> Result<Value> {
         let PatchBody { how, body: patch } = patch;
+        let strict_patch = self.strict && !matches!(how, PatchKind::Apply { .. });
         let applied = match &how {
             PatchKind::Apply { manager, .. } => Some((
                 format!("{manager}{}", if status_only { "/status" } else { "" }),
@@ -868,7 +970,13 @@ impl State {
         Self::check_type_meta(kind, &mut patched, false)?;
         Self::check_ns_and_name(kind, &patched, ns, name)?;
         let new = Self::prepare_update(kind, name, &old, patched, status_only)?;
-        let written = self.finish_write(kind, key.clone(), old, new, dry_run)?;
+        let patched = strict_patch.then(|| Self::present(kind, new.clone()));
+        let written = self
+            .finish_write(kind, key.clone(), old, new, dry_run)
+            .map_err(|e| match &patched {
+                Some(p) => strict_patch_error(p, e),
+                None => e,
+            })?;
         if let Some((manager, fields)) = applied
             && !dry_run
             && self.objects.contains_key(&key)
@@ -1077,6 +1185,18 @@ impl State {
         name: &str,
         opts: &DeleteOpts,
     ) -> Result<(Value, bool)> {
+        let out = self.delete_inner(kind, ns, name, opts)?;
+        self.after_write(kind, ns, name);
+        Ok(out)
+    }
+
+    fn delete_inner(
+        &mut self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<(Value, bool)> {
         let (key, old) = self.old_for_write(kind, ns, name)?;
         let meta = &old["metadata"];
         if let Some(uid) = &opts.uid
@@ -1253,6 +1373,26 @@ impl State {
             .filter(|(k, o)| filter.matches(k, o))
             .map(|(k, _)| (k.ns.clone(), k.name.clone()))
             .collect()
+    }
+}
+
+/// A merge or JSON patch refused by `fieldValidation=Strict`: 1.34 reports it as a 422 on
+/// the field `patch`, quoting the patched object (keys sorted, as Go marshals a map).
+fn strict_patch_error(patched: &Value, e: ApiError) -> ApiError {
+    const MARK: &str = "strict decoding error: ";
+    let Some(at) = e.message.find(MARK).filter(|_| e.code == 400) else {
+        return e;
+    };
+    let body = format!(
+        "Invalid value: {:?}: {}",
+        patched.to_string(),
+        &e.message[at..]
+    );
+    ApiError {
+        details: Some(json!({"causes": [
+            {"reason": "FieldValueInvalid", "message": body, "field": "patch"}
+        ]})),
+        ..ApiError::new(422, "Invalid", format!(" \"\" is invalid: patch: {body}"))
     }
 }
 
