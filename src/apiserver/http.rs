@@ -16,7 +16,8 @@ use super::store::{
     ApiError, DeleteOpts, FieldReq, Filter, Kind, LabelReq, PatchBody, PatchKind, Result,
 };
 
-const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+/// How often a real server's watch cache sends a watcher a bookmark (`bookmarkFrequency`).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 const BODY_LIMIT: usize = 8 << 20;
 
 pub(crate) fn router(server: ApiServer) -> Router {
@@ -320,15 +321,34 @@ async fn collection(
                     ApiError::bad_request(format!("invalid resource version: {rv}"))
                 })?),
             };
-            Ok(watch(
-                server,
-                kind.clone(),
-                filter,
+            let match_ = params.get("resourceVersionMatch").unwrap_or_default();
+            let initial = match params.get("sendInitialEvents") {
+                Some(_) if match_ != "NotOlderThan" => {
+                    return Err(list_options_invalid(
+                        "resourceVersionMatch",
+                        "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                        "FieldValueForbidden",
+                    ));
+                }
+                Some(v) => matches!(v, "true" | "1"),
+                None if !match_.is_empty() => {
+                    return Err(list_options_invalid(
+                        "resourceVersionMatch",
+                        "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                        "FieldValueForbidden",
+                    ));
+                }
+                // 1.34 (WatchList on) treats a watch from "" or "0" as sendInitialEvents=true.
+                None => rv.is_none(),
+            };
+            let opts = WatchOpts {
                 rv,
-                params.truthy("allowWatchBookmarks"),
+                initial,
+                bookmarks: params.truthy("allowWatchBookmarks"),
                 timeout,
                 table,
-            ))
+            };
+            Ok(watch(server, kind.clone(), filter, opts))
         }
         Method::GET => {
             let st = server.lock();
@@ -533,17 +553,49 @@ fn parse_fields(kind: &Kind, s: &str) -> Result<Vec<FieldReq>> {
     Ok(out)
 }
 
-fn watch(
-    server: ApiServer,
-    kind: Kind,
-    filter: Filter,
+/// What a watch asks for.
+struct WatchOpts {
+    /// Start after this resource version; `None` for "" or "0".
     rv: Option<u64>,
+    /// Send the current state first (`sendInitialEvents`, or a watch from "" / "0").
+    initial: bool,
     bookmarks: bool,
     timeout: Option<Duration>,
     table: bool,
-) -> Response {
+}
+
+/// 422 on `ListOptions`, as a real server refuses bad watch parameters.
+fn list_options_invalid(field: &str, message: &str, reason: &str) -> ApiError {
+    ApiError {
+        details: Some(json!({"group": "meta.k8s.io", "kind": "ListOptions",
+            "causes": [{"reason": reason, "message": message, "field": field}]})),
+        ..ApiError::new(
+            422,
+            "Invalid",
+            format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: {message}"),
+        )
+    }
+}
+
+/// When a real server's watch cache sends the next periodic bookmark: every minute, and
+/// once 2 s before the watch's deadline if that comes first; none once that has passed.
+fn next_bookmark(
+    now: tokio::time::Instant,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    let heartbeat = now + BOOKMARK_EVERY;
+    let Some(deadline) = deadline else {
+        return Some(heartbeat);
+    };
+    let pretimeout = deadline.checked_sub(Duration::from_secs(2))?;
+    let at = heartbeat.min(pretimeout);
+    (at > now).then_some(at)
+}
+
+fn watch(server: ApiServer, kind: Kind, filter: Filter, opts: WatchOpts) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
+        let table = opts.table;
         let line = |mut v: Value| {
             if table && matches!(v["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
                 let rv = v["object"]["metadata"]["resourceVersion"]
@@ -554,22 +606,50 @@ fn watch(
             }
             Bytes::from(format!("{v}\n"))
         };
+        let bookmark = |rv: u64, initial_end: bool| {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            json!({"type": "BOOKMARK", "object": {
+                "kind": kind.kind, "apiVersion": kind.api_version(), "metadata": meta,
+            }})
+        };
         let mut notify = server.lock().subscribe();
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let (initial, mut cursor) = match rv {
-            None => server.lock().snapshot(&kind, &filter),
-            Some(rv) => (vec![], rv),
+        let started = tokio::time::Instant::now();
+        let deadline = opts.timeout.map(|t| started + t);
+        let (initial, mut cursor) = match (opts.initial, opts.rv) {
+            (true, _) => server.lock().snapshot(&kind, &filter),
+            (false, Some(rv)) => (vec![], rv),
+            (false, None) => (vec![], server.lock().rv),
         };
         for e in initial {
             if tx.send(line(e)).await.is_err() {
                 return;
             }
         }
+        // Bookmarks carry the resource's latest version and only go out once that is
+        // newer than where the watch started.
+        let floor = cursor;
+        let mut next = if opts.bookmarks {
+            next_bookmark(started, deadline)
+        } else {
+            None
+        };
+        if opts.initial && opts.bookmarks {
+            if tx.send(line(bookmark(cursor, true))).await.is_err() {
+                return;
+            }
+            // The watch cache takes such a watcher up again at its next bookmark tick
+            // (about a second), whatever the deadline.
+            let tick = started + Duration::from_millis(500);
+            next = Some(next.map_or(tick, |n| n.min(tick)));
+        }
         loop {
             let batch = server.lock().events_since(&kind, cursor, &filter);
             match batch {
-                Ok((events, next)) => {
-                    cursor = next;
+                Ok((events, next_cursor)) => {
+                    cursor = next_cursor;
                     for e in events {
                         if tx.send(line(e)).await.is_err() {
                             return;
@@ -589,21 +669,20 @@ fn watch(
                     return;
                 }
             }
-            let bookmark = json!({"type": "BOOKMARK", "object": {
-                "kind": kind.kind, "apiVersion": kind.api_version(),
-                "metadata": {"resourceVersion": cursor.to_string()},
-            }});
-            let until_deadline = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
+            let until = |at: Option<tokio::time::Instant>| async move {
+                match at {
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 changed = notify.changed() => if changed.is_err() { return },
-                _ = until_deadline => return,
-                _ = tokio::time::sleep(BOOKMARK_EVERY), if bookmarks => {
-                    if tx.send(line(bookmark)).await.is_err() {
+                _ = until(deadline) => return,
+                _ = until(next) => {
+                    let now = tokio::time::Instant::now();
+                    next = next_bookmark(now, deadline);
+                    let latest = server.lock().latest_rv(&kind);
+                    if latest > floor && tx.send(line(bookmark(latest, false))).await.is_err() {
                         return;
                     }
                 }

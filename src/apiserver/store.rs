@@ -339,6 +339,10 @@ pub(crate) struct State {
     objects: BTreeMap<Key, Value>,
     applied: BTreeMap<Key, BTreeMap<String, FieldSet>>,
     pub history: VecDeque<Event>,
+    /// Resource version of the latest write per stored resource (group, plural): what a
+    /// real server's watch cache for that resource has seen, and so the version its
+    /// bookmarks carry.
+    latest: BTreeMap<(String, String), u64>,
     notify: tokio::sync::watch::Sender<u64>,
 }
 
@@ -352,6 +356,7 @@ impl State {
             objects: BTreeMap::new(),
             applied: BTreeMap::new(),
             history: VecDeque::new(),
+            latest: BTreeMap::new(),
             notify: tokio::sync::watch::Sender::new(0),
         };
         let mut ns = Kind::builtin("", "namespaces", "Namespace", false, &["ns"]);
@@ -383,6 +388,14 @@ impl State {
                 .expect("fresh namespace");
         }
         st
+    }
+
+    /// The resource version of the latest write to `kind`'s objects (0 if none yet).
+    pub fn latest_rv(&self, kind: &Kind) -> u64 {
+        self.latest
+            .get(&(kind.group.clone(), kind.plural.clone()))
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -421,6 +434,8 @@ impl State {
         prev: Option<Value>,
     ) -> Value {
         self.rv += 1;
+        self.latest
+            .insert((key.group.clone(), key.plural.clone()), self.rv);
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         if etype == "DELETED" {
             self.objects.remove(&key);

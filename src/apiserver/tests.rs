@@ -1195,7 +1195,7 @@ async fn runtime_watcher_relists_after_expired_history() {
 }
 
 #[tokio::test]
-async fn json_patch_dry_run_and_bookmarks() {
+async fn json_patch_and_dry_run() {
     let s = ApiServer::new();
     let client = s.client();
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
@@ -1222,25 +1222,6 @@ async fn json_patch_dry_run_and_bookmarks() {
     let would = api.create(&dry, &cm("ghost", json!({}))).await.unwrap();
     assert_eq!(would.metadata.name.as_deref(), Some("ghost"));
     assert_eq!(api_err(api.get("ghost").await).code, 404);
-
-    let rv = api
-        .get("j")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let events: Vec<_> = api
-        .watch(&WatchParams::default().timeout(6), &rv)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert!(
-        matches!(events.as_slice(), [WatchEvent::Bookmark(b)] if b.metadata.resource_version == rv),
-        "{events:?}"
-    );
 }
 
 /// Every cause as `field: message`, as `apierrors.NewInvalid` joins them into the message.
@@ -1507,5 +1488,153 @@ async fn every_namespace_has_the_root_ca_configmap() {
     })
     .await;
     assert_eq!(again.data.unwrap()["ca.crt"], ca);
+    c.cleanup().await;
+}
+
+/// The lines of a watch that ends by its `timeoutSeconds`, as JSON values.
+async fn watch_lines(client: &kube::Client, uri: String) -> Vec<Value> {
+    let req = axum::http::Request::get(uri).body(vec![]).unwrap();
+    let text = client.request_text(req).await.unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn is_bookmark(e: &Value) -> bool {
+    e["type"] == "BOOKMARK"
+}
+
+fn bookmark_rv(e: &Value) -> u64 {
+    e.pointer("/object/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or_else(|| panic!("bookmark without a resource version: {e}"))
+}
+
+#[tokio::test]
+async fn watches_send_bookmarks_as_a_real_server_does() {
+    let c = cluster("bookmarks").await;
+    let api: Api<ConfigMap> = ns_api(&c);
+    let seen = api
+        .create(&PostParams::default(), &cm("seen", json!({"bm": "yes"})))
+        .await
+        .unwrap();
+    let seen_rv: u64 = seen.metadata.resource_version.unwrap().parse().unwrap();
+    // A write the label selector hides: the resource's version moves past where the
+    // watches below start, which is what lets a bookmark go out.
+    let hidden = api
+        .create(&PostParams::default(), &cm("hidden", json!({})))
+        .await
+        .unwrap();
+    let hidden_rv: u64 = hidden.metadata.resource_version.unwrap().parse().unwrap();
+    let base = format!(
+        "/api/v1/namespaces/{}/configmaps?watch=true&labelSelector=bm%3Dyes",
+        c.namespace
+    );
+    let from_seen = format!("{base}&resourceVersion={seen_rv}&timeoutSeconds=5");
+    let asked = watch_lines(&c.client, format!("{from_seen}&allowWatchBookmarks=true"));
+    let not_asked = watch_lines(&c.client, from_seen.clone());
+    let streaming = minor(&c).await >= 34;
+    let initial = async {
+        if !streaming {
+            return vec![];
+        }
+        let legacy = format!("{base}&allowWatchBookmarks=true&timeoutSeconds=3");
+        let explicit = format!("{legacy}&sendInitialEvents=true&resourceVersionMatch=NotOlderThan");
+        let (a, b) = tokio::join!(
+            watch_lines(&c.client, legacy),
+            watch_lines(&c.client, explicit)
+        );
+        vec![a, b]
+    };
+    let (asked, not_asked, initial) = tokio::join!(asked, not_asked, initial);
+
+    // Asked for: bookmarks only (nothing the selector sees changed), each with just
+    // kind, apiVersion and metadata.resourceVersion, at the resource's newer version.
+    assert!(!asked.is_empty(), "no bookmark before the watch ended");
+    for e in &asked {
+        assert!(is_bookmark(e), "{e}");
+        let object = e["object"].as_object().unwrap();
+        assert_eq!(
+            object.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["apiVersion", "kind", "metadata"],
+            "{e}"
+        );
+        assert_eq!(
+            (object["kind"].as_str(), object["apiVersion"].as_str()),
+            (Some("ConfigMap"), Some("v1"))
+        );
+        assert_eq!(
+            object["metadata"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["resourceVersion"],
+            "{e}"
+        );
+        assert!(bookmark_rv(e) >= hidden_rv, "{e} (hidden at {hidden_rv})");
+    }
+    assert!(not_asked.is_empty(), "{not_asked:?}");
+
+    // A watch from the current state (sendInitialEvents, which 1.34 also assumes for a
+    // watch from "" or "0"): the state, then a bookmark that marks its end.
+    for lines in initial {
+        assert!(lines.len() >= 2, "{lines:?}");
+        assert_eq!(lines[0]["type"], "ADDED", "{lines:?}");
+        assert_eq!(lines[0]["object"]["metadata"]["name"], "seen");
+        let end = &lines[1];
+        assert!(is_bookmark(end), "{lines:?}");
+        assert_eq!(
+            end.pointer("/object/metadata/annotations"),
+            Some(&json!({"k8s.io/initial-events-end": "true"})),
+            "{end}"
+        );
+        assert!(bookmark_rv(end) >= hidden_rv, "{end}");
+        for later in &lines[2..] {
+            assert!(is_bookmark(later), "{lines:?}");
+            assert!(
+                later.pointer("/object/metadata/annotations").is_none(),
+                "{later}"
+            );
+        }
+    }
+
+    if streaming {
+        let e = api_err(
+            c.client
+                .request::<Value>(
+                    axum::http::Request::get(format!("{base}&sendInitialEvents=true"))
+                        .body(vec![])
+                        .unwrap(),
+                )
+                .await,
+        );
+        assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+        assert_eq!(
+            e.message,
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+        );
+        // kube-rs's streaming-list watcher sees its initial list end by that bookmark.
+        let (reader, writer) = reflector::store::<ConfigMap>();
+        let config = watcher::Config::default()
+            .labels("bm=yes")
+            .streaming_lists();
+        let stream = reflector(writer, watcher(api.clone(), config))
+            .applied_objects()
+            .boxed();
+        let driver = tokio::spawn(stream.for_each(|_| async {}));
+        tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready())
+            .await
+            .expect("streaming list finished")
+            .unwrap();
+        let names: Vec<_> = reader
+            .state()
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["seen"]);
+        driver.abort();
+    }
     c.cleanup().await;
 }
