@@ -303,7 +303,7 @@ async fn collection(
         table,
     } = req;
     let filter = Filter {
-        group: kind.group.clone(),
+        group: kind.storage_group.clone(),
         plural: kind.plural.clone(),
         ns: ns.map(String::from),
         labels: parse_labels(params.get("labelSelector").unwrap_or_default())?,
@@ -523,7 +523,8 @@ pub(crate) fn parse_labels(s: &str) -> Result<Vec<LabelReq>> {
 }
 
 /// Field selectors a real server supports for the kind (metadata.name and
-/// metadata.namespace everywhere, a few more for core events and secrets).
+/// metadata.namespace everywhere, a few more for Events and Secrets), as paths in the
+/// stored object.
 fn parse_fields(kind: &Kind, s: &str) -> Result<Vec<FieldReq>> {
     let mut out = vec![];
     for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -537,18 +538,19 @@ fn parse_fields(kind: &Kind, s: &str) -> Result<Vec<FieldReq>> {
             return Err(ApiError::bad_request(format!("invalid selector: '{t}'")));
         };
         let path = path.trim();
-        let supported = matches!(path, "metadata.name" | "metadata.namespace")
-            || (kind.group.is_empty()
-                && kind.plural == "events"
-                && (path.starts_with("involvedObject.")
-                    || matches!(path, "reason" | "type" | "source" | "reportingComponent")))
-            || (kind.group.is_empty() && kind.plural == "secrets" && path == "type");
-        if !supported {
+        let stored = if kind.is_event() {
+            super::events::selector_path(!kind.group.is_empty(), path)
+        } else {
+            let supported = matches!(path, "metadata.name" | "metadata.namespace")
+                || (kind.group.is_empty() && kind.plural == "secrets" && path == "type");
+            supported.then(|| path.to_string())
+        };
+        let Some(stored) = stored else {
             return Err(ApiError::bad_request(format!(
                 "field label not supported: {path}"
             )));
-        }
-        out.push((path.to_string(), value.trim().to_string(), eq));
+        };
+        out.push((stored, value.trim().to_string(), eq));
     }
     Ok(out)
 }

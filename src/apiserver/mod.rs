@@ -7,6 +7,7 @@
 //! registration with structural-schema, default, pruning and CEL validation.
 //! Anything tested against it should also pass against a real kube-apiserver.
 
+mod events;
 pub mod harness;
 mod http;
 mod patch;

@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use serde_json::{Value, json};
 
+use super::events;
 use super::patch::{
     FieldSet, applied_fields, deep_merge, diff_paths, json_patch, merge_patch, remove_path,
 };
@@ -37,6 +38,8 @@ hoITT359HC6hv/KSm8o2jfFSGpsEERQBqKk7UfoJ+d8=
 #[derive(Clone, Debug)]
 pub(crate) struct Kind {
     pub group: String,
+    /// The group whose storage holds the objects: `events.k8s.io` Events are core Events.
+    pub storage_group: String,
     pub version: String,
     pub plural: String,
     pub singular: String,
@@ -57,6 +60,11 @@ impl Kind {
     fn builtin(group: &str, plural: &str, kind: &str, namespaced: bool, short: &[&str]) -> Self {
         Kind {
             group: group.into(),
+            storage_group: if group == "events.k8s.io" {
+                String::new()
+            } else {
+                group.into()
+            },
             version: "v1".into(),
             plural: plural.into(),
             singular: kind.to_lowercase(),
@@ -106,6 +114,16 @@ impl Kind {
 
     pub fn is_namespace(&self) -> bool {
         self.group.is_empty() && self.plural == "namespaces"
+    }
+
+    /// Core `v1` Events or `events.k8s.io/v1` Events: one store, two shapes.
+    pub fn is_event(&self) -> bool {
+        self.storage_group.is_empty() && self.plural == "events"
+    }
+
+    /// `events.k8s.io/v1` Events, kept in the store as core Events.
+    fn is_new_event(&self) -> bool {
+        self.is_event() && self.group == "events.k8s.io"
     }
 }
 
@@ -393,7 +411,7 @@ impl State {
     /// The resource version of the latest write to `kind`'s objects (0 if none yet).
     pub fn latest_rv(&self, kind: &Kind) -> u64 {
         self.latest
-            .get(&(kind.group.clone(), kind.plural.clone()))
+            .get(&(kind.storage_group.clone(), kind.plural.clone()))
             .copied()
             .unwrap_or_default()
     }
@@ -415,7 +433,7 @@ impl State {
 
     fn key(kind: &Kind, ns: Option<&str>, name: &str) -> Key {
         Key {
-            group: kind.group.clone(),
+            group: kind.storage_group.clone(),
             plural: kind.plural.clone(),
             ns: if kind.namespaced {
                 ns.unwrap_or_default().to_string()
@@ -459,8 +477,23 @@ impl State {
         obj
     }
 
+    /// The object as stored: `events.k8s.io` Events become core Events, and core Events
+    /// get the fields a real server always writes.
+    fn to_storage(kind: &Kind, obj: Value) -> Value {
+        if kind.is_new_event() {
+            events::to_core(obj)
+        } else if kind.is_event() {
+            events::normalize_core(obj)
+        } else {
+            obj
+        }
+    }
+
     /// The object as served under `kind`'s version.
     pub fn present(kind: &Kind, mut obj: Value) -> Value {
+        if kind.is_new_event() {
+            obj = events::to_events_v1(obj);
+        }
         obj["apiVersion"] = Value::String(kind.api_version());
         obj["kind"] = Value::String(kind.kind.clone());
         obj
@@ -596,6 +629,7 @@ impl State {
         dry_run: bool,
     ) -> Result<Value> {
         Self::check_type_meta(kind, &mut obj, false)?;
+        let mut obj = Self::to_storage(kind, obj);
         let meta = obj["metadata"].as_object_mut().expect("checked");
         if meta
             .get("resourceVersion")
@@ -687,7 +721,7 @@ impl State {
             return Err(ApiError::already_exists(kind, &name));
         }
         if dry_run {
-            return Ok(obj);
+            return Ok(Self::present(kind, obj));
         }
         let stored = self.push(key.clone(), "ADDED", obj, None);
         if kind.is_crd() {
@@ -726,6 +760,7 @@ impl State {
             let kind = s(&names["kind"]);
             self.kinds.push(Kind {
                 group: s(&spec["group"]),
+                storage_group: s(&spec["group"]),
                 version: s(&v["name"]),
                 plural: s(&names["plural"]),
                 singular: names["singular"]
@@ -883,6 +918,7 @@ impl State {
     ) -> Result<Value> {
         Self::check_type_meta(kind, &mut obj, false)?;
         Self::check_ns_and_name(kind, &obj, ns, name)?;
+        let obj = Self::to_storage(kind, obj);
         let (key, old) = self.old_for_write(kind, ns, name)?;
         match obj
             .pointer("/metadata/resourceVersion")
@@ -965,7 +1001,11 @@ impl State {
         {
             return Err(ApiError::stale(kind, name));
         }
-        let mut patched = old.clone();
+        let mut patched = if kind.is_new_event() {
+            Self::present(kind, old.clone())
+        } else {
+            old.clone()
+        };
         match how {
             PatchKind::Merge => merge_patch(&mut patched, &patch),
             PatchKind::Apply { force, .. } => {
@@ -984,6 +1024,7 @@ impl State {
         }
         Self::check_type_meta(kind, &mut patched, false)?;
         Self::check_ns_and_name(kind, &patched, ns, name)?;
+        let patched = Self::to_storage(kind, patched);
         let new = Self::prepare_update(kind, name, &old, patched, status_only)?;
         let patched = strict_patch.then(|| Self::present(kind, new.clone()));
         let written = self

@@ -1638,3 +1638,173 @@ async fn watches_send_bookmarks_as_a_real_server_does() {
     }
     c.cleanup().await;
 }
+
+#[tokio::test]
+async fn events_k8s_io_events_are_also_core_events() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    let c = cluster("events").await;
+    let ns = c.namespace.clone();
+    let cms: Api<ConfigMap> = ns_api(&c);
+    let target = cms
+        .create(&PostParams::default(), &cm("target", json!({})))
+        .await
+        .unwrap();
+    let uid = target.metadata.uid.clone().unwrap();
+    let regarding = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "target",
+                           "namespace": ns, "uid": uid});
+    let new_api: Api<NewEvent> = ns_api(&c);
+    let core: Api<CoreEvent> = ns_api(&c);
+    let started: NewEvent = serde_json::from_value(json!({
+        "metadata": {"name": "target.started"},
+        "eventTime": "2026-12-03T08:40:00.123456Z",
+        "reportingController": "slurm-maint.io/controller", "reportingInstance": "ctl-1",
+        "action": "Reconcile", "reason": "Started", "note": "it began", "type": "Normal",
+        "regarding": regarding,
+        "related": {"apiVersion": "v1", "kind": "Secret", "name": "s", "namespace": ns},
+    }))
+    .unwrap();
+    new_api
+        .create(&PostParams::default(), &started)
+        .await
+        .unwrap();
+    let again: NewEvent = serde_json::from_value(json!({
+        "metadata": {"name": "target.again"},
+        "eventTime": "2026-12-03T08:41:00.000000Z",
+        "reportingController": "slurm-maint.io/controller", "reportingInstance": "ctl-1",
+        "action": "Reconcile", "reason": "Again", "note": "first", "type": "Warning",
+        "regarding": regarding,
+    }))
+    .unwrap();
+    new_api
+        .create(&PostParams::default(), &again)
+        .await
+        .unwrap();
+    // kube-rs's Recorder turns a repeat into a series with a merge patch.
+    new_api
+        .patch(
+            "target.again",
+            &PatchParams::default(),
+            &merge(json!({"note": "repeat", "series":
+                {"count": 3, "lastObservedTime": "2026-12-03T08:42:00.500000Z"}})),
+        )
+        .await
+        .unwrap();
+
+    // Read as core v1 Events: the same objects, the fields mapped.
+    let e = core.get("target.started").await.unwrap();
+    assert_eq!(
+        e.metadata.uid,
+        new_api.get("target.started").await.unwrap().metadata.uid
+    );
+    assert_eq!(e.message.as_deref(), Some("it began"));
+    assert_eq!(e.reason.as_deref(), Some("Started"));
+    assert_eq!(e.type_.as_deref(), Some("Normal"));
+    assert_eq!(e.action.as_deref(), Some("Reconcile"));
+    assert_eq!(e.involved_object.name.as_deref(), Some("target"));
+    assert_eq!(e.involved_object.uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(e.involved_object.kind.as_deref(), Some("ConfigMap"));
+    assert_eq!(
+        e.reporting_component.as_deref(),
+        Some("slurm-maint.io/controller")
+    );
+    assert_eq!(e.reporting_instance.as_deref(), Some("ctl-1"));
+    assert_eq!(
+        e.related.as_ref().and_then(|r| r.name.as_deref()),
+        Some("s")
+    );
+    assert!(e.source.as_ref().is_none_or(|s| s.component.is_none()));
+    assert!(e.first_timestamp.is_none() && e.last_timestamp.is_none() && e.count.is_none());
+    assert_eq!(
+        serde_json::to_value(&e.event_time).unwrap(),
+        json!("2026-12-03T08:40:00.123456Z")
+    );
+    let e = core.get("target.again").await.unwrap();
+    assert_eq!(e.message.as_deref(), Some("repeat"));
+    let series = e.series.unwrap();
+    assert_eq!(series.count, Some(3));
+    assert_eq!(
+        serde_json::to_value(&series.last_observed_time).unwrap(),
+        json!("2026-12-03T08:42:00.500000Z")
+    );
+    // The fields core v1 always writes.
+    let raw = dyn_api::<CoreEvent>(&c)
+        .get("target.started")
+        .await
+        .unwrap();
+    for (field, want) in [
+        ("source", json!({})),
+        ("firstTimestamp", Value::Null),
+        ("lastTimestamp", Value::Null),
+    ] {
+        assert_eq!(raw.data.get(field), Some(&want), "{field}: {}", raw.data);
+    }
+
+    // kubectl describe finds them by these field selectors; kubectl get events lists them.
+    let names = |sel: String| {
+        let core = core.clone();
+        async move {
+            let mut names: Vec<String> = core
+                .list(&ListParams::default().fields(&sel))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|e| e.metadata.name.unwrap())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    let describe = format!(
+        "involvedObject.name=target,involvedObject.namespace={ns},involvedObject.kind=ConfigMap,involvedObject.uid={uid}"
+    );
+    assert_eq!(names(describe).await, ["target.again", "target.started"]);
+    let other = format!("involvedObject.name=target,involvedObject.uid=0{uid}");
+    assert!(names(other).await.is_empty());
+    assert_eq!(names("reason=Again".into()).await, ["target.again"]);
+    let e = api_err(
+        core.list(&ListParams::default().fields("involvedObject.colour=red"))
+            .await,
+    );
+    assert_eq!(e.code, 400);
+    assert_eq!(
+        e.message,
+        "field label not supported: involvedObject.colour"
+    );
+
+    // The other way round: a core Event is an events.k8s.io Event.
+    let legacy: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "target.legacy"},
+        "involvedObject": regarding, "reason": "Old", "message": "legacy", "type": "Normal",
+        "source": {"component": "kubelet", "host": "n1"},
+        "firstTimestamp": "2026-12-03T08:00:00Z", "lastTimestamp": "2026-12-03T08:30:00Z",
+        "count": 4,
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &legacy).await.unwrap();
+    let e = new_api.get("target.legacy").await.unwrap();
+    assert_eq!(e.note.as_deref(), Some("legacy"));
+    assert_eq!(
+        e.regarding.as_ref().and_then(|r| r.uid.as_deref()),
+        Some(uid.as_str())
+    );
+    assert_eq!(
+        e.deprecated_source.as_ref().and_then(|s| s.host.as_deref()),
+        Some("n1")
+    );
+    assert_eq!(e.deprecated_count, Some(4));
+    assert_eq!(
+        serde_json::to_value(&e.deprecated_first_timestamp).unwrap(),
+        json!("2026-12-03T08:00:00Z")
+    );
+    assert_eq!(names("source=kubelet".into()).await, ["target.legacy"]);
+    let regarding_target = new_api
+        .list(&ListParams::default().fields("regarding.name=target"))
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(regarding_target, 3);
+    c.cleanup().await;
+}
