@@ -181,3 +181,165 @@ pub(crate) fn selector_path(new_api: bool, path: &str) -> Option<String> {
         _ => None,
     }
 }
+
+type Cause = super::validate::Cause;
+
+fn text<'a>(e: &'a Value, field: &str) -> &'a str {
+    e.get(field).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn is_set(e: &Value, field: &str) -> bool {
+    e.get(field)
+        .is_some_and(|v| !v.is_null() && v != "" && v.as_f64() != Some(0.0))
+}
+
+/// A value in an error as Go prints it: strings quoted, numbers bare, references as the
+/// struct they are.
+fn go_value(field: &str, v: Option<&Value>) -> String {
+    match (field, v) {
+        ("involvedObject" | "related", Some(Value::Object(r))) => {
+            let f = |k: &str| {
+                let s = r.get(k).and_then(Value::as_str).unwrap_or_default();
+                format!("{s:?}")
+            };
+            format!(
+                "{{\"Kind\":{},\"Namespace\":{},\"Name\":{},\"UID\":{},\"APIVersion\":{},\"ResourceVersion\":{},\"FieldPath\":{}}}",
+                f("kind"),
+                f("namespace"),
+                f("name"),
+                f("uid"),
+                f("apiVersion"),
+                f("resourceVersion"),
+                f("fieldPath")
+            )
+        }
+        ("count", None | Some(Value::Null)) => "0".into(),
+        (_, Some(Value::String(s))) => format!("{s:?}"),
+        (_, None | Some(Value::Null)) => "null".into(),
+        (_, Some(v)) => v.to_string(),
+    }
+}
+
+fn invalid(path: &str, shown: &str, why: &str) -> Cause {
+    (
+        path.into(),
+        format!("Invalid value: {shown}: {why}"),
+        "FieldValueInvalid",
+    )
+}
+
+fn required(path: &str) -> Cause {
+    (path.into(), "Required value".into(), "FieldValueRequired")
+}
+
+/// kube-apiserver's Event validation of a create (`new_api`: through events.k8s.io/v1)
+/// or, with `old`, an update; `e` is the Event as stored (core).
+pub(crate) fn validate(e: &Value, new_api: bool, old: Option<&Value>) -> Vec<Cause> {
+    let mut out = legacy(e, new_api);
+    if !new_api {
+        return out;
+    }
+    let Some(old) = old else {
+        if !is_set(e, "eventTime") {
+            out.push(required("eventTime"));
+        }
+        let kind = text(e, "type");
+        if kind != "Normal" && kind != "Warning" {
+            out.push(invalid(
+                "type",
+                "\"\"",
+                &format!("has invalid value: {kind}"),
+            ));
+        }
+        for f in ["firstTimestamp", "lastTimestamp", "count"] {
+            if is_set(e, f) {
+                out.push(invalid(f, "\"\"", "needs to be unset"));
+            }
+        }
+        if ["component", "host"]
+            .iter()
+            .any(|k| e.pointer(&format!("/source/{k}")).is_some_and(|v| v != ""))
+        {
+            out.push(invalid("source", "\"\"", "needs to be unset"));
+        }
+        return out;
+    };
+    // Through events.k8s.io only the series may change.
+    for (field, path) in [
+        ("involvedObject", "involvedObject"),
+        ("reason", "reason"),
+        ("message", "message"),
+        ("source", "source"),
+        ("firstTimestamp", "firstTimestamp"),
+        ("lastTimestamp", "lastTimestamp"),
+        ("count", "count"),
+        ("type", "type"),
+        ("eventTime", "eventTime"),
+        ("action", "action"),
+        ("related", "related"),
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+    ] {
+        let now = e.get(field).filter(|v| !v.is_null());
+        let before = old.get(field).filter(|v| !v.is_null());
+        if now != before {
+            out.push(invalid(path, &go_value(field, now), "field is immutable"));
+        }
+    }
+    out
+}
+
+/// `legacyValidateEvent`: what every Event must satisfy, whichever API wrote it.
+fn legacy(e: &Value, new_api: bool) -> Vec<Cause> {
+    let mut out = vec![];
+    let ns = e
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let involved_ns = e
+        .pointer("/involvedObject/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mismatch = || {
+        invalid(
+            "involvedObject.namespace",
+            &format!("{involved_ns:?}"),
+            "does not match event.namespace",
+        )
+    };
+    if !is_set(e, "eventTime") {
+        let ok = if involved_ns.is_empty() {
+            ns.is_empty() || ns == "default"
+        } else {
+            ns == involved_ns
+        };
+        if !ok {
+            out.push(mismatch());
+        }
+        return out;
+    }
+    if involved_ns.is_empty() && ns != "default" && ns != "kube-system" {
+        out.push(mismatch());
+    }
+    let controller = if new_api {
+        "reportingController"
+    } else {
+        "reportingComponent"
+    };
+    let reporting = text(e, "reportingComponent");
+    if reporting.is_empty() {
+        out.push(required(controller));
+    } else if !super::validate::is_qualified_name(reporting) {
+        out.push(invalid(
+            controller,
+            &format!("{reporting:?}"),
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+        ));
+    }
+    for f in ["reportingInstance", "action", "reason"] {
+        if text(e, f).is_empty() {
+            out.push(required(f));
+        }
+    }
+    out
+}

@@ -15,6 +15,7 @@ use super::ApiServer;
 use super::store::{
     ApiError, DeleteOpts, FieldReq, Filter, Kind, LabelReq, PatchBody, PatchKind, Result,
 };
+use super::table::to_table;
 
 /// How often a real server's watch cache sends a watcher a bookmark (`bookmarkFrequency`).
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -763,53 +764,6 @@ fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Value {
         format!("{group}/{version}")
     };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
-}
-
-/// A `meta.k8s.io/v1` Table as kubectl asks for: Name, the CRD's printer columns (or
-/// Created At for built-in kinds) and partial object metadata per row.
-fn to_table(kind: &Kind, items: &[Value], rv: u64) -> Value {
-    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name",
-        "description": "Name must be unique within a namespace.", "priority": 0})];
-    let printer: Vec<Value> = if kind.printer_columns.is_empty() {
-        vec![json!({"name": "Created At", "type": "date",
-                    "jsonPath": ".metadata.creationTimestamp"})]
-    } else {
-        kind.printer_columns.clone()
-    };
-    for c in &printer {
-        columns.push(json!({
-            "name": c["name"], "type": c["type"],
-            "format": c.get("format").cloned().unwrap_or_else(|| json!("")),
-            "description": c.get("description").cloned().unwrap_or_else(|| json!("")),
-            "priority": c.get("priority").cloned().unwrap_or_else(|| json!(0)),
-        }));
-    }
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let mut cells = vec![o["metadata"]["name"].clone()];
-            for c in &printer {
-                let path = c["jsonPath"].as_str().unwrap_or_default();
-                let cell = path
-                    .trim_start_matches('.')
-                    .split('.')
-                    .filter(|p| !p.is_empty())
-                    .try_fold(o, |v, p| v.get(p))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                cells.push(cell);
-            }
-            json!({"cells": cells, "object": {
-                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                "metadata": o["metadata"],
-            }})
-        })
-        .collect();
-    json!({
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": rv.to_string()},
-        "columnDefinitions": columns, "rows": rows,
-    })
 }
 
 /// OpenAPI v3 discovery: one document per group/version.

@@ -12,6 +12,7 @@ pub mod harness;
 mod http;
 mod patch;
 mod store;
+mod table;
 mod validate;
 
 #[cfg(test)]

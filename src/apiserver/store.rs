@@ -99,9 +99,10 @@ impl Kind {
         }
     }
 
-    /// `Kind.group`, as real validation messages name a kind.
+    /// `Kind.group`, as real validation messages name a kind (Events by their internal,
+    /// core kind, whichever API was used).
     pub fn group_kind(&self) -> String {
-        if self.group.is_empty() {
+        if self.storage_group.is_empty() {
             self.kind.clone()
         } else {
             format!("{}.{}", self.kind, self.group)
@@ -220,7 +221,7 @@ impl ApiError {
             .collect();
         ApiError {
             details: Some(
-                json!({"name": name, "group": kind.group, "kind": kind.kind, "causes": causes}),
+                json!({"name": name, "group": kind.storage_group, "kind": kind.kind, "causes": causes}),
             ),
             ..Self::new(
                 422,
@@ -712,6 +713,9 @@ impl State {
         }
         let mut causes = validate::name_causes(kind, &name);
         causes.extend(validate::metadata_causes(&obj));
+        if kind.is_event() {
+            causes.extend(events::validate(&obj, kind.is_new_event(), None));
+        }
         if kind.is_crd() {
             causes.extend(validate::crd_causes(&name, &obj));
         }
@@ -1204,6 +1208,9 @@ impl State {
         dry_run: bool,
     ) -> Result<Value> {
         let mut causes = validate::metadata_causes(&new);
+        if kind.is_event() {
+            causes.extend(events::validate(&new, kind.is_new_event(), Some(&old)));
+        }
         if kind.is_crd() {
             causes.extend(validate::crd_causes(&key.name, &new));
         }

@@ -1685,11 +1685,41 @@ async fn events_k8s_io_events_are_also_core_events() {
         .patch(
             "target.again",
             &PatchParams::default(),
-            &merge(json!({"note": "repeat", "series":
+            &merge(json!({"series":
                 {"count": 3, "lastObservedTime": "2026-12-03T08:42:00.500000Z"}})),
         )
         .await
         .unwrap();
+    // Through events.k8s.io only the series may change; core v1 may change the rest.
+    let e = api_err(
+        new_api
+            .patch(
+                "target.again",
+                &PatchParams::default(),
+                &merge(json!({"note": "repeat", "type": "Normal"})),
+            )
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "Event \"target.again\" is invalid: [message: Invalid value: \"repeat\": field is immutable, type: Invalid value: \"Normal\": field is immutable]"
+    );
+    core.patch(
+        "target.again",
+        &PatchParams::default(),
+        &merge(json!({"message": "repeat"})),
+    )
+    .await
+    .unwrap();
+    // What events.k8s.io refuses to create.
+    let bare: NewEvent =
+        serde_json::from_value(json!({"metadata": {"name": "bare"}, "note": "x"})).unwrap();
+    let e = api_err(new_api.create(&PostParams::default(), &bare).await);
+    assert_eq!(
+        e.message,
+        "Event \"bare\" is invalid: [involvedObject.namespace: Invalid value: \"\": does not match event.namespace, eventTime: Required value, type: Invalid value: \"\": has invalid value: ]"
+    );
 
     // Read as core v1 Events: the same objects, the fields mapped.
     let e = core.get("target.started").await.unwrap();
@@ -1806,5 +1836,256 @@ async fn events_k8s_io_events_are_also_core_events() {
         .items
         .len();
     assert_eq!(regarding_target, 3);
+    c.cleanup().await;
+}
+
+/// GET `uri` as kubectl asks for a Table.
+async fn table(client: &kube::Client, uri: &str) -> Value {
+    let req = axum::http::Request::get(uri)
+        .header("accept", "application/json;as=Table;g=meta.k8s.io;v=v1")
+        .body(vec![])
+        .unwrap();
+    let t: Value = client.request(req).await.unwrap();
+    assert_eq!(
+        (t["kind"].as_str(), t["apiVersion"].as_str()),
+        (Some("Table"), Some("meta.k8s.io/v1")),
+        "{t}"
+    );
+    t
+}
+
+fn column_names(t: &Value) -> Vec<String> {
+    t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn row<'a>(t: &'a Value, name: &str) -> &'a Vec<Value> {
+    t["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["object"]["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name}: {t}"))["cells"]
+        .as_array()
+        .unwrap()
+}
+
+/// An age of something made during the test: `0s` to `119s`.
+fn fresh(cell: &Value) -> bool {
+    cell.as_str()
+        .and_then(|s| s.strip_suffix('s'))
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n < 120)
+}
+
+#[tokio::test]
+async fn tables_give_ages_as_a_real_server_does() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let c = cluster("tables").await;
+    let ns = c.namespace.clone();
+    let client = c.client.clone();
+
+    // A custom resource: its printer columns; `date` cells as ages, a future time as
+    // `<invalid>`, what is missing as null.
+    let nms = dyn_api::<NodeMaintenance>(&c);
+    nms.create(&PostParams::default(), &node_maintenance("aged", "node-1"))
+        .await
+        .unwrap();
+    nms.patch_status(
+        "aged",
+        &PatchParams::default(),
+        &merge(json!({"status": {"phase": "Reserved", "attempts": 2,
+                                 "reservationStart": "2999-01-01T00:00:00Z"}})),
+    )
+    .await
+    .unwrap();
+    let t = table(
+        &client,
+        &format!("/apis/slurm-maint.io/v1alpha1/namespaces/{ns}/nodemaintenances"),
+    )
+    .await;
+    assert_eq!(
+        column_names(&t),
+        [
+            "Name",
+            "Node",
+            "Action",
+            "Phase",
+            "Attempts",
+            "Reservation Start",
+            "Policy",
+            "Last Error",
+            "Age"
+        ]
+    );
+    let columns = t["columnDefinitions"].as_array().unwrap();
+    assert_eq!(columns[0]["format"], "name");
+    assert!(
+        columns[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Name must be unique")
+    );
+    assert_eq!(
+        columns[1]["description"],
+        "Custom resource definition column (in JSONPath format): .spec.nodeName"
+    );
+    assert_eq!(
+        (columns[5]["type"].as_str(), columns[6]["priority"].as_i64()),
+        (Some("date"), Some(1))
+    );
+    let cells = row(&t, "aged");
+    assert_eq!(
+        cells[..8],
+        [
+            json!("aged"),
+            json!("node-1"),
+            json!("Reboot"),
+            json!("Reserved"),
+            json!(2),
+            json!("<invalid>"),
+            json!("p"),
+            Value::Null
+        ]
+    );
+    assert!(fresh(&cells[8]), "{cells:?}");
+    let one = table(
+        &client,
+        &format!("/apis/slurm-maint.io/v1alpha1/namespaces/{ns}/nodemaintenances/aged"),
+    )
+    .await;
+    assert_eq!(row(&one, "aged"), cells);
+
+    let policies = dyn_api::<MaintenancePolicy>(&c);
+    policies
+        .create(
+            &PostParams::default(),
+            &policy("p", json!({"maxUnavailable": 1})),
+        )
+        .await
+        .unwrap();
+    let past = "2020-01-01T00:00:00Z";
+    policies
+        .patch_status(
+            "p",
+            &PatchParams::default(),
+            &merge(json!({"status": {"eta": past}})),
+        )
+        .await
+        .unwrap();
+    let t = table(
+        &client,
+        &format!("/apis/slurm-maint.io/v1alpha1/namespaces/{ns}/maintenancepolicies"),
+    )
+    .await;
+    let names = column_names(&t);
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    let cells = row(&t, "p");
+    assert_eq!(cells[at("Partition")], "batch");
+    assert_eq!(cells[at("Allowed")], Value::Null);
+    assert_eq!(cells[at("Paused")], false);
+    let since = jiff::Timestamp::now()
+        .duration_since(past.parse().unwrap())
+        .as_nanos();
+    assert_eq!(cells[at("ETA")], json!(super::table::human_duration(since)));
+    assert!(
+        cells[at("ETA")]
+            .as_str()
+            .unwrap()
+            .starts_with(|c: char| c.is_ascii_digit())
+    );
+    assert!(fresh(&cells[at("Age")]), "{cells:?}");
+
+    // Built-in kinds: their printers, the age already rendered.
+    let cms: Api<ConfigMap> = ns_api(&c);
+    let mut two = cm("two", json!({}));
+    two.data = Some([("a".into(), "1".into()), ("b".into(), "2".into())].into());
+    cms.create(&PostParams::default(), &two).await.unwrap();
+    let t = table(&client, &format!("/api/v1/namespaces/{ns}/configmaps")).await;
+    assert_eq!(column_names(&t), ["Name", "Data", "Age"]);
+    assert!(
+        t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] == "string")
+    );
+    let cells = row(&t, "two");
+    assert_eq!(cells[..2], [json!("two"), json!(2)]);
+    assert!(fresh(&cells[2]), "{cells:?}");
+    let t = table(&client, &format!("/api/v1/namespaces/{ns}")).await;
+    assert_eq!(column_names(&t), ["Name", "Status", "Age"]);
+    let cells = row(&t, &ns);
+    assert_eq!(cells[1], "Active");
+    assert!(fresh(&cells[2]), "{cells:?}");
+
+    // Events print as kubectl get events shows them.
+    let ten_minutes_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600);
+    let event: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "two.started"},
+        "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": "two", "namespace": ns},
+        "reason": "Started", "message": "it began ", "type": "Normal",
+        "eventTime": ten_minutes_ago.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "reportingComponent": "slurm-maint.io/controller", "reportingInstance": "ctl-1",
+        "action": "Reconcile",
+    }))
+    .unwrap();
+    ns_api::<CoreEvent>(&c)
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+    let want = [
+        json!("10m"),
+        json!("Normal"),
+        json!("Started"),
+        json!("configmap/two"),
+        json!(""),
+        json!("slurm-maint.io/controller, ctl-1"),
+        json!("it began"),
+        json!("10m"),
+        json!(1),
+        json!("two.started"),
+    ];
+    for api in ["api/v1", "apis/events.k8s.io/v1"] {
+        let t = table(&client, &format!("/{api}/namespaces/{ns}/events")).await;
+        assert_eq!(
+            column_names(&t),
+            [
+                "Last Seen",
+                "Type",
+                "Reason",
+                "Object",
+                "Subobject",
+                "Source",
+                "Message",
+                "First Seen",
+                "Count",
+                "Name"
+            ]
+        );
+        assert_eq!(row(&t, "two.started")[..], want, "{api}");
+    }
+
+    // Kinds without a printer of their own: the raw creation time.
+    let crd = "nodemaintenances.slurm-maint.io";
+    let t = table(
+        &client,
+        &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}"),
+    )
+    .await;
+    assert_eq!(column_names(&t), ["Name", "Created At"]);
+    assert_eq!(t["columnDefinitions"][1]["type"], "date");
+    let created = Api::<CustomResourceDefinition>::all(client.clone())
+        .get(crd)
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap();
+    assert_eq!(row(&t, crd)[1], serde_json::to_value(&created).unwrap());
     c.cleanup().await;
 }
