@@ -3,8 +3,10 @@
 //! `SLURM_MAINT_LIVE=1` (set by `tests/run.sh`). Each test works on its own node.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use slurm_maint::agent::api::PartitionSnapshot;
 use slurm_maint::plan::Action;
@@ -36,17 +38,11 @@ fn sh(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The agent (killed when dropped), its URL and a client.
 struct Agent {
-    child: Child,
+    _proc: common::AgentProc,
     base: String,
     client: AgentClient,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A plain reqwest client; reqwest is built without a crypto provider of its own.
@@ -55,41 +51,23 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-fn spawn_agent(port: u16, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
-        .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .env("SLURM_MAINT_AGENT_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn agent(port: u16) -> Agent {
-    let child = spawn_agent(port, &[]);
-    let base = format!("http://127.0.0.1:{port}");
+/// The agent on a free port, once its /healthz answers 200.
+async fn agent() -> Agent {
+    let proc = common::spawn_agent(TOKEN, &[], |port| async move {
+        http()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{}", proc.port);
     let client = AgentClient::new(&base, TOKEN, Duration::from_secs(30)).unwrap();
-    // Constructed first, so a failed start still kills the process.
-    let agent = Agent {
-        child,
-        base: base.clone(),
+    Agent {
+        _proc: proc,
+        base,
         client,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(r) = http().get(format!("{base}/healthz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent did not become healthy (is SLURM_CONF set?)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    agent
 }
 
 /// Poll the partition until `cond` holds (or fail after `secs`).
@@ -139,7 +117,7 @@ async fn snapshot_is_batched_and_requests_are_authenticated_and_validated() {
     if !live() {
         return;
     }
-    let a = agent(18081).await;
+    let a = agent().await;
     let before = commands_run(&a).await;
     let snap = a.client.snapshot("batch").await.unwrap();
     assert_eq!(snap.nodes.len(), 6);
@@ -221,7 +199,7 @@ async fn maint_reservation_lifecycle_and_foreign_reservations() {
     if !live() {
         return;
     }
-    let a = agent(18082).await;
+    let a = agent().await;
     let name = "slurm-maint-node1-live".to_string();
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
     let create = Action::CreateReservation {
@@ -311,7 +289,7 @@ async fn drain_and_resume_but_never_someone_elses_drain() {
     if !live() {
         return;
     }
-    let a = agent(18083).await;
+    let a = agent().await;
     a.client.drain("node3", "live test drain").await.unwrap();
     let snap = wait_for(&a, 10, "node3 drained", |s| {
         node(s, "node3").state.is_drained()
@@ -352,10 +330,13 @@ async fn reboot_brings_a_new_boot_time() {
     if !live() {
         return;
     }
-    let a = agent(18084).await;
-    let before = node(&a.client.snapshot("batch").await.unwrap(), "node4")
-        .boot_time
-        .unwrap();
+    let a = agent().await;
+    // Just after a resume Slurm shows `IDLE+NOT_RESPONDING BootTime=None` for a moment.
+    let snap = wait_for(&a, 30, "node4 with a boot time", |s| {
+        node(s, "node4").boot_time.is_some()
+    })
+    .await;
+    let before = node(&snap, "node4").boot_time.unwrap();
     // BootTime has one-second resolution: make sure the new boot is a later second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     a.client
@@ -371,6 +352,37 @@ async fn reboot_brings_a_new_boot_time() {
     })
     .await;
     assert_eq!(node(&snap, "node4").state.base, "IDLE");
+    // Slurm 24.11 without accounting storage keeps the reboot's reason; 22.05 and 26.05
+    // clear it. Either way no reason of ours is left once it is retired.
+    let ours = |s: &PartitionSnapshot| {
+        node(s, "node4")
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("slurm-maint: "))
+    };
+    if ours(&snap) {
+        let done = a
+            .client
+            .execute(&Action::ClearReason {
+                node: "node4".into(),
+            })
+            .await
+            .unwrap();
+        assert!(done.changed);
+    } else {
+        let err = a
+            .client
+            .execute(&Action::ClearReason {
+                node: "node4".into(),
+            })
+            .await;
+        assert!(
+            err.is_ok_and(|d| !d.changed),
+            "no reason: nothing to retire"
+        );
+    }
+    let snap = a.client.snapshot("batch").await.unwrap();
+    assert!(!ours(&snap), "{:?}", node(&snap, "node4").reason);
 }
 
 /// A node that never comes back from its reboot (its slurmd stays stopped) ends DOWN with
@@ -382,7 +394,7 @@ async fn a_node_that_never_reports_its_boot_ends_down() {
     if !live() {
         return;
     }
-    let a = agent(18085).await;
+    let a = agent().await;
     let knob = state_dir().join("hang").join("node5");
     std::fs::create_dir_all(knob.parent().unwrap()).unwrap();
     std::fs::write(&knob, "").unwrap();
@@ -427,6 +439,23 @@ async fn a_node_that_never_reports_its_boot_ends_down() {
     })
     .await;
     assert!(node(&snap, "node5").state.is_down());
+    // Slurm took it down; the reason still starts with ours, which proves nothing.
+    assert!(
+        node(&snap, "node5")
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("slurm-maint: ")),
+        "{:?}",
+        node(&snap, "node5").reason
+    );
+    let err = a.client.resume("node5").await.unwrap_err();
+    assert!(
+        matches!(&err, SlurmError::Refused { status: 409, .. })
+            && err.to_string().contains("DownBySlurm"),
+        "{err}"
+    );
+    let snap = a.client.snapshot("batch").await.unwrap();
+    assert_eq!(node(&snap, "node5").state.base, "DOWN");
 }
 
 #[tokio::test]
@@ -434,7 +463,7 @@ async fn only_preemptable_jobs_are_cancelled() {
     if !live() {
         return;
     }
-    let a = agent(18086).await;
+    let a = agent().await;
     let submit = |part: &str| -> u64 {
         sh(&[
             "sbatch",
@@ -611,7 +640,10 @@ async fn tls_with_client_certificates() {
     if !live() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("slurm-maint-tls-{}", std::process::id()));
+    // Under the target dir, not /tmp: the agent may run in a chroot (own /tmp) that sees
+    // the repository, target/ included, at the same path.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slurm-maint-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     openssl(
         &dir,
@@ -649,9 +681,20 @@ async fn tls_with_client_certificates() {
     let ca = read("ca.pem");
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
 
-    let port = 18087;
-    let child = spawn_agent(
-        port,
+    let tls_client = |port: u16, identity: Option<&[u8]>| {
+        AgentClient::with_tls(
+            &format!("https://127.0.0.1:{port}"),
+            TOKEN,
+            Duration::from_secs(30),
+            Some(&ca),
+            identity,
+        )
+        .unwrap()
+        .with_retries(0, Duration::ZERO)
+    };
+    let client_identity = identity("client");
+    let proc = common::spawn_agent(
+        TOKEN,
         &[
             "--tls-cert",
             &path("server.pem"),
@@ -660,26 +703,21 @@ async fn tls_with_client_certificates() {
             "--tls-client-ca",
             &path("ca.pem"),
         ],
-    );
+        |port| {
+            let c = tls_client(port, Some(&client_identity));
+            async move { c.snapshot("batch").await.is_ok() }
+        },
+    )
+    .await;
+    let port = proc.port;
     let base = format!("https://127.0.0.1:{port}");
-    let client = |identity: Option<&[u8]>| {
-        AgentClient::with_tls(&base, TOKEN, Duration::from_secs(30), Some(&ca), identity)
-            .unwrap()
-            .with_retries(0, Duration::ZERO)
-    };
+    let client = |identity: Option<&[u8]>| tls_client(port, identity);
     let a = Agent {
-        child,
+        _proc: proc,
         base: base.clone(),
-        client: client(Some(&identity("client"))),
+        client: client(Some(&client_identity)),
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let snap = loop {
-        match a.client.snapshot("batch").await {
-            Ok(snap) => break snap,
-            Err(e) => assert!(Instant::now() < deadline, "agent over TLS: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let snap = a.client.snapshot("batch").await.unwrap();
     assert_eq!(snap.nodes.len(), 6);
 
     // No client certificate, or one the CA did not sign: the handshake fails.

@@ -21,8 +21,6 @@ use slurm_maint::plan::status::reason;
 use slurm_maint::slurm::client::SlurmClient;
 
 const TOKEN: &str = "controller-live-token";
-const PORT: u16 = 18090;
-const METRICS_PORT: u16 = 18091;
 
 fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -39,7 +37,7 @@ async fn a_rolling_reboot_campaign_on_real_slurm() {
     if !common::live() {
         return;
     }
-    let (_agent, url, slurm) = common::start_agent(PORT, TOKEN).await;
+    let (_agent, url, slurm) = common::start_agent(TOKEN).await;
     // Every node back in service (an earlier test may have left one down).
     for n in ["node1", "node2", "node3"] {
         let _ = Command::new("scontrol")
@@ -96,11 +94,12 @@ async fn a_rolling_reboot_campaign_on_real_slurm() {
         }
         None => std::env::var("SLURM_MAINT_E2E_KUBECONFIG").unwrap().into(),
     };
+    let metrics_port = common::free_port();
     let controller = common::Proc(
         Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
             .args(["controller", "--namespace", &c.namespace])
             .args(["--lease-namespace", &c.namespace, "--identity", "live-0"])
-            .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .env("KUBECONFIG", &kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -166,7 +165,7 @@ async fn a_rolling_reboot_campaign_on_real_slurm() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     // Metrics, scraped as Prometheus would.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{METRICS_PORT}/metrics"))
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap()
         .text()

@@ -200,7 +200,10 @@ fn cel_refuses_bad_policies() {
             "requires reservations.enabled",
         ),
         (json!({"interval": "1s"}), "between 5s and 1h"),
-        (json!({"reservations": {"duration": "1m"}}), "at least 5m"),
+        (
+            json!({"reservations": {"duration": "1m"}}),
+            "between 5m and 720h",
+        ),
         (
             json!({"reboots": {"timeout": "10s"}}),
             "between 30s and 24h",
@@ -298,4 +301,138 @@ fn example_policies_are_valid() {
         n += 1;
     }
     assert!(n >= 6);
+}
+
+/// kubectl renders a `date` column as an age, and a future time as `<invalid>`: only
+/// times in the past (creation) may use it; reservation starts, ETAs and OCI windows
+/// are strings.
+#[test]
+fn only_past_times_are_date_columns() {
+    for plural in [
+        "maintenancepolicies",
+        "nodemaintenances",
+        "ocimaintenanceevents",
+    ] {
+        let crd = crd_named(plural);
+        for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+        {
+            if c["type"] == "date" {
+                assert_eq!(
+                    c["jsonPath"], ".metadata.creationTimestamp",
+                    "{plural} column {} may be in the future",
+                    c["name"]
+                );
+            }
+        }
+    }
+}
+
+/// Every duration field: one bounded format, and a range named in the message; a value
+/// too long for CEL's own `duration()` (`999999999h`) is refused with that message too.
+#[test]
+fn every_duration_field_has_a_range_that_names_the_field() {
+    let fields: &[(&[&str], &str, &str, &str)] = &[
+        (&["interval"], "interval", "5s", "1h"),
+        (
+            &["budget", "reservationLeadTime"],
+            "reservationLeadTime",
+            "0s",
+            "168h",
+        ),
+        (
+            &["reservations", "duration"],
+            "reservations.duration",
+            "5m",
+            "720h",
+        ),
+        (&["reboots", "timeout"], "reboots.timeout", "30s", "24h"),
+        (
+            &["reboots", "settleTime"],
+            "reboots.settleTime",
+            "0s",
+            "24h",
+        ),
+        (
+            &["oci", "discoveryInterval"],
+            "oci.discoveryInterval",
+            "1m",
+            "24h",
+        ),
+        (
+            &["oci", "drainPollInterval"],
+            "oci.drainPollInterval",
+            "5s",
+            "1h",
+        ),
+        (
+            &["oci", "maintenancePollInterval"],
+            "oci.maintenancePollInterval",
+            "5s",
+            "1h",
+        ),
+        (
+            &["oci", "scheduleLeadTime"],
+            "oci.scheduleLeadTime",
+            "1m",
+            "168h",
+        ),
+        (&["oci", "drainAhead"], "oci.drainAhead", "0s", "720h"),
+    ];
+    let with = |path: &[&str], v: &str| {
+        let mut s = base_spec();
+        let mut at = &mut s;
+        for (i, key) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                at[*key] = v.into();
+            } else {
+                if at.get(*key).is_none() {
+                    at[*key] = json!({});
+                }
+                at = &mut at[*key];
+            }
+        }
+        policy(s)
+    };
+    for (path, name, min, max) in fields {
+        let want = format!("{name} must be a duration between {min} and {max}");
+        for good in [*min, *max] {
+            cel("maintenancepolicies", &with(path, good), None)
+                .unwrap_or_else(|e| panic!("{name}={good}: {e}"));
+        }
+        for bad in ["999999999h", "9999999m", "1000000h"] {
+            let err = cel("maintenancepolicies", &with(path, bad), None)
+                .expect_err(&format!("{name}={bad}"));
+            assert!(err.contains(&want), "{name}={bad}: {err}");
+        }
+        let max_secs: u64 = max.parse::<api::Duration>().unwrap().as_secs();
+        let over = format!("{}s", max_secs + 1);
+        let err = cel("maintenancepolicies", &with(path, &over), None)
+            .expect_err(&format!("{name}={over}"));
+        assert!(err.contains(&want), "{name}={over}: {err}");
+    }
+    // Every duration-shaped field of the schema is in the list above.
+    fn durations(s: &Value, path: String, out: &mut Vec<String>) {
+        if s["pattern"].as_str() == Some(api::duration::DURATION_PATTERN) {
+            out.push(path.clone());
+        }
+        for (k, v) in s["properties"].as_object().into_iter().flatten() {
+            durations(v, format!("{path}.{k}"), out);
+        }
+    }
+    let mut found = vec![];
+    durations(
+        &schema("maintenancepolicies")["properties"]["spec"],
+        String::new(),
+        &mut found,
+    );
+    let listed: Vec<String> = fields
+        .iter()
+        .map(|(p, ..)| format!(".{}", p.join(".")))
+        .collect();
+    found.sort();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(found, listed_sorted);
 }

@@ -1,5 +1,6 @@
-//! Parsers over real Slurm 22.05 output captured by `tests/slurm/capture-fixtures.sh`
-//! (see `tests/fixtures/slurm-22.05/README.md` for what each snapshot shows).
+//! Parsers over real Slurm 22.05, 24.11 and 26.05 output captured by
+//! `tests/slurm/capture-fixtures.sh` (see `tests/fixtures/slurm-*/README.md` for what each
+//! snapshot shows).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,16 @@ use std::path::{Path, PathBuf};
 use jiff::tz::TimeZone;
 use slurm_maint::slurm::{Job, Node, NodeState, Reservation, parse};
 
+/// The Slurm versions with captured fixtures (`tests/fixtures/slurm-VERSION/`).
+const VERSIONS: [&str; 3] = ["22.05", "24.11", "26.05"];
+
+fn version_root(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/slurm-{version}"))
+}
+
+/// The snapshots the tests below name are 22.05's.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slurm-22.05")
+    version_root("22.05")
 }
 
 fn read(dir: &Path, file: &str) -> String {
@@ -62,15 +71,20 @@ fn parse_snapshot(dir: &Path) -> Parsed {
     }
 }
 
+/// Every snapshot of every version.
 fn snapshots() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("sinfo.json").exists())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3, "fixtures missing: {dirs:?}");
-    dirs
+    let mut all = Vec::new();
+    for version in VERSIONS {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(version_root(version))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("sinfo.json").exists())
+            .collect();
+        dirs.sort();
+        assert!(dirs.len() >= 3, "{version} fixtures missing: {dirs:?}");
+        all.extend(dirs);
+    }
+    all
 }
 
 /// Every form agrees with every other: scontrol vs sinfo --json on nodes, scontrol vs

@@ -28,7 +28,6 @@ use slurm_maint::slurm::client::SlurmClient;
 use tokio::sync::watch;
 
 const TOKEN: &str = "oci-live-token";
-const PORT: u16 = 18092;
 const TENANCY: &str = "ocid1.tenancy.oc1..aaaaaaaalive";
 const APPROVED: &str = "HPCRDMA-0002-02";
 
@@ -69,7 +68,7 @@ async fn oci_events_and_a_rolling_reboot_share_the_budget_on_real_slurm() {
     if !common::live() {
         return;
     }
-    let (_agent, url, slurm) = common::start_agent(PORT, TOKEN).await;
+    let (_agent, url, slurm) = common::start_agent(TOKEN).await;
     for n in 1..=6 {
         let _ = Command::new("scontrol")
             .args(["update", &format!("NodeName=node{n}"), "State=RESUME"])

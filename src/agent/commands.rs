@@ -168,6 +168,22 @@ pub fn resume_node(node: &str) -> Argv {
     ]
 }
 
+/// What replaces a stale reason of ours: it records the end of our work and, lacking our
+/// prefix, claims nothing.
+pub const DONE_REASON: &str = "maintenance done (slurm-maint)";
+
+/// `scontrol update NodeName=… Reason=maintenance done (slurm-maint)`. Slurm cannot empty
+/// a reason (`Reason=` is ignored); only its accounting plugin clears one when a node
+/// returns, and 24.11 without accounting storage skips that, keeping ours for good.
+pub fn clear_reason(node: &str) -> Argv {
+    vec![
+        "scontrol".into(),
+        "update".into(),
+        format!("NodeName={node}"),
+        format!("Reason={DONE_REASON}"),
+    ]
+}
+
 /// `scontrol reboot ASAP nextstate=… reason=… <node>`.
 pub fn reboot_node(node: &str, reason: &str, next: NextState) -> Argv {
     vec![

@@ -19,7 +19,8 @@
 //! | `POST /v1/reservations` | create (name must carry the owned prefix) |
 //! | `PATCH`/`DELETE /v1/reservations/{name}` | move, resize or delete ours |
 //! | `POST /v1/nodes/{node}/drain` `{reason}` | drain (not over someone else's drain) |
-//! | `POST /v1/nodes/{node}/resume` | clear our drain, never other people's |
+//! | `POST /v1/nodes/{node}/resume` | clear our drain, never other people's, never a node Slurm took down |
+//! | `POST /v1/nodes/{node}/clear-reason` | retire our old reason on a node back in service |
 //! | `POST /v1/nodes/{node}/reboot` `{reason, nextState}` | `scontrol reboot ASAP` or the site command |
 //! | `POST /v1/nodes/{node}/health` | `{healthy, message}` |
 //! | `POST /v1/jobs/{id}/cancel` | only a preemptable job |

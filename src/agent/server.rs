@@ -270,6 +270,7 @@ pub fn router(config: Config, runner: Arc<dyn Runner>) -> Router {
         )
         .route("/v1/nodes/{node}/drain", post(drain))
         .route("/v1/nodes/{node}/resume", post(resume))
+        .route("/v1/nodes/{node}/clear-reason", post(clear_reason))
         .route("/v1/nodes/{node}/reboot", post(reboot))
         .route("/v1/nodes/{node}/health", post(health))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
@@ -461,7 +462,9 @@ async fn drain(
     Ok(done(true, out))
 }
 
-/// Only drains we set are cleared: never other people's.
+/// Only drains we set are cleared: never other people's, and never a node Slurm itself
+/// took out (DOWN, FAIL, NOT_RESPONDING), whatever its reason says: an old reason of ours
+/// can outlive our work (Slurm 24.11 keeps it), so the prefix alone proves nothing.
 async fn resume(State(agent): State<Shared>, Path(node): Path<String>) -> ApiResult<Json<Done>> {
     let node = validate::node_name(&node)?;
     let current = agent.node(node).await?;
@@ -471,6 +474,16 @@ async fn resume(State(agent): State<Shared>, Path(node): Path<String>) -> ApiRes
             format!(
                 "node {node} is {}, not drained or down; nothing to resume",
                 current.state
+            ),
+        ));
+    }
+    if taken_out_by_slurm(&current.state) {
+        return Err(ApiError::conflict(
+            "DownBySlurm",
+            format!(
+                "node {node} is {}: Slurm took it out of service (reason {:?}); not resumed",
+                current.state,
+                current.reason.as_deref().unwrap_or("none")
             ),
         ));
     }
@@ -488,6 +501,48 @@ async fn resume(State(agent): State<Shared>, Path(node): Path<String>) -> ApiRes
         }
     }
     let out = agent.slurm(commands::resume_node(node)).await?;
+    Ok(done(true, out))
+}
+
+/// DOWN, FAIL/FAILING or NOT_RESPONDING: states Slurm sets itself (or an admin with DOWN).
+fn taken_out_by_slurm(state: &crate::slurm::NodeState) -> bool {
+    state.base == "DOWN"
+        || ["FAIL", "FAILING", "NOT_RESPONDING"]
+            .iter()
+            .any(|f| state.has(f))
+}
+
+/// Replaces our reason on a node back in service with [`commands::DONE_REASON`]
+/// (Slurm cannot empty one); another reason, or a node still drained or down, is refused
+/// and left as it is.
+async fn clear_reason(
+    State(agent): State<Shared>,
+    Path(node): Path<String>,
+) -> ApiResult<Json<Done>> {
+    let node = validate::node_name(&node)?;
+    let current = agent.node(node).await?;
+    let Some(reason) = current.reason.as_deref() else {
+        return Ok(done(
+            false,
+            format!("node {node} has no reason; nothing to clear"),
+        ));
+    };
+    if !agent.is_our_reason(reason) {
+        return Err(ApiError::conflict(
+            "ForeignReason",
+            format!("node {node} has reason {reason:?}, not set by slurm-maint; left alone"),
+        ));
+    }
+    if current.state.is_drained() || current.state.is_down() || current.state.is_rebooting() {
+        return Err(ApiError::conflict(
+            "NotInService",
+            format!(
+                "node {node} is {}; its reason stays while it is out of service",
+                current.state
+            ),
+        ));
+    }
+    let out = agent.slurm(commands::clear_reason(node)).await?;
     Ok(done(true, out))
 }
 

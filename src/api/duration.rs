@@ -12,6 +12,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// OpenAPI pattern for a duration field.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,9}h)?([0-9]{1,9}m)?([0-9]{1,9}s)?$";
 
+/// Digits per unit that CEL's `duration()` can hold (its limit is about 290 years): a
+/// value outside this is refused by the range rule before `duration()` could overflow.
+const CEL_SAFE_PATTERN: &str = r"^([0-9]{1,6}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$";
+
+/// The CEL rule every duration field carries: a value within `[min, max]`, refused with a
+/// message naming the field and the range (a value too long for CEL's `duration()` too).
+pub fn range_rule(field: &str, min: &str, max: &str) -> kube::core::Rule {
+    debug_assert!(min.parse::<Duration>().is_ok() && max.parse::<Duration>().is_ok());
+    kube::core::Rule::new(format!(
+        "self.matches('{CEL_SAFE_PATTERN}') && duration(self) >= duration('{min}') && duration(self) <= duration('{max}')"
+    ))
+    .message(
+        format!("{field} must be a duration between {min} and {max}, such as 90s, 10m or 1h30m")
+            .as_str(),
+    )
+}
+
 /// A non-negative whole-second duration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(pub u64);

@@ -1,5 +1,7 @@
 //! Custom resources of group `slurm-maint.io`, version `v1alpha1`.
 
+#[cfg(test)]
+mod cel_bounds;
 pub mod condition;
 pub mod duration;
 pub mod node_maintenance;

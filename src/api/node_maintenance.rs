@@ -23,7 +23,7 @@ use super::Condition;
     printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.action"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attempts"}"#,
-    printcolumn = r#"{"name":"Reservation Start","type":"date","jsonPath":".status.reservationStart"}"#,
+    printcolumn = r#"{"name":"Reservation Start","type":"string","jsonPath":".status.reservationStart","description":"When the node's maintenance reservation starts (UTC)"}"#,
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy","priority":1}"#,
     printcolumn = r#"{"name":"Last Error","type":"string","jsonPath":".status.lastError","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

@@ -24,8 +24,8 @@ use super::Condition;
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".spec.lifecycleState"}"#,
     printcolumn = r#"{"name":"Approved","type":"boolean","jsonPath":".status.approval.approved"}"#,
     printcolumn = r#"{"name":"Decision","type":"string","jsonPath":".status.approval.reason"}"#,
-    printcolumn = r#"{"name":"Window","type":"date","jsonPath":".spec.timeWindowStart"}"#,
-    printcolumn = r#"{"name":"Due","type":"date","jsonPath":".spec.timeHardDueDate","priority":1}"#,
+    printcolumn = r#"{"name":"Window","type":"string","jsonPath":".spec.timeWindowStart","description":"Start of the maintenance window (UTC)"}"#,
+    printcolumn = r#"{"name":"Due","type":"string","jsonPath":".spec.timeHardDueDate","priority":1,"description":"OCI's hard due date (UTC)"}"#,
     printcolumn = r#"{"name":"Instance","type":"string","jsonPath":".spec.instanceId","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

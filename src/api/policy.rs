@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::duration::range_rule;
 use super::{Condition, Duration};
 
 /// Desired maintenance of one Slurm partition (optionally narrowed by a nodelist).
@@ -30,7 +31,7 @@ use super::{Condition, Duration};
     printcolumn = r#"{"name":"Total","type":"integer","jsonPath":".status.nodesNeedingWork","description":"Nodes in the campaign"}"#,
     printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".spec.paused"}"#,
     printcolumn = r#"{"name":"DryRun","type":"boolean","jsonPath":".spec.dryRun","priority":1}"#,
-    printcolumn = r#"{"name":"ETA","type":"date","jsonPath":".status.eta","priority":1}"#,
+    printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.eta","priority":1,"description":"When the campaign is expected to finish (UTC)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -88,7 +89,7 @@ pub struct MaintenancePolicySpec {
 
     /// Time between reconcile passes.
     #[serde(default = "default_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("interval must be between 5s and 1h"))]
+    #[x_kube(validation = range_rule("interval", "5s", "1h"))]
     pub interval: Duration,
 }
 
@@ -152,6 +153,7 @@ pub struct Budget {
     /// A node whose maintenance reservation starts within this time already counts as
     /// unavailable.
     #[serde(default = "default_lead_time")]
+    #[x_kube(validation = range_rule("reservationLeadTime", "0s", "168h"))]
     pub reservation_lead_time: Duration,
 }
 
@@ -178,7 +180,7 @@ pub struct ReservationSettings {
     pub enabled: bool,
     /// Length of each reservation; long enough to reboot and check the node.
     #[serde(default = "default_reservation_duration")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('5m')").message("reservation duration must be at least 5m"))]
+    #[x_kube(validation = range_rule("reservations.duration", "5m", "720h"))]
     pub duration: Duration,
     /// Users allowed in the reservation (Slurm needs users or accounts).
     #[serde(default = "default_users")]
@@ -240,7 +242,7 @@ pub struct RebootSettings {
     pub method: RebootMethod,
     /// How long a reboot may take until the node is back in service.
     #[serde(default = "default_reboot_timeout")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('24h')").message("reboot timeout must be between 30s and 24h"))]
+    #[x_kube(validation = range_rule("reboots.timeout", "30s", "24h"))]
     pub timeout: Duration,
     /// Attempts before a node is marked Failed and kept drained.
     #[serde(default = "default_max_attempts")]
@@ -251,6 +253,7 @@ pub struct RebootSettings {
     pub health_check: bool,
     /// Wait this long after a node is healthy before counting it complete (settle time).
     #[serde(default)]
+    #[x_kube(validation = range_rule("reboots.settleTime", "0s", "24h"))]
     pub settle_time: Duration,
 }
 
@@ -339,10 +342,10 @@ pub struct MaintenanceWindow {
     #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
     /// Start time of day, `HH:MM`.
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(length(max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
     /// End time of day, `HH:MM`; earlier than `start` means the window crosses midnight.
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(length(max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
     /// IANA time zone of `start`/`end`, e.g. `Europe/Berlin`.
     #[serde(default = "default_tz")]
@@ -421,21 +424,25 @@ pub struct OciSettings {
     pub host_mapping: HostMapping,
     /// How often to list events.
     #[serde(default = "default_discovery_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("discoveryInterval must be at least 1m"))]
+    #[x_kube(validation = range_rule("oci.discoveryInterval", "1m", "24h"))]
     pub discovery_interval: Duration,
     /// How often to check a draining node.
     #[serde(default = "default_drain_poll")]
+    #[x_kube(validation = range_rule("oci.drainPollInterval", "5s", "1h"))]
     pub drain_poll_interval: Duration,
     /// First poll interval of a running maintenance (backs off up to 4×).
     #[serde(default = "default_maint_poll")]
+    #[x_kube(validation = range_rule("oci.maintenancePollInterval", "5s", "1h"))]
     pub maintenance_poll_interval: Duration,
     /// Scheduled window start = now + this.
     #[serde(default = "default_schedule_lead")]
+    #[x_kube(validation = range_rule("oci.scheduleLeadTime", "1m", "168h"))]
     pub schedule_lead_time: Duration,
     /// An event OCI will not move (`canReschedule` false, or past its hard due date)
     /// keeps its own window: its node is drained no earlier than this before the window,
     /// so running jobs can end without holding the node out for days.
     #[serde(default = "default_drain_ahead")]
+    #[x_kube(validation = range_rule("oci.drainAhead", "0s", "720h"))]
     pub drain_ahead: Duration,
 }
 

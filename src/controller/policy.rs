@@ -875,6 +875,7 @@ fn verb(a: &Action) -> &'static str {
         Action::CancelJob { .. } => "cancel_job",
         Action::Drain { .. } => "drain",
         Action::Reboot { .. } => "reboot",
+        Action::ClearReason { .. } => "clear_reason",
     }
 }
 

@@ -249,6 +249,12 @@ pub enum Action {
         node: String,
         reason: String,
     },
+    /// Retire our reason on a node back in service (Slurm 24.11 without accounting
+    /// storage keeps it after a resume or a reboot), so no old reason of ours outlives the
+    /// work it described; the agent replaces it with one that claims nothing.
+    ClearReason {
+        node: String,
+    },
 }
 
 impl Action {
@@ -273,6 +279,7 @@ impl Action {
             }
             Self::Drain { node, reason } => format!("drain {node}: {reason}"),
             Self::Reboot { node, reason } => format!("reboot {node}: {reason}"),
+            Self::ClearReason { node } => format!("retire slurm-maint's old reason on {node}"),
         }
     }
 }
@@ -569,6 +576,8 @@ pub fn plan(
             });
         }
     }
+
+    clear_stale_reasons(&ctx, &work, &statuses, &mut updates);
 
     // 2. Give budget back if nodes went down elsewhere: reservations not yet started are
     //    withdrawn, latest release first, until the committed set fits again.
@@ -1123,6 +1132,61 @@ pub fn reboot_refused(
         None,
     );
     (st, actions)
+}
+
+/// When all work on a node has ended and some of it completed, no reason of ours stays on
+/// the node once it is back in service (Slurm 24.11 keeps the reason of a reboot or a
+/// drain after the node returns). The action rides on the node's last completed work.
+fn clear_stale_reasons(
+    ctx: &Ctx<'_>,
+    work: &[&Work],
+    statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    updates: &mut Vec<WorkUpdate>,
+) {
+    let mut last_completed: BTreeMap<&str, &Work> = BTreeMap::new();
+    let mut active: BTreeSet<&str> = BTreeSet::new();
+    for w in work {
+        match statuses[w.name.as_str()].phase {
+            Phase::Completed => {
+                last_completed.insert(w.node.as_str(), w);
+            }
+            Phase::Failed => {}
+            _ => {
+                active.insert(w.node.as_str());
+            }
+        }
+    }
+    for (node, w) in last_completed {
+        let stale = ctx
+            .nodes
+            .get(node)
+            .is_some_and(|n| carries_our_stale_reason(n));
+        if active.contains(node) || !stale {
+            continue;
+        }
+        let action = Action::ClearReason {
+            node: node.to_string(),
+        };
+        match updates.iter_mut().find(|u| u.name == w.name) {
+            Some(u) => u.actions.push(action),
+            None => updates.push(WorkUpdate {
+                name: w.name.clone(),
+                node: w.node.clone(),
+                status: statuses[w.name.as_str()].clone(),
+                actions: vec![action],
+            }),
+        }
+    }
+}
+
+/// A node in service (not drained, not down) whose reason is still ours.
+fn carries_our_stale_reason(node: &Node) -> bool {
+    node.state.in_service()
+        && !node.state.is_drained()
+        && node
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(REASON_PREFIX))
 }
 
 fn complete(st: &mut NodeMaintenanceStatus, now: Timestamp, delete: Option<Action>) -> Vec<Action> {

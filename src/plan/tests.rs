@@ -1162,3 +1162,86 @@ fn many_candidates_see_the_budget_after_the_last_admission() {
     );
     assert_eq!(p.budget.occupied().len(), 20);
 }
+
+/// Slurm 26.05 returned a rebooted node whose slurmd never reported a boot to service
+/// with its old BootTime: that is no reboot, and the attempt fails by timeout.
+#[test]
+fn a_node_back_in_service_with_its_old_boot_time_is_not_rebooted() {
+    let s = settings(100.0);
+    let snap = snapshot(vec![node("n1", "IDLE", 0)], vec![]);
+    let mut w = work_for("n1", Phase::Rebooting);
+    w.status.attempts = 1;
+    w.status.boot_time_before = Some(t(0));
+    w.status.reboot_issued_at = Some(t(NOW));
+    let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 2));
+    assert!(
+        p.updates.iter().all(|u| u.status.phase == Phase::Rebooting),
+        "{:?}",
+        p.updates
+    );
+    let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 11));
+    assert_eq!(p.updates[0].status.phase, Phase::PendingReboot);
+    assert!(
+        p.updates[0]
+            .status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not back in service")),
+        "{:?}",
+        p.updates[0].status.last_error
+    );
+    // The same node with a newer BootTime is recovered.
+    let snap = snapshot(vec![node("n1", "IDLE", NOW + 1)], vec![]);
+    let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 2));
+    assert_eq!(p.updates[0].status.phase, Phase::HealthCheck);
+}
+
+/// Slurm 24.11 keeps a reboot's reason after the node returns: completed work clears
+/// ours, and only ours, once nothing else of ours is under way on the node and it is back
+/// in service.
+#[test]
+fn completed_work_leaves_no_reason_of_ours_behind() {
+    let s = settings(100.0);
+    let with_reason = |state: &str, reason: &str| Node {
+        reason: Some(reason.into()),
+        ..node("n1", state, NOW + 1)
+    };
+    let done = work_for("n1", Phase::Completed);
+    let clears = |p: &Plan| {
+        p.actions()
+            .filter(|a| matches!(a, Action::ClearReason { node } if node == "n1"))
+            .count()
+    };
+    let ours = "slurm-maint: p-n1 attempt 1/3 : reboot issued";
+    let p = plan(
+        "p",
+        &s,
+        &snapshot(vec![with_reason("IDLE", ours)], vec![]),
+        std::slice::from_ref(&done),
+        t(NOW + 20),
+    );
+    assert_eq!(clears(&p), 1, "{:?}", p.updates);
+    assert_eq!(p.updates[0].status, done.status, "status unchanged");
+    for (state, reason) in [
+        ("IDLE", "ops: bad DIMM"),
+        ("IDLE+DRAIN", ours),
+        ("DOWN+NOT_RESPONDING", ours),
+        ("IDLE+REBOOT_ISSUED", ours),
+    ] {
+        let snap = snapshot(vec![with_reason(state, reason)], vec![]);
+        let p = plan("p", &s, &snap, std::slice::from_ref(&done), t(NOW + 20));
+        assert_eq!(clears(&p), 0, "{state} {reason}");
+    }
+    // Other work of ours still under way on the node keeps its reason.
+    let mut active = work_for("n1", Phase::Recovering);
+    active.name = "p-n1-other".into();
+    active.status.reboot_issued_at = Some(t(NOW + 15));
+    let snap = snapshot(vec![with_reason("IDLE", ours)], vec![]);
+    let p = plan("p", &s, &snap, &[done.clone(), active], t(NOW + 20));
+    assert_eq!(clears(&p), 0);
+    // Failed work keeps its drain and reason.
+    let failed = work_for("n1", Phase::Failed);
+    let snap = snapshot(vec![with_reason("IDLE", ours)], vec![]);
+    let p = plan("p", &s, &snap, &[failed], t(NOW + 20));
+    assert_eq!(clears(&p), 0);
+}

@@ -489,10 +489,10 @@ impl Inner {
             match n.boot.clone() {
                 Boot::Requested if !busy => self.issue_reboot(i),
                 Boot::Issued { until, fail: false } if until <= now => {
+                    // As Slurm 24.11 does, the reboot's reason stays after the node returns.
                     n.boot = Boot::Up;
                     n.boot_time = until;
                     n.drain = false;
-                    n.reason = None;
                 }
                 Boot::Issued { until, fail: true } if until + secs(60) <= now => {
                     let never = n.fate == RebootFate::Never;
@@ -658,6 +658,23 @@ impl Inner {
                 }
             },
             Action::Drain { node, reason } => self.drain(node, reason)?,
+            Action::ClearReason { node } => {
+                let i = self.node(node)?;
+                let n = &mut self.nodes[i];
+                let ours = n
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(REASON_PREFIX));
+                if !ours || n.drain || n.boot != Boot::Up {
+                    return Err(refused(
+                        409,
+                        "NotOurs",
+                        format!("{node}'s reason {:?} is not ours to clear", n.reason),
+                    ));
+                }
+                n.reason = Some(crate::agent::commands::DONE_REASON.into());
+                done(true, format!("reason of {node} retired"))
+            }
             Action::Reboot { node, reason } => {
                 let i = self.node(node)?;
                 let busy = self.busy(node);

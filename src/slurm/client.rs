@@ -330,6 +330,10 @@ impl SlurmClient for AgentClient {
                     next_state: NextState::Resume,
                 },
             ),
+            Action::ClearReason { node } => self.post(
+                format!("/v1/nodes/{node}/clear-reason"),
+                serde_json::json!({}),
+            ),
         }
     }
 

@@ -75,17 +75,26 @@ fn starts_pair(token: &str) -> Option<(&str, &str)> {
     .then_some((k, v))
 }
 
+/// Keys Slurm 24.11+ prints after a node's `Reason=`.
+const AFTER_NODE_REASON: &[&str] = &["ReservationName"];
+
 /// Split one `-o` line into pairs. A space-separated token that is not `Key=…` continues
-/// the previous value (`Reason=disk failure on sda`). A node's `Reason=` is printed last
-/// and is free text, so there everything after it belongs to the reason; a job's
-/// `Reason=` is a single word in the middle of the record.
+/// the previous value (`Reason=disk failure on sda`). A node's `Reason=` is free text
+/// (`=` included): it runs until scontrol's ` [user@time]` stamp ends it, or, for a reason
+/// without a stamp, until a key that follows it (24.11+ print `ReservationName=` after
+/// it; 22.05 printed `Reason=` last). A job's `Reason=` is a single word.
 pub fn parse_record(line: &str) -> Record {
-    let greedy_reason = line.starts_with("NodeName=");
+    let node = line.starts_with("NodeName=");
     let mut pairs: Vec<(String, String)> = vec![];
+    let mut in_reason = false;
     for token in line.split(' ').filter(|t| !t.is_empty()) {
-        let in_reason = greedy_reason && pairs.last().is_some_and(|(k, _)| k == "Reason");
-        match starts_pair(token) {
-            Some((k, v)) if !in_reason => pairs.push((k.to_string(), v.to_string())),
+        let pair = starts_pair(token);
+        let ends_reason = pair.is_some_and(|(k, _)| AFTER_NODE_REASON.contains(&k));
+        match pair {
+            Some((k, v)) if !in_reason || ends_reason => {
+                in_reason = node && k == "Reason";
+                pairs.push((k.to_string(), v.to_string()));
+            }
             _ => {
                 if let Some((_, v)) = pairs.last_mut() {
                     v.push(' ');
@@ -93,8 +102,22 @@ pub fn parse_record(line: &str) -> Record {
                 }
             }
         }
+        if in_reason && is_reason_stamp(token) {
+            in_reason = false;
+        }
     }
     Record(pairs)
+}
+
+/// scontrol's `[user@2026-12-03T07:19:19]` after a node's reason.
+fn is_reason_stamp(token: &str) -> bool {
+    token
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.rsplit_once('@'))
+        .is_some_and(|(user, time)| {
+            !user.is_empty() && time.len() >= 19 && time.as_bytes()[10] == b'T'
+        })
 }
 
 /// Records of `scontrol show … -o` output (one per non-empty line; "No … in the system"
@@ -708,6 +731,27 @@ mod tests {
         assert_eq!(r.get("State"), Some("IDLE+DRAIN"));
         let r = parse_record("NodeName=n1 State=IDLE Reason=x=1 y [root@2026-01-01T00:00:00]");
         assert_eq!(r.get("Reason"), Some("x=1 y [root@2026-01-01T00:00:00]"));
+        // 24.11 and 26.05 print ReservationName= after the reason (captured on 24.11.5).
+        let r = parse_record(
+            "NodeName=node6 State=DOWN+DRAIN+MAINT+RESERVED Partitions=batch Reason=firmware update : reboot issued : reboot timed out [root@2026-12-03T07:19:19] ReservationName=maint_node6",
+        );
+        assert_eq!(
+            r.get("Reason"),
+            Some("firmware update : reboot issued : reboot timed out [root@2026-12-03T07:19:19]")
+        );
+        assert_eq!(r.get("ReservationName"), Some("maint_node6"));
+        // A reason without a stamp still ends at a key that follows it.
+        let r = parse_record("NodeName=n1 State=IDLE Reason=a b=c ReservationName=r1");
+        assert_eq!(r.get("Reason"), Some("a b=c"));
+        assert_eq!(r.get("ReservationName"), Some("r1"));
+        // A stamp-like text inside the reason only ends it when it is a whole stamp.
+        let r =
+            parse_record("NodeName=n1 Reason=see [ticket] x=1 [root@2026-01-01T00:00:00] Extra=y");
+        assert_eq!(
+            r.get("Reason"),
+            Some("see [ticket] x=1 [root@2026-01-01T00:00:00]")
+        );
+        assert_eq!(r.get("Extra"), Some("y"));
         let r = parse_record(
             "JobId=1 JobState=RUNNING Reason=None Dependency=(null) AllocNode:Sid=localhost:99 Comment=(null) NodeList=n1",
         );

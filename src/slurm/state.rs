@@ -378,6 +378,25 @@ mod tests {
                 StateClass::InService,
             ),
             ("IDLE+PLANNED", "IDLE", &["PLANNED"], StateClass::InService),
+            // 24.11 and 26.05: PLANNED beside busy base states too.
+            (
+                "MIXED+PLANNED",
+                "MIXED",
+                &["PLANNED"],
+                StateClass::InService,
+            ),
+            (
+                "ALLOCATED+PLANNED",
+                "ALLOCATED",
+                &["PLANNED"],
+                StateClass::InService,
+            ),
+            (
+                "IDLE+DRAIN+PLANNED",
+                "IDLE",
+                &["DRAIN", "PLANNED"],
+                StateClass::Down,
+            ),
             ("UNKNOWN", "UNKNOWN", &[], StateClass::Down),
             ("FUTURE", "FUTURE", &[], StateClass::Down),
             (
@@ -456,6 +475,8 @@ mod tests {
             ),
             ("down^", "DOWN", &["REBOOT_ISSUED"], StateClass::Rebooting),
             ("idle-", "IDLE", &["PLANNED"], StateClass::InService),
+            ("mixed-", "MIXED", &["PLANNED"], StateClass::InService),
+            ("mix-", "MIXED", &["PLANNED"], StateClass::InService),
             ("resv", "IDLE", &["RESERVED"], StateClass::InService),
             ("maint", "IDLE", &["MAINTENANCE"], StateClass::InService),
             ("comp", "ALLOCATED", &["COMPLETING"], StateClass::InService),

@@ -104,10 +104,6 @@ def write_install(manifest, chart, ns, out):
             text = fh.read()
         parts.append(text if text.startswith("---") else "---\n" + text)
     body = manifest.strip("\n") + "\n"
-    # Rendered against the 1.20 test server, the PDB falls back to policy/v1beta1; the
-    # plain install targets current clusters (the spec is the same in both versions).
-    body = body.replace("apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
-                        "apiVersion: policy/v1\nkind: PodDisruptionBudget")
     parts.append(body if body.startswith("---") else "---\n" + body)
     with open(out, "w") as fh:
         fh.write("".join(p if p.endswith("\n") else p + "\n" for p in parts))

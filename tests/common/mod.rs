@@ -1,7 +1,14 @@
-//! Shared by the live tests: the agent binary on a loopback port, against the cluster
-//! `tests/slurm/cluster.sh up` starts.
+//! Shared by the live tests: the agent binary on a free loopback port, against the cluster
+//! `tests/slurm/cluster.sh up` (Slurm 22.05 on the host) or `tests/slurm/chroot.sh up
+//! 24.11|26.05` starts. For a chroot cluster, `chroot.sh env` sets
+//! `SLURM_MAINT_AGENT_WRAPPER` (the agent then runs inside the chroot, next to that Slurm's
+//! own commands) and puts wrappers for scontrol, sinfo, sbatch, ... first in `PATH`.
+#![allow(dead_code)] // each test crate uses its own part
 
-use std::process::{Child, Command, Stdio};
+use std::future::Future;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use slurm_maint::slurm::client::{AgentClient, SlurmClient};
@@ -25,25 +32,176 @@ pub fn live() -> bool {
     on
 }
 
-/// Start the agent on `port` with `token`; returns it with its URL and a client, once it
-/// answers a snapshot.
-pub async fn start_agent(port: u16, token: &str) -> (Proc, String, AgentClient) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let agent = Proc(
-        Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
-            .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
-            .env("SLURM_MAINT_AGENT_TOKEN", token)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let slurm = AgentClient::new(&url, token, Duration::from_secs(30)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while slurm.snapshot("batch").await.is_err() {
-        assert!(Instant::now() < deadline, "agent did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// `slurm-maint` as the agent runs in the live tests: the binary itself, or that binary
+/// given to `$SLURM_MAINT_AGENT_WRAPPER` (which runs it inside a Slurm chroot).
+pub fn agent_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_slurm-maint");
+    match std::env::var_os("SLURM_MAINT_AGENT_WRAPPER").filter(|w| !w.is_empty()) {
+        Some(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
     }
+}
+
+/// A loopback port nothing listens on at this moment (the kernel's pick for port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Bytes of the agent's stderr kept (the newest).
+const STDERR_KEEP: usize = 256 * 1024;
+
+/// The agent process, its port, and what it wrote to stderr. Killed when dropped; when
+/// dropped by a failing test, the end of its stderr is printed.
+pub struct AgentProc {
+    child: Child,
+    pub port: u16,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentProc {
+    /// What the agent wrote to stderr so far (the last 256 KiB).
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Its exit status, once it has exited; all of its stderr is read by then.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.try_wait().ok().flatten()?;
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Some(status)
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let err = self.stderr();
+            let tail = &err[err.len().saturating_sub(8192)..];
+            eprintln!(
+                "--- agent on port {} (stderr, last {} bytes) ---\n{tail}",
+                self.port,
+                tail.len()
+            );
+        }
+    }
+}
+
+fn spawn_once(port: u16, token: &str, extra: &[&str]) -> AgentProc {
+    let mut cmd = agent_command();
+    cmd.args(["agent", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("SLURM_MAINT_AGENT_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run the agent ({cmd:?}): {e}"));
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let sink = stderr.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut kept = sink.lock().unwrap();
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > STDERR_KEEP {
+                let cut = kept.len() - STDERR_KEEP;
+                kept.drain(..cut);
+            }
+        }
+    });
+    AgentProc {
+        child,
+        port,
+        stderr,
+        reader: Some(reader),
+    }
+}
+
+/// Start `slurm-maint agent --listen 127.0.0.1:<free port> EXTRA...` with `token`, and
+/// return it once `ready(port)` says so. Should another process take the port between
+/// our pick and the agent's bind, it starts again on another one. Panics with the agent's
+/// own stderr when it exits, or is not ready within 15 s.
+pub async fn spawn_agent<F, Fut>(token: &str, extra: &[&str], ready: F) -> AgentProc
+where
+    F: Fn(u16) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for attempt in 1..=5 {
+        let port = free_port();
+        let mut agent = spawn_once(port, token, extra);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if ready(port).await {
+                return agent;
+            }
+            if let Some(status) = agent.exited() {
+                let err = agent.stderr();
+                if err.contains("cannot listen on") && attempt < 5 {
+                    eprintln!("agent: port {port} was taken meanwhile, trying another");
+                    break;
+                }
+                panic!(
+                    "the agent exited ({status}) before it was ready on port {port}{}\n\
+                     --- agent stderr ---\n{err}",
+                    wrapper_note()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the agent was not ready on port {port} within 15 s (is SLURM_CONF set, \
+                     is the cluster up?){}\n--- agent stderr ---\n{}",
+                    wrapper_note(),
+                    agent.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    unreachable!("every attempt either returns, panics or tries again")
+}
+
+fn wrapper_note() -> String {
+    match std::env::var("SLURM_MAINT_AGENT_WRAPPER") {
+        Ok(w) if !w.is_empty() => format!(" (run through SLURM_MAINT_AGENT_WRAPPER={w})"),
+        _ => String::new(),
+    }
+}
+
+/// Start the agent with `token`; returns it with its URL and a client, once it answers a
+/// snapshot.
+pub async fn start_agent(token: &str) -> (AgentProc, String, AgentClient) {
+    let agent = spawn_agent(token, &[], |port| {
+        let token = token.to_string();
+        async move {
+            let url = format!("http://127.0.0.1:{port}");
+            let Ok(c) = AgentClient::new(&url, &token, Duration::from_secs(30)) else {
+                return false;
+            };
+            c.with_retries(0, Duration::ZERO)
+                .snapshot("batch")
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{}", agent.port);
+    let slurm = AgentClient::new(&url, token, Duration::from_secs(30)).unwrap();
     (agent, url, slurm)
 }

@@ -2,7 +2,7 @@
 # RebootProgram for the single-host test cluster (tests/slurm/cluster.sh).
 #
 # slurmd runs this without telling which node it is, so we walk up our parent
-# processes until we find `slurmd ... -N nodeX`. Then a fully detached helper
+# processes until we find `slurmd ... -N nodeX`. Then a helper in a session of its own
 # stops that slurmd, waits, and restarts it with `-b` (reports a fresh boot, so
 # slurmctld completes the reboot and applies nextstate).
 #
@@ -22,8 +22,8 @@ export PATH="/usr/sbin:/sbin:/usr/bin:/bin:$PATH"
 if [[ "${1:-}" == "--helper" ]]; then
     # detached part: --helper NODE SLURMD_PID CONF STATE
     node="$2" spid="$3" conf="$4" state="$5"
-    mkdir -p "$state/run"
-    echo $$ > "$state/run/reboot-$node.pid"
+    echo $$ > "$state/run/reboot-$node.pid.tmp"
+    mv "$state/run/reboot-$node.pid.tmp" "$state/run/reboot-$node.pid"
     trap 'rm -f "$state/run/reboot-$node.pid"' EXIT
     echo "$(date '+%F %T') reboot $node: stopping slurmd pid $spid"
     kill -TERM "$spid" 2>/dev/null || true
@@ -95,6 +95,28 @@ fi
 state="${SLURM_TEST_DIR:-$(dirname "$conf")}"
 mkdir -p "$state/log"
 
-setsid nohup bash "${BASH_SOURCE[0]}" --helper "$node" "$spid" "$conf" "$state" \
-    </dev/null >>"$state/log/fake-reboot-$node.log" 2>&1 &
-exit 0
+# Start the helper in a session (and process group) of its own, and return only once it is
+# there: slurmd (26.05 at least) kills the RebootProgram's process group when the program
+# exits, which would take along a helper not yet out of it. `setsid -f` forks, and the
+# child calls setsid() before it execs bash, so the helper's pid file is written from its
+# new session.
+pidfile="$state/run/reboot-$node.pid"
+mkdir -p "$state/run"
+rm -f "$pidfile"
+setsid -f nohup bash "${BASH_SOURCE[0]}" --helper "$node" "$spid" "$conf" "$state" \
+    </dev/null >>"$state/log/fake-reboot-$node.log" 2>&1
+for ((i = 0; i < 200; i++)); do
+    hpid="$({ tr -dc '0-9' < "$pidfile"; } 2>/dev/null)" || hpid=""
+    if [[ -n "$hpid" ]]; then
+        stat="$(cat "/proc/$hpid/stat" 2>/dev/null)" || stat=""
+        rest="${stat##*) }"
+        read -r _state _ppid _pgrp sid _ <<<"$rest"
+        # in its own session, or already done (it removes its pid file when it ends)
+        if [[ -z "$stat" || "${sid:-}" == "$hpid" ]]; then
+            exit 0
+        fi
+    fi
+    sleep 0.05
+done
+echo "fake-reboot.sh: helper for $node did not start within 10 s (see $state/log/fake-reboot-$node.log)" >&2
+exit 1

@@ -31,7 +31,9 @@ fn config() -> Config {
 }
 
 /// A partition `batch` of `n` nodes (also in the preempting `scavenger`), plus `other1`
-/// in partition `other`. node2 is drained by us, node3 by someone else.
+/// in partition `other`. node2 is drained by us, node3 by someone else; node5 was taken
+/// down by Slurm carrying an old reason of ours, node6 is back in service with one (both
+/// as Slurm 24.11 leaves them).
 fn cluster(n: usize) -> Canned {
     let mut nodes = String::new();
     for i in 1..=n {
@@ -45,6 +47,14 @@ fn cluster(n: usize) -> Canned {
                 "disk failure on sda [admin@2026-11-22T06:10:00]",
             ),
             4 => ("ALLOCATED", "(null)"),
+            5 => (
+                "DOWN+NOT_RESPONDING",
+                "slurm-maint: nm-node5 attempt 1/3 : reboot issued [root@2026-12-03T07:19:19] ReservationName=slurm-maint-node5-c1",
+            ),
+            6 => (
+                "IDLE",
+                "slurm-maint: nm-node6 attempt 1/3 : reboot issued [root@2026-12-03T07:19:19]",
+            ),
             _ => ("IDLE", "(null)"),
         };
         nodes.push_str(&format!(
@@ -236,6 +246,7 @@ async fn hostile_names_in_paths_are_400_before_any_command() {
             ("GET", format!("/v1/partitions/{e}/snapshot"), None),
             ("POST", format!("/v1/nodes/{e}/drain"), reason.clone()),
             ("POST", format!("/v1/nodes/{e}/resume"), None),
+            ("POST", format!("/v1/nodes/{e}/clear-reason"), None),
             ("POST", format!("/v1/nodes/{e}/reboot"), reason.clone()),
             ("POST", format!("/v1/nodes/{e}/health"), None),
             ("DELETE", format!("/v1/reservations/{e}"), None),
@@ -548,6 +559,43 @@ async fn drains_get_our_prefix_and_foreign_drains_are_left_alone() {
     let (status, body) = call(&app, "POST", "/v1/nodes/node1/resume", None).await;
     assert_eq!((status, &body["changed"]), (StatusCode::OK, &json!(false)));
     assert_eq!(ran(&runner, "update"), [commands::resume_node("node2")]);
+}
+
+/// A reason of ours can outlive our work (Slurm 24.11 keeps it): a node Slurm took down is
+/// never resumed on its strength, and clearing it is the only thing done with it.
+#[tokio::test]
+async fn a_node_slurm_took_down_is_never_resumed_and_stale_reasons_are_cleared() {
+    let (app, runner) = app(cluster(6));
+    let (status, body) = call(&app, "POST", "/v1/nodes/node5/resume", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "DownBySlurm");
+    assert!(body["error"].as_str().unwrap().contains("DOWN"), "{body}");
+    let (status, body) = call(&app, "POST", "/v1/nodes/node5/clear-reason", None).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::CONFLICT, &json!("NotInService")),
+        "{body}"
+    );
+    assert!(ran(&runner, "update").is_empty());
+
+    let (status, body) = call(&app, "POST", "/v1/nodes/node6/clear-reason", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ran(&runner, "update"), [commands::clear_reason("node6")]);
+    runner.reset();
+    for (node, code) in [("node3", "ForeignReason"), ("node2", "NotInService")] {
+        let (status, body) = call(
+            &app,
+            "POST",
+            &format!("/v1/nodes/{node}/clear-reason"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{node}: {body}");
+        assert_eq!(body["code"], code, "{node}: {body}");
+    }
+    let (status, body) = call(&app, "POST", "/v1/nodes/node1/clear-reason", None).await;
+    assert_eq!((status, &body["changed"]), (StatusCode::OK, &json!(false)));
+    assert!(ran(&runner, "update").is_empty());
 }
 
 #[tokio::test]
