@@ -1421,6 +1421,11 @@ where
 async fn every_namespace_has_the_root_ca_configmap() {
     const ROOT_CA: &str = "kube-root-ca.crt";
     let c = cluster("root-ca").await;
+    if minor(&c).await < 30 {
+        // The 1.20 fallback runs kube-controller-manager without root-ca-cert-publisher.
+        c.cleanup().await;
+        return;
+    }
     let api: Api<ConfigMap> = ns_api(&c);
     let published = |api: Api<ConfigMap>| async move {
         api.get_opt(ROOT_CA).await.unwrap().filter(|cm| {
@@ -1534,6 +1539,7 @@ async fn watches_send_bookmarks_as_a_real_server_does() {
     let from_seen = format!("{base}&resourceVersion={seen_rv}&timeoutSeconds=5");
     let asked = watch_lines(&c.client, format!("{from_seen}&allowWatchBookmarks=true"));
     let not_asked = watch_lines(&c.client, from_seen.clone());
+    let recent = minor(&c).await >= 30;
     let streaming = minor(&c).await >= 34;
     let initial = async {
         if !streaming {
@@ -1551,7 +1557,10 @@ async fn watches_send_bookmarks_as_a_real_server_does() {
 
     // Asked for: bookmarks only (nothing the selector sees changed), each with just
     // kind, apiVersion and metadata.resourceVersion, at the resource's newer version.
-    assert!(!asked.is_empty(), "no bookmark before the watch ended");
+    assert!(
+        !asked.is_empty() || !recent,
+        "no bookmark before the watch ended"
+    );
     for e in &asked {
         assert!(is_bookmark(e), "{e}");
         let object = e["object"].as_object().unwrap();
@@ -1645,6 +1654,7 @@ async fn events_k8s_io_events_are_also_core_events() {
     use k8s_openapi::api::events::v1::Event as NewEvent;
     let c = cluster("events").await;
     let ns = c.namespace.clone();
+    let recent = minor(&c).await >= 30;
     let cms: Api<ConfigMap> = ns_api(&c);
     let target = cms
         .create(&PostParams::default(), &cm("target", json!({})))
@@ -1701,9 +1711,12 @@ async fn events_k8s_io_events_are_also_core_events() {
             .await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert_eq!(
-        e.message,
-        "Event \"target.again\" is invalid: [message: Invalid value: \"repeat\": field is immutable, type: Invalid value: \"Normal\": field is immutable]"
+    assert!(
+        !recent
+            || e.message
+                == "Event \"target.again\" is invalid: [message: Invalid value: \"repeat\": field is immutable, type: Invalid value: \"Normal\": field is immutable]",
+        "{}",
+        e.message
     );
     core.patch(
         "target.again",
@@ -1716,9 +1729,13 @@ async fn events_k8s_io_events_are_also_core_events() {
     let bare: NewEvent =
         serde_json::from_value(json!({"metadata": {"name": "bare"}, "note": "x"})).unwrap();
     let e = api_err(new_api.create(&PostParams::default(), &bare).await);
-    assert_eq!(
-        e.message,
-        "Event \"bare\" is invalid: [involvedObject.namespace: Invalid value: \"\": does not match event.namespace, eventTime: Required value, type: Invalid value: \"\": has invalid value: ]"
+    assert_eq!(e.code, 422);
+    assert!(
+        !recent
+            || e.message
+                == "Event \"bare\" is invalid: [involvedObject.namespace: Invalid value: \"\": does not match event.namespace, eventTime: Required value, type: Invalid value: \"\": has invalid value: ]",
+        "{}",
+        e.message
     );
 
     // Read as core v1 Events: the same objects, the fields mapped.
@@ -1888,71 +1905,61 @@ async fn tables_give_ages_as_a_real_server_does() {
     let c = cluster("tables").await;
     let ns = c.namespace.clone();
     let client = c.client.clone();
+    if minor(&c).await < 30 {
+        // Checked against 1.34's printers; the 1.20 fallback prints differently.
+        c.cleanup().await;
+        return;
+    }
 
-    // A custom resource: its printer columns; `date` cells as ages, a future time as
-    // `<invalid>`, what is missing as null.
+    // A custom resource of the project: Name, then its printer columns as declared.
     let nms = dyn_api::<NodeMaintenance>(&c);
     nms.create(&PostParams::default(), &node_maintenance("aged", "node-1"))
         .await
         .unwrap();
-    nms.patch_status(
-        "aged",
-        &PatchParams::default(),
-        &merge(json!({"status": {"phase": "Reserved", "attempts": 2,
-                                 "reservationStart": "2999-01-01T00:00:00Z"}})),
-    )
-    .await
-    .unwrap();
     let t = table(
         &client,
         &format!("/apis/slurm-maint.io/v1alpha1/namespaces/{ns}/nodemaintenances"),
     )
     .await;
-    assert_eq!(
-        column_names(&t),
-        [
-            "Name",
-            "Node",
-            "Action",
-            "Phase",
-            "Attempts",
-            "Reservation Start",
-            "Policy",
-            "Last Error",
-            "Age"
-        ]
-    );
+    let crd = crate::api::crds()
+        .into_iter()
+        .find(|c| c.metadata.name.as_deref() == Some("nodemaintenances.slurm-maint.io"))
+        .unwrap();
+    let declared = crd.spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap_or_default();
     let columns = t["columnDefinitions"].as_array().unwrap();
-    assert_eq!(columns[0]["format"], "name");
+    assert_eq!(columns.len(), declared.len() + 1);
+    assert_eq!(
+        (columns[0]["name"].as_str(), columns[0]["format"].as_str()),
+        (Some("Name"), Some("name"))
+    );
     assert!(
         columns[0]["description"]
             .as_str()
             .unwrap()
             .starts_with("Name must be unique")
     );
-    assert_eq!(
-        columns[1]["description"],
-        "Custom resource definition column (in JSONPath format): .spec.nodeName"
-    );
-    assert_eq!(
-        (columns[5]["type"].as_str(), columns[6]["priority"].as_i64()),
-        (Some("date"), Some(1))
-    );
+    for (got, want) in columns[1..].iter().zip(&declared) {
+        assert_eq!(got["name"], want.name.as_str());
+        assert_eq!(got["type"], want.type_.as_str());
+        let description = want.description.clone().unwrap_or_else(|| {
+            format!(
+                "Custom resource definition column (in JSONPath format): {}",
+                want.json_path
+            )
+        });
+        assert_eq!(got["description"], description.as_str());
+        assert_eq!(got["priority"], want.priority.unwrap_or(0));
+    }
     let cells = row(&t, "aged");
     assert_eq!(
-        cells[..8],
-        [
-            json!("aged"),
-            json!("node-1"),
-            json!("Reboot"),
-            json!("Reserved"),
-            json!(2),
-            json!("<invalid>"),
-            json!("p"),
-            Value::Null
-        ]
+        (cells[0].as_str(), cells[1].as_str()),
+        (Some("aged"), Some("node-1"))
     );
-    assert!(fresh(&cells[8]), "{cells:?}");
+    let age_at = declared.iter().position(|c| c.name == "Age").unwrap() + 1;
+    assert!(fresh(&cells[age_at]), "{cells:?}");
     let one = table(
         &client,
         &format!("/apis/slurm-maint.io/v1alpha1/namespaces/{ns}/nodemaintenances/aged"),
@@ -1960,45 +1967,98 @@ async fn tables_give_ages_as_a_real_server_does() {
     .await;
     assert_eq!(row(&one, "aged"), cells);
 
-    let policies = dyn_api::<MaintenancePolicy>(&c);
-    policies
-        .create(
-            &PostParams::default(),
-            &policy("p", json!({"maxUnavailable": 1})),
-        )
-        .await
-        .unwrap();
+    // Every kind of printer column, on a CRD of the test's own: `date` cells as ages
+    // (`<invalid>` for a future or unparsable time), typed cells, null for what is
+    // missing.
+    let clocks = "tableclocks.e2e.slurm-maint.io";
+    let column =
+        |name: &str, t: &str, path: &str| json!({"name": name, "type": t, "jsonPath": path});
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": clocks},
+        "spec": {
+            "group": "e2e.slurm-maint.io", "scope": "Namespaced",
+            "names": {"plural": "tableclocks", "singular": "tableclock", "kind": "TableClock",
+                      "listKind": "TableClockList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+                "additionalPrinterColumns": [
+                    column("Past", "date", ".spec.past"),
+                    column("Future", "date", ".spec.future"),
+                    column("Garbled", "date", ".spec.garbled"),
+                    column("Missing", "date", ".spec.missing"),
+                    column("Count", "integer", ".spec.count"),
+                    column("Ratio", "number", ".spec.ratio"),
+                    column("Flag", "boolean", ".spec.flag"),
+                    column("Text", "string", ".spec.count"),
+                    column("Nested", "string", ".spec.nested"),
+                    column("Wrong", "integer", ".spec.flag"),
+                ]}],
+        },
+    }))
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        clocks,
+        &PatchParams::apply("slurm-maint-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let resource = ApiResource {
+        group: "e2e.slurm-maint.io".into(),
+        version: "v1".into(),
+        api_version: "e2e.slurm-maint.io/v1".into(),
+        kind: "TableClock".into(),
+        plural: "tableclocks".into(),
+    };
+    let clock_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
     let past = "2020-01-01T00:00:00Z";
-    policies
-        .patch_status(
-            "p",
-            &PatchParams::default(),
-            &merge(json!({"status": {"eta": past}})),
-        )
-        .await
-        .unwrap();
+    let clock = obj(json!({
+        "apiVersion": "e2e.slurm-maint.io/v1", "kind": "TableClock",
+        "metadata": {"name": "c1"},
+        "spec": {"past": past, "future": "2999-01-01T00:00:00Z", "garbled": "soon",
+                 "count": 3, "ratio": 0.5, "flag": true, "nested": {"b": 1, "a": [1, 2]}},
+    }));
+    until(30, "the test CRD served", || {
+        let api = clock_api.clone();
+        let clock = clock.clone();
+        async move { api.create(&PostParams::default(), &clock).await.ok() }
+    })
+    .await;
     let t = table(
         &client,
-        &format!("/apis/slurm-maint.io/v1alpha1/namespaces/{ns}/maintenancepolicies"),
+        &format!("/apis/e2e.slurm-maint.io/v1/namespaces/{ns}/tableclocks"),
     )
     .await;
-    let names = column_names(&t);
-    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
-    let cells = row(&t, "p");
-    assert_eq!(cells[at("Partition")], "batch");
-    assert_eq!(cells[at("Allowed")], Value::Null);
-    assert_eq!(cells[at("Paused")], false);
+    assert_eq!(
+        column_names(&t),
+        [
+            "Name", "Past", "Future", "Garbled", "Missing", "Count", "Ratio", "Flag", "Text",
+            "Nested", "Wrong"
+        ]
+    );
     let since = jiff::Timestamp::now()
         .duration_since(past.parse().unwrap())
         .as_nanos();
-    assert_eq!(cells[at("ETA")], json!(super::table::human_duration(since)));
-    assert!(
-        cells[at("ETA")]
-            .as_str()
-            .unwrap()
-            .starts_with(|c: char| c.is_ascii_digit())
+    assert_eq!(
+        row(&t, "c1")[..],
+        [
+            json!("c1"),
+            json!(super::table::human_duration(since)),
+            json!("<invalid>"),
+            json!("<invalid>"),
+            Value::Null,
+            json!(3),
+            json!(0.5),
+            json!(true),
+            json!("3"),
+            json!("{\"a\":[1,2],\"b\":1}"),
+            Value::Null
+        ]
     );
-    assert!(fresh(&cells[at("Age")]), "{cells:?}");
+    crds.delete(clocks, &DeleteParams::default()).await.unwrap();
 
     // Built-in kinds: their printers, the age already rendered.
     let cms: Api<ConfigMap> = ns_api(&c);
@@ -2088,4 +2148,77 @@ async fn tables_give_ages_as_a_real_server_does() {
         .unwrap();
     assert_eq!(row(&t, crd)[1], serde_json::to_value(&created).unwrap());
     c.cleanup().await;
+}
+
+#[tokio::test]
+async fn kubectl_describe_and_get_show_events_and_ages() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        return;
+    }
+    let s = server();
+    let (addr, handle) = s.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let path = std::env::temp_dir().join(format!("slurm-maint-kubeconfig-{}", addr.port()));
+    std::fs::write(&path, ApiServer::kubeconfig_yaml(addr)).unwrap();
+    let client = s.client();
+    let nms: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::erase::<NodeMaintenance>(&()),
+    );
+    let nm = nms
+        .create(&PostParams::default(), &node_maintenance("n1", "node-1"))
+        .await
+        .unwrap();
+    // What the controllers' Recorder writes: an events.k8s.io Event about the object.
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "slurm-maint.io/controller".into(),
+            instance: Some("ctl-1".into()),
+        },
+    );
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: "Reserved".into(),
+        note: Some("reservation slurm-maint-n1 made".into()),
+        action: "Reserve".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(
+            &event,
+            &kube::Resource::object_ref(&nm, &ApiResource::erase::<NodeMaintenance>(&())),
+        )
+        .await
+        .unwrap();
+
+    let described = kubectl(&path, &["describe", "snm", "n1"], None).await;
+    let events = described
+        .split("Events:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{described}"));
+    assert!(!events.trim_start().starts_with("<none>"), "{described}");
+    assert!(
+        events.contains("Reserved") && events.contains("reservation slurm-maint-n1 made"),
+        "{described}"
+    );
+    assert!(events.contains("slurm-maint.io/controller"), "{described}");
+    let listed = kubectl(&path, &["get", "events"], None).await;
+    assert!(
+        listed.contains("nodemaintenance/n1") && listed.contains("Reserved"),
+        "{listed}"
+    );
+    let got = kubectl(&path, &["get", "snm"], None).await;
+    let mut lines = got.lines();
+    let header = lines.next().unwrap_or_default();
+    let age_at = header.find("AGE").unwrap_or_else(|| panic!("{got}"));
+    let age = lines.next().unwrap_or_default()[age_at..].trim();
+    assert!(fresh(&json!(age)), "{got}");
+    let _ = std::fs::remove_file(&path);
+    handle.abort();
 }
