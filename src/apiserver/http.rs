@@ -15,8 +15,10 @@ use super::ApiServer;
 use super::store::{
     ApiError, DeleteOpts, FieldReq, Filter, Kind, LabelReq, PatchBody, PatchKind, Result,
 };
+use super::table::to_table;
 
-const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+/// How often a real server's watch cache sends a watcher a bookmark (`bookmarkFrequency`).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 const BODY_LIMIT: usize = 8 << 20;
 
 pub(crate) fn router(server: ApiServer) -> Router {
@@ -91,12 +93,14 @@ async fn dispatch(server: ApiServer, req: Request) -> Result<Response> {
         let st = server.lock();
         let discovery = match segs.as_slice() {
             ["version"] => Some(json!({
-                "major": "1", "minor": "30",
-                "gitVersion": "v1.30.0-slurm-maint-embedded",
+                "major": "1", "minor": "34",
+                "emulationMajor": "1", "emulationMinor": "34",
+                "minCompatibilityMajor": "1", "minCompatibilityMinor": "33",
+                "gitVersion": "v1.34.0-slurm-maint-embedded",
                 "gitCommit": "0000000000000000000000000000000000000000",
                 "gitTreeState": "clean",
-                "buildDate": "2024-01-01T00:00:00Z",
-                "goVersion": "go1.22.0", "compiler": "gc", "platform": "linux/amd64",
+                "buildDate": "2025-08-27T00:00:00Z",
+                "goVersion": "go1.24.4", "compiler": "gc", "platform": "linux/amd64",
             })),
             ["healthz" | "readyz" | "livez"] => {
                 return Ok(Response::new(Body::from("ok")));
@@ -300,7 +304,7 @@ async fn collection(
         table,
     } = req;
     let filter = Filter {
-        group: kind.group.clone(),
+        group: kind.storage_group.clone(),
         plural: kind.plural.clone(),
         ns: ns.map(String::from),
         labels: parse_labels(params.get("labelSelector").unwrap_or_default())?,
@@ -318,15 +322,34 @@ async fn collection(
                     ApiError::bad_request(format!("invalid resource version: {rv}"))
                 })?),
             };
-            Ok(watch(
-                server,
-                kind.clone(),
-                filter,
+            let match_ = params.get("resourceVersionMatch").unwrap_or_default();
+            let initial = match params.get("sendInitialEvents") {
+                Some(_) if match_ != "NotOlderThan" => {
+                    return Err(list_options_invalid(
+                        "resourceVersionMatch",
+                        "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                        "FieldValueForbidden",
+                    ));
+                }
+                Some(v) => matches!(v, "true" | "1"),
+                None if !match_.is_empty() => {
+                    return Err(list_options_invalid(
+                        "resourceVersionMatch",
+                        "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                        "FieldValueForbidden",
+                    ));
+                }
+                // 1.34 (WatchList on) treats a watch from "" or "0" as sendInitialEvents=true.
+                None => rv.is_none(),
+            };
+            let opts = WatchOpts {
                 rv,
-                params.truthy("allowWatchBookmarks"),
+                initial,
+                bookmarks: params.truthy("allowWatchBookmarks"),
                 timeout,
                 table,
-            ))
+            };
+            Ok(watch(server, kind.clone(), filter, opts))
         }
         Method::GET => {
             let st = server.lock();
@@ -501,7 +524,8 @@ pub(crate) fn parse_labels(s: &str) -> Result<Vec<LabelReq>> {
 }
 
 /// Field selectors a real server supports for the kind (metadata.name and
-/// metadata.namespace everywhere, a few more for core events and secrets).
+/// metadata.namespace everywhere, a few more for Events and Secrets), as paths in the
+/// stored object.
 fn parse_fields(kind: &Kind, s: &str) -> Result<Vec<FieldReq>> {
     let mut out = vec![];
     for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -515,33 +539,66 @@ fn parse_fields(kind: &Kind, s: &str) -> Result<Vec<FieldReq>> {
             return Err(ApiError::bad_request(format!("invalid selector: '{t}'")));
         };
         let path = path.trim();
-        let supported = matches!(path, "metadata.name" | "metadata.namespace")
-            || (kind.group.is_empty()
-                && kind.plural == "events"
-                && (path.starts_with("involvedObject.")
-                    || matches!(path, "reason" | "type" | "source" | "reportingComponent")))
-            || (kind.group.is_empty() && kind.plural == "secrets" && path == "type");
-        if !supported {
+        let stored = if kind.is_event() {
+            super::events::selector_path(!kind.group.is_empty(), path)
+        } else {
+            let supported = matches!(path, "metadata.name" | "metadata.namespace")
+                || (kind.group.is_empty() && kind.plural == "secrets" && path == "type");
+            supported.then(|| path.to_string())
+        };
+        let Some(stored) = stored else {
             return Err(ApiError::bad_request(format!(
                 "field label not supported: {path}"
             )));
-        }
-        out.push((path.to_string(), value.trim().to_string(), eq));
+        };
+        out.push((stored, value.trim().to_string(), eq));
     }
     Ok(out)
 }
 
-fn watch(
-    server: ApiServer,
-    kind: Kind,
-    filter: Filter,
+/// What a watch asks for.
+struct WatchOpts {
+    /// Start after this resource version; `None` for "" or "0".
     rv: Option<u64>,
+    /// Send the current state first (`sendInitialEvents`, or a watch from "" / "0").
+    initial: bool,
     bookmarks: bool,
     timeout: Option<Duration>,
     table: bool,
-) -> Response {
+}
+
+/// 422 on `ListOptions`, as a real server refuses bad watch parameters.
+fn list_options_invalid(field: &str, message: &str, reason: &str) -> ApiError {
+    ApiError {
+        details: Some(json!({"group": "meta.k8s.io", "kind": "ListOptions",
+            "causes": [{"reason": reason, "message": message, "field": field}]})),
+        ..ApiError::new(
+            422,
+            "Invalid",
+            format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: {message}"),
+        )
+    }
+}
+
+/// When a real server's watch cache sends the next periodic bookmark: every minute, and
+/// once 2 s before the watch's deadline if that comes first; none once that has passed.
+fn next_bookmark(
+    now: tokio::time::Instant,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    let heartbeat = now + BOOKMARK_EVERY;
+    let Some(deadline) = deadline else {
+        return Some(heartbeat);
+    };
+    let pretimeout = deadline.checked_sub(Duration::from_secs(2))?;
+    let at = heartbeat.min(pretimeout);
+    (at > now).then_some(at)
+}
+
+fn watch(server: ApiServer, kind: Kind, filter: Filter, opts: WatchOpts) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
+        let table = opts.table;
         let line = |mut v: Value| {
             if table && matches!(v["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
                 let rv = v["object"]["metadata"]["resourceVersion"]
@@ -552,22 +609,50 @@ fn watch(
             }
             Bytes::from(format!("{v}\n"))
         };
+        let bookmark = |rv: u64, initial_end: bool| {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            json!({"type": "BOOKMARK", "object": {
+                "kind": kind.kind, "apiVersion": kind.api_version(), "metadata": meta,
+            }})
+        };
         let mut notify = server.lock().subscribe();
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let (initial, mut cursor) = match rv {
-            None => server.lock().snapshot(&kind, &filter),
-            Some(rv) => (vec![], rv),
+        let started = tokio::time::Instant::now();
+        let deadline = opts.timeout.map(|t| started + t);
+        let (initial, mut cursor) = match (opts.initial, opts.rv) {
+            (true, _) => server.lock().snapshot(&kind, &filter),
+            (false, Some(rv)) => (vec![], rv),
+            (false, None) => (vec![], server.lock().rv),
         };
         for e in initial {
             if tx.send(line(e)).await.is_err() {
                 return;
             }
         }
+        // Bookmarks carry the resource's latest version and only go out once that is
+        // newer than where the watch started.
+        let floor = cursor;
+        let mut next = if opts.bookmarks {
+            next_bookmark(started, deadline)
+        } else {
+            None
+        };
+        if opts.initial && opts.bookmarks {
+            if tx.send(line(bookmark(cursor, true))).await.is_err() {
+                return;
+            }
+            // The watch cache takes such a watcher up again at its next bookmark tick
+            // (about a second), whatever the deadline.
+            let tick = started + Duration::from_millis(500);
+            next = Some(next.map_or(tick, |n| n.min(tick)));
+        }
         loop {
             let batch = server.lock().events_since(&kind, cursor, &filter);
             match batch {
-                Ok((events, next)) => {
-                    cursor = next;
+                Ok((events, next_cursor)) => {
+                    cursor = next_cursor;
                     for e in events {
                         if tx.send(line(e)).await.is_err() {
                             return;
@@ -587,21 +672,20 @@ fn watch(
                     return;
                 }
             }
-            let bookmark = json!({"type": "BOOKMARK", "object": {
-                "kind": kind.kind, "apiVersion": kind.api_version(),
-                "metadata": {"resourceVersion": cursor.to_string()},
-            }});
-            let until_deadline = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
+            let until = |at: Option<tokio::time::Instant>| async move {
+                match at {
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 changed = notify.changed() => if changed.is_err() { return },
-                _ = until_deadline => return,
-                _ = tokio::time::sleep(BOOKMARK_EVERY), if bookmarks => {
-                    if tx.send(line(bookmark)).await.is_err() {
+                _ = until(deadline) => return,
+                _ = until(next) => {
+                    let now = tokio::time::Instant::now();
+                    next = next_bookmark(now, deadline);
+                    let latest = server.lock().latest_rv(&kind);
+                    if latest > floor && tx.send(line(bookmark(latest, false))).await.is_err() {
                         return;
                     }
                 }
@@ -682,53 +766,6 @@ fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
-/// A `meta.k8s.io/v1` Table as kubectl asks for: Name, the CRD's printer columns (or
-/// Created At for built-in kinds) and partial object metadata per row.
-fn to_table(kind: &Kind, items: &[Value], rv: u64) -> Value {
-    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name",
-        "description": "Name must be unique within a namespace.", "priority": 0})];
-    let printer: Vec<Value> = if kind.printer_columns.is_empty() {
-        vec![json!({"name": "Created At", "type": "date",
-                    "jsonPath": ".metadata.creationTimestamp"})]
-    } else {
-        kind.printer_columns.clone()
-    };
-    for c in &printer {
-        columns.push(json!({
-            "name": c["name"], "type": c["type"],
-            "format": c.get("format").cloned().unwrap_or_else(|| json!("")),
-            "description": c.get("description").cloned().unwrap_or_else(|| json!("")),
-            "priority": c.get("priority").cloned().unwrap_or_else(|| json!(0)),
-        }));
-    }
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let mut cells = vec![o["metadata"]["name"].clone()];
-            for c in &printer {
-                let path = c["jsonPath"].as_str().unwrap_or_default();
-                let cell = path
-                    .trim_start_matches('.')
-                    .split('.')
-                    .filter(|p| !p.is_empty())
-                    .try_fold(o, |v, p| v.get(p))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                cells.push(cell);
-            }
-            json!({"cells": cells, "object": {
-                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                "metadata": o["metadata"],
-            }})
-        })
-        .collect();
-    json!({
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": rv.to_string()},
-        "columnDefinitions": columns, "rows": rows,
-    })
-}
-
 /// OpenAPI v3 discovery: one document per group/version.
 fn openapi_root(kinds: &[Kind]) -> Value {
     let mut paths = serde_json::Map::new();
@@ -785,7 +822,7 @@ fn openapi_doc(kinds: &[Kind], group: &str, version: &str) -> Value {
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.30.0"},
+        "info": {"title": "Kubernetes", "version": "v1.34.0"},
         "paths": paths,
         "components": {"schemas": schemas},
     })

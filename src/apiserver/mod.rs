@@ -1,16 +1,31 @@
 //! An in-process Kubernetes API server for tests and the demo.
 //!
 //! It keeps objects in memory and speaks the wire format kube-rs and kubectl expect:
-//! `metav1.Status` errors, `XList` lists, newline-delimited watch events with bookmarks
-//! and 410 Expired, resource-version conflicts, finalizers, owner-reference garbage
-//! collection, status subresources, merge patch and server-side apply, and CRD
-//! registration with structural-schema, default, pruning and CEL validation.
-//! Anything tested against it should also pass against a real kube-apiserver.
+//! `metav1.Status` errors, `XList` lists, newline-delimited watch events and 410 Expired,
+//! resource-version conflicts, finalizers, owner-reference garbage collection, status
+//! subresources, merge patch and server-side apply, and CRD registration with
+//! structural-schema, default, pruning and CEL validation. Where a test can tell, it
+//! follows kube-apiserver 1.34 (with kube-controller-manager beside it):
+//! - every namespace has a `kube-root-ca.crt` ConfigMap, put back when changed or deleted;
+//! - all errors of an object come back in one 422, bracketed as `apierrors.NewInvalid`
+//!   writes them, and CEL rules skipped after a blocking OpenAPI error are reported as
+//!   "some validation rules were not checked…";
+//! - watches send bookmarks as the watch cache does (every minute and 2 s before the
+//!   deadline, once the resource moved on), and a watch from "" / "0" or with
+//!   `sendInitialEvents` gets the state then a `k8s.io/initial-events-end` bookmark;
+//! - Events live in one store behind core `v1` and `events.k8s.io/v1`, so `kubectl
+//!   describe` and `kubectl get events` find what the controllers' Recorder writes;
+//! - Tables render as the server-side printers do (ages, not timestamps).
+//!
+//! The conformance tests in `tests.rs` run against it and, with
+//! `SLURM_MAINT_E2E_KUBECONFIG`, against a real server.
 
+mod events;
 pub mod harness;
 mod http;
 mod patch;
 mod store;
+mod table;
 mod validate;
 
 #[cfg(test)]

@@ -5,18 +5,41 @@ use std::hash::{BuildHasher, Hasher};
 
 use serde_json::{Value, json};
 
+use super::events;
 use super::patch::{
     FieldSet, applied_fields, deep_merge, diff_paths, json_patch, merge_patch, remove_path,
 };
-use super::validate::{self, validate_crd, validate_metadata, validate_name};
+use super::validate;
 
 /// Watch events kept for resuming watches; older resource versions get 410 Expired.
 pub(crate) const HISTORY_LIMIT: usize = 10_000;
+
+/// The ConfigMap kube-controller-manager publishes in every namespace.
+pub(crate) const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+const ROOT_CA_ANNOTATION: &str = "kubernetes.io/description";
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+/// The CA published as `kube-root-ca.crt`: a self-signed certificate (its key was thrown
+/// away). The embedded server speaks plain HTTP, so it signs nothing; it is there because
+/// clients expect the ConfigMap in every namespace, as on a real cluster.
+const EMBEDDED_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUWJelKpOmOEbCGj1vvYOXfZnAVikwCgYIKoZIzj0EAwIw
+IjEgMB4GA1UEAwwXc2x1cm0tbWFpbnQtZW1iZWRkZWQtY2EwIBcNMjYxMjAzMDg1
+MTQyWhgPMjEyNjExMDkwODUxNDJaMCIxIDAeBgNVBAMMF3NsdXJtLW1haW50LWVt
+YmVkZGVkLWNhMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEeZbIxb70glZZuCKy
+vo9whpCyBUTeM4mvKkFnfBzQ0ER4DwmyTZunkMsOfKCObp2weHsWjYE8sOGTlWnW
+Nk3W1aNTMFEwHQYDVR0OBBYEFLGvxTzjVfCeJksKaUNFsDiaXJOQMB8GA1UdIwQY
+MBaAFLGvxTzjVfCeJksKaUNFsDiaXJOQMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI
+zj0EAwIDSQAwRgIhAMWd3hHzb1SlULtg6su5T5D/Fn0dNxY48sVL7p4C927wAiEA
+hoITT359HC6hv/KSm8o2jfFSGpsEERQBqKk7UfoJ+d8=
+-----END CERTIFICATE-----
+";
 
 /// One served group/version/resource.
 #[derive(Clone, Debug)]
 pub(crate) struct Kind {
     pub group: String,
+    /// The group whose storage holds the objects: `events.k8s.io` Events are core Events.
+    pub storage_group: String,
     pub version: String,
     pub plural: String,
     pub singular: String,
@@ -37,6 +60,11 @@ impl Kind {
     fn builtin(group: &str, plural: &str, kind: &str, namespaced: bool, short: &[&str]) -> Self {
         Kind {
             group: group.into(),
+            storage_group: if group == "events.k8s.io" {
+                String::new()
+            } else {
+                group.into()
+            },
             version: "v1".into(),
             plural: plural.into(),
             singular: kind.to_lowercase(),
@@ -71,9 +99,10 @@ impl Kind {
         }
     }
 
-    /// `Kind.group`, as real validation messages name a kind.
+    /// `Kind.group`, as real validation messages name a kind (Events by their internal,
+    /// core kind, whichever API was used).
     pub fn group_kind(&self) -> String {
-        if self.group.is_empty() {
+        if self.storage_group.is_empty() {
             self.kind.clone()
         } else {
             format!("{}.{}", self.kind, self.group)
@@ -86,6 +115,16 @@ impl Kind {
 
     pub fn is_namespace(&self) -> bool {
         self.group.is_empty() && self.plural == "namespaces"
+    }
+
+    /// Core `v1` Events or `events.k8s.io/v1` Events: one store, two shapes.
+    pub fn is_event(&self) -> bool {
+        self.storage_group.is_empty() && self.plural == "events"
+    }
+
+    /// `events.k8s.io/v1` Events, kept in the store as core Events.
+    fn is_new_event(&self) -> bool {
+        self.is_event() && self.group == "events.k8s.io"
     }
 }
 
@@ -156,18 +195,21 @@ impl ApiError {
         )
     }
 
-    /// 422 Invalid from `(field, message-after-field, reason)` causes.
+    /// 422 Invalid from `(field, message-after-field, reason)` causes, with the message
+    /// as `apierrors.NewInvalid` writes it: one error as is, several in brackets, each
+    /// distinct `field: message` once; the causes keep every error.
     pub fn invalid(kind: &Kind, name: &str, causes: &[(String, String, &str)]) -> Self {
-        let lines: Vec<String> = causes
-            .iter()
-            .map(|(f, m, _)| {
-                if f.is_empty() {
-                    m.clone()
-                } else {
-                    format!("{f}: {m}")
-                }
-            })
-            .collect();
+        let mut lines: Vec<String> = vec![];
+        for (f, m, _) in causes {
+            let line = if f.is_empty() {
+                m.clone()
+            } else {
+                format!("{f}: {m}")
+            };
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
         let joined = if lines.len() == 1 {
             lines[0].clone()
         } else {
@@ -179,7 +221,7 @@ impl ApiError {
             .collect();
         ApiError {
             details: Some(
-                json!({"name": name, "group": kind.group, "kind": kind.kind, "causes": causes}),
+                json!({"name": name, "group": kind.storage_group, "kind": kind.kind, "causes": causes}),
             ),
             ..Self::new(
                 422,
@@ -316,6 +358,10 @@ pub(crate) struct State {
     objects: BTreeMap<Key, Value>,
     applied: BTreeMap<Key, BTreeMap<String, FieldSet>>,
     pub history: VecDeque<Event>,
+    /// Resource version of the latest write per stored resource (group, plural): what a
+    /// real server's watch cache for that resource has seen, and so the version its
+    /// bookmarks carry.
+    latest: BTreeMap<(String, String), u64>,
     notify: tokio::sync::watch::Sender<u64>,
 }
 
@@ -329,6 +375,7 @@ impl State {
             objects: BTreeMap::new(),
             applied: BTreeMap::new(),
             history: VecDeque::new(),
+            latest: BTreeMap::new(),
             notify: tokio::sync::watch::Sender::new(0),
         };
         let mut ns = Kind::builtin("", "namespaces", "Namespace", false, &["ns"]);
@@ -362,6 +409,14 @@ impl State {
         st
     }
 
+    /// The resource version of the latest write to `kind`'s objects (0 if none yet).
+    pub fn latest_rv(&self, kind: &Kind) -> u64 {
+        self.latest
+            .get(&(kind.storage_group.clone(), kind.plural.clone()))
+            .copied()
+            .unwrap_or_default()
+    }
+
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.notify.subscribe()
     }
@@ -379,7 +434,7 @@ impl State {
 
     fn key(kind: &Kind, ns: Option<&str>, name: &str) -> Key {
         Key {
-            group: kind.group.clone(),
+            group: kind.storage_group.clone(),
             plural: kind.plural.clone(),
             ns: if kind.namespaced {
                 ns.unwrap_or_default().to_string()
@@ -398,6 +453,8 @@ impl State {
         prev: Option<Value>,
     ) -> Value {
         self.rv += 1;
+        self.latest
+            .insert((key.group.clone(), key.plural.clone()), self.rv);
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         if etype == "DELETED" {
             self.objects.remove(&key);
@@ -421,8 +478,23 @@ impl State {
         obj
     }
 
+    /// The object as stored: `events.k8s.io` Events become core Events, and core Events
+    /// get the fields a real server always writes.
+    fn to_storage(kind: &Kind, obj: Value) -> Value {
+        if kind.is_new_event() {
+            events::to_core(obj)
+        } else if kind.is_event() {
+            events::normalize_core(obj)
+        } else {
+            obj
+        }
+    }
+
     /// The object as served under `kind`'s version.
     pub fn present(kind: &Kind, mut obj: Value) -> Value {
+        if kind.is_new_event() {
+            obj = events::to_events_v1(obj);
+        }
         obj["apiVersion"] = Value::String(kind.api_version());
         obj["kind"] = Value::String(kind.kind.clone());
         obj
@@ -558,6 +630,7 @@ impl State {
         dry_run: bool,
     ) -> Result<Value> {
         Self::check_type_meta(kind, &mut obj, false)?;
+        let mut obj = Self::to_storage(kind, obj);
         let meta = obj["metadata"].as_object_mut().expect("checked");
         if meta
             .get("resourceVersion")
@@ -625,8 +698,6 @@ impl State {
         if kind.generation {
             meta.insert("generation".into(), 1.into());
         }
-        validate_name(kind, &name)?;
-        validate_metadata(kind, &name, &obj)?;
         if kind.namespaced {
             self.namespace_ready(ns.unwrap_or_default())?;
         }
@@ -640,20 +711,28 @@ impl State {
             obj["status"] = json!({"phase": "Active"});
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name.clone().into();
         }
-        if kind.is_crd() {
-            validate_crd(kind, &name, &obj)?;
+        let mut causes = validate::name_causes(kind, &name);
+        causes.extend(validate::metadata_causes(&obj));
+        if kind.is_event() {
+            causes.extend(events::validate(&obj, kind.is_new_event(), None));
         }
-        validate::admit(kind, &name, &mut obj, None, self.strict)?;
+        if kind.is_crd() {
+            causes.extend(validate::crd_causes(&name, &obj));
+        }
+        validate::admit(kind, &name, &mut obj, None, self.strict, causes)?;
         let key = Self::key(kind, ns, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(kind, &name));
         }
         if dry_run {
-            return Ok(obj);
+            return Ok(Self::present(kind, obj));
         }
         let stored = self.push(key.clone(), "ADDED", obj, None);
         if kind.is_crd() {
             return Ok(self.establish_crd(&key, &stored));
+        }
+        if kind.is_namespace() {
+            self.publish_root_ca(&name);
         }
         Ok(Self::present(kind, stored))
     }
@@ -685,6 +764,7 @@ impl State {
             let kind = s(&names["kind"]);
             self.kinds.push(Kind {
                 group: s(&spec["group"]),
+                storage_group: s(&spec["group"]),
                 version: s(&v["name"]),
                 plural: s(&names["plural"]),
                 singular: names["singular"]
@@ -758,12 +838,91 @@ impl State {
         kind: &Kind,
         ns: Option<&str>,
         name: &str,
+        obj: Value,
+        status_only: bool,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let out = self.update_inner(kind, ns, name, obj, status_only, dry_run)?;
+        self.after_write(kind, ns, name);
+        Ok(out)
+    }
+
+    pub fn patch(
+        &mut self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        patch: PatchBody,
+        status_only: bool,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let out = self.patch_inner(kind, ns, name, patch, status_only, dry_run)?;
+        self.after_write(kind, ns, name);
+        Ok(out)
+    }
+
+    /// What kube-controller-manager's controllers do after a write: the
+    /// root-ca-cert-publisher puts back a `kube-root-ca.crt` that was changed or deleted.
+    fn after_write(&mut self, kind: &Kind, ns: Option<&str>, name: &str) {
+        if kind.group.is_empty() && kind.plural == "configmaps" && name == ROOT_CA_CONFIGMAP {
+            self.publish_root_ca(ns.unwrap_or_default());
+        }
+    }
+
+    /// Creates or repairs the namespace's `kube-root-ca.crt` ConfigMap (key `ca.crt`, and
+    /// the description annotation), as the root-ca-cert-publisher does for every
+    /// namespace that is not terminating.
+    fn publish_root_ca(&mut self, ns: &str) {
+        if self.namespace_ready(ns).is_err() {
+            return;
+        }
+        let Some(kind) = self.find_kind("", "v1", "configmaps") else {
+            return;
+        };
+        let key = Self::key(&kind, Some(ns), ROOT_CA_CONFIGMAP);
+        let data = json!({"ca.crt": EMBEDDED_CA});
+        match self.objects.get(&key).cloned() {
+            None => {
+                let cm = json!({
+                    "metadata": {"name": ROOT_CA_CONFIGMAP,
+                                 "annotations": {ROOT_CA_ANNOTATION: ROOT_CA_DESCRIPTION}},
+                    "data": data,
+                });
+                let _ = self.create(&kind, Some(ns), cm, false);
+            }
+            Some(cm) => {
+                let described = cm
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(ROOT_CA_ANNOTATION))
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !d.is_empty());
+                if cm.get("data") == Some(&data) && described {
+                    return;
+                }
+                let mut next = cm.clone();
+                next["data"] = data;
+                if !next["metadata"]["annotations"].is_object() {
+                    next["metadata"]["annotations"] = json!({});
+                }
+                next["metadata"]["annotations"][ROOT_CA_ANNOTATION] = ROOT_CA_DESCRIPTION.into();
+                next.as_object_mut().map(|o| o.remove("binaryData"));
+                self.push(key, "MODIFIED", next, Some(cm));
+            }
+        }
+    }
+
+    fn update_inner(
+        &mut self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
         mut obj: Value,
         status_only: bool,
         dry_run: bool,
     ) -> Result<Value> {
         Self::check_type_meta(kind, &mut obj, false)?;
         Self::check_ns_and_name(kind, &obj, ns, name)?;
+        let obj = Self::to_storage(kind, obj);
         let (key, old) = self.old_for_write(kind, ns, name)?;
         match obj
             .pointer("/metadata/resourceVersion")
@@ -799,7 +958,7 @@ impl State {
         self.finish_write(kind, key, old, new, dry_run)
     }
 
-    pub fn patch(
+    fn patch_inner(
         &mut self,
         kind: &Kind,
         ns: Option<&str>,
@@ -809,6 +968,7 @@ impl State {
         dry_run: bool,
     ) -> Result<Value> {
         let PatchBody { how, body: patch } = patch;
+        let strict_patch = self.strict && !matches!(how, PatchKind::Apply { .. });
         let applied = match &how {
             PatchKind::Apply { manager, .. } => Some((
                 format!("{manager}{}", if status_only { "/status" } else { "" }),
@@ -845,7 +1005,11 @@ impl State {
         {
             return Err(ApiError::stale(kind, name));
         }
-        let mut patched = old.clone();
+        let mut patched = if kind.is_new_event() {
+            Self::present(kind, old.clone())
+        } else {
+            old.clone()
+        };
         match how {
             PatchKind::Merge => merge_patch(&mut patched, &patch),
             PatchKind::Apply { force, .. } => {
@@ -864,8 +1028,15 @@ impl State {
         }
         Self::check_type_meta(kind, &mut patched, false)?;
         Self::check_ns_and_name(kind, &patched, ns, name)?;
+        let patched = Self::to_storage(kind, patched);
         let new = Self::prepare_update(kind, name, &old, patched, status_only)?;
-        let written = self.finish_write(kind, key.clone(), old, new, dry_run)?;
+        let patched = strict_patch.then(|| Self::present(kind, new.clone()));
+        let written = self
+            .finish_write(kind, key.clone(), old, new, dry_run)
+            .map_err(|e| match &patched {
+                Some(p) => strict_patch_error(p, e),
+                None => e,
+            })?;
         if let Some((manager, fields)) = applied
             && !dry_run
             && self.objects.contains_key(&key)
@@ -1036,11 +1207,14 @@ impl State {
         mut new: Value,
         dry_run: bool,
     ) -> Result<Value> {
-        validate_metadata(kind, &key.name, &new)?;
-        if kind.is_crd() {
-            validate_crd(kind, &key.name, &new)?;
+        let mut causes = validate::metadata_causes(&new);
+        if kind.is_event() {
+            causes.extend(events::validate(&new, kind.is_new_event(), Some(&old)));
         }
-        validate::admit(kind, &key.name, &mut new, Some(&old), self.strict)?;
+        if kind.is_crd() {
+            causes.extend(validate::crd_causes(&key.name, &new));
+        }
+        validate::admit(kind, &key.name, &mut new, Some(&old), self.strict, causes)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         new["apiVersion"] = old["apiVersion"].clone();
         if new == old || dry_run {
@@ -1068,6 +1242,18 @@ impl State {
     /// DELETE: with finalizers, marks the object; otherwise removes it and collects dependents.
     /// Returns the object and whether it is gone.
     pub fn delete(
+        &mut self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<(Value, bool)> {
+        let out = self.delete_inner(kind, ns, name, opts)?;
+        self.after_write(kind, ns, name);
+        Ok(out)
+    }
+
+    fn delete_inner(
         &mut self,
         kind: &Kind,
         ns: Option<&str>,
@@ -1250,6 +1436,26 @@ impl State {
             .filter(|(k, o)| filter.matches(k, o))
             .map(|(k, _)| (k.ns.clone(), k.name.clone()))
             .collect()
+    }
+}
+
+/// A merge or JSON patch refused by `fieldValidation=Strict`: 1.34 reports it as a 422 on
+/// the field `patch`, quoting the patched object (keys sorted, as Go marshals a map).
+fn strict_patch_error(patched: &Value, e: ApiError) -> ApiError {
+    const MARK: &str = "strict decoding error: ";
+    let Some(at) = e.message.find(MARK).filter(|_| e.code == 400) else {
+        return e;
+    };
+    let body = format!(
+        "Invalid value: {:?}: {}",
+        patched.to_string(),
+        &e.message[at..]
+    );
+    ApiError {
+        details: Some(json!({"causes": [
+            {"reason": "FieldValueInvalid", "message": body, "field": "patch"}
+        ]})),
+        ..ApiError::new(422, "Invalid", format!(" \"\" is invalid: patch: {body}"))
     }
 }
 

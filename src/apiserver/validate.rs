@@ -6,19 +6,35 @@ use serde_json::{Map, Value, json};
 
 use super::store::{ApiError, Kind, Result};
 
-type Cause = (String, String, &'static str);
+pub(crate) type Cause = (String, String, &'static str);
+
+/// What 1.34 adds when OpenAPI errors stopped the CEL rules from running
+/// (apiextensions-apiserver's `hasBlockingErr`: `field.Invalid(nil, nil, …)`).
+pub(crate) const RULES_NOT_CHECKED: &str = "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+
+/// Error types after which a real server does not evaluate CEL rules.
+const BLOCKING: [&str; 5] = [
+    "FieldValueNotSupported",
+    "FieldValueRequired",
+    "FieldValueTooLong",
+    "FieldValueTooMany",
+    "FieldValueTypeInvalid",
+];
 
 /// Prunes, defaults and validates `obj` in place; 422 Invalid on failure, 400 when
 /// `strict` (`fieldValidation=Strict`) and the object has fields the schema does not know.
+/// `causes` are the errors already found in the object's metadata: a real server reports
+/// them in the same 422 as the schema's, before them.
 pub(crate) fn admit(
     kind: &Kind,
     name: &str,
     obj: &mut Value,
     old: Option<&Value>,
     strict: bool,
+    mut causes: Vec<Cause>,
 ) -> Result<()> {
     let Some(schema) = &kind.schema else {
-        return Ok(());
+        return invalid_if_any(kind, name, &causes);
     };
     let mut removed = vec![];
     prune(schema, obj, true, "", &mut removed);
@@ -35,42 +51,68 @@ pub(crate) fn admit(
         )));
     }
     *obj = apply_defaults(schema, obj);
-    let mut causes = vec![];
     check(schema, obj, "", true, &mut causes);
-    if causes.is_empty()
-        && let Err(errors) = Validator::new().validate(schema, obj, old)
-    {
-        for e in errors.iter() {
-            let msg = match (&e.kind, e.reason.as_deref()) {
-                (ErrorKind::ValidationFailure, Some("FieldValueForbidden")) => {
-                    format!("Forbidden: {}", e.message)
-                }
-                (ErrorKind::ValidationFailure, Some("FieldValueRequired")) => {
-                    format!("Required value: {}", e.message)
-                }
-                (ErrorKind::ValidationFailure, Some("FieldValueDuplicate")) => {
-                    format!("Duplicate value: {}", e.message)
-                }
-                (ErrorKind::ValidationFailure, _) => format!(
-                    "Invalid value: \"{}\": {}",
-                    type_name(lookup(obj, &e.field_path)),
-                    e.message
-                ),
-                _ => format!("Internal error: {} evaluating rule: {}", e.message, e.rule),
-            };
-            let reason = match e.reason.as_deref() {
-                Some("FieldValueForbidden") => "FieldValueForbidden",
-                Some("FieldValueRequired") => "FieldValueRequired",
-                Some("FieldValueDuplicate") => "FieldValueDuplicate",
-                _ => "FieldValueInvalid",
-            };
-            causes.push((e.field_path.clone(), msg, reason));
+    if has_rules(schema) {
+        if causes.iter().any(|(_, _, r)| BLOCKING.contains(r)) {
+            causes.push((
+                "<nil>".into(),
+                format!("Invalid value: null: {RULES_NOT_CHECKED}"),
+                "FieldValueInvalid",
+            ));
+        } else if let Err(errors) = Validator::new().validate(schema, obj, old) {
+            causes.extend(errors.iter().map(|e| cel_cause(obj, e)));
         }
     }
+    invalid_if_any(kind, name, &causes)
+}
+
+fn cel_cause(obj: &Value, e: &kube::core::cel::ValidationError) -> Cause {
+    let msg = match (&e.kind, e.reason.as_deref()) {
+        (ErrorKind::ValidationFailure, Some("FieldValueForbidden")) => {
+            format!("Forbidden: {}", e.message)
+        }
+        (ErrorKind::ValidationFailure, Some("FieldValueRequired")) => {
+            format!("Required value: {}", e.message)
+        }
+        (ErrorKind::ValidationFailure, Some("FieldValueDuplicate")) => {
+            format!("Duplicate value: {}", e.message)
+        }
+        (ErrorKind::ValidationFailure, _) => format!(
+            "Invalid value: \"{}\": {}",
+            type_name(lookup(obj, &e.field_path)),
+            e.message
+        ),
+        _ => format!("Internal error: {} evaluating rule: {}", e.message, e.rule),
+    };
+    let reason = match e.reason.as_deref() {
+        Some("FieldValueForbidden") => "FieldValueForbidden",
+        Some("FieldValueRequired") => "FieldValueRequired",
+        Some("FieldValueDuplicate") => "FieldValueDuplicate",
+        _ => "FieldValueInvalid",
+    };
+    (e.field_path.clone(), msg, reason)
+}
+
+/// Whether any level of the schema has `x-kubernetes-validations` (a real server builds
+/// no CEL validator, and so adds no "not checked" cause, for a schema without rules).
+fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => {
+            m.get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty())
+                || m.values().any(has_rules)
+        }
+        Value::Array(a) => a.iter().any(has_rules),
+        _ => false,
+    }
+}
+
+fn invalid_if_any(kind: &Kind, name: &str, causes: &[Cause]) -> Result<()> {
     if causes.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid(kind, name, &causes))
+        Err(ApiError::invalid(kind, name, causes))
     }
 }
 
@@ -303,7 +345,7 @@ fn check_string(schema: &Value, s: &str, path: &str, out: &mut Vec<Cause>) {
     {
         out.push((
             path.into(),
-            format!("Too long: may not be longer than {max}"),
+            format!("Too long: may not be more than {max} bytes"),
             "FieldValueTooLong",
         ));
     }
@@ -329,7 +371,7 @@ fn check_string(schema: &Value, s: &str, path: &str, out: &mut Vec<Cause>) {
         out.push((
             path.into(),
             format!("Invalid value: \"{s}\": {path} in body must be of type date-time: \"{s}\""),
-            "FieldValueInvalid",
+            "FieldValueTypeInvalid",
         ));
     }
 }
@@ -390,7 +432,7 @@ fn matches_pattern(s: &str, pattern: &str) -> Option<bool> {
 }
 
 /// Object names: DNS-1123 subdomains, or labels for namespaces.
-pub(crate) fn validate_name(kind: &Kind, name: &str) -> Result<()> {
+pub(crate) fn name_causes(kind: &Kind, name: &str) -> Vec<Cause> {
     let label = kind.is_namespace();
     let max = if label { 63 } else { 253 };
     let ok_char =
@@ -401,22 +443,18 @@ pub(crate) fn validate_name(kind: &Kind, name: &str) -> Result<()> {
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
-        return Ok(());
+        return vec![];
     }
     let what = if label {
         "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
     } else {
         "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
     };
-    Err(ApiError::invalid(
-        kind,
-        name,
-        &[(
-            "metadata.name".into(),
-            format!("Invalid value: \"{name}\": {what}"),
-            "FieldValueInvalid",
-        )],
-    ))
+    vec![(
+        "metadata.name".into(),
+        format!("Invalid value: \"{name}\": {what}"),
+        "FieldValueInvalid",
+    )]
 }
 
 fn is_name_part(s: &str) -> bool {
@@ -428,7 +466,7 @@ fn is_name_part(s: &str) -> bool {
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-fn is_qualified_name(s: &str) -> bool {
+pub(crate) fn is_qualified_name(s: &str) -> bool {
     match s.split_once('/') {
         Some((prefix, name)) => {
             !prefix.is_empty()
@@ -445,11 +483,11 @@ fn is_qualified_name(s: &str) -> bool {
 }
 
 /// Label, annotation, finalizer and owner-reference rules every real server enforces.
-pub(crate) fn validate_metadata(kind: &Kind, name: &str, obj: &Value) -> Result<()> {
+pub(crate) fn metadata_causes(obj: &Value) -> Vec<Cause> {
     const KEY: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
     const VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
     let meta = &obj["metadata"];
-    let mut causes: Vec<(String, String, &str)> = vec![];
+    let mut causes: Vec<Cause> = vec![];
     let invalid = |field: &str, value: &str, why: &str| {
         (
             field.to_string(),
@@ -516,18 +554,14 @@ pub(crate) fn validate_metadata(kind: &Kind, name: &str, obj: &Value) -> Result<
             "FieldValueInvalid",
         ));
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(kind, name, &causes))
-    }
+    causes
 }
 
-pub(crate) fn validate_crd(kind: &Kind, name: &str, crd: &Value) -> Result<()> {
+pub(crate) fn crd_causes(name: &str, crd: &Value) -> Vec<Cause> {
     let spec = &crd["spec"];
     let plural = spec.pointer("/names/plural").and_then(Value::as_str);
     let group = spec["group"].as_str();
-    let mut causes = vec![];
+    let mut causes: Vec<Cause> = vec![];
     match (plural, group) {
         (Some(p), Some(g)) if name == format!("{p}.{g}") => {}
         (Some(p), Some(g)) => causes.push((
@@ -567,9 +601,5 @@ pub(crate) fn validate_crd(kind: &Kind, name: &str, crd: &Value) -> Result<()> {
             "FieldValueInvalid",
         ));
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(kind, name, &causes))
-    }
+    causes
 }
