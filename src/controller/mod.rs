@@ -118,6 +118,12 @@ pub struct Context {
     pub env: Env,
     /// Last read of each OCI event (by event id), for the poll back-off.
     pub oci_polls: std::sync::Mutex<std::collections::BTreeMap<String, crate::oci::poll::Polled>>,
+    /// The (possibly virtual) time of the last pass this replica finished, successful or
+    /// not: a driver of a virtual clock waits for it before moving the clock on.
+    pub passes: tokio::sync::watch::Sender<Option<Timestamp>>,
+    /// Every send makes the controller look at every policy at once (instead of at its
+    /// next requeue): a driver of a virtual clock sends after moving the clock.
+    pub clock_moved: tokio::sync::watch::Sender<u64>,
 }
 
 impl Context {
@@ -146,7 +152,21 @@ impl Context {
             last_pass: Default::default(),
             oci_polls: Default::default(),
             env: Arc::new(|k| std::env::var(k).ok()),
+            passes: tokio::sync::watch::Sender::new(None),
+            clock_moved: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The virtual clock moved: every policy is looked at now.
+    pub fn tick(&self) {
+        self.clock_moved.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wait until this replica has finished a pass at or after `at`; false when the
+    /// controller is gone.
+    pub async fn wait_for_pass(&self, at: Timestamp) -> bool {
+        let mut rx = self.passes.subscribe();
+        rx.wait_for(|t| t.is_some_and(|t| t >= at)).await.is_ok()
     }
 }
 
@@ -165,8 +185,14 @@ pub async fn run(
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
+    // Ticks of a virtual clock (never sent in production).
+    let ticks = futures::stream::unfold(ctx.clock_moved.subscribe(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    });
     Controller::new(policies, watcher::Config::default())
         .owns(works, watcher::Config::default())
+        .reconcile_all_on(ticks)
         .graceful_shutdown_on(shutdown)
         .run(policy::reconcile, policy::error_policy, ctx)
         .for_each(|res| async move {

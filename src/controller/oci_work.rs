@@ -457,6 +457,7 @@ mod tests {
                 .unwrap();
             let sim = SimCluster::new(SimConfig {
                 nodes: 10,
+                partition: "compute".into(),
                 start,
                 job_mix: JobMix {
                     short: 1.0,
@@ -909,7 +910,6 @@ mod tests {
         let rig = Rig::start(
             THREE_EVENTS,
             json!({
-                "partition": "batch",
                 "reservations": {"enabled": true, "duration": "2h"},
                 "reboots": {"enabled": true, "timeout": "20m"},
                 "campaign": {"rebootRequiredBefore": start.to_string()},

@@ -99,6 +99,7 @@ async fn apply(policy: Arc<MaintenancePolicy>, ctx: &Context) -> Result<Requeue,
         .insert(key, (now, generation));
     let started = Instant::now();
     let result = pass(&policy, ctx, now).await;
+    ctx.passes.send_replace(Some(now));
     let secs = started.elapsed().as_secs_f64();
     ctx.metrics.reconciled(
         CONTROLLER,
