@@ -707,15 +707,23 @@ mod tests {
         )
     }
 
+    /// The default demo's first `hours` virtual hours (the campaign's busiest part: every
+    /// budget slot in use): enough to tell two runs apart, cheaper than a whole campaign.
+    fn first_hours(seed: u64, hours: i64) -> DemoArgs {
+        DemoArgs {
+            max_hours: Some(hours),
+            ..DemoArgs::new(40, seed)
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_seed_gives_one_campaign() {
-        let a = run(DemoArgs::new(20, 3)).await.unwrap();
-        let b = run(DemoArgs::new(20, 3)).await.unwrap();
-        assert!(a.finished, "{:?}", a.failure());
-        assert_eq!(a.completed + a.failed, a.campaign_nodes - a.drained_by_ops);
+        let a = run(first_hours(7, 8)).await.unwrap();
+        let b = run(first_hours(7, 8)).await.unwrap();
+        assert!(a.completed >= 10, "{} completed", a.completed);
         assert_eq!(outcome(&a), outcome(&b));
         // Another seed, another workload: the comparison above can fail.
-        let c = run(DemoArgs::new(20, 4)).await.unwrap();
+        let c = run(first_hours(8, 8)).await.unwrap();
         assert_ne!(outcome(&a), outcome(&c));
     }
 
@@ -723,7 +731,7 @@ mod tests {
     /// wall time.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_loaded_machine_gives_the_same_campaign() {
-        let quiet = run(DemoArgs::new(16, 11)).await.unwrap();
+        let quiet = run(first_hours(5, 8)).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let spinners: Vec<_> = (0..2)
             .map(|_| {
@@ -736,13 +744,13 @@ mod tests {
                 })
             })
             .collect();
-        let loaded = run(DemoArgs::new(16, 11)).await;
+        let loaded = run(first_hours(5, 8)).await;
         stop.store(true, Ordering::Relaxed);
         for s in spinners {
             s.join().unwrap();
         }
         let loaded = loaded.unwrap();
-        assert!(quiet.finished, "{:?}", quiet.failure());
+        assert!(quiet.completed >= 10, "{} completed", quiet.completed);
         assert_eq!(outcome(&quiet), outcome(&loaded));
     }
 

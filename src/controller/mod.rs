@@ -198,8 +198,15 @@ pub async fn run(
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(policy = %obj.name, "reconciled"),
+                Err(e) if is_gone(&e) => tracing::debug!(error = %e, "policy gone"),
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
         })
         .await;
+}
+
+/// A reconcile scheduled for a policy deleted since (its NodeMaintenances going with it
+/// schedule some): a normal deletion, not worth a warning.
+fn is_gone<A, B>(e: &kube::runtime::controller::Error<A, B>) -> bool {
+    matches!(e, kube::runtime::controller::Error::ObjectNotFound(_))
 }

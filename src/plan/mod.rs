@@ -318,6 +318,8 @@ pub struct Plan {
     pub nodes_needing_work: usize,
     /// Release times of every node still waiting to start, earliest first.
     pub queue: Vec<Release>,
+    /// `spec.nodelist` is set and names no node of the partition.
+    pub scope_matches_nothing: bool,
 }
 
 impl Plan {
@@ -796,6 +798,8 @@ pub fn plan(
         budget_exhausted,
         nodes_needing_work: campaign_nodes.len(),
         queue,
+        scope_matches_nothing: s.scope.is_some()
+            && !snapshot.nodes.iter().any(|n| s.in_scope(&n.name)),
     }
 }
 

@@ -1165,3 +1165,21 @@ fn many_candidates_see_the_budget_after_the_last_admission() {
     );
     assert_eq!(p.budget.occupied().len(), 20);
 }
+
+/// A nodelist that names none of the partition's nodes is told apart from a campaign
+/// with nothing to do.
+#[test]
+fn a_nodelist_matching_no_node_of_the_partition_is_reported() {
+    let snap = snapshot(vec![node("n1", "IDLE", 0), node("n2", "IDLE", 0)], vec![]);
+    let mut s = settings(50.0);
+    s.scope = Some(["gpu[1-2]".to_string()].into());
+    let p = plan("p", &s, &snap, &[], t(NOW));
+    assert!(p.scope_matches_nothing);
+    assert_eq!(p.nodes_needing_work, 0);
+    s.scope = Some(["n2".to_string(), "x9".to_string()].into());
+    let p = plan("p", &s, &snap, &[], t(NOW));
+    assert!(!p.scope_matches_nothing);
+    assert_eq!(p.nodes_needing_work, 1);
+    s.scope = None;
+    assert!(!plan("p", &s, &snap, &[], t(NOW)).scope_matches_nothing);
+}
