@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::future::BoxFuture;
 use jiff::{SignedDuration, Timestamp};
 
+pub mod crash;
+
 use crate::agent::api::{Done, PartitionSnapshot};
 use crate::plan::{Action, HealthResult};
 use crate::slurm::client::{SlurmClient, SlurmError};
