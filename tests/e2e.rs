@@ -749,8 +749,9 @@ async fn an_unreachable_agent_or_a_missing_token_degrades_the_policy() {
             }
         }
     };
+    // The token Secret is missing: said so, not taken for an unreachable agent.
     let d = degraded("not found").await;
-    assert_eq!(d.reason, reason::SLURM_UNREACHABLE);
+    assert_eq!(d.reason, reason::AGENT_TOKEN_MISSING);
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "agent-token"},
         "stringData": {"token": "t0ken"}
@@ -1226,6 +1227,133 @@ async fn a_refused_reboot_fails_fast_and_is_never_issued() {
         n2.reason
     );
     assert_eq!(p.status.unwrap().phases.failed, 1);
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+fn condition(p: &MaintenancePolicy, ty: &str) -> slurm_maint::api::condition::Condition {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == ty))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {ty} condition: {:?}", p.status))
+}
+
+/// Slurm answered, and the policy is what is wrong: the reasons say which mistake.
+#[tokio::test]
+async fn what_slurm_answered_is_told_by_the_reason() {
+    let c = TestCluster::start("reasons").await;
+    let sim = sim(4, 1);
+    let ctl = Controller::start(&c, &sim, "e2e", false);
+    apply_policy(&c, &policy("nopart", json!({"partition": "gpu"}))).await;
+    apply_policy(&c, &policy("scope", json!({"nodelist": "gpu[1-4]"}))).await;
+    let p = wait_for_pass(&c, &sim, "nopart").await;
+    let d = condition(&p, "Degraded");
+    assert_eq!(d.reason, reason::PARTITION_NOT_FOUND);
+    assert!(
+        d.message.contains("partition gpu not found"),
+        "{}",
+        d.message
+    );
+    assert_eq!(condition(&p, "Ready").status, ConditionStatus::False);
+    let p = wait_for_pass(&c, &sim, "scope").await;
+    for ty in ["Ready", "Progressing"] {
+        let r = condition(&p, ty);
+        assert_eq!(r.status, ConditionStatus::False, "{ty}");
+        assert_eq!(r.reason, reason::NODELIST_MATCHES_NO_NODE, "{ty}");
+        assert!(
+            r.message.contains("none of the 4 nodes of partition batch"),
+            "{}",
+            r.message
+        );
+    }
+    assert!(works(&c).await.is_empty());
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+/// The agent as it answers a token it does not know.
+struct WrongToken;
+
+impl SlurmClient for WrongToken {
+    fn snapshot<'a>(
+        &'a self,
+        _partition: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<slurm_maint::agent::api::PartitionSnapshot, SlurmError>,
+    > {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn execute<'a>(
+        &'a self,
+        _action: &'a slurm_maint::plan::Action,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn health_check<'a>(
+        &'a self,
+        _node: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::plan::HealthResult, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn drain<'a>(
+        &'a self,
+        _node: &'a str,
+        _reason: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn resume<'a>(
+        &'a self,
+        _node: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+}
+
+/// What the agent client makes of the agent's 401 answer.
+fn unauthorized() -> SlurmError {
+    SlurmError::Refused {
+        status: 401,
+        code: "Unauthorized".into(),
+        message: "missing or wrong bearer token".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_agent_token_is_told_by_the_reason() {
+    let c = TestCluster::start("token").await;
+    let sim = sim(4, 1);
+    let ctl = Controller::start_with(&c, &sim, Arc::new(WrongToken), "e2e", false);
+    apply_policy(&c, &policy("roll", json!({}))).await;
+    let p = wait_for_pass(&c, &sim, "roll").await;
+    let d = condition(&p, "Degraded");
+    assert_eq!(d.reason, reason::AGENT_UNAUTHORIZED);
+    assert!(d.message.contains("wrong bearer token"), "{}", d.message);
+    // Said once in a Warning Event, in words.
+    let events: Api<K8sEvent> = Api::namespaced(c.client.clone(), &c.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .any(|e| {
+                e.reason.as_deref() == Some(reason::AGENT_UNAUTHORIZED)
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("wrong bearer token"))
+            });
+        if found {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Warning Event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ctl.stop().await;
     c.cleanup().await;
 }

@@ -210,3 +210,27 @@ pub async fn run(
 fn is_gone<A, B>(e: &kube::runtime::controller::Error<A, B>) -> bool {
     matches!(e, kube::runtime::controller::Error::ObjectNotFound(_))
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector::ObjectRef;
+
+    use super::*;
+
+    #[test]
+    fn a_deleted_policy_is_no_warning() {
+        let gone: kube::runtime::controller::Error<Error, watcher::Error> =
+            kube::runtime::controller::Error::ObjectNotFound(Box::new(
+                ObjectRef::<MaintenancePolicy>::new("roll")
+                    .within("slurm")
+                    .erase(),
+            ));
+        assert!(is_gone(&gone));
+        let failed: kube::runtime::controller::Error<Error, watcher::Error> =
+            kube::runtime::controller::Error::ReconcilerFailed(
+                Error::Invalid("x".into()),
+                Box::new(ObjectRef::<MaintenancePolicy>::new("roll").erase()),
+            );
+        assert!(!is_gone(&failed));
+    }
+}
