@@ -14,7 +14,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase as Phase};
 use crate::apiserver::ApiServer;
-use crate::controller::{self, Context, FixedConnector, Leadership, LeaseConfig, Pace};
+use crate::controller::{self, Context, FixedConnector, Leadership, Pace};
 use crate::sim::{JobMix, SimCluster, SimConfig, SimStats};
 
 /// The demo's policy.
@@ -400,7 +400,8 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     // Passes run when the driver moves the clock (Context::tick), not on timers: a
     // virtual minute is a real minute to the requeue timers, which never fire first.
     let pace = Pace { scale: 1.0 };
-    let leadership = Leadership::default();
+    // One replica, no election: the first pass runs as soon as the policy is seen.
+    let leadership = Leadership::always();
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(FixedConnector(Arc::new(sim.clone()))),
@@ -413,12 +414,6 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let elector = tokio::spawn(controller::leader::run(
-        client.clone(),
-        LeaseConfig::new(ns, "slurm-maint-controller", "demo"),
-        leadership,
-        stopped(stop_rx.clone()),
-    ));
     let controller_task = tokio::spawn(controller::run(
         ctx.clone(),
         Some(ns.to_string()),
@@ -469,12 +464,6 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     let mut stuck_since: Option<Timestamp> = None;
     let mut stuck_why = None;
     let mut last: (Vec<NodeMaintenance>, Option<MaintenancePolicy>) = (vec![], None);
-    // The first pass runs once the lease is held (a not-yet leader looks again after 2 s).
-    let elected = tokio::time::Instant::now();
-    while !ctx.leadership.is_leader() && elected.elapsed() < PASS_GUARD {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    ctx.tick();
     loop {
         match tokio::time::timeout(PASS_GUARD, ctx.wait_for_pass(sim.now())).await {
             Ok(true) => {}
@@ -589,7 +578,6 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     }
     let _ = stop_tx.send(true);
     let _ = controller_task.await;
-    let _ = elector.await;
 
     let (items, p) = last;
     let st = p.and_then(|p| p.status).unwrap_or_default();
