@@ -40,17 +40,33 @@ enum Command {
     Bench(slurm_maint::bench::BenchArgs),
 }
 
+/// Log lines on stderr: colours only when stderr is a terminal.
 fn init_logging(json: bool, default: &str) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let b = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     if json {
         b.json().init();
     } else {
         b.init();
     }
+}
+
+/// Log lines into `path` (created anew), without colours: the terminal is the demo's.
+fn init_file_logging(path: &std::path::Path, default: &str) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .init();
+    Ok(())
 }
 
 fn block_on<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitCode {
@@ -109,14 +125,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo(args) => {
-            init_logging(false, "warn");
+            if let Err(e) = init_file_logging(&args.log, "info") {
+                eprintln!("error: {}: {e}", args.log.display());
+                return ExitCode::FAILURE;
+            }
             block_on(async move {
                 let report = slurm_maint::demo::run(args).await?;
-                if report.finished {
-                    Ok(())
-                } else {
-                    Err("the campaign did not finish in time".into())
-                }
+                report.failure().map_or(Ok(()), Err)
             })
         }
     }

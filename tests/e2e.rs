@@ -21,6 +21,7 @@ use slurm_maint::api::{MaintenancePolicy, NodeMaintenance, NodeMaintenancePhase 
 use slurm_maint::apiserver::harness::TestCluster;
 use slurm_maint::controller::{self, Context, FixedConnector, Leadership, LeaseConfig, Pace};
 use slurm_maint::plan::status::reason;
+use slurm_maint::sim::crash::{self, Tripwire};
 use slurm_maint::sim::{JobMix, RebootFate, SimCluster, SimConfig, TraceNode};
 use slurm_maint::slurm::client::{SlurmClient, SlurmError};
 use tokio::sync::watch;
@@ -86,9 +87,37 @@ impl Controller {
         Self::start_with(c, sim, Arc::new(sim.clone()), identity, lease)
     }
 
+    /// As [`Controller::start`], its API requests and Slurm calls counted on `wire`: the
+    /// replica hangs at the crash point armed there.
+    fn start_crashing(
+        c: &TestCluster,
+        sim: &SimCluster,
+        identity: &str,
+        wire: &Arc<Tripwire>,
+    ) -> Self {
+        let slurm = crash::Slurm {
+            inner: Arc::new(sim.clone()),
+            wire: wire.clone(),
+        };
+        let client = crash::kube_client(c.client.clone(), wire.clone());
+        Self::start_on(c, client, sim, Arc::new(slurm), identity, false)
+    }
+
     /// As [`Controller::start`], with Slurm reached through `slurm` (on `sim`'s clock).
     fn start_with(
         c: &TestCluster,
+        sim: &SimCluster,
+        slurm: Arc<dyn SlurmClient>,
+        identity: &str,
+        lease: bool,
+    ) -> Self {
+        Self::start_on(c, c.client.clone(), sim, slurm, identity, lease)
+    }
+
+    /// As [`Controller::start_with`], reaching the API server through `client`.
+    fn start_on(
+        c: &TestCluster,
+        client: kube::Client,
         sim: &SimCluster,
         slurm: Arc<dyn SlurmClient>,
         identity: &str,
@@ -101,7 +130,7 @@ impl Controller {
             Leadership::always()
         };
         let ctx = Arc::new(Context::new(
-            c.client.clone(),
+            client.clone(),
             Arc::new(FixedConnector(slurm)),
             Arc::new(move || clock_sim.now()),
             // One virtual minute = 5 ms: passes run as soon as the clock moves.
@@ -125,7 +154,7 @@ impl Controller {
             cfg.lease_duration = Duration::from_secs(3);
             cfg.renew_every = Duration::from_millis(500);
             tasks.push(tokio::spawn(controller::leader::run(
-                c.client.clone(),
+                client,
                 cfg,
                 leadership,
                 stopped(rx),
@@ -359,38 +388,62 @@ async fn a_campaign_runs_to_the_end_within_the_budget() {
     c.cleanup().await;
 }
 
+/// Every seventh virtual minute the controller dies at a point chosen by progress: its
+/// 1st to 11th API request or Slurm call from then, before the call is sent or after it
+/// was carried out (the answer lost). A new replica takes over each time.
 #[tokio::test]
 async fn crashes_at_any_point_resume_without_double_effects() {
     let c = TestCluster::start("crash").await;
     let sim = sim(10, 5);
     apply_policy(&c, &policy("roll", json!({}))).await;
-    let mut ctl = Some(Controller::start(&c, &sim, "e2e-a", false));
+    let mut wire = Tripwire::new();
+    let mut ctl = Controller::start_crashing(&c, &sim, "e2e-0", &wire);
     let mut restarts = 0;
     let end = sim.now() + SignedDuration::from_hours(96);
     let mut step = 0u64;
     loop {
-        let p = wait_for_pass(&c, &sim, "roll").await;
+        // A pass at this minute: the replica's own, or one a crashed replica finished
+        // (its status written) before it died.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let p = loop {
+            let p = get_policy(&c, "roll").await;
+            if p.status
+                .as_ref()
+                .and_then(|s| s.last_pass)
+                .is_some_and(|t| t >= sim.now())
+            {
+                break p;
+            }
+            if wire.is_tripped() {
+                ctl.kill();
+                restarts += 1;
+                wire = Tripwire::new();
+                ctl = Controller::start_crashing(&c, &sim, &format!("e2e-{restarts}"), &wire);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no pass at {} within 30 s",
+                sim.now()
+            );
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        };
         sim.sample();
         if campaign_over(&p) {
             break;
         }
         assert!(sim.now() < end);
         step += 1;
+        if step.is_multiple_of(7) {
+            let k = step / 7;
+            wire.arm(1 + k % 11, k % 2 == 1);
+        }
         sim.advance(SignedDuration::from_mins(1));
         sim.sample();
-        // Every few minutes the controller dies: sometimes mid-pass, since the clock has
-        // just moved and a pass is starting.
-        if step.is_multiple_of(7) {
-            let old = ctl.take().unwrap();
-            tokio::time::sleep(Duration::from_millis(step % 5)).await;
-            old.kill();
-            restarts += 1;
-            ctl = Some(Controller::start(&c, &sim, &format!("e2e-{step}"), false));
-        }
+        ctl.ctx.tick();
     }
     assert!(restarts > 5, "only {restarts} restarts");
     assert_campaign(&sim, &works(&c).await, 2);
-    ctl.unwrap().stop().await;
+    ctl.stop().await;
     c.cleanup().await;
 }
 
@@ -588,45 +641,53 @@ async fn a_spec_the_planner_cannot_use_is_degraded_without_a_retry_storm() {
     let c = TestCluster::start("degraded").await;
     let sim = sim(4, 1);
     let ctl = Controller::start(&c, &sim, "e2e", false);
+    // A valid policy beside it, on the same controller: its passes show that the
+    // controller looked at the time, minute by minute.
+    apply_policy(&c, &policy("good", json!({"nodelist": "node[003-004]"}))).await;
     // Passes the CRD schema, but is not a valid hostlist.
-    let bad = policy("bad", json!({"nodelist": "node[001-"}));
-    apply_policy(&c, &bad).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let cond = loop {
-        let p = get_policy(&c, "bad").await;
-        if let Some(d) = p
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Degraded"))
-        {
-            break d.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no Degraded condition"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let bad = apply_policy(&c, &policy("bad", json!({"nodelist": "node[001-"}))).await;
+    let p = wait_for_pass(&c, &sim, "bad").await;
+    let cond = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Degraded"))
+        .cloned()
+        .expect("Degraded condition");
     assert_eq!(cond.reason, reason::INVALID_SPEC);
     assert!(cond.message.contains("spec.nodelist"), "{}", cond.message);
+    assert_eq!(
+        p.status.as_ref().unwrap().observed_generation,
+        bad.metadata.generation
+    );
+    let rejected = p.resource_version();
+    wait_for_pass(&c, &sim, "good").await;
     let commands = sim.stats().commands;
-    // Time passes: no retries while the spec stays the same.
+    // Time passes, in lockstep with the good policy's passes: not one pass of the bad one
+    // while its spec stays the same (each would write its status: a retry at every
+    // interval, or faster, shows here).
     for _ in 0..30 {
         sim.advance(SignedDuration::from_mins(1));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        ctl.ctx.tick();
+        wait_for_pass(&c, &sim, "good").await;
     }
-    assert_eq!(sim.stats().commands, commands, "Slurm was asked nothing");
-    assert!(works(&c).await.is_empty());
-    // A fix is picked up at once.
-    apply_policy(&c, &policy("bad", json!({"nodelist": "node[001-002]"}))).await;
-    let p = wait_for_pass(&c, &sim, "bad").await;
-    let p = if p.status.as_ref().unwrap().observed_generation != p.metadata.generation {
+    let p = get_policy(&c, "bad").await;
+    assert_eq!(p.resource_version(), rejected, "{:?}", p.status);
+    // Slurm was asked for the good policy only: once a pass.
+    assert_eq!(sim.stats().commands, commands + 30 * 4);
+    assert!(works(&c).await.iter().all(|nm| nm.spec.policy == "good"));
+    // A fix is picked up at once: the first pass of the new generation is Reconciled.
+    let fixed = apply_policy(&c, &policy("bad", json!({"nodelist": "node[001-002]"}))).await;
+    let mut p = wait_for_pass(&c, &sim, "bad").await;
+    for _ in 0..5 {
+        if p.status.as_ref().unwrap().observed_generation == fixed.metadata.generation {
+            break;
+        }
         sim.advance(SignedDuration::from_mins(1));
-        wait_for_pass(&c, &sim, "bad").await
-    } else {
-        p
-    };
+        ctl.ctx.tick();
+        p = wait_for_pass(&c, &sim, "bad").await;
+    }
     let d = p.status.unwrap();
+    assert_eq!(d.observed_generation, fixed.metadata.generation);
     let degraded = d
         .conditions
         .iter()
@@ -688,8 +749,9 @@ async fn an_unreachable_agent_or_a_missing_token_degrades_the_policy() {
             }
         }
     };
+    // The token Secret is missing: said so, not taken for an unreachable agent.
     let d = degraded("not found").await;
-    assert_eq!(d.reason, reason::SLURM_UNREACHABLE);
+    assert_eq!(d.reason, reason::AGENT_TOKEN_MISSING);
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "agent-token"},
         "stringData": {"token": "t0ken"}
@@ -1165,6 +1227,133 @@ async fn a_refused_reboot_fails_fast_and_is_never_issued() {
         n2.reason
     );
     assert_eq!(p.status.unwrap().phases.failed, 1);
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+fn condition(p: &MaintenancePolicy, ty: &str) -> slurm_maint::api::condition::Condition {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == ty))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {ty} condition: {:?}", p.status))
+}
+
+/// Slurm answered, and the policy is what is wrong: the reasons say which mistake.
+#[tokio::test]
+async fn what_slurm_answered_is_told_by_the_reason() {
+    let c = TestCluster::start("reasons").await;
+    let sim = sim(4, 1);
+    let ctl = Controller::start(&c, &sim, "e2e", false);
+    apply_policy(&c, &policy("nopart", json!({"partition": "gpu"}))).await;
+    apply_policy(&c, &policy("scope", json!({"nodelist": "gpu[1-4]"}))).await;
+    let p = wait_for_pass(&c, &sim, "nopart").await;
+    let d = condition(&p, "Degraded");
+    assert_eq!(d.reason, reason::PARTITION_NOT_FOUND);
+    assert!(
+        d.message.contains("partition gpu not found"),
+        "{}",
+        d.message
+    );
+    assert_eq!(condition(&p, "Ready").status, ConditionStatus::False);
+    let p = wait_for_pass(&c, &sim, "scope").await;
+    for ty in ["Ready", "Progressing"] {
+        let r = condition(&p, ty);
+        assert_eq!(r.status, ConditionStatus::False, "{ty}");
+        assert_eq!(r.reason, reason::NODELIST_MATCHES_NO_NODE, "{ty}");
+        assert!(
+            r.message.contains("none of the 4 nodes of partition batch"),
+            "{}",
+            r.message
+        );
+    }
+    assert!(works(&c).await.is_empty());
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+/// The agent as it answers a token it does not know.
+struct WrongToken;
+
+impl SlurmClient for WrongToken {
+    fn snapshot<'a>(
+        &'a self,
+        _partition: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<slurm_maint::agent::api::PartitionSnapshot, SlurmError>,
+    > {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn execute<'a>(
+        &'a self,
+        _action: &'a slurm_maint::plan::Action,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn health_check<'a>(
+        &'a self,
+        _node: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::plan::HealthResult, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn drain<'a>(
+        &'a self,
+        _node: &'a str,
+        _reason: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn resume<'a>(
+        &'a self,
+        _node: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::Done, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+}
+
+/// What the agent client makes of the agent's 401 answer.
+fn unauthorized() -> SlurmError {
+    SlurmError::Refused {
+        status: 401,
+        code: "Unauthorized".into(),
+        message: "missing or wrong bearer token".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_agent_token_is_told_by_the_reason() {
+    let c = TestCluster::start("token").await;
+    let sim = sim(4, 1);
+    let ctl = Controller::start_with(&c, &sim, Arc::new(WrongToken), "e2e", false);
+    apply_policy(&c, &policy("roll", json!({}))).await;
+    let p = wait_for_pass(&c, &sim, "roll").await;
+    let d = condition(&p, "Degraded");
+    assert_eq!(d.reason, reason::AGENT_UNAUTHORIZED);
+    assert!(d.message.contains("wrong bearer token"), "{}", d.message);
+    // Said once in a Warning Event, in words.
+    let events: Api<K8sEvent> = Api::namespaced(c.client.clone(), &c.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .any(|e| {
+                e.reason.as_deref() == Some(reason::AGENT_UNAUTHORIZED)
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("wrong bearer token"))
+            });
+        if found {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Warning Event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ctl.stop().await;
     c.cleanup().await;
 }

@@ -118,6 +118,12 @@ pub struct Context {
     pub env: Env,
     /// Last read of each OCI event (by event id), for the poll back-off.
     pub oci_polls: std::sync::Mutex<std::collections::BTreeMap<String, crate::oci::poll::Polled>>,
+    /// The (possibly virtual) time of the last pass this replica finished, successful or
+    /// not: a driver of a virtual clock waits for it before moving the clock on.
+    pub passes: tokio::sync::watch::Sender<Option<Timestamp>>,
+    /// Every send makes the controller look at every policy at once (instead of at its
+    /// next requeue): a driver of a virtual clock sends after moving the clock.
+    pub clock_moved: tokio::sync::watch::Sender<u64>,
 }
 
 impl Context {
@@ -146,7 +152,21 @@ impl Context {
             last_pass: Default::default(),
             oci_polls: Default::default(),
             env: Arc::new(|k| std::env::var(k).ok()),
+            passes: tokio::sync::watch::Sender::new(None),
+            clock_moved: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The virtual clock moved: every policy is looked at now.
+    pub fn tick(&self) {
+        self.clock_moved.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wait until this replica has finished a pass at or after `at`; false when the
+    /// controller is gone.
+    pub async fn wait_for_pass(&self, at: Timestamp) -> bool {
+        let mut rx = self.passes.subscribe();
+        rx.wait_for(|t| t.is_some_and(|t| t >= at)).await.is_ok()
     }
 }
 
@@ -165,15 +185,52 @@ pub async fn run(
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
+    // Ticks of a virtual clock (never sent in production).
+    let ticks = futures::stream::unfold(ctx.clock_moved.subscribe(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    });
     Controller::new(policies, watcher::Config::default())
         .owns(works, watcher::Config::default())
+        .reconcile_all_on(ticks)
         .graceful_shutdown_on(shutdown)
         .run(policy::reconcile, policy::error_policy, ctx)
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(policy = %obj.name, "reconciled"),
+                Err(e) if is_gone(&e) => tracing::debug!(error = %e, "policy gone"),
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
         })
         .await;
+}
+
+/// A reconcile scheduled for a policy deleted since (its NodeMaintenances going with it
+/// schedule some): a normal deletion, not worth a warning.
+fn is_gone<A, B>(e: &kube::runtime::controller::Error<A, B>) -> bool {
+    matches!(e, kube::runtime::controller::Error::ObjectNotFound(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector::ObjectRef;
+
+    use super::*;
+
+    #[test]
+    fn a_deleted_policy_is_no_warning() {
+        let gone: kube::runtime::controller::Error<Error, watcher::Error> =
+            kube::runtime::controller::Error::ObjectNotFound(Box::new(
+                ObjectRef::<MaintenancePolicy>::new("roll")
+                    .within("slurm")
+                    .erase(),
+            ));
+        assert!(is_gone(&gone));
+        let failed: kube::runtime::controller::Error<Error, watcher::Error> =
+            kube::runtime::controller::Error::ReconcilerFailed(
+                Error::Invalid("x".into()),
+                Box::new(ObjectRef::<MaintenancePolicy>::new("roll").erase()),
+            );
+        assert!(!is_gone(&failed));
+    }
 }

@@ -411,6 +411,7 @@ mod tests {
     use crate::controller::oci::tests::{KEY_PEM, policy};
     use crate::controller::{self, Context, FixedConnector, Leadership, Pace};
     use crate::oci::emulator::{Emulator, Scenario};
+    use crate::sim::crash::{self, Tripwire};
     use crate::sim::{JobMix, SimCluster, SimConfig};
 
     /// The policy controller on the embedded API server, the simulated partition and the
@@ -418,6 +419,10 @@ mod tests {
     /// before the controller starts.
     struct Rig {
         ctx: Arc<Context>,
+        /// The current replica's crash point.
+        wire: Arc<Tripwire>,
+        /// Replicas that crashed so far.
+        crashes: usize,
         emu: Emulator,
         addr: std::net::SocketAddr,
         sim: SimCluster,
@@ -457,6 +462,7 @@ mod tests {
                 .unwrap();
             let sim = SimCluster::new(SimConfig {
                 nodes: 10,
+                partition: "compute".into(),
                 start,
                 job_mix: JobMix {
                     short: 1.0,
@@ -464,9 +470,12 @@ mod tests {
                 },
                 ..SimConfig::default()
             });
-            let (ctx, stop, task) = Self::controller(&kube, &sim);
+            let wire = Tripwire::new();
+            let (ctx, stop, task) = Self::controller(&kube, &sim, &wire);
             Self {
                 ctx,
+                wire,
+                crashes: 0,
                 emu,
                 addr,
                 sim,
@@ -477,15 +486,21 @@ mod tests {
             }
         }
 
-        /// A new controller replica (fresh in-memory state) on the rig's cluster.
+        /// A new controller replica (fresh in-memory state) on the rig's cluster, its
+        /// API requests and Slurm calls counted on `wire`.
         fn controller(
             kube: &kube::Client,
             sim: &SimCluster,
+            wire: &Arc<Tripwire>,
         ) -> (Arc<Context>, watch::Sender<bool>, JoinHandle<()>) {
             let clock = sim.clone();
+            let slurm = crash::Slurm {
+                inner: Arc::new(sim.clone()),
+                wire: wire.clone(),
+            };
             let ctx = Arc::new(Context::new(
-                kube.clone(),
-                Arc::new(FixedConnector(Arc::new(sim.clone()))),
+                crash::kube_client(kube.clone(), wire.clone()),
+                Arc::new(FixedConnector(Arc::new(slurm))),
                 Arc::new(move || clock.now()),
                 Pace { scale: 0.01 / 60.0 },
                 Leadership::always(),
@@ -502,11 +517,51 @@ mod tests {
             (ctx, stop, task)
         }
 
-        /// A crash wherever the controller is, then a new replica.
-        fn crash_and_restart(&mut self) {
+        /// The replica crashed at its crash point: it is gone, a new one takes over.
+        async fn restart(&mut self) {
             self.task.abort();
-            let (ctx, stop, task) = Self::controller(&self.kube, &self.sim);
+            let _ = (&mut self.task).await;
+            self.crashes += 1;
+            self.wire = Tripwire::new();
+            let (ctx, stop, task) = Self::controller(&self.kube, &self.sim, &self.wire);
             (self.ctx, self.stop, self.task) = (ctx, stop, task);
+        }
+
+        /// Whether a pass ran at the current virtual minute: the policy's status says so
+        /// (written last in a pass, perhaps by a replica that died just after), or this
+        /// replica finished one (a failed pass writes no status).
+        async fn passed(&self) -> bool {
+            let now = self.sim.now();
+            if self.ctx.passes.borrow().is_some_and(|t| t >= now) {
+                return true;
+            }
+            Api::<MaintenancePolicy>::namespaced(self.kube.clone(), "default")
+                .get("compute")
+                .await
+                .ok()
+                .and_then(|p| p.status?.last_pass)
+                .is_some_and(|t| t >= now)
+        }
+
+        /// Wait for a pass at the current virtual minute, restarting crashed replicas.
+        async fn settle(&mut self) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while !self.passed().await {
+                let now = self.sim.now();
+                let crashed = tokio::select! {
+                    _ = self.ctx.wait_for_pass(now) => false,
+                    _ = self.wire.tripped() => true,
+                    // A look at the status now and then: a pass a dead replica finished.
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => false,
+                };
+                if crashed {
+                    self.restart().await;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no pass at {now} within 60 s"
+                );
+            }
         }
 
         /// Reschedule work requests the emulator received, by event id.
@@ -529,12 +584,14 @@ mod tests {
             out
         }
 
-        /// One virtual minute.
-        async fn step(&self) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        /// One virtual minute, once the controller has passed at the current one (in
+        /// lockstep: a loaded machine only makes it slower).
+        async fn step(&mut self) {
+            self.settle().await;
             self.sim.advance(SignedDuration::from_mins(1));
             self.emu.advance(Duration::from_secs(60));
             self.sim.sample();
+            self.ctx.tick();
         }
 
         async fn works(&self) -> Vec<NodeMaintenance> {
@@ -585,13 +642,12 @@ mod tests {
     /// Approved events run through the whole workflow.
     #[tokio::test]
     async fn approved_events_are_carried_out_under_the_budget() {
-        let rig = Rig::start(THREE_EVENTS, json!({})).await;
-        let (emu, sim) = (&rig.emu, &rig.sim);
+        let mut rig = Rig::start(THREE_EVENTS, json!({})).await;
         let mut most_out = 0;
         let done = 'drive: {
             for _ in 0..(12 * 60) {
                 rig.step().await;
-                most_out = most_out.max(sim.stats().max_unavailable_or_down);
+                most_out = most_out.max(rig.sim.stats().max_unavailable_or_down);
                 let items = rig.works().await;
                 if all_done(&items) {
                     break 'drive items;
@@ -599,6 +655,7 @@ mod tests {
             }
             panic!("the approved events were not carried out");
         };
+        let (emu, sim) = (&rig.emu, &rig.sim);
         // The daily cap (2 a UTC day) approved two events a day; each ran, one node at a
         // time (10 % of 10 nodes: 1 allowed).
         assert!(most_out <= 1, "{most_out} nodes out, 1 allowed");
@@ -653,7 +710,7 @@ mod tests {
     /// no NodeMaintenance, no drain, no event rescheduled.
     #[tokio::test]
     async fn a_dry_run_plans_oci_work_and_changes_nothing() {
-        let rig = Rig::start(THREE_EVENTS, json!({"dryRun": true})).await;
+        let mut rig = Rig::start(THREE_EVENTS, json!({"dryRun": true})).await;
         let policies: Api<MaintenancePolicy> = Api::namespaced(rig.kube.clone(), "default");
         let mut planned = vec![];
         for _ in 0..30 {
@@ -713,7 +770,7 @@ mod tests {
     /// at first, then less and less often (up to 4× that), not at every pass.
     #[tokio::test]
     async fn a_running_event_is_polled_with_backoff() {
-        let rig = Rig::start(
+        let mut rig = Rig::start(
             "tenancy: ocid1.tenancy.oc1..aaaaaaaatest\nstepSeconds: 1800\n\
              generate: {compartments: 1, instances: 3, events: 1, hostPrefix: node, faultIds: [HPCRDMA-0002-02]}\n",
             json!({"interval": "1m", "oci": {
@@ -760,7 +817,7 @@ mod tests {
     /// again up to the policy's attempts, then fails with OCI's message, the node drained.
     #[tokio::test]
     async fn a_reschedule_that_keeps_failing_ends_failed_with_the_node_drained() {
-        let rig = Rig::start_with(
+        let mut rig = Rig::start_with(
             "tenancy: ocid1.tenancy.oc1..aaaaaaaatest\n\
              generate: {compartments: 1, instances: 3, events: 1, hostPrefix: node, faultIds: [HPCRDMA-0002-02]}\n",
             json!({}),
@@ -856,22 +913,20 @@ mod tests {
         rig.stop().await;
     }
 
-    /// The controller crashes every few virtual minutes, wherever it is, and a new replica
-    /// takes over: every approved event is still rescheduled exactly once and carried out,
-    /// its node drained and resumed, never more than the budget out.
+    /// The controller crashes every two virtual minutes, at a point chosen by progress
+    /// (its 1st to 13th API request or Slurm call from then, before the call is sent or
+    /// after it was carried out), and a new replica takes over: every approved event is
+    /// still rescheduled exactly once and carried out, its node drained and resumed, never
+    /// more than the budget out.
     #[tokio::test]
     async fn crashes_at_any_point_never_reschedule_twice() {
         let mut rig = Rig::start(THREE_EVENTS, json!({})).await;
         let mut most_out = 0;
-        let mut minute = 0;
         let done = 'drive: {
-            for _ in 0..(12 * 60) {
-                minute += 1;
+            for minute in 0..(12 * 60u64) {
                 if minute % 2 == 0 {
-                    // Let the replica get some way into a pass (a different way each
-                    // time), then kill it there.
-                    tokio::time::sleep(Duration::from_millis((minute % 7) as u64)).await;
-                    rig.crash_and_restart();
+                    let k = minute / 2;
+                    rig.wire.arm(1 + k % 13, k % 3 == 1);
                 }
                 rig.step().await;
                 most_out = most_out.max(rig.sim.stats().max_unavailable_or_down);
@@ -882,6 +937,7 @@ mod tests {
             }
             panic!("not carried out: {:#?}", rig.works().await);
         };
+        assert!(rig.crashes >= 20, "only {} crashes", rig.crashes);
         assert!(most_out <= 1, "{most_out} nodes out, 1 allowed");
         let requests = rig.work_requests().await;
         for nm in &done {
@@ -906,10 +962,9 @@ mod tests {
     #[tokio::test]
     async fn oci_work_is_not_starved_by_a_rolling_campaign() {
         let start = Timestamp::now();
-        let rig = Rig::start(
+        let mut rig = Rig::start(
             THREE_EVENTS,
             json!({
-                "partition": "batch",
                 "reservations": {"enabled": true, "duration": "2h"},
                 "reboots": {"enabled": true, "timeout": "20m"},
                 "campaign": {"rebootRequiredBefore": start.to_string()},

@@ -20,7 +20,6 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{CAMPAIGN_LABEL, Context, Error, NODE_LABEL, POLICY_LABEL};
-use crate::api::condition::ConditionStatus;
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, Transition};
 use crate::api::policy::MaintenancePolicyStatus;
 use crate::api::{
@@ -77,6 +76,9 @@ async fn apply(policy: Arc<MaintenancePolicy>, ctx: &Context) -> Result<Requeue,
         policy.namespace().unwrap_or_default(),
         policy.name_any()
     );
+    if crate::plan::status::spec_rejected(status, generation) {
+        return Ok(Requeue::await_change());
+    }
     let remembered = ctx.last_pass.lock().expect("lock").get(&key).copied();
     let last = [
         status
@@ -99,6 +101,7 @@ async fn apply(policy: Arc<MaintenancePolicy>, ctx: &Context) -> Result<Requeue,
         .insert(key, (now, generation));
     let started = Instant::now();
     let result = pass(&policy, ctx, now).await;
+    ctx.passes.send_replace(Some(now));
     let secs = started.elapsed().as_secs_f64();
     ctx.metrics.reconciled(
         CONTROLLER,
@@ -169,6 +172,15 @@ pub fn error_policy(policy: Arc<MaintenancePolicy>, error: &Error, ctx: Arc<Cont
     Requeue::requeue(ctx.pace.real(policy.spec.interval.as_span()))
 }
 
+/// The reason a pass that could not get its Slurm client reports.
+fn connect_error_reason(e: &Error) -> &'static str {
+    match e {
+        Error::Token(_) => reason::AGENT_TOKEN_MISSING,
+        Error::Slurm(e) => crate::plan::status::slurm_error_reason(e),
+        _ => reason::SLURM_UNREACHABLE,
+    }
+}
+
 fn namespace(policy: &MaintenancePolicy) -> Result<String, Error> {
     policy
         .namespace()
@@ -196,7 +208,9 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     let slurm = match ctx.connector.connect(policy).await {
         Ok(c) => c,
         Err(e) => {
-            degrade(ctx, policy, reason::SLURM_UNREACHABLE, e.to_string(), now).await?;
+            let why = connect_error_reason(&e);
+            tracing::warn!(policy = %name, reason = why, error = %e, "Slurm agent not reached");
+            degrade(ctx, policy, why, e.to_string(), now).await?;
             return Ok(requeue);
         }
     };
@@ -210,7 +224,9 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     let snap = match snap {
         Ok(s) => s,
         Err(e) => {
-            degrade(ctx, policy, reason::SLURM_UNREACHABLE, e.to_string(), now).await?;
+            let why = crate::plan::status::slurm_error_reason(&e);
+            tracing::warn!(policy = %name, partition = %settings.partition, reason = why, error = %e, "no snapshot of the partition");
+            degrade(ctx, policy, why, e.to_string(), now).await?;
             return Ok(requeue);
         }
     };
@@ -933,25 +949,20 @@ async fn announce_conditions(
         if before.is_some_and(|b| b.reason == now.reason && b.status == now.status) {
             continue;
         }
-        if before.is_none() && now.reason == reason::RECONCILED {
+        if before.is_none() && crate::plan::status::is_quiet_start(now) {
             continue;
         }
-        let warning = ty == condition_type::DEGRADED && now.status == ConditionStatus::True;
         publish(
             ctx,
             &reference,
-            if warning {
+            if crate::plan::status::is_warning(ty, now) {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
             &now.reason,
             ty,
-            if now.message.is_empty() {
-                format!("{ty} is {:?}", now.status)
-            } else {
-                now.message.clone()
-            },
+            crate::plan::status::condition_note(ty, before, now),
         )
         .await;
     }

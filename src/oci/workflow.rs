@@ -455,6 +455,21 @@ pub fn plan_oci(
                     });
                 }
             }
+            // Still drained by us: the resume that began this phase was lost (a crash
+            // between the status and the call). It is asked again; the health check waits
+            // for it instead of failing a node that is only still drained.
+            Phase::HealthCheck
+                if node.is_some_and(|n| {
+                    n.state.is_drained()
+                        && n.reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with(REASON_PREFIX))
+                }) =>
+            {
+                steps.push(OciStep::Resume {
+                    node: w.node.clone(),
+                });
+            }
             Phase::HealthCheck => match snapshot.health.get(&w.node) {
                 Some(h) if h.healthy => {
                     st.last_error = None;
@@ -898,6 +913,36 @@ mod tests {
             &TIMING,
             t(0),
         );
+        assert_eq!(u[0].status.phase, Phase::Failed);
+    }
+
+    /// A crash between writing HealthCheck and resuming the node leaves it drained by us:
+    /// the next pass resumes it again rather than failing its health check.
+    #[test]
+    fn a_lost_resume_is_asked_again() {
+        let s = settings();
+        let w = vec![oci_work("g1", Phase::HealthCheck)];
+        let ev = events(&w);
+        let mut drained = node("g1", "IDLE+DRAIN");
+        drained.reason = Some(format!("{REASON_PREFIX}OCI maintenance: fault"));
+        let mut sn = snap(vec![drained.clone()], vec![]);
+        sn.health.insert(
+            "g1".into(),
+            HealthResult {
+                healthy: false,
+                message: "g1 is IDLE+DRAIN".into(),
+            },
+        );
+        let b = budget(4, 2, &[]);
+        let states = states(&w, "SUCCEEDED");
+        let u = plan_oci(&s, &sn, &w, &ev, &NONE, &states, &b, &TIMING, t(5));
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].status.phase, Phase::HealthCheck);
+        assert!(matches!(&u[0].steps[..], [OciStep::Resume { node }] if node == "g1"));
+        // Drained by someone else: that is the health check's verdict to give.
+        drained.reason = Some("ops: bad DIMM".into());
+        sn.nodes = vec![drained];
+        let u = plan_oci(&s, &sn, &w, &ev, &NONE, &states, &b, &TIMING, t(5));
         assert_eq!(u[0].status.phase, Phase::Failed);
     }
 

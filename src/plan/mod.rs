@@ -325,6 +325,8 @@ pub struct Plan {
     pub nodes_needing_work: usize,
     /// Release times of every node still waiting to start, earliest first.
     pub queue: Vec<Release>,
+    /// `spec.nodelist` is set and names no node of the partition.
+    pub scope_matches_nothing: bool,
 }
 
 impl Plan {
@@ -728,6 +730,7 @@ pub fn plan(
     // |occupied| only changes when a node is admitted: computed once per change, not per
     // candidate (a set union over the partition; thousands of candidates at 10k nodes).
     let mut occupied = b.occupied().len();
+    let mut full_note: Option<String> = None;
     for (release, w) in &candidates {
         if let Some(why) = gate_for(w) {
             waiting.insert(w.node.clone(), why.to_string());
@@ -761,20 +764,23 @@ pub fn plan(
             push_update(&mut updates, w, status, actions);
             b = figures(&ctx, &work, &statuses);
             occupied = b.occupied().len();
+            full_note = None;
             continue;
         } else {
             budget_exhausted = true;
-            let held = match s.held_for_oci {
-                0 => String::new(),
-                n => format!(", {n} held for OCI maintenance"),
-            };
-            waiting.insert(
-                w.node.clone(),
+            // The same for every candidate until the budget changes: made once.
+            let why = full_note.get_or_insert_with(|| {
+                let held = match s.held_for_oci {
+                    0 => String::new(),
+                    n => format!(", {n} held for OCI maintenance"),
+                };
                 format!(
-                    "budget full: {occupied} of {} allowed nodes out{held}",
-                    b.allowed
-                ),
-            );
+                    "budget full: {occupied} of {} allowed nodes out{held}{}",
+                    b.allowed,
+                    held_by_others(&ctx, &b)
+                )
+            });
+            waiting.insert(w.node.clone(), why.clone());
         }
         not_started.push((*release, w.node.clone()));
     }
@@ -801,6 +807,8 @@ pub fn plan(
         budget_exhausted,
         nodes_needing_work: campaign_nodes.len(),
         queue,
+        scope_matches_nothing: s.scope.is_some()
+            && !snapshot.nodes.iter().any(|n| s.in_scope(&n.name)),
     }
 }
 
@@ -825,6 +833,39 @@ fn push_update(
 }
 
 /// Budget figures given the planned statuses.
+/// Which slots of a full budget nodes down or drained by others (not by our work) hold,
+/// and why Slurm has them out: `""` when none does.
+fn held_by_others(ctx: &Ctx<'_>, b: &BudgetFigures) -> String {
+    let others: Vec<&String> = b
+        .down
+        .iter()
+        .filter(|n| !b.unavailable.contains(*n))
+        .collect();
+    if others.is_empty() {
+        return String::new();
+    }
+    let mut named: Vec<String> = others
+        .iter()
+        .take(3)
+        .map(|n| {
+            let node = ctx.nodes.get(n.as_str());
+            match (node, node.and_then(|x| x.reason.as_deref())) {
+                (Some(x), Some(r)) => format!("{n} ({}: {r})", x.state),
+                (Some(x), None) => format!("{n} ({})", x.state),
+                (None, _) => n.to_string(),
+            }
+        })
+        .collect();
+    if others.len() > 3 {
+        named.push(format!("{} more", others.len() - 3));
+    }
+    format!(
+        "; {} of them down or drained by others: {}",
+        others.len(),
+        named.join(", ")
+    )
+}
+
 fn figures(
     ctx: &Ctx<'_>,
     work: &[&Work],

@@ -36,6 +36,76 @@ pub mod reason {
     pub const RUNNING: &str = "Running";
     pub const MONITOR_ONLY: &str = "MonitorOnly";
     pub const DRY_RUN: &str = "DryRun";
+    /// The agent answered: Slurm has no partition of that name.
+    pub const PARTITION_NOT_FOUND: &str = "PartitionNotFound";
+    /// The agent refused the token (HTTP 401/403).
+    pub const AGENT_UNAUTHORIZED: &str = "AgentUnauthorized";
+    /// The token Secret is missing, lacks the key, or holds no token.
+    pub const AGENT_TOKEN_MISSING: &str = "AgentTokenMissing";
+    /// The agent answered with something else than a snapshot.
+    pub const AGENT_ERROR: &str = "AgentError";
+    /// `spec.nodelist` names no node of the partition.
+    pub const NODELIST_MATCHES_NO_NODE: &str = "NodelistMatchesNoNode";
+}
+
+/// The reason a pass that could not read Slurm reports: whether Slurm was reached at all
+/// and, if the agent answered, what it said.
+pub fn slurm_error_reason(e: &crate::slurm::client::SlurmError) -> &'static str {
+    use crate::slurm::client::SlurmError as E;
+    match e {
+        E::Unreachable(_) => reason::SLURM_UNREACHABLE,
+        E::Refused {
+            status: 401 | 403, ..
+        } => reason::AGENT_UNAUTHORIZED,
+        E::Refused { status: 404, .. } => reason::PARTITION_NOT_FOUND,
+        E::Refused { .. } | E::Protocol(_) => reason::AGENT_ERROR,
+        // The agent answered, but Slurm did not (slurmctld down, a timeout, …).
+        E::Slurm { .. } => reason::SLURM_UNREACHABLE,
+    }
+}
+
+/// The note of the Event announcing that a condition changed, in words: its message
+/// when it has one, otherwise what the change means.
+pub fn condition_note(ty: &str, before: Option<&Condition>, now: &Condition) -> String {
+    use crate::api::condition::ConditionStatus::True;
+    if !now.message.is_empty() {
+        return now.message.clone();
+    }
+    let was = before.map_or(String::new(), |b| format!(" (was {})", b.reason));
+    match (ty, now.status == True) {
+        (condition_type::PAUSED, false) => format!("not paused: new work may start{was}"),
+        (condition_type::DEGRADED, false) => format!("no longer degraded{was}"),
+        (condition_type::BUDGET_EXHAUSTED, false) => format!("budget has room again{was}"),
+        (condition_type::PROGRESSING, false) => format!("no campaign in progress{was}"),
+        (ty, true) => format!("{ty}: {}{was}", now.reason),
+        (ty, false) => format!("no longer {ty}{was}"),
+    }
+}
+
+/// Whether a condition's new state is worth a Warning Event rather than a Normal one.
+pub fn is_warning(ty: &str, c: &Condition) -> bool {
+    use crate::api::condition::ConditionStatus::True;
+    (ty == condition_type::DEGRADED && c.status == True)
+        || c.reason == reason::NODELIST_MATCHES_NO_NODE
+}
+
+/// Whether the last pass found this generation's spec unusable: then only a change of
+/// the spec can help, and no pass runs until one comes (no retries).
+pub fn spec_rejected(status: Option<&MaintenancePolicyStatus>, generation: Option<i64>) -> bool {
+    use crate::api::condition::ConditionStatus::True;
+    status.is_some_and(|s| {
+        s.observed_generation == generation
+            && s.conditions.iter().any(|c| {
+                c.r#type == condition_type::DEGRADED
+                    && c.status == True
+                    && c.reason == reason::INVALID_SPEC
+            })
+    })
+}
+
+/// Whether a condition's first appearance is the normal state and needs no Event.
+pub fn is_quiet_start(c: &Condition) -> bool {
+    c.reason == reason::RECONCILED || c.reason == reason::RUNNING
 }
 
 /// Condition types of a NodeMaintenance, as a Job has them: `kubectl wait
@@ -224,7 +294,16 @@ pub fn policy_status(
         &mut conditions,
         cond(t::DEGRADED, false, reason::RECONCILED, String::new()),
     );
-    let (progressing, why, msg) = if plan.nodes_needing_work == 0 {
+    let (progressing, why, msg) = if plan.scope_matches_nothing {
+        (
+            false,
+            reason::NODELIST_MATCHES_NO_NODE,
+            format!(
+                "spec.nodelist matches none of the {} nodes of partition {partition}",
+                plan.budget.total
+            ),
+        )
+    } else if plan.nodes_needing_work == 0 {
         (
             false,
             reason::NO_CAMPAIGN,
@@ -292,19 +371,26 @@ pub fn policy_status(
         &mut conditions,
         cond(t::PAUSED, mode.paused, why, msg.to_string()),
     );
-    let ready_reason = if phases.failed > 0 {
-        reason::NODES_FAILED
+    let (ready, ready_reason, ready_msg) = if plan.scope_matches_nothing {
+        // A policy that can act on no node is not ready, whatever else holds.
+        let c = conditions.iter().find(|c| c.r#type == t::PROGRESSING);
+        (
+            false,
+            reason::NODELIST_MATCHES_NO_NODE,
+            c.map(|c| c.message.clone()).unwrap_or_default(),
+        )
+    } else if phases.failed > 0 {
+        (
+            true,
+            reason::NODES_FAILED,
+            format!("{} node(s) failed and are kept drained", phases.failed),
+        )
     } else {
-        reason::RECONCILED
-    };
-    let ready_msg = if phases.failed > 0 {
-        format!("{} node(s) failed and are kept drained", phases.failed)
-    } else {
-        String::new()
+        (true, reason::RECONCILED, String::new())
     };
     set_condition(
         &mut conditions,
-        cond(t::READY, true, ready_reason, ready_msg),
+        cond(t::READY, ready, ready_reason, ready_msg),
     );
 
     MaintenancePolicyStatus {
@@ -379,6 +465,7 @@ mod tests {
             budget_exhausted: exhausted,
             nodes_needing_work: needing,
             queue: vec![],
+            scope_matches_nothing: false,
         }
     }
 
@@ -518,6 +605,130 @@ mod tests {
         assert_eq!(estimate_eta(&p, &[], t(0), ten), None);
         p.queue.clear();
         assert_eq!(estimate_eta(&p, &[], t(0), ten), None);
+    }
+
+    #[test]
+    fn slurm_errors_say_whether_slurm_answered() {
+        use crate::slurm::client::SlurmError as E;
+        let refused = |status: u16, code: &str| E::Refused {
+            status,
+            code: code.into(),
+            message: "m".into(),
+        };
+        let cases = [
+            (
+                E::Unreachable("connection refused".into()),
+                reason::SLURM_UNREACHABLE,
+            ),
+            (refused(401, "Unauthorized"), reason::AGENT_UNAUTHORIZED),
+            (refused(403, "Forbidden"), reason::AGENT_UNAUTHORIZED),
+            (refused(404, "NotFound"), reason::PARTITION_NOT_FOUND),
+            (refused(400, "InvalidName"), reason::AGENT_ERROR),
+            (E::Protocol("not JSON".into()), reason::AGENT_ERROR),
+            (
+                E::Slurm {
+                    status: 502,
+                    code: "SlurmctldDown".into(),
+                    message: "m".into(),
+                },
+                reason::SLURM_UNREACHABLE,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(slurm_error_reason(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_nodelist_that_matches_nothing_is_not_ready() {
+        let mut p = plan_with(0, false);
+        p.budget.total = 40;
+        p.scope_matches_nothing = true;
+        let s = policy_status(None, Some(1), "batch", &[], &p, ACTING, t(0));
+        for ty in ["Ready", "Progressing"] {
+            let c = get(&s, ty);
+            assert_eq!(c.status, ConditionStatus::False, "{ty}");
+            assert_eq!(c.reason, reason::NODELIST_MATCHES_NO_NODE, "{ty}");
+            assert_eq!(
+                c.message,
+                "spec.nodelist matches none of the 40 nodes of partition batch"
+            );
+        }
+        assert!(is_warning("Progressing", get(&s, "Progressing")));
+        // A nodelist that matches: the usual NoCampaign, Ready.
+        p.scope_matches_nothing = false;
+        let s = policy_status(None, Some(1), "batch", &[], &p, ACTING, t(0));
+        assert_eq!(get(&s, "Progressing").reason, reason::NO_CAMPAIGN);
+        assert_eq!(get(&s, "Ready").status, ConditionStatus::True);
+        assert!(!is_warning("Progressing", get(&s, "Progressing")));
+    }
+
+    #[test]
+    fn events_say_what_changed_in_words() {
+        let c = |ty: &str, status: bool, reason: &str, msg: &str| {
+            Condition::new(ty, status, reason, msg, t(0), Some(1))
+        };
+        let paused = c(
+            "Paused",
+            true,
+            reason::PAUSED_BY_SPEC,
+            "spec.paused: no new work starts",
+        );
+        let running = c("Paused", false, reason::RUNNING, "");
+        assert_eq!(
+            condition_note("Paused", Some(&paused), &running),
+            "not paused: new work may start (was PausedBySpec)"
+        );
+        assert_eq!(
+            condition_note("Paused", None, &paused),
+            "spec.paused: no new work starts"
+        );
+        let down = c(
+            "Degraded",
+            true,
+            reason::SLURM_UNREACHABLE,
+            "agent unreachable",
+        );
+        let ok = c("Degraded", false, reason::RECONCILED, "");
+        assert_eq!(
+            condition_note("Degraded", Some(&down), &ok),
+            "no longer degraded (was SlurmUnreachable)"
+        );
+        assert!(is_warning("Degraded", &down) && !is_warning("Degraded", &ok));
+        // Nothing reads "X is False".
+        for (ty, b, n) in [("Paused", &paused, &running), ("Degraded", &down, &ok)] {
+            let note = condition_note(ty, Some(b), n);
+            assert!(!note.contains("is False"), "{note}");
+        }
+        // A policy's first pass announces no normal state.
+        assert!(is_quiet_start(&running) && is_quiet_start(&ok));
+        assert!(!is_quiet_start(&paused));
+    }
+
+    #[test]
+    fn a_rejected_spec_waits_for_its_next_generation() {
+        let s = policy_status(
+            None,
+            Some(1),
+            "batch",
+            &[],
+            &plan_with(0, false),
+            ACTING,
+            t(0),
+        );
+        assert!(!spec_rejected(Some(&s), Some(1)));
+        let d = degraded_status(Some(&s), Some(2), reason::INVALID_SPEC, "bad".into(), t(5));
+        assert!(spec_rejected(Some(&d), Some(2)));
+        assert!(!spec_rejected(Some(&d), Some(3)), "a new spec is tried");
+        let u = degraded_status(
+            Some(&s),
+            Some(2),
+            reason::SLURM_UNREACHABLE,
+            "x".into(),
+            t(5),
+        );
+        assert!(!spec_rejected(Some(&u), Some(2)), "Slurm is retried");
+        assert!(!spec_rejected(None, Some(1)));
     }
 
     #[test]

@@ -1156,9 +1156,12 @@ fn many_candidates_see_the_budget_after_the_last_admission() {
         .filter(|w| w.starts_with("budget full"))
         .collect();
     assert_eq!(full.len(), 199 - 19 - 1);
+    // The drained node's slot is named, with its state in Slurm.
     assert!(
-        full.iter()
-            .all(|w| *w == "budget full: 20 of 20 allowed nodes out")
+        full.iter().all(|w| w.starts_with(
+            "budget full: 20 of 20 allowed nodes out; 1 of them down or drained by others: n199 ("
+        ) && w.contains("DRAIN")),
+        "{full:?}"
     );
     assert_eq!(p.budget.occupied().len(), 20);
 }
@@ -1244,4 +1247,22 @@ fn completed_work_leaves_no_reason_of_ours_behind() {
     let snap = snapshot(vec![with_reason("IDLE", ours)], vec![]);
     let p = plan("p", &s, &snap, &[failed], t(NOW + 20));
     assert_eq!(clears(&p), 0);
+}
+
+/// A nodelist that names none of the partition's nodes is told apart from a campaign
+/// with nothing to do.
+#[test]
+fn a_nodelist_matching_no_node_of_the_partition_is_reported() {
+    let snap = snapshot(vec![node("n1", "IDLE", 0), node("n2", "IDLE", 0)], vec![]);
+    let mut s = settings(50.0);
+    s.scope = Some(["gpu[1-2]".to_string()].into());
+    let p = plan("p", &s, &snap, &[], t(NOW));
+    assert!(p.scope_matches_nothing);
+    assert_eq!(p.nodes_needing_work, 0);
+    s.scope = Some(["n2".to_string(), "x9".to_string()].into());
+    let p = plan("p", &s, &snap, &[], t(NOW));
+    assert!(!p.scope_matches_nothing);
+    assert_eq!(p.nodes_needing_work, 1);
+    s.scope = None;
+    assert!(!plan("p", &s, &snap, &[], t(NOW)).scope_matches_nothing);
 }

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::future::BoxFuture;
 use jiff::{SignedDuration, Timestamp};
 
+pub mod crash;
+
 use crate::agent::api::{Done, PartitionSnapshot};
 use crate::plan::{Action, HealthResult};
 use crate::slurm::client::{SlurmClient, SlurmError};
@@ -897,6 +899,13 @@ impl SimCluster {
         count
     }
 
+    /// When the last of the jobs running now really ends (the end Slurm does not know
+    /// for jobs without a time limit); now when none runs.
+    pub fn busy_until(&self) -> Timestamp {
+        let g = self.lock();
+        g.ends.last().map_or(g.now, |(t, _)| *t).max(g.now)
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats.clone()
@@ -935,12 +944,22 @@ impl SimCluster {
 }
 
 impl SlurmClient for SimCluster {
+    /// As the agent: a partition Slurm does not have is refused (404 `NotFound`).
     fn snapshot<'a>(
         &'a self,
-        _partition: &'a str,
+        partition: &'a str,
     ) -> BoxFuture<'a, Result<PartitionSnapshot, SlurmError>> {
-        let snap = self.lock().snapshot();
-        Box::pin(async move { Ok(snap) })
+        let mut g = self.lock();
+        let snap = if partition == g.cfg.partition || partition == SCAVENGER {
+            Ok(g.snapshot())
+        } else {
+            Err(refused(
+                404,
+                "NotFound",
+                format!("partition {partition} not found"),
+            ))
+        };
+        Box::pin(async move { snap })
     }
 
     fn execute<'a>(&'a self, action: &'a Action) -> BoxFuture<'a, Result<Done, SlurmError>> {
