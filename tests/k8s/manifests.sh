@@ -26,6 +26,7 @@ kubectl() { "$KUBECTL" "$@"; }
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 TESTNS=slurm-maint-manifests
+CREATED_NS=()   # namespaces this run created (deleted at the end)
 
 PASSED=0 FAILED=0 SKIPPED=0
 pass() { echo "  ok   $*"; PASSED=$((PASSED + 1)); }
@@ -82,7 +83,10 @@ for ns in slurm argocd "$TESTNS"; do
     if [[ -n "$(kubectl get namespace "$ns" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null)" ]]; then
         wait_gone "$ns" || fail "namespace $ns stays Terminating"
     fi
-    kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+    if ! kubectl get namespace "$ns" >/dev/null 2>&1; then
+        kubectl create namespace "$ns" >/dev/null
+        [[ $ns == "$TESTNS" ]] || CREATED_NS+=("$ns")
+    fi
 done
 # The campaign's kustomization applies compute.yaml; README.md files are not manifests.
 APPLIED=()
@@ -255,7 +259,7 @@ PY
         kubectl delete $a --ignore-not-found --wait=false >/dev/null 2>&1 || true
     fi
 done
-kubectl delete namespace "$TESTNS" --wait=false >/dev/null 2>&1 || true
+kubectl delete namespace "$TESTNS" "${CREATED_NS[@]}" --wait=false >/dev/null 2>&1 || true
 echo
 echo "manifests: $PASSED passed, $FAILED failed, $SKIPPED skipped"
 ((FAILED == 0))
