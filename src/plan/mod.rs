@@ -33,6 +33,8 @@ pub use release::Release;
 
 /// Start of every drain reason we write; the agent resumes only nodes drained with it.
 pub const REASON_PREFIX: &str = "slurm-maint: ";
+/// How far a node's clock (its BootTime) may lag the controller's (the reboot's issue time).
+pub const BOOT_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(300);
 /// Most transitions kept in a NodeMaintenance's status.
 pub const MAX_TRANSITIONS: usize = 32;
 /// A reservation's start is moved only when the release time differs by more than this.
@@ -958,8 +960,16 @@ fn step(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) -> Vec<Action> 
             .reason
             .as_deref()
             .is_some_and(|r| r.contains("reboot timed out"));
+    // A new boot is newer than the one before and not older than the reboot (within the
+    // clocks' skew): Slurm moves a BootTime by a second when a slurmd registers again
+    // without rebooting (seen on 24.11), which is no reboot.
     let rebooted = match (st.boot_time_before, node.boot_time) {
-        (Some(before), Some(after)) => after > before,
+        (Some(before), Some(after)) => {
+            after > before
+                && st
+                    .reboot_issued_at
+                    .is_none_or(|t| after + BOOT_CLOCK_SKEW >= t)
+        }
         (None, Some(after)) => st.reboot_issued_at.is_some_and(|t| after >= t),
         _ => false,
     };

@@ -1193,6 +1193,20 @@ fn a_node_back_in_service_with_its_old_boot_time_is_not_rebooted() {
         "{:?}",
         p.updates[0].status.last_error
     );
+    // A BootTime moved by a second on re-registration (24.11) is no reboot either.
+    let snap = snapshot(
+        vec![Node {
+            boot_time: Some(t(0) + SignedDuration::from_secs(1)),
+            ..node("n1", "IDLE", 0)
+        }],
+        vec![],
+    );
+    let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 2));
+    assert!(
+        p.updates.iter().all(|u| u.status.phase == Phase::Rebooting),
+        "{:?}",
+        p.updates
+    );
     // The same node with a newer BootTime is recovered.
     let snap = snapshot(vec![node("n1", "IDLE", NOW + 1)], vec![]);
     let p = plan("p", &s, &snap, std::slice::from_ref(&w), t(NOW + 2));
