@@ -45,28 +45,29 @@ fn omit_empty(map: &mut Map<String, Value>, keys: &[&str]) {
     }
 }
 
+/// The fields one Event version shares with the other: type and metadata, the renamed
+/// ones (`from` name → `to` name) and the shared ones; everything else is dropped.
+fn carry_over<'a>(
+    mut from: Map<String, Value>,
+    renames: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let same = ["apiVersion", "kind", "metadata"].into_iter().chain(SHARED);
+    for (old, new) in same.map(|k| (k, k)).chain(renames) {
+        if let Some(v) = from.remove(old) {
+            out.insert(new.into(), v);
+        }
+    }
+    out
+}
+
 /// An `events.k8s.io/v1` Event as the core Event it is stored as (fields neither
 /// version knows are dropped, as decoding a built-in kind drops them).
 pub(crate) fn to_core(obj: Value) -> Value {
-    let Value::Object(mut from) = obj else {
+    let Value::Object(from) = obj else {
         return obj;
     };
-    let mut out = Map::new();
-    for k in ["apiVersion", "kind", "metadata"] {
-        if let Some(v) = from.remove(k) {
-            out.insert(k.into(), v);
-        }
-    }
-    for (new, core) in RENAMED {
-        if let Some(v) = from.remove(new) {
-            out.insert(core.into(), v);
-        }
-    }
-    for k in SHARED {
-        if let Some(v) = from.remove(k) {
-            out.insert(k.into(), v);
-        }
-    }
+    let mut out = carry_over(from, RENAMED.iter().map(|&(new, core)| (new, core)));
     out.insert("apiVersion".into(), "v1".into());
     out.insert("kind".into(), "Event".into());
     normalize_core(Value::Object(out))
@@ -104,25 +105,10 @@ pub(crate) fn normalize_core(obj: Value) -> Value {
 
 /// A stored (core) Event as `events.k8s.io/v1` serves it.
 pub(crate) fn to_events_v1(obj: Value) -> Value {
-    let Value::Object(mut from) = obj else {
+    let Value::Object(from) = obj else {
         return obj;
     };
-    let mut out = Map::new();
-    for k in ["apiVersion", "kind", "metadata"] {
-        if let Some(v) = from.remove(k) {
-            out.insert(k.into(), v);
-        }
-    }
-    for (new, core) in RENAMED {
-        if let Some(v) = from.remove(core) {
-            out.insert(new.into(), v);
-        }
-    }
-    for k in SHARED {
-        if let Some(v) = from.remove(k) {
-            out.insert(k.into(), v);
-        }
-    }
+    let mut out = carry_over(from, RENAMED.iter().map(|&(new, core)| (core, new)));
     for (k, default) in [
         ("eventTime", Value::Null),
         ("deprecatedSource", json!({})),
