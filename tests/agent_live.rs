@@ -478,6 +478,7 @@ async fn a_reboot_without_a_new_boot_is_no_reboot() {
         action: MaintenanceAction::Reboot,
         campaign: Some(plan::campaign_id(issued)),
         status: Default::default(),
+        oci: None,
     };
     work.status.phase = Phase::Rebooting;
     work.status.attempts = 1;

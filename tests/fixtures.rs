@@ -308,6 +308,7 @@ fn planner_over(dir: &Path) {
             action: slurm_maint::api::MaintenanceAction::Reboot,
             campaign: Some(w.campaign.clone()),
             status: Default::default(),
+            oci: None,
         })
         .collect();
     let second = plan::plan("compute", &s, &snapshot, &work, now);

@@ -177,6 +177,7 @@ pub fn run_ours(trace: &[TraceNode], seed: u64, step: SignedDuration) -> Outcome
                 action: MaintenanceAction::Reboot,
                 campaign: Some(nw.campaign.clone()),
                 status: Default::default(),
+                oci: None,
             });
         }
         for u in &p.updates {

@@ -258,6 +258,7 @@ fn works(now: Timestamp) -> Vec<Work> {
                 action: MaintenanceAction::Reboot,
                 campaign: Some(campaign.clone()),
                 status: status(phase, now, &node),
+                oci: None,
             }
         })
         .collect()

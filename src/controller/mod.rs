@@ -5,13 +5,17 @@
 //! The reconciler is thin: every decision is made by [`crate::plan`]; this module fetches,
 //! writes what the plan says to status (before the side effects it guards), and executes.
 
+mod act;
 pub mod cli;
 pub mod connect;
+pub mod discovery;
+mod facts;
 pub mod leader;
 pub mod metrics;
 pub mod oci;
 pub mod oci_work;
 pub mod policy;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,8 +126,13 @@ pub struct Context {
     /// not: a driver of a virtual clock waits for it before moving the clock on.
     pub passes: tokio::sync::watch::Sender<Option<Timestamp>>,
     /// Every send makes the controller look at every policy at once (instead of at its
-    /// next requeue): a driver of a virtual clock sends after moving the clock.
+    /// next requeue); sent by the discovery loop after the look a tick asked for.
     pub clock_moved: tokio::sync::watch::Sender<u64>,
+    /// Every send makes the discovery loop look at once ([`Context::tick`]).
+    pub discovery_ticks: tokio::sync::watch::Sender<u64>,
+    /// Held for writing by a discovery look, for reading by a pass reading the mirrors:
+    /// a pass sees a whole round of decisions, never half of one.
+    pub mirrors: tokio::sync::RwLock<()>,
 }
 
 impl Context {
@@ -154,12 +163,14 @@ impl Context {
             env: Arc::new(|k| std::env::var(k).ok()),
             passes: tokio::sync::watch::Sender::new(None),
             clock_moved: tokio::sync::watch::Sender::new(0),
+            discovery_ticks: tokio::sync::watch::Sender::new(0),
+            mirrors: tokio::sync::RwLock::new(()),
         }
     }
 
-    /// The virtual clock moved: every policy is looked at now.
+    /// The virtual clock moved: OCI discovery looks at once, then every policy's pass.
     pub fn tick(&self) {
-        self.clock_moved.send_modify(|n| *n = n.wrapping_add(1));
+        self.discovery_ticks.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Wait until this replica has finished a pass at or after `at`; false when the
@@ -170,8 +181,8 @@ impl Context {
     }
 }
 
-/// Run the policy controller until `shutdown` resolves; `namespace` limits it to one
-/// namespace (all otherwise).
+/// Run the policy controller and the OCI discovery loop until `shutdown` resolves;
+/// `namespace` limits them to one namespace (all otherwise).
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
@@ -185,11 +196,18 @@ pub async fn run(
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
-    // Ticks of a virtual clock (never sent in production).
+    // Ticks of a virtual clock (never sent in production), after discovery's look.
     let ticks = futures::stream::unfold(ctx.clock_moved.subscribe(), |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
     });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let discovery = tokio::spawn(discovery::run(ctx.clone(), policies.clone(), {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }));
     Controller::new(policies, watcher::Config::default())
         .owns(works, watcher::Config::default())
         .reconcile_all_on(ticks)
@@ -203,6 +221,8 @@ pub async fn run(
             }
         })
         .await;
+    let _ = stop.send(true);
+    let _ = discovery.await;
 }
 
 /// A reconcile scheduled for a policy deleted since (its NodeMaintenances going with it

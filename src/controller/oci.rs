@@ -3,10 +3,9 @@
 //! to a Slurm node, decides about it (see [`crate::oci::approve`]) and mirrors it into
 //! an `OciMaintenanceEvent` owned by the policy, with the decision in status.
 //!
-//! The policy reconciler calls [`discover`] once per `spec.oci.discoveryInterval` when
-//! `spec.oci.enabled`, with a client built by [`client_for_policy`]. Turning approved
-//! events into NodeMaintenances with action `OciMaintenance` (the workflow) is not built
-//! yet.
+//! The discovery loop ([`super::discovery`]) calls [`discover`] once per
+//! `spec.oci.discoveryInterval` when `spec.oci.enabled`, with a client built by
+//! [`client_for_policy`]. Approved events become OCI work in [`super::oci_work`].
 //!
 //! Decisions are sticky once approved (an approved event is never re-decided, so the
 //! daily cap cannot revoke it), other decisions are re-evaluated every pass (settings
@@ -23,6 +22,7 @@ use serde_json::json;
 
 use super::POLICY_LABEL;
 use crate::api::oci_event::Approval;
+use crate::api::policy::HostMappingSource;
 use crate::api::{MaintenancePolicy, OciMaintenanceEvent, OciMaintenanceEventSpec};
 use crate::oci::approve::{self, Candidate, reason};
 use crate::oci::model::{Compartment, Instance, InstanceMaintenanceEvent, ListEventsFilter};
@@ -153,9 +153,8 @@ pub async fn discover(
     now: Timestamp,
 ) -> Result<DiscoveryReport, DiscoveryError> {
     let settings = &policy.spec.oci;
-    let mut report = DiscoveryReport::default();
     if !settings.enabled {
-        return Ok(report);
+        return Ok(DiscoveryReport::default());
     }
     let tenancy = settings
         .tenancy_id
@@ -164,106 +163,154 @@ pub async fn discover(
     let ns = policy
         .namespace()
         .ok_or_else(|| DiscoveryError::Invalid("the policy has no namespace".into()))?;
-    let pname = policy.name_any();
-
     let all = oci.list_compartments(tenancy).await?;
     let compartments = select_compartments(&all, &settings.compartments);
-    report.compartments = compartments.len();
+    let events = list_events(oci, &compartments).await?;
+    let api: Api<OciMaintenanceEvent> = Api::namespaced(kube.clone(), &ns);
+    let mut round = Round::start(kube, recorder, oci, policy, api, &compartments, now).await?;
+    round.report.compartments = compartments.len();
+    round.report.events = events.len();
+    for summary in events {
+        round.mirror(summary).await;
+    }
+    Ok(round.report)
+}
+
+/// The events of every compartment, oldest first, each once.
+async fn list_events(
+    oci: &OciClient,
+    compartments: &[String],
+) -> Result<Vec<InstanceMaintenanceEvent>, OciError> {
     let mut events: Vec<InstanceMaintenanceEvent> = vec![];
-    for c in &compartments {
-        events.extend(
-            oci.list_instance_maintenance_events(&ListEventsFilter::compartment(c.clone()))
-                .await?,
-        );
+    for c in compartments {
+        let filter = ListEventsFilter::compartment(c.clone());
+        events.extend(oci.list_instance_maintenance_events(&filter).await?);
     }
     events.sort_by(|a, b| (a.time_created, &a.id).cmp(&(b.time_created, &b.id)));
     events.dedup_by(|a, b| a.id == b.id);
-    report.events = events.len();
+    Ok(events)
+}
 
-    let api: Api<OciMaintenanceEvent> = Api::namespaced(kube.clone(), &ns);
-    let existing: HashMap<String, OciMaintenanceEvent> = api
-        .list(&ListParams::default().labels(&format!("{POLICY_LABEL}={pname}")))
-        .await?
-        .items
-        .into_iter()
-        .map(|o| (o.spec.event_id.clone(), o))
-        .collect();
-    let mut approved_today = approve::scheduled_on_day(
-        now,
-        existing
-            .values()
-            .filter_map(|o| o.status.as_ref()?.approval.as_ref())
-            .filter(|a| a.approved && a.reason == reason::APPROVED_FAULT_CODE)
-            .map(|a| a.decided_at),
-    );
-    let config_map = match (
-        settings.host_mapping.source,
-        &settings.host_mapping.config_map_name,
-    ) {
-        (crate::api::policy::HostMappingSource::ConfigMap, Some(name)) => {
-            Api::<ConfigMap>::namespaced(kube.clone(), &ns)
-                .get_opt(name)
-                .await?
-                .and_then(|c| c.data)
-        }
-        _ => None,
-    };
-    // One ListInstances per compartment rather than a GetInstance per event.
-    let mut instances: HashMap<String, Option<Instance>> = HashMap::new();
-    if settings.host_mapping.source != crate::api::policy::HostMappingSource::ConfigMap {
-        for c in &compartments {
-            for i in oci.list_instances(c).await? {
-                instances.insert(i.id.clone(), Some(i));
+/// One discovery round of a policy: what it read once, and what it found so far.
+struct Round<'a> {
+    recorder: Option<&'a Recorder>,
+    oci: &'a OciClient,
+    policy: &'a MaintenancePolicy,
+    api: Api<OciMaintenanceEvent>,
+    now: Timestamp,
+    /// The policy's mirrors, by event id.
+    existing: HashMap<String, OciMaintenanceEvent>,
+    /// Events approved by fault code on the current day (the daily cap).
+    approved_today: u32,
+    /// The host mapping ConfigMap's data, when the mapping uses one.
+    config_map: Option<BTreeMap<String, String>>,
+    /// Instances by id (`None`: OCI has no such instance).
+    instances: HashMap<String, Option<Instance>>,
+    report: DiscoveryReport,
+}
+
+impl<'a> Round<'a> {
+    /// Read what every event of the round needs: the mirrors, the day's approvals, the
+    /// host mapping and (one ListInstances per compartment rather than a GetInstance
+    /// per event) the instances.
+    async fn start(
+        kube: &kube::Client,
+        recorder: Option<&'a Recorder>,
+        oci: &'a OciClient,
+        policy: &'a MaintenancePolicy,
+        api: Api<OciMaintenanceEvent>,
+        compartments: &[String],
+        now: Timestamp,
+    ) -> Result<Self, DiscoveryError> {
+        let settings = &policy.spec.oci;
+        let ns = policy.namespace().unwrap_or_default();
+        let selector = format!("{POLICY_LABEL}={}", policy.name_any());
+        let existing: HashMap<String, OciMaintenanceEvent> = api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .map(|o| (o.spec.event_id.clone(), o))
+            .collect();
+        let approved_today = approve::scheduled_on_day(
+            now,
+            existing
+                .values()
+                .filter_map(|o| o.status.as_ref()?.approval.as_ref())
+                .filter(|a| a.approved && a.reason == reason::APPROVED_FAULT_CODE)
+                .map(|a| a.decided_at),
+        );
+        let mut config_map = None;
+        let mut instances = HashMap::new();
+        match (
+            settings.host_mapping.source,
+            &settings.host_mapping.config_map_name,
+        ) {
+            (HostMappingSource::ConfigMap, Some(name)) => {
+                config_map = Api::<ConfigMap>::namespaced(kube.clone(), &ns)
+                    .get_opt(name)
+                    .await?
+                    .and_then(|c| c.data);
+            }
+            (HostMappingSource::ConfigMap, None) => {}
+            _ => {
+                for c in compartments {
+                    for i in oci.list_instances(c).await? {
+                        instances.insert(i.id.clone(), Some(i));
+                    }
+                }
             }
         }
+        Ok(Self {
+            recorder,
+            oci,
+            policy,
+            api,
+            now,
+            existing,
+            approved_today,
+            config_map,
+            instances,
+            report: DiscoveryReport::default(),
+        })
     }
 
-    for summary in events {
-        let old = existing.get(&summary.id);
+    /// Read, decide and mirror one event; a failure is noted in the report.
+    async fn mirror(&mut self, summary: InstanceMaintenanceEvent) {
+        let old = self.existing.get(&summary.id).cloned();
         // Finished and already mirrored as finished: nothing can change any more.
-        if let Some(o) = old
+        if let Some(o) = &old
             && approve::is_terminal(&summary.lifecycle_state)
             && o.spec.lifecycle_state == summary.lifecycle_state
             && o.status.as_ref().is_some_and(|s| s.approval.is_some())
         {
-            report.unchanged += 1;
-            continue;
+            self.report.unchanged += 1;
+            return;
         }
         let mut warnings = vec![];
         // Fault details are only in a GET.
-        let full = match oci.get_instance_maintenance_event(&summary.id).await {
+        let full = match self.oci.get_instance_maintenance_event(&summary.id).await {
             Ok((e, _)) => e,
             Err(e) if e.status() == Some(404) => {
                 warnings.push(format!("event vanished between list and get: {e}"));
                 summary.clone()
             }
             Err(e) => {
-                report.errors.push(format!("{}: {e}", summary.id));
-                continue;
+                self.report.errors.push(format!("{}: {e}", summary.id));
+                return;
             }
         };
         let faults = approve::parse_faults(full.additional_details.as_ref());
         warnings.extend(faults.warnings.iter().cloned());
         warnings.extend(approve::unknown_values(&full));
-        let needs_instance =
-            settings.host_mapping.source != crate::api::policy::HostMappingSource::ConfigMap;
-        if needs_instance && !instances.contains_key(&full.instance_id) {
-            let got = match oci.get_instance(&full.instance_id).await {
-                Ok(i) => Some(i),
-                Err(e) if e.status() == Some(404) => None,
-                Err(e) => {
-                    report.errors.push(format!("{}: {e}", full.instance_id));
-                    continue;
-                }
-            };
-            instances.insert(full.instance_id.clone(), got);
-        }
-        let instance = instances.get(&full.instance_id).and_then(Option::as_ref);
+        let Some(instance) = self.instance(&full.instance_id).await else {
+            return;
+        };
         let host = match approve::map_host(
-            &settings.host_mapping,
+            &self.policy.spec.oci.host_mapping,
             &full.instance_id,
-            instance,
-            config_map.as_ref(),
+            instance.as_ref(),
+            self.config_map.as_ref(),
         ) {
             Ok(h) => Some(h),
             Err(w) => {
@@ -271,13 +318,55 @@ pub async fn discover(
                 None
             }
         };
-        let spec = OciMaintenanceEventSpec {
+        let spec = self.spec_of(&full, instance.as_ref(), &faults, host);
+        let old_status = old
+            .as_ref()
+            .and_then(|o| o.status.clone())
+            .unwrap_or_default();
+        let approval = self.approval(&spec, &old_status);
+        if !warnings.is_empty() {
+            self.report.with_warnings += 1;
+        }
+        self.write(old.as_ref(), spec, &approval, &old_status, warnings)
+            .await;
+    }
+
+    /// The event's instance, read when the round's listing did not have it; `None` when
+    /// it could not be read (noted); `Some(None)` when the mapping needs no instance or
+    /// OCI has no such instance.
+    async fn instance(&mut self, id: &str) -> Option<Option<Instance>> {
+        if self.policy.spec.oci.host_mapping.source == HostMappingSource::ConfigMap {
+            return Some(None);
+        }
+        if let Some(i) = self.instances.get(id) {
+            return Some(i.clone());
+        }
+        let got = match self.oci.get_instance(id).await {
+            Ok(i) => Some(i),
+            Err(e) if e.status() == Some(404) => None,
+            Err(e) => {
+                self.report.errors.push(format!("{id}: {e}"));
+                return None;
+            }
+        };
+        self.instances.insert(id.to_string(), got.clone());
+        Some(got)
+    }
+
+    fn spec_of(
+        &self,
+        full: &InstanceMaintenanceEvent,
+        instance: Option<&Instance>,
+        faults: &approve::Faults,
+        host: Option<String>,
+    ) -> OciMaintenanceEventSpec {
+        OciMaintenanceEventSpec {
             event_id: full.id.clone(),
             instance_id: full.instance_id.clone(),
             instance_name: instance.and_then(|i| i.display_name.clone()),
             compartment_id: full.compartment_id.clone(),
-            policy: pname.clone(),
-            slurm_node: host.clone(),
+            policy: self.policy.name_any(),
+            slurm_node: host,
             fault_ids: faults.ids.clone(),
             fault_summary: faults.summary.clone(),
             maintenance_category: full.maintenance_category.clone(),
@@ -288,11 +377,19 @@ pub async fn discover(
             time_window_start: full.time_window_start,
             time_hard_due_date: full.time_hard_due_date,
             time_created: full.time_created,
-        };
-        let old_status = old.and_then(|o| o.status.clone()).unwrap_or_default();
-        let already_processed =
-            old_status.node_maintenance.is_some() || old_status.outcome.is_some();
-        let sticky = old_status.approval.as_ref().filter(|a| {
+        }
+    }
+
+    /// The event's decision: an approval by fault code (or an AlreadyProcessed one)
+    /// sticks; others are decided again (settings may change), keeping the time of a
+    /// decision that did not change.
+    fn approval(
+        &mut self,
+        spec: &OciMaintenanceEventSpec,
+        old: &crate::api::oci_event::OciMaintenanceEventStatus,
+    ) -> Approval {
+        let already_processed = old.node_maintenance.is_some() || old.outcome.is_some();
+        let sticky = old.approval.as_ref().filter(|a| {
             a.approved
                 && (a.reason == reason::APPROVED_FAULT_CODE
                     || a.reason == reason::ALREADY_PROCESSED)
@@ -301,18 +398,18 @@ pub async fn discover(
             Some(a) if !already_processed || a.reason == reason::ALREADY_PROCESSED => a.clone(),
             _ => {
                 let d = approve::decide(
-                    settings,
+                    &self.policy.spec.oci,
                     &Candidate {
-                        lifecycle_state: &full.lifecycle_state,
-                        fault_ids: &faults.ids,
-                        host: host.as_deref(),
+                        lifecycle_state: &spec.lifecycle_state,
+                        fault_ids: &spec.fault_ids,
+                        host: spec.slurm_node.as_deref(),
                         already_processed,
-                        approved_today,
+                        approved_today: self.approved_today,
                     },
                 );
-                let decided_at = match &old_status.approval {
+                let decided_at = match &old.approval {
                     Some(a) if a.reason == d.reason && a.approved == d.approved => a.decided_at,
-                    _ => now,
+                    _ => self.now,
                 };
                 Approval {
                     approved: d.approved,
@@ -322,46 +419,49 @@ pub async fn discover(
                 }
             }
         };
-        let newly_approved = approval.approved
+        if approval.approved
             && approval.reason == reason::APPROVED_FAULT_CODE
-            && old_status.approval.as_ref() != Some(&approval);
-        if newly_approved {
-            approved_today += 1;
-            report.approved += 1;
+            && old.approval.as_ref() != Some(&approval)
+        {
+            self.approved_today += 1;
+            self.report.approved += 1;
         }
-        if !warnings.is_empty() {
-            report.with_warnings += 1;
-        }
+        approval
+    }
 
+    /// Apply the mirror's spec, merge its decision into status, and announce a changed
+    /// decision (audit line, Event).
+    async fn write(
+        &mut self,
+        old: Option<&OciMaintenanceEvent>,
+        spec: OciMaintenanceEventSpec,
+        approval: &Approval,
+        old_status: &crate::api::oci_event::OciMaintenanceEventStatus,
+        warnings: Vec<String>,
+    ) {
         let name = old
             .map(|o| o.name_any())
-            .unwrap_or_else(|| approve::resource_name(&full.id));
+            .unwrap_or_else(|| approve::resource_name(&spec.event_id));
         let obj = json!({
             "apiVersion": "slurm-maint.io/v1alpha1",
             "kind": "OciMaintenanceEvent",
             "metadata": {
                 "name": name,
-                "labels": {POLICY_LABEL: pname},
-                "ownerReferences": policy.controller_owner_ref(&()).map(|o| vec![o]),
+                "labels": {POLICY_LABEL: self.policy.name_any()},
+                "ownerReferences": self.policy.controller_owner_ref(&()).map(|o| vec![o]),
             },
             "spec": spec,
         });
-        let applied = match api
-            .patch(
-                &name,
-                &PatchParams::apply(DISCOVERY_MANAGER).force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-        {
+        let pp = PatchParams::apply(DISCOVERY_MANAGER).force();
+        let applied = match self.api.patch(&name, &pp, &Patch::Apply(&obj)).await {
             Ok(a) => a,
             Err(e) => {
-                report.errors.push(format!("{name}: {e}"));
-                continue;
+                self.report.errors.push(format!("{name}: {e}"));
+                return;
             }
         };
         if old.is_none() {
-            report.created += 1;
+            self.report.created += 1;
         }
         // A merge patch: fields the workflow owns (nodeMaintenance, workRequestId,
         // outcome, conditions) are left alone.
@@ -370,12 +470,14 @@ pub async fn discover(
             "warnings": warnings,
             "observedGeneration": applied.metadata.generation,
         }});
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        let pp = PatchParams::default();
+        if let Err(e) = self
+            .api
+            .patch_status(&name, &pp, &Patch::Merge(&status))
             .await
         {
-            report.errors.push(format!("{name} status: {e}"));
-            continue;
+            self.report.errors.push(format!("{name} status: {e}"));
+            return;
         }
         let changed = old_status
             .approval
@@ -383,36 +485,47 @@ pub async fn discover(
             .map(|a| (&a.reason, a.approved))
             != Some((&approval.reason, approval.approved));
         if changed || old.is_none() {
-            tracing::info!(
-                target: "audit",
-                phase = "discovery",
-                action = if approval.approved { "approved" } else { "not_approved" },
-                event_id = %full.id,
-                host = host.as_deref().unwrap_or(""),
-                reason = %approval.reason,
-                lifecycle_state = %full.lifecycle_state,
-                faults = %faults.ids.join(","),
-                "OCI maintenance event decided"
-            );
-            if let Some(rec) = recorder {
-                let ev = Event {
-                    type_: if approval.approved || warnings.is_empty() {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    },
-                    reason: approval.reason.clone(),
-                    note: Some(truncate(&approval.message, 1000)),
-                    action: "Discover".into(),
-                    secondary: None,
-                };
-                if let Err(e) = rec.publish(&ev, &applied.object_ref(&())).await {
-                    tracing::debug!(error = %e, "event not published");
-                }
-            }
+            self.announce(&applied, &spec, approval, warnings.is_empty())
+                .await;
         }
     }
-    Ok(report)
+
+    async fn announce(
+        &self,
+        applied: &OciMaintenanceEvent,
+        spec: &OciMaintenanceEventSpec,
+        approval: &Approval,
+        no_warnings: bool,
+    ) {
+        tracing::info!(
+            target: "audit",
+            phase = "discovery",
+            action = if approval.approved { "approved" } else { "not_approved" },
+            event_id = %spec.event_id,
+            host = spec.slurm_node.as_deref().unwrap_or(""),
+            reason = %approval.reason,
+            lifecycle_state = %spec.lifecycle_state,
+            faults = %spec.fault_ids.join(","),
+            "OCI maintenance event decided"
+        );
+        let Some(rec) = self.recorder else {
+            return;
+        };
+        let ev = Event {
+            type_: if approval.approved || no_warnings {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: approval.reason.clone(),
+            note: Some(truncate(&approval.message, 1000)),
+            action: "Discover".into(),
+            secondary: None,
+        };
+        if let Err(e) = rec.publish(&ev, &applied.object_ref(&())).await {
+            tracing::debug!(error = %e, "event not published");
+        }
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

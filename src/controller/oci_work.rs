@@ -1,7 +1,6 @@
-//! The controller side of the OCI workflow: approved `OciMaintenanceEvent`s become
-//! NodeMaintenances with action `OciMaintenance`; each pass reads their events' states
-//! from OCI, runs [`crate::oci::workflow::plan_oci`] and carries out its steps — status
-//! first, then the side effect, as for rolling reboots.
+//! OCI work from discovery's decisions: approved `OciMaintenanceEvent`s become
+//! NodeMaintenances with action `OciMaintenance`, which the one state machine
+//! ([`crate::plan`]) then carries like any other work.
 
 use std::collections::BTreeMap;
 
@@ -11,18 +10,15 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::policy::{create_node_maintenance, publish, record_transition, write_work_status};
+use super::write::{create_node_maintenance, publish};
 use super::{Context, Error};
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, OciEventRef};
 use crate::api::{
     MaintenanceAction, MaintenancePolicy, NodeMaintenance, NodeMaintenanceSpec,
     NodeMaintenanceStatus, OciMaintenanceEvent,
 };
-use crate::oci::OciClient;
-use crate::oci::model::UpdateInstanceMaintenanceEventDetails;
-use crate::oci::workflow::{EventState, FailedReschedule, OciStep, OciUpdate};
-use crate::plan::{Action, Work, work_name};
-use crate::slurm::client::SlurmClient;
+use crate::oci::workflow::EventState;
+use crate::plan::{OciFacts, Work, work_name};
 
 /// The NodeMaintenance an approved event needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,7 +154,8 @@ pub async fn spawn(
     Ok(created)
 }
 
-/// The work a dry run would create for `new`, as the planner sees it: Pending.
+/// The work a dry run would create for `new`, as the planner sees it: Pending, with its
+/// event as last mirrored.
 pub fn as_planned(new: &NewOciWork, now: Timestamp) -> Work {
     Work {
         name: new.name.clone(),
@@ -170,231 +167,12 @@ pub fn as_planned(new: &NewOciWork, now: Timestamp) -> Work {
             phase_since: Some(now),
             ..Default::default()
         },
+        oci: Some(OciFacts {
+            event_id: new.event.event_id.clone(),
+            reason: Some(new.reason.clone()),
+            state: Some(new.state.clone()),
+        }),
     }
-}
-
-/// What the drain of each OCI NodeMaintenance says after our prefix (by resource name).
-pub fn reasons_of(objects: &BTreeMap<String, NodeMaintenance>) -> BTreeMap<String, String> {
-    objects
-        .iter()
-        .filter(|(_, nm)| nm.spec.action == MaintenanceAction::OciMaintenance)
-        .map(|(n, nm)| (n.clone(), nm.spec.reason.clone()))
-        .collect()
-}
-
-/// Event id of each unfinished OCI NodeMaintenance (by resource name).
-pub fn events_of(objects: &BTreeMap<String, NodeMaintenance>) -> BTreeMap<String, String> {
-    objects
-        .iter()
-        .filter(|(_, nm)| nm.spec.action == MaintenanceAction::OciMaintenance)
-        .filter(|(_, nm)| nm.status.as_ref().is_none_or(|s| !s.phase.is_terminal()))
-        .filter_map(|(n, nm)| Some((n.clone(), nm.spec.oci_event.as_ref()?.event_id.clone())))
-        .collect()
-}
-
-/// What OCI says now of each event (one GET each; an unreadable event is left out and
-/// its work waits).
-pub async fn event_states(
-    oci: &OciClient,
-    events: &BTreeMap<String, String>,
-) -> BTreeMap<String, EventState> {
-    let mut out = BTreeMap::new();
-    for id in events.values() {
-        if out.contains_key(id) {
-            continue;
-        }
-        match oci.get_instance_maintenance_event(id).await {
-            Ok((e, _)) => {
-                out.insert(
-                    id.clone(),
-                    EventState {
-                        lifecycle_state: e.lifecycle_state,
-                        time_window_start: e.time_window_start,
-                        can_reschedule: e.can_reschedule,
-                        time_hard_due_date: e.time_hard_due_date,
-                        failed_reschedule: None,
-                    },
-                );
-            }
-            Err(e) => tracing::warn!(event = %id, error = %e, "OCI event not readable"),
-        }
-    }
-    out
-}
-
-/// For work whose reschedule OCI accepted while its event is still SCHEDULED, reads the
-/// work request; one that ended without success is noted in the event's state (with its
-/// errors), for the workflow to ask again or give up.
-pub async fn check_reschedules(
-    oci: &OciClient,
-    work: &[Work],
-    events: &BTreeMap<String, String>,
-    states: &mut BTreeMap<String, EventState>,
-) {
-    for w in work.iter().filter(|w| w.status.phase == Phase::Rebooting) {
-        let (Some(event), Some(wr)) = (events.get(&w.name), &w.status.work_request_id) else {
-            continue;
-        };
-        let Some(state) = states.get_mut(event) else {
-            continue;
-        };
-        if state.lifecycle_state != "SCHEDULED" {
-            continue;
-        }
-        let request = match oci.get_work_request(wr).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(work_request = %wr, error = %e, "OCI work request not readable");
-                continue;
-            }
-        };
-        if !matches!(request.status.as_str(), "FAILED" | "CANCELED") {
-            continue;
-        }
-        let message = match oci.list_work_request_errors(wr).await {
-            Ok(errors) if !errors.is_empty() => errors
-                .iter()
-                .map(|e| format!("{}: {}", e.code, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-            Ok(_) => "no error reported".to_string(),
-            Err(e) => format!("errors not readable: {e}"),
-        };
-        state.failed_reschedule = Some(FailedReschedule {
-            id: wr.clone(),
-            status: request.status,
-            message,
-        });
-    }
-}
-
-/// One line per step, for `plannedActions`.
-pub fn describe(step: &OciStep) -> String {
-    match step {
-        OciStep::Drain { node, reason } => format!("drain {node}: {reason}"),
-        OciStep::Schedule { event_id, start } => {
-            format!("schedule OCI event {event_id} for {start}")
-        }
-        OciStep::Resume { node } => format!("resume {node}"),
-    }
-}
-
-/// Write the update's status, then carry out its steps. A scheduled event's work request
-/// is recorded on the NodeMaintenance and the OciMaintenanceEvent.
-pub async fn apply(
-    ctx: &Context,
-    nm: &NodeMaintenance,
-    u: &OciUpdate,
-    slurm: &dyn SlurmClient,
-    oci: Option<&OciClient>,
-) -> Result<(), Error> {
-    let before = nm.status.clone().unwrap_or_default();
-    let mut status = u.status.clone();
-    status.observed_generation = nm.metadata.generation;
-    let mut current = record_transition(ctx, nm, &before, &status).await?;
-    let reference = nm.object_ref(&());
-    let resource = nm
-        .spec
-        .oci_event
-        .as_ref()
-        .and_then(|e| e.resource_name.clone());
-    for step in &u.steps {
-        let result: Result<Option<String>, String> = match step {
-            OciStep::Drain { node, reason } => slurm
-                .execute(&Action::Drain {
-                    node: node.clone(),
-                    reason: reason.clone(),
-                })
-                .await
-                .map(|_| None)
-                .map_err(|e| e.to_string()),
-            OciStep::Resume { node } => slurm
-                .resume(node)
-                .await
-                .map(|_| None)
-                .map_err(|e| e.to_string()),
-            OciStep::Schedule { event_id, start } => match oci {
-                None => Err("no OCI client".into()),
-                Some(oci) => {
-                    let details = UpdateInstanceMaintenanceEventDetails {
-                        time_window_start: Some(*start),
-                        ..Default::default()
-                    };
-                    // One token per attempt and window: a repeated call is the same request.
-                    let hash = nm.name_any().bytes().fold(0xcbf29ce484222325u64, |h, b| {
-                        (h ^ b as u64).wrapping_mul(0x100000001b3)
-                    });
-                    let token = format!(
-                        "slurm-maint-{hash:016x}-{}-{}",
-                        status.attempts,
-                        start.as_second()
-                    );
-                    oci.update_instance_maintenance_event(event_id, &details, None, Some(token))
-                        .await
-                        .map(Some)
-                        .map_err(|e| e.to_string())
-                }
-            },
-        };
-        match result {
-            Ok(Some(work_request)) => {
-                status.work_request_id = Some(work_request.clone());
-                current = write_work_status(ctx, &current, &status).await?;
-                if let Some(r) = &resource {
-                    let events: Api<OciMaintenanceEvent> = Api::namespaced(
-                        ctx.client.clone(),
-                        nm.namespace().as_deref().unwrap_or_default(),
-                    );
-                    let _ = events
-                        .patch_status(
-                            r,
-                            &PatchParams::default(),
-                            &Patch::Merge(&json!({"status": {"workRequestId": work_request}})),
-                        )
-                        .await;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                let what = describe(step);
-                tracing::warn!(node = %u.node, action = %what, error = %e, "OCI step failed");
-                publish(
-                    ctx,
-                    &reference,
-                    EventType::Warning,
-                    "ActionFailed",
-                    "Oci",
-                    format!("{what}: {e}"),
-                )
-                .await;
-                status.last_error = Some(format!("{what}: {e}"));
-                current = write_work_status(ctx, &current, &status).await?;
-            }
-        }
-    }
-    if status.phase.is_terminal()
-        && before.phase != status.phase
-        && let Some(r) = &resource
-    {
-        let events: Api<OciMaintenanceEvent> = Api::namespaced(
-            ctx.client.clone(),
-            nm.namespace().as_deref().unwrap_or_default(),
-        );
-        let outcome = if status.phase == Phase::Completed {
-            "Completed".to_string()
-        } else {
-            format!("Failed: {}", status.last_error.clone().unwrap_or_default())
-        };
-        let _ = events
-            .patch_status(
-                r,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": {"outcome": outcome}})),
-            )
-            .await;
-    }
-    let _ = current;
-    Ok(())
 }
 
 #[cfg(test)]

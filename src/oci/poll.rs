@@ -190,6 +190,7 @@ mod tests {
                 phase,
                 ..Default::default()
             },
+            oci: None,
         };
         let all = [
             work("a", Phase::Rebooting),

@@ -5,7 +5,8 @@
 
 use jiff::Timestamp;
 
-use super::{REASON_PREFIX, Work, transition};
+use super::machine::transition;
+use super::{REASON_PREFIX, Work};
 use crate::api::node_maintenance::{
     MaintenanceAction, NodeMaintenancePhase as Phase, NodeMaintenanceStatus,
 };
@@ -111,6 +112,7 @@ mod tests {
                 reboot_issued_at: Some(t(1)),
                 ..Default::default()
             },
+            oci: None,
         }
     }
 

@@ -294,7 +294,71 @@ pub fn policy_status(
         &mut conditions,
         cond(t::DEGRADED, false, reason::RECONCILED, String::new()),
     );
-    let (progressing, why, msg) = if plan.scope_matches_nothing {
+    let (progressing, why, msg) = progressing(plan, &phases, in_flight, partition);
+    set_condition(&mut conditions, cond(t::PROGRESSING, progressing, why, msg));
+    let b = &plan.budget;
+    let (full, why) = if plan.budget_exhausted {
+        (true, reason::BUDGET_FULL)
+    } else {
+        (false, reason::BUDGET_AVAILABLE)
+    };
+    set_condition(
+        &mut conditions,
+        cond(
+            t::BUDGET_EXHAUSTED,
+            full,
+            why,
+            format!("{} of {} allowed nodes out", b.occupied().len(), b.allowed),
+        ),
+    );
+    let (why, msg) = paused(mode);
+    set_condition(
+        &mut conditions,
+        cond(t::PAUSED, mode.paused, why, msg.to_string()),
+    );
+    let (ready, ready_reason, ready_msg) = if plan.scope_matches_nothing {
+        // A policy that can act on no node is not ready, whatever else holds.
+        let c = conditions.iter().find(|c| c.r#type == t::PROGRESSING);
+        (
+            false,
+            reason::NODELIST_MATCHES_NO_NODE,
+            c.map(|c| c.message.clone()).unwrap_or_default(),
+        )
+    } else if phases.failed > 0 {
+        (
+            true,
+            reason::NODES_FAILED,
+            format!("{} node(s) failed and are kept drained", phases.failed),
+        )
+    } else {
+        (true, reason::RECONCILED, String::new())
+    };
+    set_condition(
+        &mut conditions,
+        cond(t::READY, ready, ready_reason, ready_msg),
+    );
+
+    MaintenancePolicyStatus {
+        observed_generation: generation,
+        budget: Some(b.to_status(partition)),
+        nodes_needing_work: plan.nodes_needing_work as u32,
+        phases,
+        next: plan.preview.clone(),
+        planned_actions: plan.actions().map(|a| a.describe()).collect(),
+        eta: estimate_eta(plan, work, now, mode.per_node),
+        last_pass: Some(now),
+        conditions,
+    }
+}
+
+/// The Progressing condition: whether the campaign moves, why, and how far it is.
+fn progressing(
+    plan: &Plan,
+    phases: &PhaseCounts,
+    in_flight: u32,
+    partition: &str,
+) -> (bool, &'static str, String) {
+    if plan.scope_matches_nothing {
         (
             false,
             reason::NODELIST_MATCHES_NO_NODE,
@@ -338,24 +402,12 @@ pub fn policy_status(
                 plan.nodes_needing_work
             ),
         )
-    };
-    set_condition(&mut conditions, cond(t::PROGRESSING, progressing, why, msg));
-    let b = &plan.budget;
-    let (full, why) = if plan.budget_exhausted {
-        (true, reason::BUDGET_FULL)
-    } else {
-        (false, reason::BUDGET_AVAILABLE)
-    };
-    set_condition(
-        &mut conditions,
-        cond(
-            t::BUDGET_EXHAUSTED,
-            full,
-            why,
-            format!("{} of {} allowed nodes out", b.occupied().len(), b.allowed),
-        ),
-    );
-    let (why, msg) = if mode.paused {
+    }
+}
+
+/// The Paused condition's reason and message.
+fn paused(mode: Mode) -> (&'static str, &'static str) {
+    if mode.paused {
         (reason::PAUSED_BY_SPEC, "spec.paused: no new work starts")
     } else if mode.dry_run {
         (reason::DRY_RUN, "dry run: actions are shown, not executed")
@@ -366,43 +418,6 @@ pub fn policy_status(
         )
     } else {
         (reason::RUNNING, "")
-    };
-    set_condition(
-        &mut conditions,
-        cond(t::PAUSED, mode.paused, why, msg.to_string()),
-    );
-    let (ready, ready_reason, ready_msg) = if plan.scope_matches_nothing {
-        // A policy that can act on no node is not ready, whatever else holds.
-        let c = conditions.iter().find(|c| c.r#type == t::PROGRESSING);
-        (
-            false,
-            reason::NODELIST_MATCHES_NO_NODE,
-            c.map(|c| c.message.clone()).unwrap_or_default(),
-        )
-    } else if phases.failed > 0 {
-        (
-            true,
-            reason::NODES_FAILED,
-            format!("{} node(s) failed and are kept drained", phases.failed),
-        )
-    } else {
-        (true, reason::RECONCILED, String::new())
-    };
-    set_condition(
-        &mut conditions,
-        cond(t::READY, ready, ready_reason, ready_msg),
-    );
-
-    MaintenancePolicyStatus {
-        observed_generation: generation,
-        budget: Some(b.to_status(partition)),
-        nodes_needing_work: plan.nodes_needing_work as u32,
-        phases,
-        next: plan.preview.clone(),
-        planned_actions: plan.actions().map(|a| a.describe()).collect(),
-        eta: estimate_eta(plan, work, now, mode.per_node),
-        last_pass: Some(now),
-        conditions,
     }
 }
 
@@ -479,6 +494,7 @@ mod tests {
                 phase,
                 ..Default::default()
             },
+            oci: None,
         }
     }
 

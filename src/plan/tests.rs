@@ -3,6 +3,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::api::node_maintenance::NodeMaintenancePhase as Phase;
 use crate::api::policy::{AgentRef, SecretKeyRef};
 use crate::slurm::NodeState;
 
@@ -83,6 +84,7 @@ fn work_for(node: &str, phase: Phase) -> Work {
             phase,
             ..Default::default()
         },
+        oci: None,
     }
 }
 
@@ -115,6 +117,7 @@ fn apply(work: &mut Vec<Work>, p: &Plan) {
             action: MaintenanceAction::Reboot,
             campaign: Some(nw.campaign.clone()),
             status: Default::default(),
+            oci: None,
         });
     }
     for u in &p.updates {
@@ -445,25 +448,52 @@ fn expedited_work_goes_first_and_skips_the_window_not_the_budget() {
     assert!(p.waiting["n4"].contains("paused"));
 }
 
-/// Slots held for OCI work ready to start are not given to rolling reboots.
+/// OCI work ready to start takes its slots before rolling reboots do.
 #[test]
 fn slots_held_for_oci_work_are_not_admitted() {
-    let mut s = settings(50.0); // 4 nodes → 2 allowed
+    let s = settings(40.0); // 6 nodes → 2 allowed
     let snap = snapshot(
-        (1..=4).map(|i| node(&format!("n{i}"), "IDLE", 0)).collect(),
+        ["n1", "n2", "n3", "n4", "g1", "g2"]
+            .iter()
+            .map(|n| node(n, "IDLE", 0))
+            .collect(),
         vec![],
     );
-    let work = pending(&["n1", "n2", "n3", "n4"]);
-    s.held_for_oci = 1;
+    let oci = |node: &str| Work {
+        name: format!("oci-{node}"),
+        node: node.into(),
+        action: MaintenanceAction::OciMaintenance,
+        campaign: None,
+        status: NodeMaintenanceStatus::default(),
+        oci: Some(OciFacts {
+            event_id: format!("ev-{node}"),
+            reason: None,
+            state: Some(crate::oci::workflow::EventState {
+                lifecycle_state: "SCHEDULED".into(),
+                time_window_start: Some(t(NOW + 600)),
+                can_reschedule: true,
+                time_hard_due_date: None,
+                failed_reschedule: None,
+            }),
+        }),
+    };
+    let rolling = |p: &Plan| {
+        admitted(p)
+            .into_iter()
+            .filter(|n| n.starts_with('n'))
+            .count()
+    };
+    let mut work = pending(&["n1", "n2", "n3", "n4"]);
+    work.push(oci("g1"));
     let p = plan("p", &s, &snap, &work, t(NOW));
-    assert_eq!(admitted(&p).len(), 1);
+    assert_eq!(rolling(&p), 1);
     assert!(
         p.waiting
             .values()
             .any(|w| w.contains("1 held for OCI maintenance"))
     );
-    s.held_for_oci = 2;
-    assert!(admitted(&plan("p", &s, &snap, &work, t(NOW))).is_empty());
+    work.push(oci("g2"));
+    assert_eq!(rolling(&plan("p", &s, &snap, &work, t(NOW))), 0);
 }
 
 #[test]

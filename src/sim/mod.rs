@@ -660,6 +660,12 @@ impl Inner {
                 }
             },
             Action::Drain { node, reason } => self.drain(node, reason)?,
+            Action::Resume { node } => self.resume(node)?,
+            Action::ScheduleOciEvent { event_id, .. } => {
+                return Err(SlurmError::Protocol(format!(
+                    "scheduling OCI event {event_id} is not a Slurm action"
+                )));
+            }
             Action::ClearReason { node } => {
                 let i = self.node(node)?;
                 let n = &mut self.nodes[i];

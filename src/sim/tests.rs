@@ -390,6 +390,7 @@ async fn campaign(seed: u64) {
                 action: MaintenanceAction::Reboot,
                 campaign: Some(nw.campaign.clone()),
                 status: Default::default(),
+                oci: None,
             });
         }
         for u in &p.updates {

@@ -330,6 +330,13 @@ impl SlurmClient for AgentClient {
                     next_state: NextState::Resume,
                 },
             ),
+            Action::Resume { node } => self.resume(node),
+            Action::ScheduleOciEvent { event_id, .. } => {
+                let e = SlurmError::Protocol(format!(
+                    "scheduling OCI event {event_id} is not a Slurm action"
+                ));
+                Box::pin(async move { Err(e) })
+            }
             Action::ClearReason { node } => self.post(
                 format!("/v1/nodes/{node}/clear-reason"),
                 serde_json::json!({}),

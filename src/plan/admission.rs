@@ -1,0 +1,203 @@
+//! Admission (`Pending → Reserved`): every candidate, whatever its action, under one
+//! budget, in one order — OCI work whose event is due first (earliest window first: a
+//! campaign never starves work on faulty hardware), then rolling reboots, expedited work
+//! first, then earliest release (seed: "earliest release first"; list scheduling by
+//! release time is optimal for makespan when reboots take equal time, P|r_j, p_j=p|Cmax).
+//! Rolling reboots also wait for a window, for reservations to be enabled and for no
+//! one else's reservation on the node; OCI work only for the policy not to be paused.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use super::index::Ctx;
+use super::machine::{push_update, transition};
+use super::release::Release;
+use super::{BudgetFigures, Work, WorkUpdate, oci};
+use crate::api::NodeMaintenanceStatus;
+use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};
+
+/// What admission decided, beside the updates it added.
+pub(super) struct Admitted {
+    /// Budget after the admissions.
+    pub budget: BudgetFigures,
+    pub waiting: BTreeMap<String, String>,
+    pub blocked: BTreeSet<String>,
+    pub budget_exhausted: bool,
+    /// Rolling-reboot nodes that did not start, with their release times.
+    pub not_started: Vec<(Release, String)>,
+}
+
+/// A candidate's place in the order.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Oci(Option<Timestamp>),
+    /// Expedited work first (`false` sorts first).
+    Reboot {
+        not_expedited: bool,
+        release: Release,
+    },
+}
+
+/// Admit what the budget allows; `b` is the budget before admission.
+pub(super) fn admit<'w>(
+    ctx: &Ctx<'_>,
+    work: &[&'w Work],
+    statuses: &mut BTreeMap<&'w str, NodeMaintenanceStatus>,
+    updates: &mut Vec<WorkUpdate>,
+    b: BudgetFigures,
+) -> Admitted {
+    let mut out = Admitted {
+        budget: b,
+        waiting: BTreeMap::new(),
+        blocked: BTreeSet::new(),
+        budget_exhausted: false,
+        not_started: vec![],
+    };
+    let mut candidates = candidates(ctx, work, statuses, &mut out);
+    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.node.cmp(&b.1.node)));
+    // |occupied| only changes when a node is admitted: computed once per change, not per
+    // candidate (a set union over the partition; thousands of candidates at 10k nodes).
+    let mut occupied = out.budget.occupied().len();
+    let mut full_note: Option<String> = None;
+    for (rank, w) in candidates {
+        let release = match rank {
+            Rank::Oci(_) if ctx.s.paused => continue,
+            Rank::Oci(_) => None,
+            Rank::Reboot { release, .. } => Some(release),
+        };
+        if let Some(why) = release.and(gate(ctx, w)) {
+            out.waiting.insert(w.node.clone(), why.to_string());
+        } else if occupied < out.budget.allowed {
+            let mut status = statuses[w.name.as_str()].clone();
+            let actions = match release {
+                None => oci::admit(ctx, w, &mut status),
+                Some(r) => reserve(ctx, w, r, &mut status),
+            };
+            statuses.insert(w.name.as_str(), status.clone());
+            push_update(updates, w, status, actions);
+            out.budget = ctx.figures(work, statuses);
+            occupied = out.budget.occupied().len();
+            full_note = None;
+            continue;
+        } else if release.is_some() {
+            out.budget_exhausted = true;
+            // The same for every candidate until the budget changes: made once.
+            let why = full_note.get_or_insert_with(|| {
+                format!(
+                    "budget full: {occupied} of {} allowed nodes out{}",
+                    out.budget.allowed,
+                    ctx.full_note(&out.budget, work, statuses)
+                )
+            });
+            out.waiting.insert(w.node.clone(), why.clone());
+        }
+        if let Some(r) = release {
+            out.not_started.push((r, w.node.clone()));
+        }
+    }
+    out
+}
+
+/// Pending work that could start: OCI work whose event is due and whose node is in
+/// service; rolling reboots whose node is in service and free of others' reservations
+/// (the rest are noted as waiting or blocked).
+fn candidates<'w>(
+    ctx: &Ctx<'_>,
+    work: &[&'w Work],
+    statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    out: &mut Admitted,
+) -> Vec<(Rank, &'w Work)> {
+    let mut candidates = vec![];
+    for w in work.iter().copied() {
+        if statuses[w.name.as_str()].phase != Phase::Pending {
+            continue;
+        }
+        if w.action == MaintenanceAction::OciMaintenance {
+            let in_service = ctx
+                .nodes
+                .get(w.node.as_str())
+                .is_some_and(|n| n.state.in_service());
+            if in_service && oci::ready(ctx, w) {
+                let window = w.oci.as_ref().and_then(|f| f.state.as_ref());
+                candidates.push((Rank::Oci(window.and_then(|e| e.time_window_start)), w));
+            }
+            continue;
+        }
+        let Some(node) = ctx.nodes.get(w.node.as_str()) else {
+            out.waiting
+                .insert(w.node.clone(), "node is not in the partition".into());
+            out.blocked.insert(w.node.clone());
+            continue;
+        };
+        if !node.state.in_service() {
+            out.blocked.insert(w.node.clone());
+            let reason = node.reason.as_deref().unwrap_or("no reason");
+            let why = format!(
+                "node is {} ({reason}); it is left alone until back in service",
+                node.state
+            );
+            out.waiting.insert(w.node.clone(), why);
+            continue;
+        }
+        let release = ctx.release(&w.node);
+        if let Some(r) = ctx.foreign_conflict(&w.node, release) {
+            let why = format!(
+                "node is in reservation {} (not ours) from {} to {}",
+                r.name, r.start, r.end
+            );
+            out.waiting.insert(w.node.clone(), why);
+            continue;
+        }
+        let not_expedited = !ctx.s.expedited.contains(&w.name);
+        let rank = Rank::Reboot {
+            not_expedited,
+            release,
+        };
+        candidates.push((rank, w));
+    }
+    candidates
+}
+
+/// Why a rolling reboot may not start now, whatever the budget.
+fn gate(ctx: &Ctx<'_>, w: &Work) -> Option<&'static str> {
+    let s = ctx.s;
+    if !s.reservations_enabled {
+        Some("reservations are disabled (monitor only)")
+    } else if s.paused {
+        Some("policy is paused")
+    } else if !s.window_open && !s.expedited.contains(&w.name) {
+        Some("outside the maintenance windows")
+    } else {
+        None
+    }
+}
+
+/// Pending → Reserved for a rolling reboot: a reservation from the release time, and
+/// the cancels of preemptable jobs when termination is on.
+fn reserve(
+    ctx: &Ctx<'_>,
+    w: &Work,
+    release: Release,
+    status: &mut NodeMaintenanceStatus,
+) -> Vec<super::Action> {
+    let now = ctx.now;
+    let name = ctx.reservation_for(w);
+    let mut actions = vec![ctx.create_reservation(name.clone(), &w.node, release)];
+    actions.extend(ctx.cancels(&w.node));
+    let when = match release.time() {
+        None => "now, over jobs without a time limit".to_string(),
+        Some(t) if t > now => t.to_string(),
+        Some(_) => "now".to_string(),
+    };
+    transition(
+        status,
+        Phase::Reserved,
+        now,
+        format!("reservation {name} starts {when}"),
+    );
+    status.reservation_name = Some(name);
+    status.reservation_start = Some(release.time().unwrap_or(now).max(now));
+    status.last_error = None;
+    actions
+}

@@ -1,0 +1,232 @@
+//! The facts of one pass, indexed for the planner: nodes, jobs and reservations by name,
+//! and the budget figures they give with a set of planned statuses.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use super::release::{self, Release};
+use super::{Action, BudgetFigures, HealthResult, Settings, Snapshot, Work, reservation_name};
+use crate::api::NodeMaintenanceStatus;
+use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};
+use crate::slurm::{Job, Node, Reservation};
+
+/// One pass's facts, indexed.
+pub(super) struct Ctx<'a> {
+    pub s: &'a Settings,
+    pub now: Timestamp,
+    pub nodes: BTreeMap<&'a str, &'a Node>,
+    jobs: BTreeMap<&'a str, Vec<&'a Job>>,
+    pub reservations: BTreeMap<&'a str, &'a Reservation>,
+    all_reservations: &'a [Reservation],
+    /// Reservations not ours, by node.
+    foreign: BTreeMap<&'a str, Vec<&'a Reservation>>,
+    pub health: &'a BTreeMap<String, HealthResult>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(s: &'a Settings, snapshot: &'a Snapshot, now: Timestamp) -> Self {
+        let mut ctx = Ctx {
+            s,
+            now,
+            nodes: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            all_reservations: &snapshot.reservations,
+            foreign: BTreeMap::new(),
+            health: &snapshot.health,
+        };
+        let ours = format!("{}-", s.reservation.prefix);
+        for r in &snapshot.reservations {
+            ctx.reservations.insert(r.name.as_str(), r);
+            if !r.name.starts_with(&ours) {
+                for n in &r.nodes {
+                    ctx.foreign.entry(n.as_str()).or_default().push(r);
+                }
+            }
+        }
+        for n in &snapshot.nodes {
+            ctx.nodes.insert(n.name.as_str(), n);
+        }
+        for j in &snapshot.jobs {
+            for n in &j.nodes {
+                ctx.jobs.entry(n.as_str()).or_default().push(j);
+            }
+        }
+        ctx
+    }
+
+    pub fn jobs_on(&self, node: &str) -> impl Iterator<Item = &'a Job> + '_ {
+        self.jobs
+            .get(node)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|j| j.is_active())
+    }
+
+    pub fn busy(&self, node: &str) -> bool {
+        self.jobs_on(node).next().is_some()
+    }
+
+    pub fn release(&self, node: &str) -> Release {
+        release::release_time(
+            self.jobs_on(node),
+            self.now,
+            self.s.terminate_preemptable,
+            &self.s.preemptable_qos,
+        )
+    }
+
+    /// Cancels of the preemptable jobs holding `node` (none unless termination is on).
+    pub fn cancels(&self, node: &str) -> Vec<Action> {
+        release::jobs_to_cancel(
+            self.jobs_on(node),
+            self.s.terminate_preemptable,
+            &self.s.preemptable_qos,
+        )
+        .into_iter()
+        .map(|job_id| Action::CancelJob {
+            job_id,
+            node: node.to_string(),
+        })
+        .collect()
+    }
+
+    pub fn reservation_for(&self, w: &Work) -> String {
+        w.status.reservation_name.clone().unwrap_or_else(|| {
+            reservation_name(&self.s.reservation.prefix, &w.node, w.campaign.as_deref())
+        })
+    }
+
+    /// Someone else's reservation on `node` that ours (starting at `release`) would
+    /// overlap. Such nodes are left alone: Slurm would refuse the overlap, and another
+    /// party is working on the node.
+    pub fn foreign_conflict(&self, node: &str, release: Release) -> Option<&'a Reservation> {
+        let start = release.time().unwrap_or(self.now).max(self.now);
+        let end = start + self.s.reservation.duration;
+        self.foreign
+            .get(node)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|r| r.start < end && start < r.end)
+            .min_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)))
+    }
+
+    pub fn create_reservation(&self, name: String, node: &str, release: Release) -> Action {
+        let start = release.time().filter(|t| *t > self.now);
+        let mut flags = self.s.reservation.flags.clone();
+        // Starting now over running jobs (jobs being cancelled, or with no time limit):
+        // Slurm needs IGNORE_JOBS; the jobs keep running and nothing new lands.
+        if start.is_none() && self.busy(node) && !flags.iter().any(|f| f == "IGNORE_JOBS") {
+            flags.push("IGNORE_JOBS".into());
+        }
+        Action::CreateReservation {
+            name,
+            node: node.to_string(),
+            start,
+            duration: self.s.reservation.duration,
+            users: self.s.reservation.users.clone(),
+            accounts: self.s.reservation.accounts.clone(),
+            flags,
+        }
+    }
+
+    /// Budget figures given the planned statuses.
+    pub fn figures(
+        &self,
+        work: &[&Work],
+        statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    ) -> BudgetFigures {
+        let now = self.now;
+        let horizon = now + self.s.lead_time;
+        let in_partition = |n: &str| self.nodes.contains_key(n);
+        let mut unavailable = BTreeSet::new();
+        // MAINT reservations active or starting within the lead time — anyone's.
+        for r in self.all_reservations {
+            if r.is_maint() && r.start <= horizon && now < r.end {
+                unavailable.extend(r.nodes.iter().filter(|n| in_partition(n)).cloned());
+            }
+        }
+        let mut reserved_ahead = BTreeSet::new();
+        for w in work.iter().filter(|w| in_partition(&w.node)) {
+            let st = &statuses[w.name.as_str()];
+            match st.phase {
+                Phase::Reserved if st.reservation_start.is_some_and(|t| t > horizon) => {
+                    reserved_ahead.insert(w.node.clone());
+                }
+                p if p.holds_node() || p == Phase::Reserved => {
+                    unavailable.insert(w.node.clone());
+                }
+                _ => {}
+            }
+        }
+        let down = self
+            .nodes
+            .values()
+            .filter(|n| !n.state.in_service())
+            .map(|n| n.name.clone())
+            .collect();
+        reserved_ahead.retain(|n| !unavailable.contains(n));
+        BudgetFigures {
+            total: self.nodes.len(),
+            allowed: self.s.limit.allowed(self.nodes.len()),
+            unavailable,
+            down,
+            reserved_ahead,
+        }
+    }
+
+    /// Why a full budget is full, past the count: how many of the nodes out OCI work holds,
+    /// and which nodes down or drained by others (not by our work) hold slots.
+    pub fn full_note(
+        &self,
+        b: &BudgetFigures,
+        work: &[&Work],
+        statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    ) -> String {
+        let oci = work
+            .iter()
+            .filter(|w| w.action == MaintenanceAction::OciMaintenance)
+            .filter(|w| b.unavailable.contains(&w.node))
+            .filter(|w| !statuses[w.name.as_str()].phase.is_terminal())
+            .count();
+        let held = match oci {
+            0 => String::new(),
+            n => format!(", {n} held for OCI maintenance"),
+        };
+        format!("{held}{}", self.held_by_others(b))
+    }
+
+    fn held_by_others(&self, b: &BudgetFigures) -> String {
+        let others: Vec<&String> = b
+            .down
+            .iter()
+            .filter(|n| !b.unavailable.contains(*n))
+            .collect();
+        if others.is_empty() {
+            return String::new();
+        }
+        let mut named: Vec<String> = others
+            .iter()
+            .take(3)
+            .map(|n| {
+                let node = self.nodes.get(n.as_str());
+                match (node, node.and_then(|x| x.reason.as_deref())) {
+                    (Some(x), Some(r)) => format!("{n} ({}: {r})", x.state),
+                    (Some(x), None) => format!("{n} ({})", x.state),
+                    (None, _) => n.to_string(),
+                }
+            })
+            .collect();
+        if others.len() > 3 {
+            named.push(format!("{} more", others.len() - 3));
+        }
+        format!(
+            "; {} of them down or drained by others: {}",
+            others.len(),
+            named.join(", ")
+        )
+    }
+}
