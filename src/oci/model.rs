@@ -24,7 +24,7 @@ pub struct InstanceMaintenanceEvent {
     /// REBOOT_MIGRATION, TERMINATE, STOP, NONE.
     #[serde(default)]
     pub instance_action: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub alternative_resolution_actions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_window_start: Option<Timestamp>,
@@ -62,10 +62,20 @@ pub struct InstanceMaintenanceEvent {
     /// Free-form string map; `faultDetails` holds a JSON-encoded list in the wild.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_details: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// OCI sends `{}` when there are none; missing or `null` reads as empty too.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub freeform_tags: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// A map or list that may come as missing, `null` or empty: all three read as empty.
+fn null_as_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `UpdateInstanceMaintenanceEventDetails`.
@@ -105,8 +115,10 @@ pub struct Instance {
     pub shape: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_created: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub freeform_tags: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// A resource touched by a work request.
@@ -131,7 +143,7 @@ pub struct WorkRequest {
     pub status: String,
     #[serde(default)]
     pub compartment_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub resources: Vec<WorkRequestResource>,
     #[serde(default)]
     pub percent_complete: f32,
@@ -182,6 +194,28 @@ pub struct Compartment {
     /// CREATING, ACTIVE, INACTIVE, DELETING, DELETED.
     #[serde(default)]
     pub lifecycle_state: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub freeform_tags: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// An Identity tenancy (`GetTenancy`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenancy {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Region key of the home region, e.g. `IAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_region_key: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub freeform_tags: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// Filters of `ListInstanceMaintenanceEvents` (`compartmentId` is required).

@@ -35,18 +35,18 @@ use super::sign;
 pub use auth::{InstanceIdentity, TokenAuth};
 pub use scenario::{Faults, Generate, Scenario, ScenarioCompartment, ScenarioEvent};
 
-/// The emulator's clock: real time plus a manual offset.
-#[derive(Debug)]
+/// Where the emulator's clock starts from: real time, or a simulation's virtual clock.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The emulator's clock: a base clock plus a manual offset.
 struct EmuClock {
-    start_real: Instant,
-    start: Timestamp,
+    base: Clock,
     offset: Mutex<SignedDuration>,
 }
 
 impl EmuClock {
     fn now(&self) -> Timestamp {
-        let elapsed = SignedDuration::try_from(self.start_real.elapsed()).unwrap_or_default();
-        self.start + elapsed + *self.offset.lock().unwrap()
+        (self.base)() + *self.offset.lock().unwrap()
     }
 }
 
@@ -73,6 +73,47 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// Fills in what OCI always sends and a scenario may leave out (see
+/// docs/oci-emulator.md for the defaults).
+fn complete_event(e: &mut InstanceMaintenanceEvent, now: Timestamp) {
+    let fill = |v: &mut String, d: &str| {
+        if v.is_empty() {
+            *v = d.into();
+        }
+    };
+    fill(&mut e.lifecycle_state, "SCHEDULED");
+    fill(&mut e.created_by, "SYSTEM");
+    fill(&mut e.maintenance_category, "FLEXIBLE");
+    fill(&mut e.maintenance_reason, "HARDWARE_REPLACEMENT");
+    fill(&mut e.instance_action, "REBOOT_MIGRATION");
+    e.time_created.get_or_insert(now);
+    e.time_window_start
+        .get_or_insert(now + SignedDuration::from_hours(24 * 7));
+    if e.description.is_none() {
+        e.description = Some(format!(
+            "{} maintenance ({}) of instance {}: {}",
+            e.maintenance_category, e.maintenance_reason, e.instance_id, e.instance_action
+        ));
+    }
+}
+
+/// Fills in the fields an `Instance` always carries.
+fn complete_instance(i: &mut Instance, region: &str, now: Timestamp) {
+    if i.region.is_empty() {
+        i.region = region.into();
+    }
+    if i.lifecycle_state.is_empty() {
+        i.lifecycle_state = "RUNNING".into();
+    }
+    if i.availability_domain.is_empty() {
+        i.availability_domain = "AD-1".into();
+    }
+    if i.shape.is_empty() {
+        i.shape = "BM.GPU.H100.8".into();
+    }
+    i.time_created.get_or_insert(now);
 }
 
 #[derive(Debug)]
@@ -102,10 +143,18 @@ struct EmuState {
     retry_tokens: HashMap<String, Cached>,
     seq: u64,
     requests: u64,
+    /// Requests answered with an error (signature, fault injection, API checks).
+    refused: u64,
+    /// The first [`MAX_REFUSALS_KEPT`] of them, as `METHOD path: status code: message`.
+    refusals: Vec<String>,
 }
+
+const MAX_REFUSALS_KEPT: usize = 1000;
 
 struct Shared {
     scenario: Scenario,
+    /// The emulator's time when it was made.
+    started: Timestamp,
     clock: EmuClock,
     keys: Vec<(String, RsaPublicKey)>,
     faults: Mutex<Faults>,
@@ -128,14 +177,52 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
-/// An API error answer: `{"code","message"}` with an `opc-request-id`.
+/// Why an API request was refused, carried on the response to the request log.
+#[derive(Clone, Debug)]
+struct Refusal {
+    code: String,
+    message: String,
+}
+
+/// An API error answer: `{"code","message"}` (the `opc-request-id` header is added to
+/// every answer by [`request_log`]).
 fn api_error(status: u16, code: &str, message: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let message = message.into();
+    let mut r = (
         status,
-        axum::Json(serde_json::json!({"code": code, "message": message.into()})),
+        axum::Json(serde_json::json!({"code": code, "message": message})),
     )
-        .into_response()
+        .into_response();
+    r.extensions_mut().insert(Refusal {
+        code: code.into(),
+        message,
+    });
+    r
+}
+
+/// 400 InvalidParameter for a query parameter outside its enum.
+fn check_enum(q: &HashMap<String, String>, k: &str, allowed: &[&str]) -> Result<(), Box<Response>> {
+    match q.get(k) {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(Box::new(api_error(
+            400,
+            "InvalidParameter",
+            format!("{k} {v} is not one of {}", allowed.join(", ")),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The required `compartmentId` query parameter (400 MissingParameter without it).
+fn required<'q>(q: &'q HashMap<String, String>, k: &str) -> Result<&'q String, Box<Response>> {
+    q.get(k)
+        .ok_or_else(|| Box::new(api_error(400, "MissingParameter", format!("{k} is required"))))
+}
+
+/// `sortOrder`, or `default` without one.
+fn descending(q: &HashMap<String, String>, default_desc: bool) -> Result<bool, Box<Response>> {
+    check_enum(q, "sortOrder", &["ASC", "DESC"])?;
+    Ok(q.get("sortOrder").map_or(default_desc, |o| o == "DESC"))
 }
 
 fn not_found(what: &str, id: &str) -> Response {
@@ -175,12 +262,29 @@ impl Emulator {
     /// An emulator of `scenario` accepting requests signed by any of `keys` or by the
     /// session tokens it issues through the services of `tokens`.
     pub fn with_tokens(
-        mut scenario: Scenario,
+        scenario: Scenario,
         keys: Vec<RsaPublicKey>,
         tokens: TokenAuth,
     ) -> Result<Self, String> {
+        Self::build(scenario, keys, tokens, Arc::new(Timestamp::now))
+    }
+
+    /// An emulator of `scenario` whose clock is `clock` (a simulation's virtual clock):
+    /// it moves only when that clock does (and with [`Self::set_now`], [`Self::advance`]),
+    /// so the emulator and a controller on the same clock always agree on the time.
+    pub fn with_clock(scenario: Scenario, keys: Vec<RsaPublicKey>, clock: Clock) -> Self {
+        Self::build(scenario, keys, TokenAuth::default(), clock)
+            .expect("no token services: nothing to parse")
+    }
+
+    fn build(
+        mut scenario: Scenario,
+        keys: Vec<RsaPublicKey>,
+        tokens: TokenAuth,
+        clock: Clock,
+    ) -> Result<Self, String> {
         let tokens = auth::Tokens::new(tokens)?;
-        let now = Timestamp::now();
+        let now = clock();
         scenario.expand(now);
         let mut st = EmuState::default();
         for c in &scenario.compartments {
@@ -188,32 +292,23 @@ impl Emulator {
                 id: c.id.clone(),
                 compartment_id: c.parent.clone().unwrap_or_else(|| scenario.tenancy.clone()),
                 name: c.name.clone(),
-                description: format!("compartment {}", c.name),
-                time_created: Some(now),
+                description: c
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| format!("compartment {}", c.name)),
+                time_created: Some(c.time_created.unwrap_or(now)),
                 lifecycle_state: c.lifecycle_state.clone(),
+                ..Compartment::default()
             });
         }
         for i in &scenario.instances {
             let mut i = i.clone();
-            if i.region.is_empty() {
-                i.region = scenario.region.clone();
-            }
-            if i.lifecycle_state.is_empty() {
-                i.lifecycle_state = "RUNNING".into();
-            }
-            if i.time_created.is_none() {
-                i.time_created = Some(now);
-            }
+            complete_instance(&mut i, &scenario.region, now);
             st.instances.insert(i.id.clone(), i);
         }
         for e in &scenario.events {
             let mut event = e.event.clone();
-            if event.time_created.is_none() {
-                event.time_created = Some(now);
-            }
-            if event.lifecycle_state.is_empty() {
-                event.lifecycle_state = "SCHEDULED".into();
-            }
+            complete_event(&mut event, now);
             let start_at = (scenario.auto_start_at_window && event.lifecycle_state == "SCHEDULED")
                 .then_some(event.time_window_start)
                 .flatten();
@@ -235,9 +330,9 @@ impl Emulator {
         Ok(Self {
             shared: Arc::new(Shared {
                 scenario,
+                started: now,
                 clock: EmuClock {
-                    start_real: Instant::now(),
-                    start: now,
+                    base: clock,
                     offset: Mutex::new(SignedDuration::ZERO),
                 },
                 keys,
@@ -291,6 +386,13 @@ impl Emulator {
         self.shared.state.lock().unwrap().requests
     }
 
+    /// Requests answered with an error so far, and the first ones as
+    /// `METHOD path: status code: message`.
+    pub fn refusals(&self) -> (u64, Vec<String>) {
+        let st = self.shared.state.lock().unwrap();
+        (st.refused, st.refusals.clone())
+    }
+
     /// The current state of an event (as a GET would show it).
     pub fn event(&self, id: &str) -> Option<InstanceMaintenanceEvent> {
         let mut st = self.shared.state.lock().unwrap();
@@ -321,6 +423,8 @@ impl Emulator {
             )
             .route("/20160918/workRequests/{id}/logs", get(work_request_logs))
             .route("/20160918/compartments", get(list_compartments))
+            .route("/20160918/compartments/{id}", get(get_compartment))
+            .route("/20160918/tenancies/{id}", get(get_tenancy))
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),
                 authenticate,
@@ -342,8 +446,26 @@ impl Emulator {
             .route("/_emulator/advance", post(advance))
             .route("/_emulator/state", get(dump_state))
             .merge(api)
-            .fallback(|| async { api_error(404, "NotAuthorizedOrNotFound", "no such path") })
-            .layer(axum::middleware::from_fn(request_id))
+            // OCI's API errors: 404 NotFound when no operation has this path, 405
+            // MethodNotAllowed when the path has no such method.
+            .fallback(|req: Request| async move {
+                api_error(
+                    404,
+                    "NotFound",
+                    format!("no operation at {} {}", req.method(), req.uri().path()),
+                )
+            })
+            .method_not_allowed_fallback(|req: Request| async move {
+                api_error(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{} is not supported on {}", req.method(), req.uri().path()),
+                )
+            })
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                request_log,
+            ))
             .with_state(self.shared.clone())
     }
 
@@ -463,16 +585,40 @@ impl Shared {
     }
 }
 
-async fn request_id(req: Request, next: Next) -> Response {
+/// Gives every answer an `opc-request-id` (the client's, else a new one) and logs one
+/// line per request at info (method, path, status, request id, latency), and one more
+/// per refusal with its code and reason.
+async fn request_log(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
     let rid = req
         .headers()
         .get("opc-request-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("emu-{:016x}", Jitter::from_time().unit().to_bits()));
     let mut r = next.run(req).await;
-    let rid = rid.unwrap_or_else(|| format!("emu-{:016x}", Jitter::from_time().unit().to_bits()));
     if let Ok(v) = HeaderValue::from_str(&rid) {
         r.headers_mut().insert("opc-request-id", v);
+    }
+    let status = r.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(%method, %path, status, opc_request_id = %rid, latency_ms, "request");
+    if let Some(refusal) = r.extensions().get::<Refusal>() {
+        let mut st = s.state.lock().unwrap();
+        st.refused += 1;
+        if st.refusals.len() < MAX_REFUSALS_KEPT {
+            st.refusals.push(format!(
+                "{method} {path}: {status} {}: {}",
+                refusal.code, refusal.message
+            ));
+        }
+        drop(st);
+        tracing::info!(
+            %method, %path, status, opc_request_id = %rid,
+            code = %refusal.code, reason = %refusal.message, "refused"
+        );
     }
     r
 }
@@ -484,7 +630,6 @@ async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
         return api_error(400, "InvalidParameter", "unreadable body");
     };
     if let Err(why) = check_signature(&s, &parts, &bytes) {
-        tracing::debug!(%why, "emulator refused a request");
         return api_error(
             401,
             "NotAuthenticated",
@@ -658,21 +803,64 @@ fn parse_ts(q: &HashMap<String, String>, k: &str) -> Result<Option<Timestamp>, B
         .transpose()
 }
 
+/// What `ListInstanceMaintenanceEvents` shows of an event: an
+/// `InstanceMaintenanceEventSummary` has no `lifecycleDetails`, `canDeleteLocalStorage`
+/// or `additionalDetails` (the SDK's model).
+fn summary(e: &InstanceMaintenanceEvent) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for k in ["lifecycleDetails", "canDeleteLocalStorage", "additionalDetails"] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
+/// Sorts by `sortBy` (`time` for TIMECREATED, `name` for the name field) and
+/// `sortOrder`, with OCI's documented defaults: TIMECREATED descending, a name
+/// ascending. With no `sortBy`, OCI's reference does not say which field it sorts by;
+/// the emulator takes TIMECREATED. Ties go by OCID, in the same direction.
+fn sort_items<T>(
+    items: &mut [T],
+    q: &HashMap<String, String>,
+    name_field: &str,
+    time: impl Fn(&T) -> Option<Timestamp>,
+    name: impl Fn(&T) -> Option<String>,
+    id: impl Fn(&T) -> String,
+) -> Result<(), Box<Response>> {
+    check_enum(q, "sortBy", &["TIMECREATED", name_field])?;
+    let by_name = q.get("sortBy").is_some_and(|b| b == name_field);
+    let desc = descending(q, !by_name)?;
+    if by_name {
+        // Case-sensitive, as the reference says; an item without a name sorts first.
+        items.sort_by_key(|a| (name(a), id(a)));
+    } else {
+        items.sort_by_key(|a| (time(a), id(a)));
+    }
+    if desc {
+        items.reverse();
+    }
+    Ok(())
+}
+
 async fn list_events(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let Some(comp) = q.get("compartmentId") else {
-        return api_error(400, "MissingParameter", "compartmentId is required");
-    };
-    let (gte, lte) = match (
-        parse_ts(&q, "timeWindowStartGreaterThanOrEqualTo"),
-        parse_ts(&q, "timeWindowStartLessThanOrEqualTo"),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return *r,
-    };
+    match list_events_of(&s, &q) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn list_events_of(s: &Shared, q: &HashMap<String, String>) -> Result<Response, Response> {
+    let comp = required(q, "compartmentId").map_err(|r| *r)?;
+    check_enum(q, "lifecycleState", scenario::enums::EVENT_STATES).map_err(|r| *r)?;
+    let gte = parse_ts(q, "timeWindowStartGreaterThanOrEqualTo").map_err(|r| *r)?;
+    let lte = parse_ts(q, "timeWindowStartLessThanOrEqualTo").map_err(|r| *r)?;
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
     let eq = |k: &str, v: &str| q.get(k).is_none_or(|x| x == v);
-    let mut items: Vec<InstanceMaintenanceEvent> = st
+    // The reference calls the window filters a range "to return the maintenances which
+    // are not completed"; whether finished events are then left out is not said: the
+    // emulator filters on timeWindowStart alone.
+    let mut items: Vec<&InstanceMaintenanceEvent> = st
         .events
         .iter()
         .map(|e| &e.event)
@@ -688,26 +876,18 @@ async fn list_events(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
         })
         .filter(|e| gte.is_none_or(|t| e.time_window_start.is_some_and(|w| w >= t)))
         .filter(|e| lte.is_none_or(|t| e.time_window_start.is_some_and(|w| w <= t)))
-        .map(|e| InstanceMaintenanceEvent {
-            additional_details: None,
-            ..e.clone()
-        })
         .collect();
-    match q.get("sortBy").map(String::as_str) {
-        None | Some("TIMECREATED") => {
-            items.sort_by(|a, b| (a.time_created, &a.id).cmp(&(b.time_created, &b.id)))
-        }
-        Some("DISPLAYNAME") => {
-            items.sort_by(|a, b| (&a.display_name, &a.id).cmp(&(&b.display_name, &b.id)))
-        }
-        Some(o) => return api_error(400, "InvalidParameter", format!("invalid sortBy {o}")),
-    }
-    match q.get("sortOrder").map(String::as_str) {
-        None | Some("ASC") => {}
-        Some("DESC") => items.reverse(),
-        Some(o) => return api_error(400, "InvalidParameter", format!("invalid sortOrder {o}")),
-    }
-    paged(&items, &q, s.scenario.default_page_size)
+    sort_items(
+        &mut items,
+        q,
+        "DISPLAYNAME",
+        |e| e.time_created,
+        |e| e.display_name.clone(),
+        |e| e.id.clone(),
+    )
+    .map_err(|r| *r)?;
+    let items: Vec<serde_json::Value> = items.into_iter().map(summary).collect();
+    Ok(paged(&items, q, s.scenario.default_page_size))
 }
 
 async fn get_event(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -767,8 +947,21 @@ async fn update_event(
     let now = s.clock.now();
     let details: UpdateInstanceMaintenanceEventDetails = match serde_json::from_slice(&body) {
         Ok(d) => d,
-        Err(e) => return api_error(400, "InvalidParameter", format!("body: {e}")),
+        Err(e) if e.is_data() => return api_error(400, "InvalidParameter", format!("body: {e}")),
+        Err(e) => return api_error(400, "CannotParseRequest", format!("body: {e}")),
     };
+    if let Some(a) = &details.alternative_resolution_action
+        && !scenario::enums::RESOLUTION_ACTIONS.contains(&a.as_str())
+    {
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!(
+                "alternativeResolutionAction {a} is not one of {}",
+                scenario::enums::RESOLUTION_ACTIONS.join(", ")
+            ),
+        );
+    }
     let Some(idx) = st.events.iter().position(|e| e.event.id == id) else {
         return not_found("InstanceMaintenanceEvent", &id);
     };
@@ -794,6 +987,18 @@ async fn update_event(
             409,
             "IncorrectState",
             "a reschedule of this event is in progress",
+        );
+    }
+    if let Some(a) = &details.alternative_resolution_action
+        && !e.event.alternative_resolution_actions.contains(a)
+    {
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!(
+                "alternativeResolutionAction {a} is not one of this event's alternativeResolutionActions [{}]",
+                e.event.alternative_resolution_actions.join(", ")
+            ),
         );
     }
     if let Some(w) = details.time_window_start {
@@ -835,8 +1040,15 @@ async fn update_event(
     if let Some(t) = details.defined_tags {
         e.event.defined_tags = t;
     }
-    if let Some(c) = details.can_delete_local_storage {
-        e.event.can_delete_local_storage = Some(c);
+    // canDeleteLocalStorage "is only applicable when setting the
+    // alternativeResolutionAction" (the reference); elsewhere it is ignored. Whether OCI
+    // refuses an action that loses local storage without it is said only for instances
+    // that have local storage, which the emulator does not model.
+    if let Some(a) = details.alternative_resolution_action {
+        e.event.instance_action = a;
+        if let Some(c) = details.can_delete_local_storage {
+            e.event.can_delete_local_storage = Some(c);
+        }
     }
     e.version += 1;
     let reschedules = details.time_window_start.is_some();
@@ -895,17 +1107,51 @@ async fn update_event(
 }
 
 async fn list_instances(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let Some(comp) = q.get("compartmentId") else {
-        return api_error(400, "MissingParameter", "compartmentId is required");
+    let comp = match required(&q, "compartmentId") {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
+    // "The state value is case-insensitive" (the reference).
+    let state = q.get("lifecycleState").map(|v| v.to_ascii_uppercase());
+    if let Some(v) = &state
+        && !scenario::enums::INSTANCE_STATES.contains(&v.as_str())
+    {
+        return api_error(400, "InvalidParameter", format!("invalid lifecycleState {v}"));
+    }
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
-    let items: Vec<Instance> = st
+    let mut items: Vec<Instance> = st
         .instances
         .values()
         .filter(|i| &i.compartment_id == comp)
+        .filter(|i| state.as_ref().is_none_or(|v| v == &i.lifecycle_state))
+        .filter(|i| {
+            q.get("availabilityDomain")
+                .is_none_or(|v| v == &i.availability_domain)
+        })
+        .filter(|i| {
+            q.get("displayName")
+                .is_none_or(|v| Some(v) == i.display_name.as_ref())
+        })
+        // The emulator's instances belong to no capacity reservation or compute cluster.
+        .filter(|_| !q.contains_key("capacityReservationId") && !q.contains_key("computeClusterId"))
         .cloned()
         .collect();
+    // Without an availabilityDomain OCI groups by availability domain, then sorts.
+    let grouped = !q.contains_key("availabilityDomain");
+    if let Err(r) = sort_items(
+        &mut items,
+        &q,
+        "DISPLAYNAME",
+        |i| i.time_created,
+        |i| i.display_name.clone(),
+        |i| i.id.clone(),
+    ) {
+        return *r;
+    }
+    if grouped {
+        items.sort_by(|a, b| a.availability_domain.cmp(&b.availability_domain));
+    }
     paged(&items, &q, s.scenario.default_page_size)
 }
 
@@ -922,7 +1168,7 @@ async fn get_instance(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> R
     }
 }
 
-const ACTIONS: [&str; 9] = [
+const ACTIONS: [&str; 8] = [
     "STOP",
     "START",
     "SOFTRESET",
@@ -931,7 +1177,6 @@ const ACTIONS: [&str; 9] = [
     "SENDDIAGNOSTICINTERRUPT",
     "DIAGNOSTICREBOOT",
     "REBOOTMIGRATE",
-    "SOFTRESET",
 ];
 
 async fn instance_action(
@@ -941,12 +1186,14 @@ async fn instance_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let action = q.get("action").cloned().unwrap_or_default();
+    let Some(action) = q.get("action").cloned() else {
+        return api_error(400, "MissingParameter", "action is required");
+    };
     if !ACTIONS.contains(&action.as_str()) {
         return api_error(400, "InvalidParameter", format!("invalid action {action}"));
     }
     if !body.is_empty() && serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-        return api_error(400, "InvalidParameter", "body is not JSON");
+        return api_error(400, "CannotParseRequest", "body is not JSON");
     }
     let token = headers
         .get("opc-retry-token")
@@ -1000,17 +1247,38 @@ async fn get_work_request(State(s): State<Arc<Shared>>, Path(id): Path<String>) 
     }
 }
 
+/// Errors or log entries of a work request, oldest first unless `sortOrder=DESC` (the
+/// reference names no default order; ascending is the emulator's choice).
+fn work_request_list<T: serde::Serialize + Clone>(
+    s: &Shared,
+    id: &str,
+    q: &HashMap<String, String>,
+    which: impl Fn(&WrState) -> &Vec<T>,
+) -> Response {
+    let desc = match descending(q, false) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    match st.work_requests.get(id) {
+        Some(w) => {
+            let mut items = which(w).clone();
+            if desc {
+                items.reverse();
+            }
+            paged(&items, q, s.scenario.default_page_size)
+        }
+        None => not_found("WorkRequest", id),
+    }
+}
+
 async fn work_request_errors(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let mut st = s.state.lock().unwrap();
-    s.tick(&mut st);
-    match st.work_requests.get(&id) {
-        Some(w) => paged(&w.errors, &q, s.scenario.default_page_size),
-        None => not_found("WorkRequest", &id),
-    }
+    work_request_list(&s, &id, &q, |w| &w.errors)
 }
 
 async fn work_request_logs(
@@ -1018,46 +1286,147 @@ async fn work_request_logs(
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let mut st = s.state.lock().unwrap();
-    s.tick(&mut st);
-    match st.work_requests.get(&id) {
-        Some(w) => paged(&w.logs, &q, s.scenario.default_page_size),
-        None => not_found("WorkRequest", &id),
+    work_request_list(&s, &id, &q, |w| &w.logs)
+}
+
+/// The tenancy as Identity shows it through `GetCompartment`: the root compartment.
+/// The reference does not say what its `compartmentId` is; the emulator gives the
+/// tenancy's own OCID.
+fn root_compartment(s: &Shared) -> Compartment {
+    Compartment {
+        id: s.scenario.tenancy.clone(),
+        compartment_id: s.scenario.tenancy.clone(),
+        name: s.scenario.tenancy_name.clone(),
+        description: format!("tenancy {}", s.scenario.tenancy_name),
+        time_created: Some(s.started),
+        lifecycle_state: "ACTIVE".into(),
+        ..Compartment::default()
+    }
+}
+
+async fn get_tenancy(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if id != s.scenario.tenancy {
+        return not_found("Tenancy", &id);
+    }
+    json_ok(
+        200,
+        &Tenancy {
+            id,
+            name: s.scenario.tenancy_name.clone(),
+            description: Some(format!("tenancy {}", s.scenario.tenancy_name)),
+            home_region_key: Some(region_key(&s.scenario.region)),
+            ..Tenancy::default()
+        },
+        &[],
+    )
+}
+
+/// The key of a region (`us-ashburn-1` → `IAD`) for the regions the SDK's tests use;
+/// otherwise the region's name in capitals.
+fn region_key(region: &str) -> String {
+    match region {
+        "us-ashburn-1" => "IAD",
+        "us-phoenix-1" => "PHX",
+        "eu-frankfurt-1" => "FRA",
+        "uk-london-1" => "LHR",
+        "ap-tokyo-1" => "NRT",
+        other => return other.to_ascii_uppercase(),
+    }
+    .into()
+}
+
+async fn get_compartment(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if id == s.scenario.tenancy {
+        return json_ok(200, &root_compartment(&s), &[]);
+    }
+    let st = s.state.lock().unwrap();
+    match st.compartments.iter().find(|c| c.id == id) {
+        Some(c) => json_ok(200, c, &[("etag".into(), format!("\"{:x}\"", fnv(&c.id)))]),
+        None => not_found("Compartment", &id),
     }
 }
 
 async fn list_compartments(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let Some(root) = q.get("compartmentId") else {
-        return api_error(400, "MissingParameter", "compartmentId is required");
+    let root = match required(&q, "compartmentId") {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
-    let subtree = q.get("compartmentIdInSubtree").is_some_and(|v| v == "true");
+    if let Err(r) = check_enum(&q, "accessLevel", &["ANY", "ACCESSIBLE"]) {
+        return *r;
+    }
+    let subtree = match q.get("compartmentIdInSubtree").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return api_error(
+                400,
+                "InvalidParameter",
+                format!("compartmentIdInSubtree {v} is not a boolean"),
+            );
+        }
+    };
     if subtree && root != &s.scenario.tenancy {
         return api_error(
             400,
             "InvalidParameter",
-            "compartmentIdInSubtree is only allowed on the tenancy",
+            "compartmentIdInSubtree can only be set to true on the tenancy",
         );
     }
+    // "The state value is case-insensitive" (the reference).
+    let state = q.get("lifecycleState").map(|v| v.to_ascii_uppercase());
+    if let Some(v) = &state
+        && !scenario::enums::COMPARTMENT_STATES.contains(&v.as_str())
+    {
+        return api_error(400, "InvalidParameter", format!("invalid lifecycleState {v}"));
+    }
     let st = s.state.lock().unwrap();
+    if root != &s.scenario.tenancy && !st.compartments.iter().any(|c| &c.id == root) {
+        return not_found("Compartment", root);
+    }
+    // With accessLevel ACCESSIBLE OCI leaves out compartments the caller may not
+    // inspect; every signed caller of the emulator may inspect all of them.
     let mut items: Vec<Compartment> = st
         .compartments
         .iter()
         .filter(|c| subtree || &c.compartment_id == root)
-        .filter(|c| {
-            q.get("lifecycleState")
-                .is_none_or(|l| l == &c.lifecycle_state)
-        })
+        .filter(|c| state.as_ref().is_none_or(|l| l == &c.lifecycle_state))
+        .filter(|c| q.get("name").is_none_or(|n| n == &c.name))
         .cloned()
         .collect();
-    items.sort_by(|a, b| a.name.cmp(&b.name));
+    // Without sortBy the reference names no order; the emulator sorts by NAME.
+    let by_time = q.get("sortBy").is_some_and(|b| b == "TIMECREATED");
+    if let Err(r) = check_enum(&q, "sortBy", &["TIMECREATED", "NAME"]) {
+        return *r;
+    }
+    let desc = match descending(&q, by_time) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    if by_time {
+        items.sort_by_key(|c| (c.time_created, c.id.clone()));
+    } else {
+        items.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    }
+    if desc {
+        items.reverse();
+    }
     paged(&items, &q, s.scenario.default_page_size)
 }
 
 async fn advance(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let secs: f64 = q.get("seconds").and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    if let Ok(d) = SignedDuration::try_from_secs_f64(secs.max(0.0)) {
-        *s.clock.offset.lock().unwrap() += d;
-    }
+    let secs = q.get("seconds").map(|v| v.parse::<f64>());
+    let d = match secs {
+        Some(Ok(v)) if v >= 0.0 => SignedDuration::try_from_secs_f64(v).ok(),
+        _ => None,
+    };
+    let Some(d) = d else {
+        return api_error(
+            400,
+            "InvalidParameter",
+            "seconds must be a number of seconds >= 0",
+        );
+    };
+    *s.clock.offset.lock().unwrap() += d;
     json_ok(
         200,
         &serde_json::json!({"now": s.clock.now().to_string()}),
@@ -1074,9 +1443,13 @@ async fn dump_state(State(s): State<Arc<Shared>>) -> Response {
         200,
         &serde_json::json!({
             "now": s.clock.now().to_string(),
+            "tenancy": s.scenario.tenancy,
             "events": events,
+            "instances": st.instances.values().collect::<Vec<_>>(),
             "workRequests": wrs,
             "requests": st.requests,
+            "refused": st.refused,
+            "refusals": st.refusals,
             "tokensIssued": s.tokens.issued.load(std::sync::atomic::Ordering::Relaxed),
         }),
         &[],
@@ -1085,6 +1458,7 @@ async fn dump_state(State(s): State<Arc<Shared>>) -> Response {
 
 /// `slurm-maint oci-emulator`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = AFTER_HELP)]
 pub struct EmulatorArgs {
     /// Address to listen on (port 0: any free port; the address is printed first).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -1132,6 +1506,20 @@ pub struct EmulatorArgs {
     #[arg(long)]
     pub latency_ms: Option<u64>,
 }
+
+const AFTER_HELP: &str = "\
+The API is under /20160918 (Compute maintenance events and instances, Work Requests,
+Identity compartments and tenancy). Without --scenario the tenancy is
+ocid1.tenancy.oc1..emulator (a scenario's `tenancy:` replaces it); the tenancy in use
+is printed on stdout after the listening line(s).
+
+Control endpoints (unsigned):
+  POST /_emulator/advance?seconds=N   move the emulator's clock N seconds forward
+  GET  /_emulator/state               clock, events, instances, work requests, counts
+
+One log line per request at info (method, path, status, opc-request-id, latency) and
+one per refused request with its reason; RUST_LOG=warn quiets them.
+Scenario format and an example: docs/oci-emulator.md.";
 
 /// Runs the emulator until interrupted. Prints `listening on ADDR` on stdout first.
 pub async fn run(args: EmulatorArgs) -> Result<(), String> {
@@ -1208,6 +1596,7 @@ pub async fn run(args: EmulatorArgs) -> Result<(), String> {
         }
         _ => None,
     };
+    println!("tenancy {}", emu.tenancy());
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let router = emu.router();
