@@ -215,8 +215,13 @@ fn check_enum(q: &HashMap<String, String>, k: &str, allowed: &[&str]) -> Result<
 
 /// The required `compartmentId` query parameter (400 MissingParameter without it).
 fn required<'q>(q: &'q HashMap<String, String>, k: &str) -> Result<&'q String, Box<Response>> {
-    q.get(k)
-        .ok_or_else(|| Box::new(api_error(400, "MissingParameter", format!("{k} is required"))))
+    q.get(k).ok_or_else(|| {
+        Box::new(api_error(
+            400,
+            "MissingParameter",
+            format!("{k} is required"),
+        ))
+    })
 }
 
 /// `sortOrder`, or `default` without one.
@@ -809,7 +814,11 @@ fn parse_ts(q: &HashMap<String, String>, k: &str) -> Result<Option<Timestamp>, B
 fn summary(e: &InstanceMaintenanceEvent) -> serde_json::Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
-        for k in ["lifecycleDetails", "canDeleteLocalStorage", "additionalDetails"] {
+        for k in [
+            "lifecycleDetails",
+            "canDeleteLocalStorage",
+            "additionalDetails",
+        ] {
             m.remove(k);
         }
     }
@@ -1116,7 +1125,11 @@ async fn list_instances(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
     if let Some(v) = &state
         && !scenario::enums::INSTANCE_STATES.contains(&v.as_str())
     {
-        return api_error(400, "InvalidParameter", format!("invalid lifecycleState {v}"));
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!("invalid lifecycleState {v}"),
+        );
     }
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
@@ -1377,7 +1390,11 @@ async fn list_compartments(State(s): State<Arc<Shared>>, Query(q): Q) -> Respons
     if let Some(v) = &state
         && !scenario::enums::COMPARTMENT_STATES.contains(&v.as_str())
     {
-        return api_error(400, "InvalidParameter", format!("invalid lifecycleState {v}"));
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!("invalid lifecycleState {v}"),
+        );
     }
     let st = s.state.lock().unwrap();
     if root != &s.scenario.tenancy && !st.compartments.iter().any(|c| &c.id == root) {

@@ -316,10 +316,26 @@ impl Scenario {
         for (i, e) in self.events.iter().enumerate() {
             let p = |f: &str| format!("events[{i}].{f}");
             let ev = &e.event;
-            check(p("maintenanceCategory"), &ev.maintenance_category, enums::CATEGORIES)?;
-            check(p("maintenanceReason"), &ev.maintenance_reason, enums::REASONS)?;
-            check(p("instanceAction"), &ev.instance_action, enums::INSTANCE_ACTIONS)?;
-            check(p("lifecycleState"), &ev.lifecycle_state, enums::EVENT_STATES)?;
+            check(
+                p("maintenanceCategory"),
+                &ev.maintenance_category,
+                enums::CATEGORIES,
+            )?;
+            check(
+                p("maintenanceReason"),
+                &ev.maintenance_reason,
+                enums::REASONS,
+            )?;
+            check(
+                p("instanceAction"),
+                &ev.instance_action,
+                enums::INSTANCE_ACTIONS,
+            )?;
+            check(
+                p("lifecycleState"),
+                &ev.lifecycle_state,
+                enums::EVENT_STATES,
+            )?;
             check(p("createdBy"), &ev.created_by, enums::CREATED_BY)?;
             for (j, a) in ev.alternative_resolution_actions.iter().enumerate() {
                 check(
@@ -328,8 +344,16 @@ impl Scenario {
                     enums::RESOLUTION_ACTIONS,
                 )?;
             }
-            check(p("outcome"), &e.outcome, &["SUCCEEDED", "FAILED", "CANCELED"])?;
-            check(p("workRequestOutcome"), &e.work_request_outcome, &["SUCCEEDED", "FAILED"])?;
+            check(
+                p("outcome"),
+                &e.outcome,
+                &["SUCCEEDED", "FAILED", "CANCELED"],
+            )?;
+            check(
+                p("workRequestOutcome"),
+                &e.work_request_outcome,
+                &["SUCCEEDED", "FAILED"],
+            )?;
         }
         Ok(())
     }
