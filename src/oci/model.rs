@@ -271,3 +271,64 @@ impl ListEventsFilter {
         q
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"id": "e", "instanceId": "i", "compartmentId": "c",
+        "maintenanceCategory": "FLEXIBLE", "maintenanceReason": "EVACUATION",
+        "instanceAction": "REBOOT_MIGRATION", "canReschedule": true,
+        "lifecycleState": "SCHEDULED", "createdBy": "SYSTEM""#;
+
+    /// OCI sends `{}` for no tags; a missing map or a `null` reads the same, so a change
+    /// in what OCI sends never breaks a read.
+    #[test]
+    fn maps_and_lists_read_the_same_missing_null_or_empty() {
+        let read = |extra: &str| -> InstanceMaintenanceEvent {
+            serde_json::from_str(&format!("{EVENT}{extra}}}")).unwrap()
+        };
+        let missing = read("");
+        let null = read(
+            r#", "freeformTags": null, "definedTags": null, "alternativeResolutionActions": null"#,
+        );
+        let empty =
+            read(r#", "freeformTags": {}, "definedTags": {}, "alternativeResolutionActions": []"#);
+        assert_eq!(missing, null);
+        assert_eq!(missing, empty);
+        assert!(missing.freeform_tags.is_empty() && missing.defined_tags.is_empty());
+        let tagged = read(r#", "freeformTags": {"a": "b"}, "definedTags": {"ns": {"k": 1}}"#);
+        assert_eq!(tagged.freeform_tags["a"], "b");
+        assert_eq!(tagged.defined_tags["ns"]["k"], 1);
+
+        for body in [
+            r#"{"id": "i", "compartmentId": "c"}"#,
+            r#"{"id": "i", "compartmentId": "c", "freeformTags": null, "definedTags": {}}"#,
+        ] {
+            let i: Instance = serde_json::from_str(body).unwrap();
+            assert!(i.freeform_tags.is_empty() && i.defined_tags.is_empty());
+        }
+        for body in [
+            r#"{"id": "c", "compartmentId": "t", "name": "n"}"#,
+            r#"{"id": "c", "compartmentId": "t", "name": "n", "freeformTags": {}, "definedTags": null}"#,
+        ] {
+            let c: Compartment = serde_json::from_str(body).unwrap();
+            assert!(c.freeform_tags.is_empty() && c.defined_tags.is_empty());
+        }
+        let w: WorkRequest =
+            serde_json::from_str(r#"{"id": "w", "status": "ACCEPTED", "resources": null}"#)
+                .unwrap();
+        assert!(w.resources.is_empty());
+    }
+
+    /// The emulator writes empty tag maps as `{}`, as OCI does.
+    #[test]
+    fn empty_tags_are_written_as_empty_maps() {
+        let v = serde_json::to_value(InstanceMaintenanceEvent::default()).unwrap();
+        assert_eq!(v["freeformTags"], serde_json::json!({}));
+        assert_eq!(v["definedTags"], serde_json::json!({}));
+        assert_eq!(v["alternativeResolutionActions"], serde_json::json!([]));
+        let v = serde_json::to_value(Instance::default()).unwrap();
+        assert_eq!(v["freeformTags"], serde_json::json!({}));
+    }
+}

@@ -433,3 +433,90 @@ impl Scenario {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The YAML block under "A full example" in docs/oci-emulator.md.
+    pub(crate) fn docs_example() -> String {
+        let doc = include_str!("../../../docs/oci-emulator.md");
+        let (_, rest) = doc.split_once("## A full example").expect("the section");
+        let (_, block) = rest.split_once("```yaml\n").expect("a yaml block");
+        block.split_once("```").expect("its end").0.to_string()
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let sc = Scenario::parse(&docs_example()).unwrap();
+        assert_eq!(sc.tenancy, "ocid1.tenancy.oc1..aaaaaaaaexample");
+        assert_eq!(
+            (sc.compartments.len(), sc.instances.len(), sc.events.len()),
+            (2, 2, 2)
+        );
+        assert_eq!(sc.events[1].outcome, "FAILED");
+        assert_eq!(
+            sc.events[0].event.alternative_resolution_actions,
+            ["REBOOT_MIGRATION", "TERMINATE"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_path() {
+        let err = Scenario::parse("tenancy: t\nevnts: []\n").unwrap_err();
+        assert_eq!(err, "scenario: unknown key evnts");
+        let err = Scenario::parse(
+            "events:\n  - {id: e, instanceId: i, compartmentId: c}\n  - {id: f, instanceId: i, compartmentId: c, timeWindowStrat: x}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err, "scenario: unknown key events[1].timeWindowStrat");
+        let err = Scenario::parse("faults: {errorRate: 0.1, latency: 5}\n").unwrap_err();
+        assert_eq!(err, "scenario: unknown key faults.latency");
+        let err = Scenario::parse("generate: {instances: 2, event: 1}\n").unwrap_err();
+        assert_eq!(err, "scenario: unknown key generate.event");
+        // Free-form maps take any key; an explicit null is an absent field.
+        Scenario::parse(
+            "instances: [{id: i, compartmentId: c, freeformTags: {anything: x}, displayName: null}]\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_value_outside_an_oci_enum_is_refused_with_its_path() {
+        let err = Scenario::parse(
+            "events: [{id: e, instanceId: i, compartmentId: c, maintenanceCategory: SOMEDAY}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("scenario: events[0].maintenanceCategory: SOMEDAY is not one of"),
+            "{err}"
+        );
+        let err = Scenario::parse(
+            "events: [{id: e, instanceId: i, compartmentId: c, alternativeResolutionActions: [REBOOT_MIGRATION, STOP]}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("scenario: events[0].alternativeResolutionActions[1]: STOP"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn generated_events_carry_what_oci_always_sends() {
+        let now: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let mut sc = Scenario::parse("generate: {instances: 3, events: 3}\n").unwrap();
+        sc.expand(now);
+        for e in &sc.events {
+            let e = &e.event;
+            assert!(e.description.as_deref().is_some_and(|d| !d.is_empty()));
+            assert!(e.time_created.is_some_and(|t| t < now));
+            assert!(e.time_window_start.is_some_and(|t| t > now));
+            assert!(!e.alternative_resolution_actions.is_empty());
+        }
+        let created: Vec<_> = sc.events.iter().map(|e| e.event.time_created).collect();
+        assert!(
+            created.windows(2).all(|w| w[0] < w[1]),
+            "distinct, in order"
+        );
+    }
+}
