@@ -45,8 +45,11 @@ struct EmuClock {
 }
 
 impl EmuClock {
+    /// Now, to the millisecond: OCI's timestamps have millisecond precision, and a client
+    /// (the Python SDK's datetime) may keep no more than microseconds.
     fn now(&self) -> Timestamp {
-        (self.base)() + *self.offset.lock().unwrap()
+        let t = (self.base)() + *self.offset.lock().unwrap();
+        Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t)
     }
 }
 
@@ -59,8 +62,9 @@ struct EventState {
     /// When the maintenance starts (set when a reschedule's work request succeeds, or
     /// at the window with `autoStartAtWindow`).
     start_at: Option<Timestamp>,
-    /// Work request of the last reschedule, not yet applied.
+    /// Work request of the last reschedule, not yet applied, and the window before it.
     pending_wr: Option<String>,
+    window_before: Option<Timestamp>,
 }
 
 impl EventState {
@@ -289,7 +293,11 @@ impl Emulator {
         clock: Clock,
     ) -> Result<Self, String> {
         let tokens = auth::Tokens::new(tokens)?;
-        let now = clock();
+        let clock = EmuClock {
+            base: clock,
+            offset: Mutex::new(SignedDuration::ZERO),
+        };
+        let now = clock.now();
         scenario.expand(now);
         let mut st = EmuState::default();
         for c in &scenario.compartments {
@@ -324,6 +332,7 @@ impl Emulator {
                 work_request_outcome: e.work_request_outcome.clone(),
                 start_at,
                 pending_wr: None,
+                window_before: None,
             });
         }
         let keys = keys
@@ -336,10 +345,7 @@ impl Emulator {
             shared: Arc::new(Shared {
                 scenario,
                 started: now,
-                clock: EmuClock {
-                    base: clock,
-                    offset: Mutex::new(SignedDuration::ZERO),
-                },
+                clock,
                 keys,
                 faults: Mutex::new(faults),
                 dice,
@@ -548,8 +554,12 @@ impl Shared {
                 if ok {
                     let window = e.event.time_window_start.unwrap_or(at);
                     e.start_at = Some(window.max(at));
-                    e.version += 1;
+                } else {
+                    // The reference does not say what a failed reschedule leaves; the
+                    // emulator gives the event its window back.
+                    e.event.time_window_start = e.window_before.take();
                 }
+                e.version += 1;
             }
         }
         for e in &mut st.events {
@@ -1038,7 +1048,7 @@ async fn update_event(
     let wr_id = s.next_id(&mut st, "workrequest");
     let e = &mut st.events[idx];
     if let Some(w) = details.time_window_start {
-        e.event.time_window_start = Some(w);
+        e.window_before = e.event.time_window_start.replace(w);
     }
     if let Some(n) = details.display_name {
         e.event.display_name = Some(n);
@@ -1613,9 +1623,11 @@ pub async fn run(args: EmulatorArgs) -> Result<(), String> {
         }
         _ => None,
     };
-    println!("tenancy {}", emu.tenancy());
+    // Whoever reads the address may close stdout then: no panic on a closed pipe.
     use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "tenancy {}", emu.tenancy());
+    let _ = out.flush();
     let router = emu.router();
     let tls_task = async move {
         match tls {
