@@ -326,7 +326,13 @@ fn official_python_sdk_drives_the_emulator() {
         .iter()
         .find(|l| l.contains(" request ") && l.contains("path=/20160918/tenancies/"))
         .unwrap_or_else(|| panic!("no request line for GetTenancy in {log:#?}"));
-    for field in ["INFO", "method=GET", "status=200", "opc_request_id=", "latency_ms="] {
+    for field in [
+        "INFO",
+        "method=GET",
+        "status=200",
+        "opc_request_id=",
+        "latency_ms=",
+    ] {
         assert!(request.contains(field), "{field} in {request}");
     }
     let refused = log

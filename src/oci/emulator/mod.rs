@@ -1,5 +1,9 @@
 //! An emulator of the OCI Compute (instance maintenance events, instances), Work
-//! Requests and Identity (compartments) APIs, on loopback, for tests and the demo.
+//! Requests and Identity (tenancy, compartments) APIs, on loopback, for tests, the demo
+//! and developers (docs/oci-emulator.md). Its answers follow OCI's API reference and the
+//! official SDK's models: required fields always present, tag maps `{}` when empty, the
+//! documented default sorts, OCI's error codes with `{"code","message"}` and an
+//! `opc-request-id`; where the reference is silent, the code says what it chose.
 //!
 //! Every API request must carry a valid draft-cavage signature from one of the
 //! configured public keys, or from the session key of an unexpired `ST$<token>` the
@@ -863,16 +867,14 @@ fn sort_items<T>(
 }
 
 async fn list_events(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    match list_events_of(&s, &q) {
-        Ok(r) | Err(r) => r,
-    }
+    list_events_of(&s, &q).unwrap_or_else(|r| *r)
 }
 
-fn list_events_of(s: &Shared, q: &HashMap<String, String>) -> Result<Response, Response> {
-    let comp = required(q, "compartmentId").map_err(|r| *r)?;
-    check_enum(q, "lifecycleState", scenario::enums::EVENT_STATES).map_err(|r| *r)?;
-    let gte = parse_ts(q, "timeWindowStartGreaterThanOrEqualTo").map_err(|r| *r)?;
-    let lte = parse_ts(q, "timeWindowStartLessThanOrEqualTo").map_err(|r| *r)?;
+fn list_events_of(s: &Shared, q: &HashMap<String, String>) -> Result<Response, Box<Response>> {
+    let comp = required(q, "compartmentId")?;
+    check_enum(q, "lifecycleState", scenario::enums::EVENT_STATES)?;
+    let gte = parse_ts(q, "timeWindowStartGreaterThanOrEqualTo")?;
+    let lte = parse_ts(q, "timeWindowStartLessThanOrEqualTo")?;
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
     let eq = |k: &str, v: &str| q.get(k).is_none_or(|x| x == v);
@@ -903,8 +905,7 @@ fn list_events_of(s: &Shared, q: &HashMap<String, String>) -> Result<Response, R
         |e| e.time_created,
         |e| e.display_name.clone(),
         |e| e.id.clone(),
-    )
-    .map_err(|r| *r)?;
+    )?;
     let items: Vec<serde_json::Value> = items.into_iter().map(summary).collect();
     Ok(paged(&items, q, s.scenario.default_page_size))
 }
@@ -948,6 +949,9 @@ async fn update_event(
             .map(str::to_string)
     };
     let token = h("opc-retry-token");
+    // The reference says a retry token makes a repeated request safe; which code a token
+    // reused for another request gets is not documented (its API errors list only
+    // InvalidatedRetryToken): the emulator answers 409 RetryTokenReused.
     let key = format!("PUT {id}");
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
@@ -994,6 +998,8 @@ async fn update_event(
             format!("if-match {m} does not match the current etag"),
         );
     }
+    // Which updates OCI still takes once an event started is not documented: the emulator
+    // takes none (409 IncorrectState, the code of a state that will change).
     if e.event.lifecycle_state != "SCHEDULED" {
         return api_error(
             409,
@@ -1020,6 +1026,9 @@ async fn update_event(
             ),
         );
     }
+    // The codes of a refused window are not documented: 409 Conflict (a state that will
+    // not change) for an event that cannot be rescheduled, 400 InvalidParameter for a
+    // window in the past (by more than a minute of clock skew) or after the hard due date.
     if let Some(w) = details.time_window_start {
         if !e.event.can_reschedule {
             return api_error(
