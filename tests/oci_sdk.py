@@ -4,12 +4,15 @@
 Run by tests/oci_sdk.rs, which starts the emulator, makes the keys and the config files:
 
     python3 tests/oci_sdk.py --endpoint http://127.0.0.1:PORT --config CFG \
-        --bad-config BADCFG --tenancy OCID --compartment OCID --fixed-event OCID
+        --bad-config BADCFG --tenancy OCID --compartment OCID --fixed-event OCID \
+        --other-compartment OCID --alt-event OCID --wr-fail-event OCID ...
 
     python3 tests/oci_sdk.py --session-tokens --endpoint http://127.0.0.1:PORT ...
 
-The second form checks the SDK's OKE workload identity and instance principal signers
-(the environment points them at the emulator). Every check prints one line; the last
+The first form walks every operation the emulator serves and checks each answer against
+OCI's API reference and the SDK's models (fidelity()); the second checks the SDK's OKE
+workload identity and instance principal signers (the environment points them at the
+emulator). Every check prints one line; the last
 line is 'N passed, N failed'.
 """
 

@@ -1652,3 +1652,25 @@ pub async fn run(args: EmulatorArgs) -> Result<(), String> {
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `slurm-maint oci-emulator --help` names the control endpoints, the default
+    /// tenancy and the docs.
+    #[test]
+    fn the_help_names_the_control_endpoints_and_the_default_tenancy() {
+        let mut cmd =
+            <EmulatorArgs as clap::Args>::augment_args(clap::Command::new("oci-emulator"));
+        let help = cmd.render_long_help().to_string();
+        for s in [
+            "/_emulator/advance",
+            "/_emulator/state",
+            scenario::DEFAULT_TENANCY,
+            "docs/oci-emulator.md",
+        ] {
+            assert!(help.contains(s), "{s} in {help}");
+        }
+    }
+}

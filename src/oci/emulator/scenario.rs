@@ -435,7 +435,7 @@ impl Scenario {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The YAML block under "A full example" in docs/oci-emulator.md.
