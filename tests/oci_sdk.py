@@ -520,6 +520,11 @@ def main():
     check("get_instance", inst.id == target.instance_id and inst.lifecycle_state == "RUNNING")
     reset = compute.instance_action(target.instance_id, "SOFTRESET")
     check("instance_action SOFTRESET", reset.data.id == target.instance_id)
+    check("instance_action answers an etag and no work request (InstanceActionResponse)",
+          bool(reset.headers.get("etag")) and "opc-work-request-id" not in reset.headers, dict(reset.headers))
+    stopped = compute.instance_action(target.instance_id, "STOP").data
+    started = compute.instance_action(target.instance_id, "START").data
+    check("STOP then START", stopped.lifecycle_state == "STOPPED" and started.lifecycle_state == "RUNNING")
 
     # Update (reschedule) → work request → event lifecycle.
     window = datetime.now(timezone.utc) + timedelta(seconds=30)

@@ -636,7 +636,7 @@ async fn request_log(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
         drop(st);
         tracing::info!(
             %method, %path, status, opc_request_id = %rid,
-            code = %refusal.code, reason = %refusal.message, "refused"
+            code = %refusal.code, reason = ?refusal.message, "refused"
         );
     }
     r
@@ -1245,7 +1245,6 @@ async fn instance_action(
             "the retry token was used for another request",
         );
     }
-    let wr_id = s.next_id(&mut st, "workrequest");
     let Some(inst) = st.instances.get_mut(&id) else {
         return not_found("Instance", &id);
     };
@@ -1257,8 +1256,13 @@ async fn instance_action(
     let c = Cached {
         key,
         status: 200,
+        // InstanceAction answers the Instance with an etag and no work request (the
+        // SDKs' InstanceActionResponse).
         headers: vec![
-            ("opc-work-request-id".into(), wr_id),
+            (
+                "etag".into(),
+                format!("\"{:x}\"", fnv(&inst.lifecycle_state)),
+            ),
             ("content-type".into(), "application/json".into()),
         ],
         body: serde_json::to_vec(inst).unwrap_or_default(),
