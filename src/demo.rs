@@ -103,18 +103,19 @@ p+LPXYmvgMPXgbxR+4wQLtE=
 ";
 
 /// The in-process OCI emulator with `events` events on instances named after the
-/// partition's nodes, on the simulation's clock; the policy gets OCI settings and their
-/// credentials Secret.
+/// partition's nodes, on the simulation's clock itself (the controller's): the two never
+/// disagree on the time, so a window the controller asks for `scheduleLeadTime` ahead is
+/// ahead to OCI too. The policy gets OCI settings and their credentials Secret.
 async fn setup_oci(
     client: &Client,
     ns: &str,
     policy: &str,
     events: usize,
-    start: Timestamp,
+    sim: &SimCluster,
 ) -> Result<crate::oci::emulator::Emulator, String> {
     use crate::oci::emulator::{Emulator, Generate, Scenario};
     let tenancy = "ocid1.tenancy.oc1..aaaaaaaademo";
-    let mut scenario = Scenario {
+    let scenario = Scenario {
         tenancy: tenancy.into(),
         step_seconds: 600.0,
         generate: Some(Generate {
@@ -126,11 +127,14 @@ async fn setup_oci(
         }),
         ..Scenario::default()
     };
-    scenario.expand(start);
     let key =
         crate::oci::config::parse_private_key(DEMO_OCI_KEY, None).map_err(|e| e.to_string())?;
-    let emu = Emulator::new(scenario, vec![key.to_public_key()]);
-    emu.set_now(start);
+    let clock = sim.clone();
+    let emu = Emulator::with_clock(
+        scenario,
+        vec![key.to_public_key()],
+        Arc::new(move || clock.now()),
+    );
     let (addr, _task) = emu
         .start("127.0.0.1:0")
         .await
@@ -188,6 +192,23 @@ pub struct DemoReport {
     pub stuck: Option<String>,
     /// The virtual time it was given, when it did not finish.
     pub gave_up_after: Option<SignedDuration>,
+    /// The OCI events' run, with `--oci-events`.
+    pub oci: Option<OciReport>,
+}
+
+/// What the OCI side of a demo run did.
+#[derive(Clone, Debug, Default)]
+pub struct OciReport {
+    /// OCI NodeMaintenances Completed / Failed.
+    pub completed: usize,
+    pub failed: usize,
+    /// Every `lastError` an OCI NodeMaintenance ended with.
+    pub errors: Vec<String>,
+    /// Requests the emulator refused, and the first ones with their reasons.
+    pub refused: u64,
+    pub refusals: Vec<String>,
+    /// How far the emulator's clock is from the simulation's at the end.
+    pub clock_skew: SignedDuration,
 }
 
 impl DemoReport {
@@ -268,7 +289,8 @@ async fn setup(client: &Client, ns: &str) -> Result<MaintenancePolicy, String> {
         .map_err(err("apply the demo policy"))
 }
 
-fn phase_line(items: &[NodeMaintenance]) -> String {
+/// How many of `items` are in each phase, in the phases' order (`Pending 3, Reserved 1`).
+fn phase_line<'a>(items: impl IntoIterator<Item = &'a NodeMaintenance>) -> String {
     let mut counts: BTreeMap<Phase, usize> = BTreeMap::new();
     for nm in items {
         *counts
@@ -394,7 +416,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     let start = sim.now();
     let emu = match args.oci_events {
         0 => None,
-        n => Some(setup_oci(&client, ns, &policy.name_any(), n, start).await?),
+        n => Some(setup_oci(&client, ns, &policy.name_any(), n, &sim).await?),
     };
     let clock_sim = sim.clone();
     // Passes run when the driver moves the clock (Context::tick), not on timers: a
@@ -508,6 +530,10 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
                         .is_some_and(|s| s.phase == Phase::Completed)
                 })
                 .count();
+            // The campaign's reboots and the OCI events' work apart: a node can have both.
+            let reboots = items
+                .iter()
+                .filter(|nm| nm.spec.action == crate::api::MaintenanceAction::Reboot);
             let line = format!(
                 "done {:>3}/{:<3} out {}/{} (down {}) | {}{}",
                 reboots_done,
@@ -515,9 +541,13 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
                 b.combined,
                 b.allowed,
                 b.down,
-                phase_line(&items),
+                phase_line(reboots),
                 if args.oci_events > 0 {
-                    format!(" | OCI events done {oci_done}/{}", oci.len())
+                    format!(
+                        " | OCI events done {oci_done}/{}: {}",
+                        oci.len(),
+                        phase_line(oci.iter().copied())
+                    )
                 } else {
                     String::new()
                 },
@@ -570,9 +600,6 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
             break;
         }
         sim.advance(step);
-        if let Some(emu) = &emu {
-            emu.set_now(sim.now());
-        }
         sim.sample();
         ctx.tick();
     }
@@ -611,6 +638,22 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
             )
         }),
         gave_up_after: (!finished).then_some(limit),
+        oci: emu.as_ref().map(|emu| {
+            let oci: Vec<_> = items
+                .iter()
+                .filter(|nm| nm.spec.action == crate::api::MaintenanceAction::OciMaintenance)
+                .filter_map(|nm| nm.status.as_ref())
+                .collect();
+            let (refused, refusals) = emu.refusals();
+            OciReport {
+                completed: oci.iter().filter(|s| s.phase == Phase::Completed).count(),
+                failed: oci.iter().filter(|s| s.phase == Phase::Failed).count(),
+                errors: oci.iter().filter_map(|s| s.last_error.clone()).collect(),
+                refused,
+                refusals,
+                clock_skew: emu.now().duration_since(sim.now()),
+            }
+        }),
     };
     if !args.quiet {
         print_tables(&items, &report, start);
@@ -676,6 +719,15 @@ fn print_tables(items: &[NodeMaintenance], r: &DemoReport, start: Timestamp) {
         "non-preemptable jobs killed", s.non_preemptable_killed
     );
     println!("{:<44}{}", "Slurm commands (agent equivalent)", s.commands);
+    if let Some(o) = &r.oci {
+        println!(
+            "{:<44}{} completed, {} failed; {} request(s) refused by OCI",
+            "OCI events", o.completed, o.failed, o.refused
+        );
+        for why in o.refusals.iter().take(5) {
+            println!("{:<44}{why}", "");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -756,6 +808,25 @@ mod tests {
             "{why}"
         );
         assert_eq!(r.completed, 0);
+    }
+
+    /// `--oci-events 3`: the emulator runs on the simulation's clock, so every window the
+    /// controller asks for is ahead to OCI too (no refused request, no error left on any
+    /// OCI work), and all three events complete in the first hours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_oci_events_run_clean() {
+        let r = run(DemoArgs {
+            oci_events: 3,
+            ..first_hours(7, 4)
+        })
+        .await
+        .unwrap();
+        let oci = r.oci.expect("an OCI report");
+        assert_eq!(oci.clock_skew, SignedDuration::ZERO, "one clock");
+        assert_eq!((oci.refused, &oci.refusals), (0, &vec![]));
+        assert!(oci.errors.is_empty(), "{:?}", oci.errors);
+        assert_eq!((oci.completed, oci.failed), (3, 0));
+        assert_eq!(r.failed, 0);
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn main() -> ExitCode {
             block_on(slurm_maint::controller::cli::run(*args))
         }
         Command::OciEmulator(args) => {
-            init_logging(false, "warn");
+            init_logging(false, "info");
             block_on(slurm_maint::oci::emulator::run(*args))
         }
         Command::Bench(args) => match slurm_maint::bench::run(args) {

@@ -4,12 +4,15 @@
 Run by tests/oci_sdk.rs, which starts the emulator, makes the keys and the config files:
 
     python3 tests/oci_sdk.py --endpoint http://127.0.0.1:PORT --config CFG \
-        --bad-config BADCFG --tenancy OCID --compartment OCID --fixed-event OCID
+        --bad-config BADCFG --tenancy OCID --compartment OCID --fixed-event OCID \
+        --other-compartment OCID --alt-event OCID --wr-fail-event OCID ...
 
     python3 tests/oci_sdk.py --session-tokens --endpoint http://127.0.0.1:PORT ...
 
-The second form checks the SDK's OKE workload identity and instance principal signers
-(the environment points them at the emulator). Every check prints one line; the last
+The first form walks every operation the emulator serves and checks each answer against
+OCI's API reference and the SDK's models (fidelity()); the second checks the SDK's OKE
+workload identity and instance principal signers (the environment points them at the
+emulator). Every check prints one line; the last
 line is 'N passed, N failed'.
 """
 
@@ -167,6 +170,262 @@ def session_tokens(a):
           and emulator_state(ep)["tokensIssued"] == issued + 1)
 
 
+NONE = oci.retry.NoneRetryStrategy()
+
+
+def raw_error(name, resp, status, code):
+    """An answer of OCI's error shape: the status, {"code", "message"}, opc-request-id."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    check(name, resp.status_code == status and body.get("code") == code
+          and bool(body.get("message")) and bool(resp.headers.get("opc-request-id")),
+          f"got {resp.status_code} {resp.text[:200]} rid={resp.headers.get('opc-request-id')}")
+
+
+def wait_work_request(ep, wrs, wr_id):
+    """Polls a work request to its end, moving the emulator's clock; its statuses seen."""
+    seen = []
+    for _ in range(200):
+        wr = wrs.get_work_request(wr_id).data
+        if not seen or seen[-1] != wr.status:
+            seen.append(wr.status)
+        if wr.status in ("SUCCEEDED", "FAILED", "CANCELED"):
+            return wr, seen
+        advance(ep, 1)
+    return wr, seen
+
+
+def event_fields_present(name, events):
+    """What OCI sends on every event (required fields, maps and lists even when empty,
+    and description/timeCreated, which real events always carry): never None."""
+    bad = []
+    for e in events:
+        missing = [f for f in ("freeform_tags", "defined_tags", "description", "time_created",
+                               "time_window_start", "alternative_resolution_actions", "created_by",
+                               "maintenance_category", "maintenance_reason", "instance_action",
+                               "lifecycle_state", "can_reschedule", "compartment_id", "instance_id")
+                   if getattr(e, f) is None]
+        if missing or not isinstance(e.freeform_tags, dict) or not isinstance(e.defined_tags, dict):
+            bad.append((e.id, missing))
+        # What a third-party tool does on its main path.
+        e.freeform_tags.get("slurm-maint")
+        e.defined_tags.get("Operations", {})
+    check(name, events and not bad, bad)
+
+
+def fidelity(a, config, compute, identity, wrs):
+    """Each served operation as OCI's API reference (and the SDK's models) say."""
+    ep = a.endpoint
+    signer = oci.signer.Signer(config["tenancy"], config["user"], config["fingerprint"], config["key_file"])
+
+    def raw(method, path, **kw):
+        return requests.request(method, f"{ep}/20160918{path}", auth=signer, **kw)
+
+    # Events: every field OCI always sends, listed and got, generated and from the scenario.
+    listed = (oci.pagination.list_call_get_all_results(compute.list_instance_maintenance_events, a.compartment).data
+              + oci.pagination.list_call_get_all_results(compute.list_instance_maintenance_events,
+                                                         a.other_compartment).data)
+    check("every event listed", len(listed) == a.expect_events + a.expect_other_events, len(listed))
+    event_fields_present("listed events carry tags, description, timeCreated", listed)
+    got = [compute.get_instance_maintenance_event(e.id).data for e in listed]
+    event_fields_present("got events carry tags, description, timeCreated", got)
+    fixed = compute.get_instance_maintenance_event(a.fixed_event).data
+    check("a scenario event without tags gets {} and a description",
+          fixed.freeform_tags == {} and fixed.defined_tags == {} and bool(fixed.description), fixed)
+    wire = raw("GET", f"/instanceMaintenanceEvents/{a.fixed_event}").json()
+    check("empty tags are {} on the wire", wire.get("freeformTags") == {} and wire.get("definedTags") == {}, wire)
+    wire_list = raw("GET", "/instanceMaintenanceEvents", params={"compartmentId": a.compartment}).json()
+    check("summaries have no lifecycleDetails/canDeleteLocalStorage/additionalDetails (the SDK's model)",
+          all(not {"lifecycleDetails", "canDeleteLocalStorage", "additionalDetails"} & set(e) for e in wire_list)
+          and all({"freeformTags", "definedTags", "timeCreated", "timeWindowStart"} <= set(e) for e in wire_list))
+
+    # Sort orders: "Default order for TIMECREATED is descending. Default order for
+    # DISPLAYNAME is ascending." With no sortBy the reference names no field; the
+    # emulator sorts by TIMECREATED.
+    def created(events):
+        return [(e.time_created, e.id) for e in events]
+
+    default = compute.list_instance_maintenance_events(a.compartment).data
+    check("default order: TIMECREATED descending", created(default) == sorted(created(default), reverse=True),
+          [e.id for e in default])
+    by_time = compute.list_instance_maintenance_events(a.compartment, sort_by="TIMECREATED").data
+    check("sortBy TIMECREATED: descending", created(by_time) == sorted(created(by_time), reverse=True))
+    asc = compute.list_instance_maintenance_events(a.compartment, sort_by="TIMECREATED", sort_order="ASC").data
+    check("sortBy TIMECREATED ASC", created(asc) == sorted(created(asc)))
+    names = [e.display_name or "" for e in compute.list_instance_maintenance_events(
+        a.other_compartment, sort_by="DISPLAYNAME").data]
+    check("sortBy DISPLAYNAME: ascending, case-sensitive", names == sorted(names), names)
+    names_desc = [e.display_name or "" for e in compute.list_instance_maintenance_events(
+        a.other_compartment, sort_by="DISPLAYNAME", sort_order="DESC").data]
+    check("sortBy DISPLAYNAME DESC", names_desc == sorted(names, reverse=True), names_desc)
+    raw_error("sortBy outside its enum: 400 InvalidParameter",
+              raw("GET", "/instanceMaintenanceEvents", params={"compartmentId": a.compartment, "sortBy": "NAME"}),
+              400, "InvalidParameter")
+    raw_error("lifecycleState outside its enum: 400 InvalidParameter",
+              raw("GET", "/instanceMaintenanceEvents",
+                  params={"compartmentId": a.compartment, "lifecycleState": "DONE"}), 400, "InvalidParameter")
+
+    # Every filter.
+    corr = compute.list_instance_maintenance_events(a.other_compartment, correlation_token="corr-alt").data
+    check("correlationToken filter", [e.id for e in corr] == [a.alt_event], [e.id for e in corr])
+    check("instanceAction filter", len(compute.list_instance_maintenance_events(
+        a.compartment, instance_action="TERMINATE").data) == 0 and len(compute.list_instance_maintenance_events(
+            a.compartment, instance_action="REBOOT_MIGRATION").data) == a.expect_events)
+    windows = sorted(e.time_window_start for e in default)
+    lo, hi = windows[0], windows[-1]
+    check("timeWindowStart >= and <= filters", len(compute.list_instance_maintenance_events(
+        a.compartment, time_window_start_greater_than_or_equal_to=hi).data) == sum(w >= hi for w in windows)
+        and len(compute.list_instance_maintenance_events(
+            a.compartment, time_window_start_less_than_or_equal_to=lo).data) == sum(w <= lo for w in windows)
+        and len(compute.list_instance_maintenance_events(
+            a.compartment, time_window_start_greater_than_or_equal_to=lo,
+            time_window_start_less_than_or_equal_to=hi).data) == len(windows))
+
+    # Paging headers: opc-next-page on every page but the last.
+    pages, page = [], None
+    while True:
+        r = compute.list_instance_maintenance_events(a.compartment, limit=4, page=page)
+        pages.append((len(r.data), r.headers.get("opc-next-page")))
+        if not r.has_next_page:
+            break
+        page = r.headers["opc-next-page"]
+    check("opc-next-page on all pages but the last", pages[-1][1] is None and all(n for _, n in pages[:-1])
+          and sum(n for n, _ in pages) == a.expect_events, pages)
+    raw_error("limit 0: 400 InvalidParameter",
+              raw("GET", "/instanceMaintenanceEvents", params={"compartmentId": a.compartment, "limit": "0"}),
+              400, "InvalidParameter")
+    raw_error("no compartmentId: 400 MissingParameter", raw("GET", "/instanceMaintenanceEvents"),
+              400, "MissingParameter")
+
+    # alternativeResolutionAction: one of the event's alternativeResolutionActions, then
+    # its instanceAction. canDeleteLocalStorage goes with it.
+    alt = compute.get_instance_maintenance_event(a.alt_event).data
+    upd = compute.update_instance_maintenance_event(
+        a.alt_event, oci.core.models.UpdateInstanceMaintenanceEventDetails(
+            alternative_resolution_action="TERMINATE", can_delete_local_storage=True),
+        retry_strategy=NONE)
+    check("alternativeResolutionAction accepted with a work request",
+          upd.status == 202 and bool(upd.headers.get("opc-work-request-id")), upd.headers)
+    wr, seen = wait_work_request(ep, wrs, upd.headers["opc-work-request-id"])
+    check("its work request succeeds", wr.status == "SUCCEEDED", seen)
+    after = compute.get_instance_maintenance_event(a.alt_event).data
+    check("alternativeResolutionAction becomes the instanceAction",
+          alt.instance_action == "REBOOT_MIGRATION" and after.instance_action == "TERMINATE"
+          and after.can_delete_local_storage is True, (alt.instance_action, after.instance_action))
+    expect_service_error(
+        "an alternativeResolutionAction the event does not offer: 400 InvalidParameter",
+        lambda: compute.update_instance_maintenance_event(
+            a.wr_fail_event, oci.core.models.UpdateInstanceMaintenanceEventDetails(
+                alternative_resolution_action="TERMINATE"), retry_strategy=NONE),
+        (400,), "InvalidParameter")
+    raw_error("an alternativeResolutionAction outside its enum: 400 InvalidParameter",
+              raw("PUT", f"/instanceMaintenanceEvents/{a.alt_event}",
+                  data=json.dumps({"alternativeResolutionAction": "STOP"}),
+                  headers={"content-type": "application/json"}), 400, "InvalidParameter")
+    raw_error("a body that is not JSON: 400 CannotParseRequest",
+              raw("PUT", f"/instanceMaintenanceEvents/{a.alt_event}", data="{not json",
+                  headers={"content-type": "application/json"}), 400, "CannotParseRequest")
+
+    # A reschedule whose work request fails: FAILED, one error, logs both ways.
+    before = compute.get_instance_maintenance_event(a.wr_fail_event).data
+    upd = compute.update_instance_maintenance_event(
+        a.wr_fail_event, oci.core.models.UpdateInstanceMaintenanceEventDetails(
+            time_window_start=datetime.now(timezone.utc) + timedelta(hours=2)), retry_strategy=NONE)
+    wr_id = upd.headers["opc-work-request-id"]
+    wr, seen = wait_work_request(ep, wrs, wr_id)
+    check("a failing reschedule's work request ends FAILED", seen == ["ACCEPTED", "IN_PROGRESS", "FAILED"], seen)
+    check("work request fields", wr.operation_type and wr.compartment_id == a.other_compartment
+          and wr.percent_complete == 100.0 and wr.time_accepted and wr.time_started and wr.time_finished
+          and wr.resources and wr.resources[0].entity_type and wr.resources[0].action_type, wr)
+    errs = wrs.list_work_request_errors(wr_id).data
+    check("its errors: code, message, timestamp", len(errs) == 1 and errs[0].code and errs[0].message
+          and errs[0].timestamp is not None, errs)
+    logs = wrs.list_work_request_logs(wr_id).data
+    logs_desc = wrs.list_work_request_logs(wr_id, sort_order="DESC").data
+    check("its logs, oldest first; sortOrder DESC reverses them",
+          len(logs) >= 3 and [l.message for l in logs_desc] == [l.message for l in reversed(logs)]
+          and all(l.timestamp is not None for l in logs), [l.message for l in logs])
+    page1 = wrs.list_work_request_logs(wr_id, limit=1)
+    check("work request logs page", len(page1.data) == 1 and page1.has_next_page)
+    back = compute.get_instance_maintenance_event(a.wr_fail_event).data
+    # What OCI leaves after a failed reschedule is not documented; the emulator keeps the
+    # event as it was.
+    check("a failed reschedule leaves the event SCHEDULED at its window",
+          back.lifecycle_state == "SCHEDULED" and back.time_window_start == before.time_window_start,
+          (back.lifecycle_state, back.time_window_start, before.time_window_start))
+    expect_service_error("unknown work request is 404",
+                         lambda: wrs.get_work_request("ocid1.workrequest.oc1..nope"), (404,),
+                         "NotAuthorizedOrNotFound")
+
+    # Instances: required fields, tags, filters, sorts.
+    insts = oci.pagination.list_call_get_all_results(compute.list_instances, a.other_compartment).data
+    check("instances carry what OCI always sends",
+          insts and all(i.availability_domain and i.compartment_id and i.id and i.lifecycle_state and i.region
+                        and i.shape and i.time_created and i.freeform_tags is not None
+                        and i.defined_tags is not None for i in insts), insts)
+    check("displayName filter", [i.id for i in compute.list_instances(
+        a.other_compartment, display_name="gpu-alt").data] == ["ocid1.instance.oc1..alt"])
+    check("lifecycleState filter", [i.id for i in compute.list_instances(
+        a.other_compartment, lifecycle_state="STOPPED").data] == ["ocid1.instance.oc1..alt"])
+    check("lifecycleState is case-insensitive (the reference)",
+          [i["id"] for i in raw("GET", "/instances", params={"compartmentId": a.other_compartment,
+                                                             "lifecycleState": "stopped"}).json()]
+          == ["ocid1.instance.oc1..alt"])
+    check("availabilityDomain filter", [i.id for i in compute.list_instances(
+        a.other_compartment, availability_domain="AD-2").data] == ["ocid1.instance.oc1..alt"])
+    in_ad1 = compute.list_instances(a.other_compartment, availability_domain="AD-1", sort_by="DISPLAYNAME").data
+    names = [i.display_name for i in in_ad1]
+    check("instances sortBy DISPLAYNAME ascending", names == sorted(names) and len(names) > 1, names)
+    grouped = [i.availability_domain for i in compute.list_instances(a.other_compartment).data]
+    check("without availabilityDomain: grouped by availability domain", grouped == sorted(grouped), grouped)
+    expect_service_error("unknown instance is 404", lambda: compute.get_instance("ocid1.instance.oc1..nope"),
+                         (404,), "NotAuthorizedOrNotFound")
+
+    # Identity.
+    ten = identity.get_tenancy(a.tenancy).data
+    check("GetTenancy", ten.id == a.tenancy and ten.name and ten.home_region_key == "IAD"
+          and ten.freeform_tags == {} and ten.defined_tags == {}, ten)
+    expect_service_error("GetTenancy of another tenancy is 404",
+                         lambda: identity.get_tenancy("ocid1.tenancy.oc1..other"), (404,), "NotAuthorizedOrNotFound")
+    root = identity.get_compartment(a.tenancy).data
+    check("GetCompartment of the tenancy: the root compartment", root.id == a.tenancy
+          and root.lifecycle_state == "ACTIVE" and root.name and root.time_created, root)
+    sub = identity.get_compartment("ocid1.compartment.oc1..sub").data
+    check("GetCompartment", sub.compartment_id == a.compartment and sub.name == "sub"
+          and sub.description and sub.time_created and sub.freeform_tags == {} and sub.defined_tags == {}, sub)
+    expect_service_error("unknown compartment is 404",
+                         lambda: identity.get_compartment("ocid1.compartment.oc1..nope"), (404,),
+                         "NotAuthorizedOrNotFound")
+    children = [c.id for c in identity.list_compartments(a.tenancy).data]
+    check("ListCompartments: first-level children only",
+          sorted(children) == sorted([a.compartment, a.other_compartment]), children)
+    check("ListCompartments of a compartment", [c.id for c in identity.list_compartments(a.compartment).data]
+          == ["ocid1.compartment.oc1..sub"])
+    check("name filter", [c.id for c in identity.list_compartments(
+        a.tenancy, compartment_id_in_subtree=True, name="sub").data] == ["ocid1.compartment.oc1..sub"])
+    by_name = [c.name for c in identity.list_compartments(a.tenancy, compartment_id_in_subtree=True,
+                                                          sort_by="NAME", sort_order="DESC").data]
+    check("sortBy NAME DESC", by_name == sorted(by_name, reverse=True), by_name)
+    by_time = identity.list_compartments(a.tenancy, compartment_id_in_subtree=True, sort_by="TIMECREATED").data
+    check("sortBy TIMECREATED: descending",
+          [(c.time_created, c.id) for c in by_time] == sorted([(c.time_created, c.id) for c in by_time], reverse=True))
+    check("accessLevel ACCESSIBLE", len(identity.list_compartments(
+        a.tenancy, compartment_id_in_subtree=True, access_level="ACCESSIBLE").data) == a.expect_compartments)
+    check("compartment lifecycleState is case-insensitive (the reference)",
+          len(raw("GET", "/compartments", params={"compartmentId": a.tenancy, "compartmentIdInSubtree": "true",
+                                                  "lifecycleState": "active"}).json()) == a.expect_compartments)
+    expect_service_error("compartmentIdInSubtree below the tenancy: 400",
+                         lambda: identity.list_compartments(a.compartment, compartment_id_in_subtree=True,
+                                                            retry_strategy=NONE), (400,), "InvalidParameter")
+
+    # Paths and methods OCI does not serve: 404 NotFound, 405 MethodNotAllowed.
+    raw_error("an unknown path: 404 NotFound", raw("GET", "/instanceMaintenanceWindows"), 404, "NotFound")
+    raw_error("a method the path lacks: 405 MethodNotAllowed",
+              raw("DELETE", f"/instanceMaintenanceEvents/{a.alt_event}"), 405, "MethodNotAllowed")
+
+
 def main():
     if "--session-tokens" in sys.argv:
         ap = argparse.ArgumentParser()
@@ -192,6 +451,10 @@ def main():
     ap.add_argument("--fixed-event", required=True)
     ap.add_argument("--expect-compartments", type=int, required=True)
     ap.add_argument("--expect-events", type=int, required=True)
+    ap.add_argument("--other-compartment", required=True)
+    ap.add_argument("--alt-event", required=True, help="offers REBOOT_MIGRATION and TERMINATE")
+    ap.add_argument("--wr-fail-event", required=True, help="its reschedule's work request fails")
+    ap.add_argument("--expect-other-events", type=int, required=True)
     ap.add_argument("--rust-vectors", help="JSON requests signed by the Rust signer, to re-sign with the SDK")
     a = ap.parse_args()
 
@@ -257,6 +520,11 @@ def main():
     check("get_instance", inst.id == target.instance_id and inst.lifecycle_state == "RUNNING")
     reset = compute.instance_action(target.instance_id, "SOFTRESET")
     check("instance_action SOFTRESET", reset.data.id == target.instance_id)
+    check("instance_action answers an etag and no work request (InstanceActionResponse)",
+          bool(reset.headers.get("etag")) and "opc-work-request-id" not in reset.headers, dict(reset.headers))
+    stopped = compute.instance_action(target.instance_id, "STOP").data
+    started = compute.instance_action(target.instance_id, "START").data
+    check("STOP then START", stopped.lifecycle_state == "STOPPED" and started.lifecycle_state == "RUNNING")
 
     # Update (reschedule) → work request → event lifecycle.
     window = datetime.now(timezone.utc) + timedelta(seconds=30)
@@ -326,6 +594,8 @@ def main():
     expect_service_error("wrong key refused with 401",
                          lambda: bad.list_instance_maintenance_events(a.compartment),
                          (401,), "NotAuthenticated")
+
+    fidelity(a, config, compute, identity, wrs)
 
     if a.rust_vectors:
         compare_with_rust(config, a.rust_vectors)

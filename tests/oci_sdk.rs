@@ -21,12 +21,21 @@ const USER: &str = "ocid1.user.oc1..aaaaaaaasdkproof";
 /// Generated compartments gen0, gen1 and `sub` under gen0: three below the tenancy.
 const COMPARTMENT: &str = "ocid1.compartment.oc1..gen0";
 const FIXED_EVENT: &str = "ocid1.instancemaintenanceevent.oc1..fixed";
+/// In gen1: an event with two resolution actions and a correlation token, and one whose
+/// reschedule's work request fails.
+const OTHER_COMPARTMENT: &str = "ocid1.compartment.oc1..gen1";
+const ALT_EVENT: &str = "ocid1.instancemaintenanceevent.oc1..alt";
+const WR_FAIL_EVENT: &str = "ocid1.instancemaintenanceevent.oc1..wrfail";
 
 struct Emu {
     child: Child,
     endpoint: String,
     /// `host:port` of the HTTPS listener, when started with `--tls-listen`.
     tls: Option<String>,
+    /// The tenancy it printed.
+    tenancy: String,
+    /// Its log lines so far (also passed on to the test's stderr).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Emu {
@@ -91,7 +100,25 @@ compartments:
   - {{id: ocid1.compartment.oc1..sub, name: sub, parent: ocid1.compartment.oc1..gen0}}
 instances:
   - {{id: ocid1.instance.oc1..fixed, compartmentId: {COMPARTMENT}, displayName: gpu-fixed, shape: BM.GPU.H100.8, availabilityDomain: AD-1}}
+  - {{id: ocid1.instance.oc1..alt, compartmentId: {OTHER_COMPARTMENT}, displayName: gpu-alt, availabilityDomain: AD-2, lifecycleState: STOPPED}}
+  - {{id: ocid1.instance.oc1..wrfail, compartmentId: {OTHER_COMPARTMENT}, displayName: gpu-wrfail}}
 events:
+  - id: {ALT_EVENT}
+    instanceId: ocid1.instance.oc1..alt
+    compartmentId: {OTHER_COMPARTMENT}
+    displayName: a-alt
+    alternativeResolutionActions: [REBOOT_MIGRATION, TERMINATE]
+    timeWindowStart: "{}"
+    canReschedule: true
+    correlationToken: corr-alt
+  - id: {WR_FAIL_EVENT}
+    instanceId: ocid1.instance.oc1..wrfail
+    compartmentId: {OTHER_COMPARTMENT}
+    displayName: b-wrfail
+    alternativeResolutionActions: [REBOOT_MIGRATION]
+    timeWindowStart: "{}"
+    canReschedule: true
+    workRequestOutcome: FAILED
   - id: {FIXED_EVENT}
     instanceId: ocid1.instance.oc1..fixed
     compartmentId: {COMPARTMENT}
@@ -106,6 +133,8 @@ events:
     createdBy: SYSTEM
     additionalDetails: {{faultDetails: "not json at all"}}
 "#,
+            now + SignedDuration::from_hours(24),
+            now + SignedDuration::from_hours(24),
             now + SignedDuration::from_hours(48),
             now + SignedDuration::from_hours(72),
         ),
@@ -130,9 +159,18 @@ fn start_emulator(scenario: &str, public_key: &str, extra: &[&str]) -> Emu {
         .args(["--public-key", public_key])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the emulator starts");
+    let log = Arc::new(Mutex::new(vec![]));
+    let lines = log.clone();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            lines.lock().unwrap().push(line);
+        }
+    });
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -149,10 +187,19 @@ fn start_emulator(scenario: &str, public_key: &str, extra: &[&str]) -> Emu {
             .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
             .to_string()
     });
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let tenancy = line
+        .trim()
+        .strip_prefix("tenancy ")
+        .unwrap_or_else(|| panic!("no tenancy line: {line:?}"))
+        .to_string();
     Emu {
         child,
         endpoint: format!("http://{addr}"),
         tls,
+        tenancy,
+        log,
     }
 }
 
@@ -252,8 +299,18 @@ fn official_python_sdk_drives_the_emulator() {
             "--fixed-event",
             FIXED_EVENT,
         ])
-        // gen0, gen1, sub; gen0 holds generated events 0,2,4,6,8 and the fixed one.
+        .args([
+            "--other-compartment",
+            OTHER_COMPARTMENT,
+            "--alt-event",
+            ALT_EVENT,
+            "--wr-fail-event",
+            WR_FAIL_EVENT,
+        ])
+        // gen0, gen1, sub; gen0 holds generated events 0,2,4,6,8 and the fixed one; gen1
+        // events 1,3,5,7,9, alt and wrfail.
         .args(["--expect-compartments", "3", "--expect-events", "6"])
+        .args(["--expect-other-events", "7"])
         .args(["--rust-vectors", &rust_vectors(dir.path(), &config)])
         .output()
         .expect("python3 runs");
@@ -262,6 +319,30 @@ fn official_python_sdk_drives_the_emulator() {
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the SDK proof failed:\n{stdout}");
     assert!(stdout.contains(" passed, 0 failed"));
+    assert_eq!(emu.tenancy, TENANCY, "the tenancy is printed");
+    // One info line per request and one more per refusal, with what the issue asks.
+    let log = emu.log.lock().unwrap().clone();
+    let request = log
+        .iter()
+        .find(|l| l.contains(" request ") && l.contains("path=/20160918/tenancies/"))
+        .unwrap_or_else(|| panic!("no request line for GetTenancy in {log:#?}"));
+    for field in [
+        "INFO",
+        "method=GET",
+        "status=200",
+        "opc_request_id=",
+        "latency_ms=",
+    ] {
+        assert!(request.contains(field), "{field} in {request}");
+    }
+    let refused = log
+        .iter()
+        .find(|l| l.contains(" refused ") && l.contains("code=NotAuthenticated"))
+        .unwrap_or_else(|| panic!("no refusal line in {log:#?}"));
+    assert!(
+        refused.contains("status=401") && refused.contains("reason="),
+        "{refused}"
+    );
 }
 
 /// The same flows with this crate's client, plus the injected-fault path.

@@ -516,6 +516,7 @@ impl OciClient {
             description: String::new(),
             time_created: None,
             lifecycle_state: "ACTIVE".to_string(),
+            ..Compartment::default()
         }];
         all.extend(listed);
         Ok(all)

@@ -24,7 +24,7 @@ pub struct InstanceMaintenanceEvent {
     /// REBOOT_MIGRATION, TERMINATE, STOP, NONE.
     #[serde(default)]
     pub instance_action: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub alternative_resolution_actions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_window_start: Option<Timestamp>,
@@ -62,10 +62,20 @@ pub struct InstanceMaintenanceEvent {
     /// Free-form string map; `faultDetails` holds a JSON-encoded list in the wild.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_details: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// OCI sends `{}` when there are none; missing or `null` reads as empty too.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub freeform_tags: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// A map or list that may come as missing, `null` or empty: all three read as empty.
+fn null_as_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `UpdateInstanceMaintenanceEventDetails`.
@@ -105,8 +115,10 @@ pub struct Instance {
     pub shape: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_created: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub freeform_tags: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// A resource touched by a work request.
@@ -131,7 +143,7 @@ pub struct WorkRequest {
     pub status: String,
     #[serde(default)]
     pub compartment_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub resources: Vec<WorkRequestResource>,
     #[serde(default)]
     pub percent_complete: f32,
@@ -182,6 +194,28 @@ pub struct Compartment {
     /// CREATING, ACTIVE, INACTIVE, DELETING, DELETED.
     #[serde(default)]
     pub lifecycle_state: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub freeform_tags: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// An Identity tenancy (`GetTenancy`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenancy {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Region key of the home region, e.g. `IAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_region_key: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub freeform_tags: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub defined_tags: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// Filters of `ListInstanceMaintenanceEvents` (`compartmentId` is required).
@@ -235,5 +269,66 @@ impl ListEventsFilter {
         opt(&mut q, "sortBy", &self.sort_by);
         opt(&mut q, "sortOrder", &self.sort_order);
         q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"id": "e", "instanceId": "i", "compartmentId": "c",
+        "maintenanceCategory": "FLEXIBLE", "maintenanceReason": "EVACUATION",
+        "instanceAction": "REBOOT_MIGRATION", "canReschedule": true,
+        "lifecycleState": "SCHEDULED", "createdBy": "SYSTEM""#;
+
+    /// OCI sends `{}` for no tags; a missing map or a `null` reads the same, so a change
+    /// in what OCI sends never breaks a read.
+    #[test]
+    fn maps_and_lists_read_the_same_missing_null_or_empty() {
+        let read = |extra: &str| -> InstanceMaintenanceEvent {
+            serde_json::from_str(&format!("{EVENT}{extra}}}")).unwrap()
+        };
+        let missing = read("");
+        let null = read(
+            r#", "freeformTags": null, "definedTags": null, "alternativeResolutionActions": null"#,
+        );
+        let empty =
+            read(r#", "freeformTags": {}, "definedTags": {}, "alternativeResolutionActions": []"#);
+        assert_eq!(missing, null);
+        assert_eq!(missing, empty);
+        assert!(missing.freeform_tags.is_empty() && missing.defined_tags.is_empty());
+        let tagged = read(r#", "freeformTags": {"a": "b"}, "definedTags": {"ns": {"k": 1}}"#);
+        assert_eq!(tagged.freeform_tags["a"], "b");
+        assert_eq!(tagged.defined_tags["ns"]["k"], 1);
+
+        for body in [
+            r#"{"id": "i", "compartmentId": "c"}"#,
+            r#"{"id": "i", "compartmentId": "c", "freeformTags": null, "definedTags": {}}"#,
+        ] {
+            let i: Instance = serde_json::from_str(body).unwrap();
+            assert!(i.freeform_tags.is_empty() && i.defined_tags.is_empty());
+        }
+        for body in [
+            r#"{"id": "c", "compartmentId": "t", "name": "n"}"#,
+            r#"{"id": "c", "compartmentId": "t", "name": "n", "freeformTags": {}, "definedTags": null}"#,
+        ] {
+            let c: Compartment = serde_json::from_str(body).unwrap();
+            assert!(c.freeform_tags.is_empty() && c.defined_tags.is_empty());
+        }
+        let w: WorkRequest =
+            serde_json::from_str(r#"{"id": "w", "status": "ACCEPTED", "resources": null}"#)
+                .unwrap();
+        assert!(w.resources.is_empty());
+    }
+
+    /// The emulator writes empty tag maps as `{}`, as OCI does.
+    #[test]
+    fn empty_tags_are_written_as_empty_maps() {
+        let v = serde_json::to_value(InstanceMaintenanceEvent::default()).unwrap();
+        assert_eq!(v["freeformTags"], serde_json::json!({}));
+        assert_eq!(v["definedTags"], serde_json::json!({}));
+        assert_eq!(v["alternativeResolutionActions"], serde_json::json!([]));
+        let v = serde_json::to_value(Instance::default()).unwrap();
+        assert_eq!(v["freeformTags"], serde_json::json!({}));
     }
 }

@@ -366,7 +366,8 @@ async fn lists_events_page_by_page_without_additional_details() {
     assert_eq!(p2.next_page, None);
     let all = r.client.list_instance_maintenance_events(&f).await.unwrap();
     let ids: Vec<_> = all.iter().map(|e| e.id.clone()).collect();
-    assert_eq!(ids, [ev(0), ev(2), ev(4)]);
+    // OCI's default order, TIMECREATED descending: the newest event first.
+    assert_eq!(ids, [ev(4), ev(2), ev(0)]);
     assert!(all.iter().all(|e| e.additional_details.is_none()));
     f.instance_id = Some("ocid1.instance.oc1..gen2".into());
     let one = r.client.list_instance_maintenance_events(&f).await.unwrap();
@@ -781,4 +782,48 @@ async fn tampered_requests_are_refused() {
     assert_eq!(send(&put_path, body, h).await.0, 401);
     // No authorization at all.
     assert_eq!(send(&put_path, body, vec![]).await.0, 401);
+}
+
+/// The scenario of docs/oci-emulator.md, served: what it says is what a client reads,
+/// and what it leaves out is filled in as OCI would send it.
+#[tokio::test]
+async fn the_documented_scenario_is_served_as_written() {
+    let sc = Scenario::parse(&super::emulator::scenario::tests::docs_example()).unwrap();
+    let key = parse_private_key(KEY_PEM, None).unwrap();
+    let emu = Emulator::new(sc, vec![key.to_public_key()]);
+    let (addr, _task) = emu.start("127.0.0.1:0").await.unwrap();
+    let (client, _) = client_for(&format!("http://{addr}"), KEY_PEM);
+    let comps = client
+        .list_compartments("ocid1.tenancy.oc1..aaaaaaaaexample")
+        .await
+        .unwrap();
+    let names: Vec<_> = comps.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["(tenancy)", "hpc", "hpc-dev"]);
+    let hpc = ListEventsFilter::compartment("ocid1.compartment.oc1..aaaaaaaahpc");
+    let events = client.list_instance_maintenance_events(&hpc).await.unwrap();
+    assert_eq!(events.len(), 2);
+    let (gpu, _) = client
+        .get_instance_maintenance_event("ocid1.instancemaintenanceevent.oc1..aaaaaaaaev001")
+        .await
+        .unwrap();
+    assert_eq!(gpu.freeform_tags["team"], "hpc");
+    assert_eq!(
+        gpu.alternative_resolution_actions,
+        ["REBOOT_MIGRATION", "TERMINATE"]
+    );
+    assert!(gpu.additional_details.unwrap()["faultDetails"].contains("HPCGPU-0001-01"));
+    let (evacuation, _) = client
+        .get_instance_maintenance_event("ocid1.instancemaintenanceevent.oc1..aaaaaaaaev002")
+        .await
+        .unwrap();
+    assert_eq!(evacuation.instance_action, "REBOOT_MIGRATION");
+    assert_eq!(evacuation.created_by, "SYSTEM");
+    assert!(evacuation.description.is_some() && evacuation.time_created.is_some());
+    assert!(evacuation.freeform_tags.is_empty() && !evacuation.can_reschedule);
+    let inst = client
+        .get_instance("ocid1.instance.oc1..aaaaaaaagpu002")
+        .await
+        .unwrap();
+    assert_eq!(inst.availability_domain, "Uocm:US-ASHBURN-AD-1");
+    assert_eq!(inst.lifecycle_state, "RUNNING");
 }

@@ -1,5 +1,9 @@
 //! An emulator of the OCI Compute (instance maintenance events, instances), Work
-//! Requests and Identity (compartments) APIs, on loopback, for tests and the demo.
+//! Requests and Identity (tenancy, compartments) APIs, on loopback, for tests, the demo
+//! and developers (docs/oci-emulator.md). Its answers follow OCI's API reference and the
+//! official SDK's models: required fields always present, tag maps `{}` when empty, the
+//! documented default sorts, OCI's error codes with `{"code","message"}` and an
+//! `opc-request-id`; where the reference is silent, the code says what it chose.
 //!
 //! Every API request must carry a valid draft-cavage signature from one of the
 //! configured public keys, or from the session key of an unexpired `ST$<token>` the
@@ -35,18 +39,21 @@ use super::sign;
 pub use auth::{InstanceIdentity, TokenAuth};
 pub use scenario::{Faults, Generate, Scenario, ScenarioCompartment, ScenarioEvent};
 
-/// The emulator's clock: real time plus a manual offset.
-#[derive(Debug)]
+/// Where the emulator's clock starts from: real time, or a simulation's virtual clock.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The emulator's clock: a base clock plus a manual offset.
 struct EmuClock {
-    start_real: Instant,
-    start: Timestamp,
+    base: Clock,
     offset: Mutex<SignedDuration>,
 }
 
 impl EmuClock {
+    /// Now, to the millisecond: OCI's timestamps have millisecond precision, and a client
+    /// (the Python SDK's datetime) may keep no more than microseconds.
     fn now(&self) -> Timestamp {
-        let elapsed = SignedDuration::try_from(self.start_real.elapsed()).unwrap_or_default();
-        self.start + elapsed + *self.offset.lock().unwrap()
+        let t = (self.base)() + *self.offset.lock().unwrap();
+        Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t)
     }
 }
 
@@ -59,8 +66,9 @@ struct EventState {
     /// When the maintenance starts (set when a reschedule's work request succeeds, or
     /// at the window with `autoStartAtWindow`).
     start_at: Option<Timestamp>,
-    /// Work request of the last reschedule, not yet applied.
+    /// Work request of the last reschedule, not yet applied, and the window before it.
     pending_wr: Option<String>,
+    window_before: Option<Timestamp>,
 }
 
 impl EventState {
@@ -73,6 +81,47 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// Fills in what OCI always sends and a scenario may leave out (see
+/// docs/oci-emulator.md for the defaults).
+fn complete_event(e: &mut InstanceMaintenanceEvent, now: Timestamp) {
+    let fill = |v: &mut String, d: &str| {
+        if v.is_empty() {
+            *v = d.into();
+        }
+    };
+    fill(&mut e.lifecycle_state, "SCHEDULED");
+    fill(&mut e.created_by, "SYSTEM");
+    fill(&mut e.maintenance_category, "FLEXIBLE");
+    fill(&mut e.maintenance_reason, "HARDWARE_REPLACEMENT");
+    fill(&mut e.instance_action, "REBOOT_MIGRATION");
+    e.time_created.get_or_insert(now);
+    e.time_window_start
+        .get_or_insert(now + SignedDuration::from_hours(24 * 7));
+    if e.description.is_none() {
+        e.description = Some(format!(
+            "{} maintenance ({}) of instance {}: {}",
+            e.maintenance_category, e.maintenance_reason, e.instance_id, e.instance_action
+        ));
+    }
+}
+
+/// Fills in the fields an `Instance` always carries.
+fn complete_instance(i: &mut Instance, region: &str, now: Timestamp) {
+    if i.region.is_empty() {
+        i.region = region.into();
+    }
+    if i.lifecycle_state.is_empty() {
+        i.lifecycle_state = "RUNNING".into();
+    }
+    if i.availability_domain.is_empty() {
+        i.availability_domain = "AD-1".into();
+    }
+    if i.shape.is_empty() {
+        i.shape = "BM.GPU.H100.8".into();
+    }
+    i.time_created.get_or_insert(now);
 }
 
 #[derive(Debug)]
@@ -102,10 +151,18 @@ struct EmuState {
     retry_tokens: HashMap<String, Cached>,
     seq: u64,
     requests: u64,
+    /// Requests answered with an error (signature, fault injection, API checks).
+    refused: u64,
+    /// The first [`MAX_REFUSALS_KEPT`] of them, as `METHOD path: status code: message`.
+    refusals: Vec<String>,
 }
+
+const MAX_REFUSALS_KEPT: usize = 1000;
 
 struct Shared {
     scenario: Scenario,
+    /// The emulator's time when it was made.
+    started: Timestamp,
     clock: EmuClock,
     keys: Vec<(String, RsaPublicKey)>,
     faults: Mutex<Faults>,
@@ -128,14 +185,57 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
-/// An API error answer: `{"code","message"}` with an `opc-request-id`.
+/// Why an API request was refused, carried on the response to the request log.
+#[derive(Clone, Debug)]
+struct Refusal {
+    code: String,
+    message: String,
+}
+
+/// An API error answer: `{"code","message"}` (the `opc-request-id` header is added to
+/// every answer by [`request_log`]).
 fn api_error(status: u16, code: &str, message: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let message = message.into();
+    let mut r = (
         status,
-        axum::Json(serde_json::json!({"code": code, "message": message.into()})),
+        axum::Json(serde_json::json!({"code": code, "message": message})),
     )
-        .into_response()
+        .into_response();
+    r.extensions_mut().insert(Refusal {
+        code: code.into(),
+        message,
+    });
+    r
+}
+
+/// 400 InvalidParameter for a query parameter outside its enum.
+fn check_enum(q: &HashMap<String, String>, k: &str, allowed: &[&str]) -> Result<(), Box<Response>> {
+    match q.get(k) {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(Box::new(api_error(
+            400,
+            "InvalidParameter",
+            format!("{k} {v} is not one of {}", allowed.join(", ")),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The required `compartmentId` query parameter (400 MissingParameter without it).
+fn required<'q>(q: &'q HashMap<String, String>, k: &str) -> Result<&'q String, Box<Response>> {
+    q.get(k).ok_or_else(|| {
+        Box::new(api_error(
+            400,
+            "MissingParameter",
+            format!("{k} is required"),
+        ))
+    })
+}
+
+/// `sortOrder`, or `default` without one.
+fn descending(q: &HashMap<String, String>, default_desc: bool) -> Result<bool, Box<Response>> {
+    check_enum(q, "sortOrder", &["ASC", "DESC"])?;
+    Ok(q.get("sortOrder").map_or(default_desc, |o| o == "DESC"))
 }
 
 fn not_found(what: &str, id: &str) -> Response {
@@ -175,12 +275,33 @@ impl Emulator {
     /// An emulator of `scenario` accepting requests signed by any of `keys` or by the
     /// session tokens it issues through the services of `tokens`.
     pub fn with_tokens(
-        mut scenario: Scenario,
+        scenario: Scenario,
         keys: Vec<RsaPublicKey>,
         tokens: TokenAuth,
     ) -> Result<Self, String> {
+        Self::build(scenario, keys, tokens, Arc::new(Timestamp::now))
+    }
+
+    /// An emulator of `scenario` whose clock is `clock` (a simulation's virtual clock):
+    /// it moves only when that clock does (and with [`Self::set_now`], [`Self::advance`]),
+    /// so the emulator and a controller on the same clock always agree on the time.
+    pub fn with_clock(scenario: Scenario, keys: Vec<RsaPublicKey>, clock: Clock) -> Self {
+        Self::build(scenario, keys, TokenAuth::default(), clock)
+            .expect("no token services: nothing to parse")
+    }
+
+    fn build(
+        mut scenario: Scenario,
+        keys: Vec<RsaPublicKey>,
+        tokens: TokenAuth,
+        clock: Clock,
+    ) -> Result<Self, String> {
         let tokens = auth::Tokens::new(tokens)?;
-        let now = Timestamp::now();
+        let clock = EmuClock {
+            base: clock,
+            offset: Mutex::new(SignedDuration::ZERO),
+        };
+        let now = clock.now();
         scenario.expand(now);
         let mut st = EmuState::default();
         for c in &scenario.compartments {
@@ -188,32 +309,23 @@ impl Emulator {
                 id: c.id.clone(),
                 compartment_id: c.parent.clone().unwrap_or_else(|| scenario.tenancy.clone()),
                 name: c.name.clone(),
-                description: format!("compartment {}", c.name),
-                time_created: Some(now),
+                description: c
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| format!("compartment {}", c.name)),
+                time_created: Some(c.time_created.unwrap_or(now)),
                 lifecycle_state: c.lifecycle_state.clone(),
+                ..Compartment::default()
             });
         }
         for i in &scenario.instances {
             let mut i = i.clone();
-            if i.region.is_empty() {
-                i.region = scenario.region.clone();
-            }
-            if i.lifecycle_state.is_empty() {
-                i.lifecycle_state = "RUNNING".into();
-            }
-            if i.time_created.is_none() {
-                i.time_created = Some(now);
-            }
+            complete_instance(&mut i, &scenario.region, now);
             st.instances.insert(i.id.clone(), i);
         }
         for e in &scenario.events {
             let mut event = e.event.clone();
-            if event.time_created.is_none() {
-                event.time_created = Some(now);
-            }
-            if event.lifecycle_state.is_empty() {
-                event.lifecycle_state = "SCHEDULED".into();
-            }
+            complete_event(&mut event, now);
             let start_at = (scenario.auto_start_at_window && event.lifecycle_state == "SCHEDULED")
                 .then_some(event.time_window_start)
                 .flatten();
@@ -224,6 +336,7 @@ impl Emulator {
                 work_request_outcome: e.work_request_outcome.clone(),
                 start_at,
                 pending_wr: None,
+                window_before: None,
             });
         }
         let keys = keys
@@ -235,11 +348,8 @@ impl Emulator {
         Ok(Self {
             shared: Arc::new(Shared {
                 scenario,
-                clock: EmuClock {
-                    start_real: Instant::now(),
-                    start: now,
-                    offset: Mutex::new(SignedDuration::ZERO),
-                },
+                started: now,
+                clock,
                 keys,
                 faults: Mutex::new(faults),
                 dice,
@@ -291,6 +401,13 @@ impl Emulator {
         self.shared.state.lock().unwrap().requests
     }
 
+    /// Requests answered with an error so far, and the first ones as
+    /// `METHOD path: status code: message`.
+    pub fn refusals(&self) -> (u64, Vec<String>) {
+        let st = self.shared.state.lock().unwrap();
+        (st.refused, st.refusals.clone())
+    }
+
     /// The current state of an event (as a GET would show it).
     pub fn event(&self, id: &str) -> Option<InstanceMaintenanceEvent> {
         let mut st = self.shared.state.lock().unwrap();
@@ -321,6 +438,8 @@ impl Emulator {
             )
             .route("/20160918/workRequests/{id}/logs", get(work_request_logs))
             .route("/20160918/compartments", get(list_compartments))
+            .route("/20160918/compartments/{id}", get(get_compartment))
+            .route("/20160918/tenancies/{id}", get(get_tenancy))
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),
                 authenticate,
@@ -342,8 +461,26 @@ impl Emulator {
             .route("/_emulator/advance", post(advance))
             .route("/_emulator/state", get(dump_state))
             .merge(api)
-            .fallback(|| async { api_error(404, "NotAuthorizedOrNotFound", "no such path") })
-            .layer(axum::middleware::from_fn(request_id))
+            // OCI's API errors: 404 NotFound when no operation has this path, 405
+            // MethodNotAllowed when the path has no such method.
+            .fallback(|req: Request| async move {
+                api_error(
+                    404,
+                    "NotFound",
+                    format!("no operation at {} {}", req.method(), req.uri().path()),
+                )
+            })
+            .method_not_allowed_fallback(|req: Request| async move {
+                api_error(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{} is not supported on {}", req.method(), req.uri().path()),
+                )
+            })
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                request_log,
+            ))
             .with_state(self.shared.clone())
     }
 
@@ -421,8 +558,12 @@ impl Shared {
                 if ok {
                     let window = e.event.time_window_start.unwrap_or(at);
                     e.start_at = Some(window.max(at));
-                    e.version += 1;
+                } else {
+                    // The reference does not say what a failed reschedule leaves; the
+                    // emulator gives the event its window back.
+                    e.event.time_window_start = e.window_before.take();
                 }
+                e.version += 1;
             }
         }
         for e in &mut st.events {
@@ -463,16 +604,40 @@ impl Shared {
     }
 }
 
-async fn request_id(req: Request, next: Next) -> Response {
+/// Gives every answer an `opc-request-id` (the client's, else a new one) and logs one
+/// line per request at info (method, path, status, request id, latency), and one more
+/// per refusal with its code and reason.
+async fn request_log(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
     let rid = req
         .headers()
         .get("opc-request-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("emu-{:016x}", Jitter::from_time().unit().to_bits()));
     let mut r = next.run(req).await;
-    let rid = rid.unwrap_or_else(|| format!("emu-{:016x}", Jitter::from_time().unit().to_bits()));
     if let Ok(v) = HeaderValue::from_str(&rid) {
         r.headers_mut().insert("opc-request-id", v);
+    }
+    let status = r.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(%method, %path, status, opc_request_id = %rid, latency_ms, "request");
+    if let Some(refusal) = r.extensions().get::<Refusal>() {
+        let mut st = s.state.lock().unwrap();
+        st.refused += 1;
+        if st.refusals.len() < MAX_REFUSALS_KEPT {
+            st.refusals.push(format!(
+                "{method} {path}: {status} {}: {}",
+                refusal.code, refusal.message
+            ));
+        }
+        drop(st);
+        tracing::info!(
+            %method, %path, status, opc_request_id = %rid,
+            code = %refusal.code, reason = ?refusal.message, "refused"
+        );
     }
     r
 }
@@ -484,7 +649,6 @@ async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
         return api_error(400, "InvalidParameter", "unreadable body");
     };
     if let Err(why) = check_signature(&s, &parts, &bytes) {
-        tracing::debug!(%why, "emulator refused a request");
         return api_error(
             401,
             "NotAuthenticated",
@@ -658,21 +822,66 @@ fn parse_ts(q: &HashMap<String, String>, k: &str) -> Result<Option<Timestamp>, B
         .transpose()
 }
 
+/// What `ListInstanceMaintenanceEvents` shows of an event: an
+/// `InstanceMaintenanceEventSummary` has no `lifecycleDetails`, `canDeleteLocalStorage`
+/// or `additionalDetails` (the SDK's model).
+fn summary(e: &InstanceMaintenanceEvent) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for k in [
+            "lifecycleDetails",
+            "canDeleteLocalStorage",
+            "additionalDetails",
+        ] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
+/// Sorts by `sortBy` (`time` for TIMECREATED, `name` for the name field) and
+/// `sortOrder`, with OCI's documented defaults: TIMECREATED descending, a name
+/// ascending. With no `sortBy`, OCI's reference does not say which field it sorts by;
+/// the emulator takes TIMECREATED. Ties go by OCID, in the same direction.
+fn sort_items<T>(
+    items: &mut [T],
+    q: &HashMap<String, String>,
+    name_field: &str,
+    time: impl Fn(&T) -> Option<Timestamp>,
+    name: impl Fn(&T) -> Option<String>,
+    id: impl Fn(&T) -> String,
+) -> Result<(), Box<Response>> {
+    check_enum(q, "sortBy", &["TIMECREATED", name_field])?;
+    let by_name = q.get("sortBy").is_some_and(|b| b == name_field);
+    let desc = descending(q, !by_name)?;
+    if by_name {
+        // Case-sensitive, as the reference says; an item without a name sorts first.
+        items.sort_by_key(|a| (name(a), id(a)));
+    } else {
+        items.sort_by_key(|a| (time(a), id(a)));
+    }
+    if desc {
+        items.reverse();
+    }
+    Ok(())
+}
+
 async fn list_events(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let Some(comp) = q.get("compartmentId") else {
-        return api_error(400, "MissingParameter", "compartmentId is required");
-    };
-    let (gte, lte) = match (
-        parse_ts(&q, "timeWindowStartGreaterThanOrEqualTo"),
-        parse_ts(&q, "timeWindowStartLessThanOrEqualTo"),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return *r,
-    };
+    list_events_of(&s, &q).unwrap_or_else(|r| *r)
+}
+
+fn list_events_of(s: &Shared, q: &HashMap<String, String>) -> Result<Response, Box<Response>> {
+    let comp = required(q, "compartmentId")?;
+    check_enum(q, "lifecycleState", scenario::enums::EVENT_STATES)?;
+    let gte = parse_ts(q, "timeWindowStartGreaterThanOrEqualTo")?;
+    let lte = parse_ts(q, "timeWindowStartLessThanOrEqualTo")?;
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
     let eq = |k: &str, v: &str| q.get(k).is_none_or(|x| x == v);
-    let mut items: Vec<InstanceMaintenanceEvent> = st
+    // The reference calls the window filters a range "to return the maintenances which
+    // are not completed"; whether finished events are then left out is not said: the
+    // emulator filters on timeWindowStart alone.
+    let mut items: Vec<&InstanceMaintenanceEvent> = st
         .events
         .iter()
         .map(|e| &e.event)
@@ -688,26 +897,17 @@ async fn list_events(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
         })
         .filter(|e| gte.is_none_or(|t| e.time_window_start.is_some_and(|w| w >= t)))
         .filter(|e| lte.is_none_or(|t| e.time_window_start.is_some_and(|w| w <= t)))
-        .map(|e| InstanceMaintenanceEvent {
-            additional_details: None,
-            ..e.clone()
-        })
         .collect();
-    match q.get("sortBy").map(String::as_str) {
-        None | Some("TIMECREATED") => {
-            items.sort_by(|a, b| (a.time_created, &a.id).cmp(&(b.time_created, &b.id)))
-        }
-        Some("DISPLAYNAME") => {
-            items.sort_by(|a, b| (&a.display_name, &a.id).cmp(&(&b.display_name, &b.id)))
-        }
-        Some(o) => return api_error(400, "InvalidParameter", format!("invalid sortBy {o}")),
-    }
-    match q.get("sortOrder").map(String::as_str) {
-        None | Some("ASC") => {}
-        Some("DESC") => items.reverse(),
-        Some(o) => return api_error(400, "InvalidParameter", format!("invalid sortOrder {o}")),
-    }
-    paged(&items, &q, s.scenario.default_page_size)
+    sort_items(
+        &mut items,
+        q,
+        "DISPLAYNAME",
+        |e| e.time_created,
+        |e| e.display_name.clone(),
+        |e| e.id.clone(),
+    )?;
+    let items: Vec<serde_json::Value> = items.into_iter().map(summary).collect();
+    Ok(paged(&items, q, s.scenario.default_page_size))
 }
 
 async fn get_event(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -749,6 +949,9 @@ async fn update_event(
             .map(str::to_string)
     };
     let token = h("opc-retry-token");
+    // The reference says a retry token makes a repeated request safe; which code a token
+    // reused for another request gets is not documented (its API errors list only
+    // InvalidatedRetryToken): the emulator answers 409 RetryTokenReused.
     let key = format!("PUT {id}");
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
@@ -767,8 +970,21 @@ async fn update_event(
     let now = s.clock.now();
     let details: UpdateInstanceMaintenanceEventDetails = match serde_json::from_slice(&body) {
         Ok(d) => d,
-        Err(e) => return api_error(400, "InvalidParameter", format!("body: {e}")),
+        Err(e) if e.is_data() => return api_error(400, "InvalidParameter", format!("body: {e}")),
+        Err(e) => return api_error(400, "CannotParseRequest", format!("body: {e}")),
     };
+    if let Some(a) = &details.alternative_resolution_action
+        && !scenario::enums::RESOLUTION_ACTIONS.contains(&a.as_str())
+    {
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!(
+                "alternativeResolutionAction {a} is not one of {}",
+                scenario::enums::RESOLUTION_ACTIONS.join(", ")
+            ),
+        );
+    }
     let Some(idx) = st.events.iter().position(|e| e.event.id == id) else {
         return not_found("InstanceMaintenanceEvent", &id);
     };
@@ -782,6 +998,8 @@ async fn update_event(
             format!("if-match {m} does not match the current etag"),
         );
     }
+    // Which updates OCI still takes once an event started is not documented: the emulator
+    // takes none (409 IncorrectState, the code of a state that will change).
     if e.event.lifecycle_state != "SCHEDULED" {
         return api_error(
             409,
@@ -796,6 +1014,21 @@ async fn update_event(
             "a reschedule of this event is in progress",
         );
     }
+    if let Some(a) = &details.alternative_resolution_action
+        && !e.event.alternative_resolution_actions.contains(a)
+    {
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!(
+                "alternativeResolutionAction {a} is not one of this event's alternativeResolutionActions [{}]",
+                e.event.alternative_resolution_actions.join(", ")
+            ),
+        );
+    }
+    // The codes of a refused window are not documented: 409 Conflict (a state that will
+    // not change) for an event that cannot be rescheduled, 400 InvalidParameter for a
+    // window in the past (by more than a minute of clock skew) or after the hard due date.
     if let Some(w) = details.time_window_start {
         if !e.event.can_reschedule {
             return api_error(
@@ -824,7 +1057,7 @@ async fn update_event(
     let wr_id = s.next_id(&mut st, "workrequest");
     let e = &mut st.events[idx];
     if let Some(w) = details.time_window_start {
-        e.event.time_window_start = Some(w);
+        e.window_before = e.event.time_window_start.replace(w);
     }
     if let Some(n) = details.display_name {
         e.event.display_name = Some(n);
@@ -835,8 +1068,15 @@ async fn update_event(
     if let Some(t) = details.defined_tags {
         e.event.defined_tags = t;
     }
-    if let Some(c) = details.can_delete_local_storage {
-        e.event.can_delete_local_storage = Some(c);
+    // canDeleteLocalStorage "is only applicable when setting the
+    // alternativeResolutionAction" (the reference); elsewhere it is ignored. Whether OCI
+    // refuses an action that loses local storage without it is said only for instances
+    // that have local storage, which the emulator does not model.
+    if let Some(a) = details.alternative_resolution_action {
+        e.event.instance_action = a;
+        if let Some(c) = details.can_delete_local_storage {
+            e.event.can_delete_local_storage = Some(c);
+        }
     }
     e.version += 1;
     let reschedules = details.time_window_start.is_some();
@@ -895,17 +1135,55 @@ async fn update_event(
 }
 
 async fn list_instances(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let Some(comp) = q.get("compartmentId") else {
-        return api_error(400, "MissingParameter", "compartmentId is required");
+    let comp = match required(&q, "compartmentId") {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
+    // "The state value is case-insensitive" (the reference).
+    let state = q.get("lifecycleState").map(|v| v.to_ascii_uppercase());
+    if let Some(v) = &state
+        && !scenario::enums::INSTANCE_STATES.contains(&v.as_str())
+    {
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!("invalid lifecycleState {v}"),
+        );
+    }
     let mut st = s.state.lock().unwrap();
     s.tick(&mut st);
-    let items: Vec<Instance> = st
+    let mut items: Vec<Instance> = st
         .instances
         .values()
         .filter(|i| &i.compartment_id == comp)
+        .filter(|i| state.as_ref().is_none_or(|v| v == &i.lifecycle_state))
+        .filter(|i| {
+            q.get("availabilityDomain")
+                .is_none_or(|v| v == &i.availability_domain)
+        })
+        .filter(|i| {
+            q.get("displayName")
+                .is_none_or(|v| Some(v) == i.display_name.as_ref())
+        })
+        // The emulator's instances belong to no capacity reservation or compute cluster.
+        .filter(|_| !q.contains_key("capacityReservationId") && !q.contains_key("computeClusterId"))
         .cloned()
         .collect();
+    // Without an availabilityDomain OCI groups by availability domain, then sorts.
+    let grouped = !q.contains_key("availabilityDomain");
+    if let Err(r) = sort_items(
+        &mut items,
+        &q,
+        "DISPLAYNAME",
+        |i| i.time_created,
+        |i| i.display_name.clone(),
+        |i| i.id.clone(),
+    ) {
+        return *r;
+    }
+    if grouped {
+        items.sort_by(|a, b| a.availability_domain.cmp(&b.availability_domain));
+    }
     paged(&items, &q, s.scenario.default_page_size)
 }
 
@@ -922,7 +1200,7 @@ async fn get_instance(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> R
     }
 }
 
-const ACTIONS: [&str; 9] = [
+const ACTIONS: [&str; 8] = [
     "STOP",
     "START",
     "SOFTRESET",
@@ -931,7 +1209,6 @@ const ACTIONS: [&str; 9] = [
     "SENDDIAGNOSTICINTERRUPT",
     "DIAGNOSTICREBOOT",
     "REBOOTMIGRATE",
-    "SOFTRESET",
 ];
 
 async fn instance_action(
@@ -941,12 +1218,14 @@ async fn instance_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let action = q.get("action").cloned().unwrap_or_default();
+    let Some(action) = q.get("action").cloned() else {
+        return api_error(400, "MissingParameter", "action is required");
+    };
     if !ACTIONS.contains(&action.as_str()) {
         return api_error(400, "InvalidParameter", format!("invalid action {action}"));
     }
     if !body.is_empty() && serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-        return api_error(400, "InvalidParameter", "body is not JSON");
+        return api_error(400, "CannotParseRequest", "body is not JSON");
     }
     let token = headers
         .get("opc-retry-token")
@@ -966,7 +1245,6 @@ async fn instance_action(
             "the retry token was used for another request",
         );
     }
-    let wr_id = s.next_id(&mut st, "workrequest");
     let Some(inst) = st.instances.get_mut(&id) else {
         return not_found("Instance", &id);
     };
@@ -978,8 +1256,13 @@ async fn instance_action(
     let c = Cached {
         key,
         status: 200,
+        // InstanceAction answers the Instance with an etag and no work request (the
+        // SDKs' InstanceActionResponse).
         headers: vec![
-            ("opc-work-request-id".into(), wr_id),
+            (
+                "etag".into(),
+                format!("\"{:x}\"", fnv(&inst.lifecycle_state)),
+            ),
             ("content-type".into(), "application/json".into()),
         ],
         body: serde_json::to_vec(inst).unwrap_or_default(),
@@ -1000,17 +1283,38 @@ async fn get_work_request(State(s): State<Arc<Shared>>, Path(id): Path<String>) 
     }
 }
 
+/// Errors or log entries of a work request, oldest first unless `sortOrder=DESC` (the
+/// reference names no default order; ascending is the emulator's choice).
+fn work_request_list<T: serde::Serialize + Clone>(
+    s: &Shared,
+    id: &str,
+    q: &HashMap<String, String>,
+    which: impl Fn(&WrState) -> &Vec<T>,
+) -> Response {
+    let desc = match descending(q, false) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let mut st = s.state.lock().unwrap();
+    s.tick(&mut st);
+    match st.work_requests.get(id) {
+        Some(w) => {
+            let mut items = which(w).clone();
+            if desc {
+                items.reverse();
+            }
+            paged(&items, q, s.scenario.default_page_size)
+        }
+        None => not_found("WorkRequest", id),
+    }
+}
+
 async fn work_request_errors(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let mut st = s.state.lock().unwrap();
-    s.tick(&mut st);
-    match st.work_requests.get(&id) {
-        Some(w) => paged(&w.errors, &q, s.scenario.default_page_size),
-        None => not_found("WorkRequest", &id),
-    }
+    work_request_list(&s, &id, &q, |w| &w.errors)
 }
 
 async fn work_request_logs(
@@ -1018,46 +1322,151 @@ async fn work_request_logs(
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let mut st = s.state.lock().unwrap();
-    s.tick(&mut st);
-    match st.work_requests.get(&id) {
-        Some(w) => paged(&w.logs, &q, s.scenario.default_page_size),
-        None => not_found("WorkRequest", &id),
+    work_request_list(&s, &id, &q, |w| &w.logs)
+}
+
+/// The tenancy as Identity shows it through `GetCompartment`: the root compartment.
+/// The reference does not say what its `compartmentId` is; the emulator gives the
+/// tenancy's own OCID.
+fn root_compartment(s: &Shared) -> Compartment {
+    Compartment {
+        id: s.scenario.tenancy.clone(),
+        compartment_id: s.scenario.tenancy.clone(),
+        name: s.scenario.tenancy_name.clone(),
+        description: format!("tenancy {}", s.scenario.tenancy_name),
+        time_created: Some(s.started),
+        lifecycle_state: "ACTIVE".into(),
+        ..Compartment::default()
+    }
+}
+
+async fn get_tenancy(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if id != s.scenario.tenancy {
+        return not_found("Tenancy", &id);
+    }
+    json_ok(
+        200,
+        &Tenancy {
+            id,
+            name: s.scenario.tenancy_name.clone(),
+            description: Some(format!("tenancy {}", s.scenario.tenancy_name)),
+            home_region_key: Some(region_key(&s.scenario.region)),
+            ..Tenancy::default()
+        },
+        &[],
+    )
+}
+
+/// The key of a region (`us-ashburn-1` → `IAD`) for the regions the SDK's tests use;
+/// otherwise the region's name in capitals.
+fn region_key(region: &str) -> String {
+    match region {
+        "us-ashburn-1" => "IAD",
+        "us-phoenix-1" => "PHX",
+        "eu-frankfurt-1" => "FRA",
+        "uk-london-1" => "LHR",
+        "ap-tokyo-1" => "NRT",
+        other => return other.to_ascii_uppercase(),
+    }
+    .into()
+}
+
+async fn get_compartment(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if id == s.scenario.tenancy {
+        return json_ok(200, &root_compartment(&s), &[]);
+    }
+    let st = s.state.lock().unwrap();
+    match st.compartments.iter().find(|c| c.id == id) {
+        Some(c) => json_ok(200, c, &[("etag".into(), format!("\"{:x}\"", fnv(&c.id)))]),
+        None => not_found("Compartment", &id),
     }
 }
 
 async fn list_compartments(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let Some(root) = q.get("compartmentId") else {
-        return api_error(400, "MissingParameter", "compartmentId is required");
+    let root = match required(&q, "compartmentId") {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
-    let subtree = q.get("compartmentIdInSubtree").is_some_and(|v| v == "true");
+    if let Err(r) = check_enum(&q, "accessLevel", &["ANY", "ACCESSIBLE"]) {
+        return *r;
+    }
+    let subtree = match q.get("compartmentIdInSubtree").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return api_error(
+                400,
+                "InvalidParameter",
+                format!("compartmentIdInSubtree {v} is not a boolean"),
+            );
+        }
+    };
     if subtree && root != &s.scenario.tenancy {
         return api_error(
             400,
             "InvalidParameter",
-            "compartmentIdInSubtree is only allowed on the tenancy",
+            "compartmentIdInSubtree can only be set to true on the tenancy",
+        );
+    }
+    // "The state value is case-insensitive" (the reference).
+    let state = q.get("lifecycleState").map(|v| v.to_ascii_uppercase());
+    if let Some(v) = &state
+        && !scenario::enums::COMPARTMENT_STATES.contains(&v.as_str())
+    {
+        return api_error(
+            400,
+            "InvalidParameter",
+            format!("invalid lifecycleState {v}"),
         );
     }
     let st = s.state.lock().unwrap();
+    if root != &s.scenario.tenancy && !st.compartments.iter().any(|c| &c.id == root) {
+        return not_found("Compartment", root);
+    }
+    // With accessLevel ACCESSIBLE OCI leaves out compartments the caller may not
+    // inspect; every signed caller of the emulator may inspect all of them.
     let mut items: Vec<Compartment> = st
         .compartments
         .iter()
         .filter(|c| subtree || &c.compartment_id == root)
-        .filter(|c| {
-            q.get("lifecycleState")
-                .is_none_or(|l| l == &c.lifecycle_state)
-        })
+        .filter(|c| state.as_ref().is_none_or(|l| l == &c.lifecycle_state))
+        .filter(|c| q.get("name").is_none_or(|n| n == &c.name))
         .cloned()
         .collect();
-    items.sort_by(|a, b| a.name.cmp(&b.name));
+    // Without sortBy the reference names no order; the emulator sorts by NAME.
+    let by_time = q.get("sortBy").is_some_and(|b| b == "TIMECREATED");
+    if let Err(r) = check_enum(&q, "sortBy", &["TIMECREATED", "NAME"]) {
+        return *r;
+    }
+    let desc = match descending(&q, by_time) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    if by_time {
+        items.sort_by_key(|c| (c.time_created, c.id.clone()));
+    } else {
+        items.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    }
+    if desc {
+        items.reverse();
+    }
     paged(&items, &q, s.scenario.default_page_size)
 }
 
 async fn advance(State(s): State<Arc<Shared>>, Query(q): Q) -> Response {
-    let secs: f64 = q.get("seconds").and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    if let Ok(d) = SignedDuration::try_from_secs_f64(secs.max(0.0)) {
-        *s.clock.offset.lock().unwrap() += d;
-    }
+    let secs = q.get("seconds").map(|v| v.parse::<f64>());
+    let d = match secs {
+        Some(Ok(v)) if v >= 0.0 => SignedDuration::try_from_secs_f64(v).ok(),
+        _ => None,
+    };
+    let Some(d) = d else {
+        return api_error(
+            400,
+            "InvalidParameter",
+            "seconds must be a number of seconds >= 0",
+        );
+    };
+    *s.clock.offset.lock().unwrap() += d;
     json_ok(
         200,
         &serde_json::json!({"now": s.clock.now().to_string()}),
@@ -1074,9 +1483,13 @@ async fn dump_state(State(s): State<Arc<Shared>>) -> Response {
         200,
         &serde_json::json!({
             "now": s.clock.now().to_string(),
+            "tenancy": s.scenario.tenancy,
             "events": events,
+            "instances": st.instances.values().collect::<Vec<_>>(),
             "workRequests": wrs,
             "requests": st.requests,
+            "refused": st.refused,
+            "refusals": st.refusals,
             "tokensIssued": s.tokens.issued.load(std::sync::atomic::Ordering::Relaxed),
         }),
         &[],
@@ -1085,6 +1498,7 @@ async fn dump_state(State(s): State<Arc<Shared>>) -> Response {
 
 /// `slurm-maint oci-emulator`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = AFTER_HELP)]
 pub struct EmulatorArgs {
     /// Address to listen on (port 0: any free port; the address is printed first).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -1132,6 +1546,20 @@ pub struct EmulatorArgs {
     #[arg(long)]
     pub latency_ms: Option<u64>,
 }
+
+const AFTER_HELP: &str = "\
+The API is under /20160918 (Compute maintenance events and instances, Work Requests,
+Identity compartments and tenancy). Without --scenario the tenancy is
+ocid1.tenancy.oc1..emulator (a scenario's `tenancy:` replaces it); the tenancy in use
+is printed on stdout after the listening line(s).
+
+Control endpoints (unsigned):
+  POST /_emulator/advance?seconds=N   move the emulator's clock N seconds forward
+  GET  /_emulator/state               clock, events, instances, work requests, counts
+
+One log line per request at info (method, path, status, opc-request-id, latency) and
+one per refused request with its reason; RUST_LOG=warn quiets them.
+Scenario format and an example: docs/oci-emulator.md.";
 
 /// Runs the emulator until interrupted. Prints `listening on ADDR` on stdout first.
 pub async fn run(args: EmulatorArgs) -> Result<(), String> {
@@ -1208,8 +1636,11 @@ pub async fn run(args: EmulatorArgs) -> Result<(), String> {
         }
         _ => None,
     };
+    // Whoever reads the address may close stdout then: no panic on a closed pipe.
     use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "tenancy {}", emu.tenancy());
+    let _ = out.flush();
     let router = emu.router();
     let tls_task = async move {
         match tls {
@@ -1223,5 +1654,27 @@ pub async fn run(args: EmulatorArgs) -> Result<(), String> {
         r = emu.serve(listener) => r.map_err(|e| e.to_string()),
         () = tls_task => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `slurm-maint oci-emulator --help` names the control endpoints, the default
+    /// tenancy and the docs.
+    #[test]
+    fn the_help_names_the_control_endpoints_and_the_default_tenancy() {
+        let mut cmd =
+            <EmulatorArgs as clap::Args>::augment_args(clap::Command::new("oci-emulator"));
+        let help = cmd.render_long_help().to_string();
+        for s in [
+            "/_emulator/advance",
+            "/_emulator/state",
+            scenario::DEFAULT_TENANCY,
+            "docs/oci-emulator.md",
+        ] {
+            assert!(help.contains(s), "{s} in {help}");
+        }
     }
 }
