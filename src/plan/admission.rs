@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use super::index::Ctx;
-use super::machine::{push_update, transition};
 use super::release::Release;
+use super::transition::{push_update, transition};
 use super::{BudgetFigures, Work, WorkUpdate, oci};
 use crate::api::NodeMaintenanceStatus;
 use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::index::Ctx;
-use super::machine::{push_update, transition};
+use super::transition::{push_update, transition};
 use super::{
     Action, BudgetFigures, NewWork, REASON_PREFIX, Snapshot, Work, WorkUpdate, campaign_id,
     needs_reboot, work_name,

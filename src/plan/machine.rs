@@ -12,12 +12,10 @@
 //! holds the table and what every action shares. Admission (`Pending → Reserved`) is
 //! [`super::admission`], under one budget for all work.
 
-use jiff::Timestamp;
-
 use super::index::Ctx;
-use super::{Action, MAX_TRANSITIONS, Work, WorkUpdate, oci, reboot};
+use super::{Action, Work, oci, reboot};
 use crate::api::node_maintenance::{
-    MaintenanceAction, NodeMaintenancePhase as Phase, NodeMaintenanceStatus, Transition,
+    MaintenanceAction, NodeMaintenancePhase as Phase, NodeMaintenanceStatus,
 };
 
 /// Advance one piece of work by one pass; returns the actions to carry out after its
@@ -43,62 +41,5 @@ pub(super) fn step(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) -> V
         (Phase::HealthCheck, Oci) => oci::health_check(ctx, w, st),
         (Phase::Completed | Phase::Failed, Reboot) => reboot::ended(ctx, w),
         (Phase::Completed | Phase::Failed, Oci) => vec![],
-    }
-}
-
-/// Move to `phase`, keeping at most [`MAX_TRANSITIONS`] transitions.
-pub(super) fn transition(
-    status: &mut NodeMaintenanceStatus,
-    phase: Phase,
-    now: Timestamp,
-    message: impl Into<String>,
-) {
-    status.phase = phase;
-    status.phase_since = Some(now);
-    status.transitions.push(Transition {
-        phase,
-        time: now,
-        message: message.into(),
-    });
-    if status.transitions.len() > MAX_TRANSITIONS {
-        let excess = status.transitions.len() - MAX_TRANSITIONS;
-        status.transitions.drain(..excess);
-    }
-}
-
-/// End the work `Failed` and keep its node drained with `reason`.
-pub(super) fn fail_drained(
-    st: &mut NodeMaintenanceStatus,
-    w: &Work,
-    now: Timestamp,
-    reason: String,
-) -> Vec<Action> {
-    st.last_error = Some(reason.clone());
-    transition(st, Phase::Failed, now, reason.clone());
-    vec![Action::Drain {
-        node: w.node.clone(),
-        reason,
-    }]
-}
-
-/// Add `status` and `actions` to the pass's updates, merging with the work's earlier
-/// update of the same pass.
-pub(super) fn push_update(
-    updates: &mut Vec<WorkUpdate>,
-    w: &Work,
-    status: NodeMaintenanceStatus,
-    actions: Vec<Action>,
-) {
-    match updates.iter_mut().find(|u| u.name == w.name) {
-        Some(u) => {
-            u.status = status;
-            u.actions.extend(actions);
-        }
-        None => updates.push(WorkUpdate {
-            name: w.name.clone(),
-            node: w.node.clone(),
-            status,
-            actions,
-        }),
     }
 }

@@ -25,6 +25,7 @@ mod reboot;
 pub mod release;
 pub mod retry;
 pub mod status;
+mod transition;
 pub mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -472,7 +473,7 @@ pub fn plan(
         let actions = machine::step(&ctx, w, &mut status);
         if status != w.status || !actions.is_empty() {
             statuses.insert(w.name.as_str(), status.clone());
-            machine::push_update(&mut updates, w, status, actions);
+            transition::push_update(&mut updates, w, status, actions);
         }
     }
     campaign::clear_stale_reasons(&ctx, &work, &statuses, &mut updates);

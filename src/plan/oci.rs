@@ -7,7 +7,7 @@
 //! event move.
 
 use super::index::Ctx;
-use super::machine::{fail_drained, transition};
+use super::transition::{fail_drained, transition};
 use super::{Action, OciFacts, REASON_PREFIX, Work};
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, NodeMaintenanceStatus};
 use crate::oci::workflow::{EventState, window_start};

@@ -5,7 +5,7 @@
 //! then the health check and the settle time.
 
 use super::index::Ctx;
-use super::machine::{fail_drained, transition};
+use super::transition::{fail_drained, transition};
 use super::{Action, BOOT_CLOCK_SKEW, REASON_PREFIX, RETIME_TOLERANCE, Work, needs_reboot};
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, NodeMaintenanceStatus};
 use crate::slurm::Node;

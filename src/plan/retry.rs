@@ -5,7 +5,7 @@
 
 use jiff::Timestamp;
 
-use super::machine::transition;
+use super::transition::transition;
 use super::{REASON_PREFIX, Work};
 use crate::api::node_maintenance::{
     MaintenanceAction, NodeMaintenancePhase as Phase, NodeMaintenanceStatus,
