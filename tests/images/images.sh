@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# The container images of ./Dockerfile, built and run for real without an image registry
+# or a container runtime. Run as root.
+#
+# Usage: tests/images/images.sh COMMAND [ARG]
+#
+#   base SUITE     the Debian base image of SUITE (bookworm | trixie | sid): debootstrap
+#                  --variant=minbase, trimmed like Debian's -slim images, saved as a tarball
+#                  in CACHE/images/ (rebuilt when its recipe changes) and imported into
+#                  buildah's storage as BASE_REF:SUITE
+#   build          the controller image and the agent image of each Slurm line (22.05,
+#                  24.11, 26.05) from ./Dockerfile with `buildah build` (layers cached),
+#                  the binary copied in (BINARY_FROM=prebuilt: $SLURM_MAINT_BIN, default
+#                  $CARGO_TARGET_DIR/debug/slurm-maint, stripped); prints sizes and times
+#   run LINE       run the images as the chart runs them (tests/images/pods.py): needs
+#                  SLURM_MAINT_E2E_KUBECONFIG (tests/k8s/apiserver.sh) and the Slurm LINE
+#                  cluster's env (tests/slurm/cluster.sh env | chroot.sh env LINE)
+#   sizes          the images and their sizes
+#   buildah ARGS   buildah with this script's storage (for poking around)
+#
+# Storage: buildah with the vfs driver and chroot isolation (no overlay, no user
+# namespaces, no daemon), its store in CACHE/containers (so warm builds reuse layers).
+# CACHE = $SLURM_MAINT_CACHE, default ~/.cache/slurm-maint. DEBIAN_MIRROR as chroot.sh.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+CACHE="${SLURM_MAINT_CACHE:-${HOME:-/root}/.cache/slurm-maint}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+STORE="$CACHE/containers"
+BASE_REF=localhost/slurm-maint-base/debian
+VERSION="$(awk -F'"' '/^version *=/ { print $2; exit }' "$REPO_ROOT/Cargo.toml")"
+CONTROLLER_REPO=ghcr.io/slurm-maint/slurm-maint
+AGENT_REPO=ghcr.io/slurm-maint/slurm-maint-agent
+LINES=(22.05 24.11 26.05)
+BASE_RECIPE=1
+
+log() { echo "images.sh: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+suite_of() {
+    case "$1" in
+        22.05) echo bookworm ;;
+        24.11) echo trixie ;;
+        26.05) echo sid ;;
+        *) return 1 ;;
+    esac
+}
+
+bah() { buildah --root "$STORE/storage" --runroot /run/slurm-maint-containers --storage-driver vfs "$@"; }
+
+# --- base images --------------------------------------------------------------
+
+base_stamp() {
+    { echo "$1"; echo "$MIRROR"; echo "$BASE_RECIPE"; declare -f make_base_tar; } | sha256sum | cut -c1-16
+}
+
+# make_base_tar SUITE OUT: a minbase Debian root as a tarball, trimmed like the -slim images
+# (no docs, man pages, locales, apt lists), with policy-rc.d refusing to start daemons.
+make_base_tar() {
+    local suite="$1" out="$2" root
+    root="$(mktemp -d "$CACHE/images/root-$suite.XXXXXX")"
+    debootstrap --variant=minbase "$suite" "$root" "$MIRROR" > "$CACHE/images/debootstrap-$suite.log" 2>&1 \
+        || { tail -n 30 "$CACHE/images/debootstrap-$suite.log" >&2; rm -rf --one-file-system "$root"; die "debootstrap $suite failed"; }
+    echo 'Acquire::Check-Valid-Until "false";' > "$root/etc/apt/apt.conf.d/99slurm-maint"
+    printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >> "$root/etc/apt/apt.conf.d/99slurm-maint"
+    cat > "$root/etc/dpkg/dpkg.cfg.d/slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+EOF
+    printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
+    chmod 0755 "$root/usr/sbin/policy-rc.d"
+    find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
+    rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+        "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin \
+        "$root"/var/log/* "$root"/tmp/* "$root"/dev/*
+    tar --numeric-owner --xattrs -C "$root" -cf "$out.tmp" .
+    mv "$out.tmp" "$out"
+    rm -rf --one-file-system "$root"
+}
+
+cmd_base() {
+    local suite="$1" tar stamp t0=$SECONDS ctr
+    [[ "$suite" =~ ^(bookworm|trixie|sid)$ ]] || die "unknown suite '$suite'"
+    mkdir -p "$CACHE/images"
+    tar="$CACHE/images/debian-$suite.tar"
+    stamp="$(base_stamp "$suite")"
+    if [[ ! -s "$tar" || "$(cat "$tar.stamp" 2>/dev/null)" != "$stamp" ]]; then
+        log "debootstrap $suite (minbase) -> $tar"
+        make_base_tar "$suite" "$tar"
+        echo "$stamp" > "$tar.stamp"
+        log "base tarball $suite made in $((SECONDS - t0)) s ($(du -h "$tar" | cut -f1))"
+    fi
+    # import the tarball when the stored image is missing or from another tarball
+    if [[ "$(bah inspect --type image --format '{{index .ImageAnnotations "org.slurm-maint.base-stamp"}}' "$BASE_REF:$suite" 2>/dev/null)" != "$stamp" ]]; then
+        ctr="$(bah from --pull=false scratch)"
+        bah add --quiet "$ctr" "$tar" / >/dev/null
+        bah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            --cmd /bin/bash --os linux --arch amd64 \
+            --annotation "org.slurm-maint.base-stamp=$stamp" "$ctr"
+        bah commit --quiet --rm "$ctr" "$BASE_REF:$suite" >/dev/null
+        log "imported $BASE_REF:$suite ($((SECONDS - t0)) s)"
+    fi
+}
+
+# --- the images ---------------------------------------------------------------
+
+binary() {
+    local b="${SLURM_MAINT_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/slurm-maint}"
+    [[ -x "$b" ]] || die "no binary at $b (cargo build, or set SLURM_MAINT_BIN)"
+    echo "$b"
+}
+
+# build_image TARGET TAG BUILD-ARG...: buildah build of ./Dockerfile with the binary copied
+# from a context of its own (a stripped copy of the binary only).
+build_image() {
+    local target="$1" tag="$2" t0=$SECONDS
+    shift 2
+    bah build --quiet --layers --pull=never --isolation chroot \
+        -f "$REPO_ROOT/Dockerfile" --target "$target" \
+        --build-arg BINARY_FROM=prebuilt --build-arg BINARY=slurm-maint "$@" \
+        -t "$tag" "$CTX" >/dev/null
+    log "built $tag in $((SECONDS - t0)) s"
+    TIMES+=("$(printf '%4s s  %s' $((SECONDS - t0)) "$tag")")
+}
+
+controller_tag() { echo "$CONTROLLER_REPO:$VERSION"; }
+agent_tag() { echo "$AGENT_REPO:$VERSION-slurm$1"; }
+
+cmd_build() {
+    local t0=$SECONDS line suite bin
+    TIMES=()
+    command -v buildah >/dev/null || die "buildah not installed (apt-get install buildah)"
+    bin="$(binary)"
+    CTX="$(mktemp -d)"
+    trap 'rm -rf "$CTX"' EXIT
+    # the debug binary's debug info is most of its size; the image needs none of it
+    objcopy --strip-debug "$bin" "$CTX/slurm-maint"
+    log "binary: $bin ($(du -h "$bin" | cut -f1), stripped $(du -h "$CTX/slurm-maint" | cut -f1))"
+    for suite in bookworm trixie sid; do
+        cmd_base "$suite"
+    done
+    TIMES+=("$(printf '%4s s  %s' $((SECONDS - t0)) "base images (bookworm, trixie, sid)")")
+    build_image controller "$(controller_tag)" --build-arg BASE_IMAGE="$BASE_REF:bookworm"
+    for line in "${LINES[@]}"; do
+        suite="$(suite_of "$line")"
+        build_image agent "$(agent_tag "$line")" --build-arg BASE_IMAGE="$BASE_REF:$suite" \
+            --build-arg DEBIAN_SUITE="$suite" --build-arg SLURM_LINE="$line"
+    done
+    echo "build times:"
+    printf '  %s\n' "${TIMES[@]}"
+    printf '  %4s s  all\n' $((SECONDS - t0))
+    cmd_sizes
+    check_images
+}
+
+cmd_sizes() {
+    local line
+    echo "image sizes:"
+    for ref in "$(controller_tag)" $(for line in "${LINES[@]}"; do agent_tag "$line"; done); do
+        printf '  %-55s %s\n' "$ref" "$(bah images --format '{{.Size}}' "$ref" 2>/dev/null || echo missing)"
+    done
+}
+
+# What the images must be: entrypoint, user, and the agent's Slurm line.
+check_images() {
+    local ref line v
+    ref="$(controller_tag)"
+    [[ "$(bah inspect --type image --format '{{json .OCIv1.Config.Entrypoint}} {{.OCIv1.Config.User}}' "$ref")" \
+        == '["/usr/local/bin/slurm-maint"] 65532:65532' ]] || die "$ref: unexpected entrypoint/user"
+    for line in "${LINES[@]}"; do
+        ref="$(agent_tag "$line")"
+        [[ "$(bah inspect --type image --format '{{json .OCIv1.Config.Entrypoint}} {{.OCIv1.Config.User}}' "$ref")" \
+            == '["/usr/local/bin/slurm-maint"] 401:401' ]] || die "$ref: unexpected entrypoint/user"
+    done
+    log "images checked: entrypoints and users"
+}
+
+cmd_run() {
+    local line="$1"
+    suite_of "$line" >/dev/null || die "unknown Slurm line '$line'"
+    : "${SLURM_MAINT_E2E_KUBECONFIG:?no API server: eval \"\$(bash tests/k8s/apiserver.sh env)\"}"
+    : "${SLURM_CONF:?no Slurm cluster: eval its env (tests/slurm/cluster.sh env, chroot.sh env $line)}"
+    python3 "$SCRIPT_DIR/pods.py" \
+        --line "$line" \
+        --controller-image "$(controller_tag)" \
+        --agent-image "$(agent_tag "$line")" \
+        --buildah "buildah --root $STORE/storage --runroot /run/slurm-maint-containers --storage-driver vfs" \
+        --chart "$REPO_ROOT/charts/slurm-maint"
+}
+
+main() {
+    [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, buildah with vfs, chroot)"
+    local cmd="${1:-}"
+    shift || true
+    case "$cmd" in
+        base) cmd_base "${1:?suite}" ;;
+        build) cmd_build ;;
+        run) cmd_run "${1:?Slurm line}" ;;
+        sizes) cmd_sizes ;;
+        buildah) bah "$@" ;;
+        *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+}
+
+main "$@"
