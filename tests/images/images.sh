@@ -8,8 +8,8 @@
 #                  --variant=minbase, trimmed like Debian's -slim images, saved as a tarball
 #                  in CACHE/images/ (rebuilt when its recipe changes) and imported into
 #                  buildah's storage as BASE_REF:SUITE
-#   build          the controller image and the agent image of each Slurm line (22.05,
-#                  24.11, 26.05) from ./Dockerfile with `buildah build` (layers cached),
+#   build [WHAT..] the controller image and the agent image of each Slurm line (22.05,
+#                  24.11, 26.05; WHAT: `controller` and/or lines, default all) from ./Dockerfile with `buildah build` (layers cached),
 #                  the binary copied in (BINARY_FROM=prebuilt: $SLURM_MAINT_BIN, default
 #                  $CARGO_TARGET_DIR/debug/slurm-maint, stripped); prints sizes and times
 #   run LINE       run the images as the chart runs them (tests/images/pods.py): needs
@@ -132,7 +132,8 @@ controller_tag() { echo "$CONTROLLER_REPO:$VERSION"; }
 agent_tag() { echo "$AGENT_REPO:$VERSION-slurm$1"; }
 
 cmd_build() {
-    local t0=$SECONDS line suite bin
+    local t0=$SECONDS line suite bin what=("$@")
+    ((${#what[@]})) || what=(controller "${LINES[@]}")
     TIMES=()
     command -v buildah >/dev/null || die "buildah not installed (apt-get install buildah)"
     bin="$(binary)"
@@ -145,9 +146,12 @@ cmd_build() {
         cmd_base "$suite"
     done
     TIMES+=("$(printf '%4s s  %s' $((SECONDS - t0)) "base images (bookworm, trixie, sid)")")
-    build_image controller "$(controller_tag)" --build-arg BASE_IMAGE="$BASE_REF:bookworm"
-    for line in "${LINES[@]}"; do
-        suite="$(suite_of "$line")"
+    for line in "${what[@]}"; do
+        if [[ "$line" == controller ]]; then
+            build_image controller "$(controller_tag)" --build-arg BASE_IMAGE="$BASE_REF:bookworm"
+            continue
+        fi
+        suite="$(suite_of "$line")" || die "unknown Slurm line '$line'"
         build_image agent "$(agent_tag "$line")" --build-arg BASE_IMAGE="$BASE_REF:$suite" \
             --build-arg DEBIAN_SUITE="$suite" --build-arg SLURM_LINE="$line"
     done
@@ -170,12 +174,12 @@ cmd_sizes() {
 check_images() {
     local ref line v
     ref="$(controller_tag)"
-    [[ "$(bah inspect --type image --format '{{json .OCIv1.Config.Entrypoint}} {{.OCIv1.Config.User}}' "$ref")" \
-        == '["/usr/local/bin/slurm-maint"] 65532:65532' ]] || die "$ref: unexpected entrypoint/user"
+    [[ "$(bah inspect --type image --format '{{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.User}}' "$ref")" \
+        == '[/usr/local/bin/slurm-maint] 65532:65532' ]] || die "$ref: unexpected entrypoint/user"
     for line in "${LINES[@]}"; do
         ref="$(agent_tag "$line")"
-        [[ "$(bah inspect --type image --format '{{json .OCIv1.Config.Entrypoint}} {{.OCIv1.Config.User}}' "$ref")" \
-            == '["/usr/local/bin/slurm-maint"] 401:401' ]] || die "$ref: unexpected entrypoint/user"
+        [[ "$(bah inspect --type image --format '{{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.User}}' "$ref")" \
+            == '[/usr/local/bin/slurm-maint] 401:401' ]] || die "$ref: unexpected entrypoint/user"
     done
     log "images checked: entrypoints and users"
 }
@@ -199,7 +203,7 @@ main() {
     shift || true
     case "$cmd" in
         base) cmd_base "${1:?suite}" ;;
-        build) cmd_build ;;
+        build) cmd_build "$@" ;;
         run) cmd_run "${1:?Slurm line}" ;;
         sizes) cmd_sizes ;;
         buildah) bah "$@" ;;
