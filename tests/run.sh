@@ -39,10 +39,12 @@ phase() {
 install_system_packages() {
     # Slurm 22.05 and munge from Debian; openssl for the TLS tests' certificates; curl, jq
     # and xz for tests/k8s (apiserver.sh installs the rest of its own needs); debootstrap for
-    # the Slurm 24.11 / 26.05 chroots (tests/slurm/chroot.sh).
+    # the Slurm 24.11 / 26.05 chroots (tests/slurm/chroot.sh) and the images' Debian bases;
+    # buildah and objcopy (binutils) for the images (tests/images/images.sh).
     local missing=() cmd
     for cmd in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge openssl:openssl \
-        curl:curl jq:jq xz:xz-utils python3:python3 debootstrap:debootstrap; do
+        curl:curl jq:jq xz:xz-utils python3:python3 debootstrap:debootstrap buildah:buildah \
+        objcopy:binutils; do
         command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd##*:}")
     done
     if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
@@ -171,6 +173,23 @@ live_suites_on_slurm() {
 }
 SLURM_VERSIONS=(22.05 24.11 26.05)
 
+# The images of ./Dockerfile (tests/images/images.sh): the controller and one agent per
+# Slurm line, built with buildah from debootstrapped Debian bases (cached in
+# ~/.cache/slurm-maint) with the debug binary the test phases built copied in.
+images_build() { bash tests/images/images.sh build; }
+# images_on_slurm VERSION: the chart installed on the real API server, its agent pod (agent +
+# munged sidecar) run from the VERSION agent image against that Slurm cluster (snapshot,
+# reboot), its controller pod from the controller image with the chart's ServiceAccount
+# token, a monitor-only policy Ready (tests/images/pods.py).
+images_on_slurm() {
+    local version="$1"
+    with_k8s
+    case "$version" in
+        22.05) with_slurm; bash tests/images/images.sh run 22.05 ;;
+        *) bash tests/slurm/chroot.sh live "$version" -- bash tests/images/images.sh run "$version" ;;
+    esac
+}
+
 phase "install: system packages" install_system_packages
 phase "install: Python packages (oci, helm-sdkpy, lupa, PyYAML)" install_python_packages
 phase "format" cargo fmt --check
@@ -193,6 +212,10 @@ phase "e2e against $K8S_NAME" e2e_real
 phase "API server conformance against $K8S_NAME (--lib apiserver::)" conformance_real
 for v in "${SLURM_VERSIONS[@]}"; do
     phase "live suites on Slurm $v against $K8S_NAME" live_suites_on_slurm "$v"
+done
+phase "images: build controller + agents (./Dockerfile, buildah)" images_build
+for v in "${SLURM_VERSIONS[@]}"; do
+    phase "images: the chart's pods on Slurm $v against $K8S_NAME (tests/images/)" images_on_slurm "$v"
 done
 
 cleanup

@@ -142,9 +142,13 @@ cmd_build() {
     # the debug binary's debug info is most of its size; the image needs none of it
     objcopy --strip-debug "$bin" "$CTX/slurm-maint"
     log "binary: $bin ($(du -h "$bin" | cut -f1), stripped $(du -h "$CTX/slurm-maint" | cut -f1))"
+    # the three debootstraps at once (network-bound; only when their tarballs are missing)
+    local pids=() rc=0
     for suite in bookworm trixie sid; do
-        cmd_base "$suite"
+        cmd_base "$suite" & pids+=($!)
     done
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    ((rc == 0)) || die "a base image failed"
     TIMES+=("$(printf '%4s s  %s' $((SECONDS - t0)) "base images (bookworm, trixie, sid)")")
     for line in "${what[@]}"; do
         if [[ "$line" == controller ]]; then
@@ -155,11 +159,23 @@ cmd_build() {
         build_image agent "$(agent_tag "$line")" --build-arg BASE_IMAGE="$BASE_REF:$suite" \
             --build-arg DEBIAN_SUITE="$suite" --build-arg SLURM_LINE="$line"
     done
+    prune
     echo "build times:"
     printf '  %s\n' "${TIMES[@]}"
     printf '  %4s s  all\n' $((SECONDS - t0))
     cmd_sizes
     check_images
+}
+
+# Drop the images earlier builds left untagged (leaves first, until none is left); the
+# layers the current images are built on stay, so the next build still hits the cache.
+prune() {
+    local i n
+    for ((i = 0; i < 8; i++)); do
+        n="$(bah rmi --prune 2>/dev/null | wc -l)"
+        ((n > 0)) || break
+    done
+    log "store: $(du -sh "$STORE" | cut -f1) in $STORE"
 }
 
 cmd_sizes() {
