@@ -135,6 +135,9 @@ with_k8s() {
 embedded_suite() { with_slurm; cargo test --all-targets --no-fail-fast; }
 k8s_smoke() { with_k8s; bash tests/k8s/smoke.sh; }
 chart_check() { with_k8s; bash tests/chart/check.sh; }
+# Slinky's and Soperator's charts at pinned commits (git clones cached in
+# ~/.cache/slurm-maint/next-to) rendered with ours and tests/chart/next-to/*.yaml
+next_to_check() { with_k8s; python3 tests/chart/next_to.py; }
 manifests_check() { with_k8s; bash tests/k8s/manifests.sh; }
 e2e_real() { with_k8s; cargo test --no-fail-fast --test e2e; }
 conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
@@ -206,6 +209,7 @@ fi
 echo "== real-server phases run against $K8S_NAME"
 # the chart first: Helm meets a server without our CRDs and creates them
 phase "Helm chart, RBAC, TokenRequest on $K8S_NAME (tests/chart/check.sh)" chart_check
+phase "Helm: the agent as a sidecar next to Slinky and Soperator on $K8S_NAME (tests/chart/next_to.py)" next_to_check
 phase "smoke: $K8S_NAME facts (tests/k8s/smoke.sh)" k8s_smoke
 phase "CRDs and manifests/ applied to $K8S_NAME (tests/k8s/manifests.sh)" manifests_check
 phase "e2e against $K8S_NAME" e2e_real
