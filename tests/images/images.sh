@@ -169,8 +169,11 @@ cmd_build() {
 
 # Drop the images earlier builds left untagged (leaves first, until none is left); the
 # layers the current images are built on stay, so the next build still hits the cache.
+# (Nothing else may be using this store meanwhile: every working container goes.)
 prune() {
     local i n
+    # working containers `buildah build` leaves behind for stages used only by COPY --from
+    bah rm --all >/dev/null
     for ((i = 0; i < 8; i++)); do
         n="$(bah rmi --prune 2>/dev/null | wc -l)"
         ((n > 0)) || break
@@ -197,7 +200,16 @@ check_images() {
         [[ "$(bah inspect --type image --format '{{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.User}}' "$ref")" \
             == '[/usr/local/bin/slurm-maint] 401:401' ]] || die "$ref: unexpected entrypoint/user"
     done
-    log "images checked: entrypoints and users"
+    # the controller's root holds the binary, its libraries, CA certificates, passwd/group
+    # and nothing else: no shell, no package manager
+    local ctr root extra
+    ctr="$(bah from --pull=never "$(controller_tag)")"
+    root="$(bah mount "$ctr")"
+    extra="$(cd "$root" && find . -type f -o -type l | grep -Ev '^\./(usr/local/bin/slurm-maint|etc/ssl/certs/ca-certificates\.crt|etc/(passwd|group)|lib64/ld-linux-x86-64\.so\.2|lib/x86_64-linux-gnu/lib(c|m|gcc_s)\.so\.[0-9]+)$' || true)"
+    bah umount "$ctr" >/dev/null
+    bah rm "$ctr" >/dev/null
+    [[ -z "$extra" ]] || die "the controller image has more than the binary needs: $extra"
+    log "images checked: entrypoints and users; the controller's root is the binary, libc/libm/libgcc_s, CA certificates, passwd/group (no shell)"
 }
 
 cmd_run() {

@@ -24,6 +24,7 @@ Environment: SLURM_MAINT_E2E_KUBECONFIG, SLURM_MAINT_KUBECTL (tests/k8s/apiserve
 SLURM_CONF and SLURM_TEST_DIR of the cluster (its munge key: SLURM_TEST_DIR/munge/munge.key).
 """
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -459,7 +460,6 @@ def main():
         with open(vpath, "w") as f:
             yaml.safe_dump(values, f)
         os.environ["KUBECONFIG"] = kube.kubeconfig
-        import asyncio
         rel = asyncio.run(helm.helm.Install(helm.config(ns)).run(release, a.chart, values=values, wait=False, timeout=120))
         installed = True
         docs = [d for d in yaml.safe_load_all(rel["manifest"]) if d]
@@ -551,6 +551,26 @@ def main():
         forbidden = [line for line in ctl.logs("controller", 400).splitlines() if "403" in line or "forbidden" in line.lower()]
         if forbidden:
             raise Fail("the controller met 403s with the chart's ServiceAccount:\n" + "\n".join(forbidden[:10]))
+        # -- the chart's default user (401, non-root): the same pod reads Slurm; the
+        # test cluster's SlurmUser is root, so Slurm itself refuses it a reboot
+        agent.stop()
+        pods.remove(agent)
+        values["agent"].pop("runAsUser")
+        values["agent"].pop("runAsGroup")
+        rel = asyncio.run(helm.helm.Upgrade(helm.config(ns)).run(release, a.chart, values=values, wait=False, timeout=120))
+        dep = next(d for d in yaml.safe_load_all(rel["manifest"]) if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-agent"))
+        dep["metadata"].setdefault("namespace", ns)
+        agent = Pod(kube, buildah, dep, work, node_env)
+        pods.append(agent)
+        agent.start(images)
+        agent.wait_ready()
+        status, snap = http("GET", f"{base}/v1/partitions/batch/snapshot", token)
+        if status != 200 or len(snap["nodes"]) != len(nodes):
+            raise Fail(f"snapshot as uid 401: {status} {snap}\n--- agent log:\n{agent.logs('agent')}")
+        status, body = http("POST", f"{base}/v1/nodes/{victim}/reboot", token, {"reason": "image test reboot"})
+        if status == 200 or "denied" not in json.dumps(body).lower():
+            raise Fail(f"reboot as uid 401 on a cluster whose SlurmUser is root: {status} {body} (want Slurm's refusal)")
+        log(f"as the chart's default uid 401: snapshot of {len(snap['nodes'])} nodes; reboot refused by Slurm ({status}: {str(body)[:160]})")
         log(f"Slurm {a.line}: images ran as the chart runs them ({time.monotonic() - t0:.0f} s)")
         return 0
     except (Fail, helm.helm.HelmError) as e:
@@ -562,7 +582,6 @@ def main():
         if installed:
             try:
                 kube.run("-n", ns, "delete", "maintenancepolicy", "--all", "--wait=false")
-                import asyncio
                 asyncio.run(helm.helm.Uninstall(helm.config(ns)).run(release, wait=False, timeout=120))
             except Exception as e:  # noqa: BLE001
                 print(f"pods.py: cleanup: {e}", file=sys.stderr)
