@@ -15,6 +15,10 @@
 #   run LINE       run the images as the chart runs them (tests/images/pods.py): needs
 #                  SLURM_MAINT_E2E_KUBECONFIG (tests/k8s/apiserver.sh) and the Slurm LINE
 #                  cluster's env (tests/slurm/cluster.sh env | chroot.sh env LINE)
+#   from-source    the user path, not run by CI (a release build: minutes of both cores):
+#                  a stand-in for rust:1.89-slim-bookworm (the bookworm base, gcc, rustup's
+#                  minimal 1.89.0 profile, as that image is made) and both targets built
+#                  with BINARY_FROM=build from this checkout, tagged localhost/from-source/...
 #   sizes          the images and their sizes
 #   buildah ARGS   buildah with this script's storage (for poking around)
 #
@@ -225,6 +229,45 @@ cmd_run() {
         --chart "$REPO_ROOT/charts/slurm-maint"
 }
 
+# A stand-in for docker.io/library/rust:1.89-slim-bookworm, made as that image is made.
+rust_base() {
+    local ref=localhost/slurm-maint-base/rust:1.89-slim-bookworm ctr
+    bah inspect --type image "$ref" >/dev/null 2>&1 && { echo "$ref"; return; }
+    ctr="$(bah from --pull=never "$BASE_REF:bookworm")"
+    bah run --isolation chroot "$ctr" -- sh -euc '
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ca-certificates gcc libc6-dev curl
+        curl -sSf -o /tmp/rustup-init https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init
+        chmod +x /tmp/rustup-init
+        RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo /tmp/rustup-init -y -q --no-modify-path --profile minimal --default-toolchain 1.89.0
+        rm -rf /tmp/rustup-init /var/lib/apt/lists/*' >&2
+    bah config --env RUSTUP_HOME=/usr/local/rustup --env CARGO_HOME=/usr/local/cargo \
+        --env PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
+    bah commit --quiet --rm "$ctr" "$ref" >/dev/null
+    echo "$ref"
+}
+
+cmd_from_source() {
+    local rust t0=$SECONDS t
+    rust="$(rust_base)"
+    log "rust base $rust ready ($((SECONDS - t0)) s)"
+    t=$SECONDS
+    nice -n 19 buildah --root "$STORE/storage" --runroot /run/slurm-maint-containers --storage-driver vfs \
+        build --layers --pull=never --isolation chroot --target controller \
+        --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:bookworm" \
+        -t "localhost/from-source/slurm-maint:$VERSION" "$REPO_ROOT" >&2
+    log "controller from source in $((SECONDS - t)) s"
+    t=$SECONDS
+    bah build --layers --pull=never --isolation chroot --target agent \
+        --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:trixie" \
+        --build-arg DEBIAN_SUITE=trixie --build-arg SLURM_LINE=24.11 \
+        -t "localhost/from-source/slurm-maint-agent:$VERSION-slurm24.11" "$REPO_ROOT" >&2
+    log "agent (24.11) from source in $((SECONDS - t)) s"
+    for ref in "localhost/from-source/slurm-maint:$VERSION" "localhost/from-source/slurm-maint-agent:$VERSION-slurm24.11"; do
+        printf '  %-55s %s\n' "$ref" "$(bah images --format '{{.Size}}' "$ref")"
+    done
+}
+
 main() {
     [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, buildah with vfs, chroot)"
     local cmd="${1:-}"
@@ -234,6 +277,7 @@ main() {
         build) cmd_build "$@" ;;
         run) cmd_run "${1:?Slurm line}" ;;
         sizes) cmd_sizes ;;
+        from-source) cmd_from_source ;;
         buildah) bah "$@" ;;
         *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
     esac

@@ -577,11 +577,17 @@ def main():
         print(f"pods.py: FAIL (Slurm {a.line}): {e}", file=sys.stderr, flush=True)
         return 1
     finally:
+        # the policy first, while the controller runs to take its finalizer off
+        try:
+            kube.run("-n", ns, "delete", "maintenancepolicy", "--all", "--timeout=60s")
+        except Fail as e:
+            print(f"pods.py: cleanup: {e}; taking the finalizers off", file=sys.stderr)
+            for name in kube.run("-n", ns, "get", "maintenancepolicy", "-o", "name").split():
+                kube.run("-n", ns, "patch", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
         for p in reversed(pods):
             p.stop()
         if installed:
             try:
-                kube.run("-n", ns, "delete", "maintenancepolicy", "--all", "--wait=false")
                 asyncio.run(helm.helm.Uninstall(helm.config(ns)).run(release, wait=False, timeout=120))
             except Exception as e:  # noqa: BLE001
                 print(f"pods.py: cleanup: {e}", file=sys.stderr)
