@@ -448,7 +448,6 @@ def main():
             "rbac": {"policyNamespaces": [ns]},
             "podDisruptionBudget": {"enabled": False},
             "agent": {
-                "slurmVersion": a.line,
                 "port": agent_port,
                 # the test cluster's SlurmUser is root: only root may reboot its nodes
                 "runAsUser": 0, "runAsGroup": 0,
@@ -456,9 +455,12 @@ def main():
                 "logLevel": "info,slurm_maint=debug",
             },
         }
-        vpath = os.path.join(work, "values.yaml")
-        with open(vpath, "w") as f:
-            yaml.safe_dump(values, f)
+        # the chart's default Slurm line is left to the chart: its default images must be
+        # the ones built
+        with open(os.path.join(a.chart, "values.yaml")) as f:
+            default_line = str(yaml.safe_load(f)["agent"]["slurmVersion"])
+        if a.line != default_line:
+            values["agent"]["slurmVersion"] = a.line
         os.environ["KUBECONFIG"] = kube.kubeconfig
         rel = asyncio.run(helm.helm.Install(helm.config(ns)).run(release, a.chart, values=values, wait=False, timeout=120))
         installed = True
@@ -472,7 +474,8 @@ def main():
         refs = {c["image"] for d in deps.values() for c in d["spec"]["template"]["spec"]["containers"]}
         if refs != want:
             raise Fail(f"the chart's images {sorted(refs)} are not the built ones {sorted(want)}")
-        log(f"chart installed in {ns}; its images are the built ones: {sorted(refs)}")
+        log(f"chart installed in {ns}; its images are the built ones: {sorted(refs)}"
+            + (" (the chart's default images)" if a.line == default_line else ""))
         images = {r: Image(buildah, r) for r in refs}
 
         host, port = kube.server.removeprefix("https://").rsplit(":", 1)
