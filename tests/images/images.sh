@@ -19,6 +19,7 @@
 #                  a stand-in for rust:1.89-slim-bookworm (the bookworm base, gcc, rustup's
 #                  minimal 1.89.0 profile, as that image is made) and both targets built
 #                  with BINARY_FROM=build from this checkout, tagged localhost/from-source/...
+#                  (BUILD_CA_BUNDLE: a CA bundle for the fetching steps, behind a TLS proxy)
 #   sizes          the images and their sizes
 #   buildah ARGS   buildah with this script's storage (for poking around)
 #
@@ -231,12 +232,14 @@ cmd_run() {
 
 # A stand-in for docker.io/library/rust:1.89-slim-bookworm, made as that image is made.
 rust_base() {
+    set -e   # (a command substitution does not inherit errexit)
     local ref=localhost/slurm-maint-base/rust:1.89-slim-bookworm ctr
     bah inspect --type image "$ref" >/dev/null 2>&1 && { echo "$ref"; return; }
     ctr="$(bah from --pull=never "$BASE_REF:bookworm")"
     bah run --isolation chroot "$ctr" -- sh -euc '
         apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ca-certificates gcc libc6-dev curl
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ca-certificates gcc libc6-dev curl' >&2
+    bah run --isolation chroot "${CA_MOUNT[@]}" "$ctr" -- sh -euc '
         curl -sSf -o /tmp/rustup-init https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init
         chmod +x /tmp/rustup-init
         RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo /tmp/rustup-init -y -q --no-modify-path --profile minimal --default-toolchain 1.89.0
@@ -249,17 +252,23 @@ rust_base() {
 
 cmd_from_source() {
     local rust t0=$SECONDS t
+    # behind a TLS-intercepting proxy: its CA bundle for the steps that fetch (rustup, cargo)
+    CA_MOUNT=()
+    [[ -n "${BUILD_CA_BUNDLE:-}" ]] && CA_MOUNT=(-v "$BUILD_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
     rust="$(rust_base)"
+    bah inspect --type image --format '{{.OCIv1.Config.Env}}' "$rust" | grep -q CARGO_HOME || die "no rust base"
     log "rust base $rust ready ($((SECONDS - t0)) s)"
     t=$SECONDS
+    # BINARY_FROM explicitly: buildah (1.28) finds the stages `FROM ${BINARY_FROM}` uses from
+    # the command line's build args only, and skips `build` when it is left to its default
     nice -n 19 buildah --root "$STORE/storage" --runroot /run/slurm-maint-containers --storage-driver vfs \
-        build --layers --pull=never --isolation chroot --target controller \
-        --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:bookworm" \
+        build --layers --pull=never --isolation chroot --target controller "${CA_MOUNT[@]}" \
+        --build-arg BINARY_FROM=build --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:bookworm" \
         -t "localhost/from-source/slurm-maint:$VERSION" "$REPO_ROOT" >&2
     log "controller from source in $((SECONDS - t)) s"
     t=$SECONDS
-    bah build --layers --pull=never --isolation chroot --target agent \
-        --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:trixie" \
+    bah build --layers --pull=never --isolation chroot --target agent "${CA_MOUNT[@]}" \
+        --build-arg BINARY_FROM=build --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:trixie" \
         --build-arg DEBIAN_SUITE=trixie --build-arg SLURM_LINE=24.11 \
         -t "localhost/from-source/slurm-maint-agent:$VERSION-slurm24.11" "$REPO_ROOT" >&2
     log "agent (24.11) from source in $((SECONDS - t)) s"
