@@ -23,8 +23,9 @@
 #   sizes          the images and their sizes
 #   buildah ARGS   buildah with this script's storage (for poking around)
 #
-# Storage: buildah with the vfs driver and chroot isolation (no overlay, no user
-# namespaces, no daemon), its store in CACHE/containers (so warm builds reuse layers).
+# Storage: buildah with chroot isolation (no user namespaces, no daemon) and the overlay
+# driver, or vfs where overlay cannot be mounted (see driver()); its store in
+# CACHE/containers/DRIVER, so warm builds reuse layers.
 # CACHE = $SLURM_MAINT_CACHE, default ~/.cache/slurm-maint. DEBIAN_MIRROR as chroot.sh.
 set -euo pipefail
 
@@ -52,7 +53,32 @@ suite_of() {
     esac
 }
 
-bah() { buildah --root "$STORE/storage" --runroot /run/slurm-maint-containers --storage-driver vfs "$@"; }
+# The storage driver: overlay where the kernel allows it here (a cached build takes seconds),
+# else vfs (every layer and working container a full copy); SLURM_MAINT_BUILDAH_DRIVER to
+# choose. Each driver has a store of its own.
+driver() {
+    if [[ -z "${DRIVER:-}" ]]; then
+        DRIVER="${SLURM_MAINT_BUILDAH_DRIVER:-}"
+        if [[ -z "$DRIVER" ]]; then
+            DRIVER=vfs
+            mkdir -p "$STORE/overlay"
+            buildah --root "$STORE/overlay" --runroot /run/slurm-maint-containers-overlay --storage-driver overlay \
+                images >/dev/null 2>&1 && DRIVER=overlay
+        fi
+    fi
+    echo "$DRIVER"
+}
+buildah_argv() {
+    local d
+    d="$(driver)"
+    echo "buildah --root $STORE/$d --runroot /run/slurm-maint-containers-$d --storage-driver $d"
+}
+bah() {
+    local argv
+    argv="$(buildah_argv)"
+    # shellcheck disable=SC2086
+    $argv "$@"
+}
 
 # --- base images --------------------------------------------------------------
 
@@ -157,6 +183,10 @@ cmd_build() {
     TIMES+=("$(printf '%4s s  %s' $((SECONDS - t0)) "base images (bookworm, trixie, sid)")")
     for line in "${what[@]}"; do
         if [[ "$line" == controller ]]; then
+            # its root-gathering stage tagged too: the controller image is FROM scratch, so
+            # nothing else would keep that stage's layers (apt) from the prune below
+            build_image controller-root localhost/slurm-maint-cache/controller-root:latest \
+                --build-arg BASE_IMAGE="$BASE_REF:bookworm"
             build_image controller "$(controller_tag)" --build-arg BASE_IMAGE="$BASE_REF:bookworm"
             continue
         fi
@@ -183,7 +213,7 @@ prune() {
         n="$(bah rmi --prune 2>/dev/null | wc -l)"
         ((n > 0)) || break
     done
-    log "store: $(du -sh "$STORE" | cut -f1) in $STORE"
+    log "store: $(du -sh "$STORE/$(driver)" | cut -f1) in $STORE/$(driver) ($(driver) driver)"
 }
 
 cmd_sizes() {
@@ -226,7 +256,7 @@ cmd_run() {
         --line "$line" \
         --controller-image "$(controller_tag)" \
         --agent-image "$(agent_tag "$line")" \
-        --buildah "buildah --root $STORE/storage --runroot /run/slurm-maint-containers --storage-driver vfs" \
+        --buildah "$(buildah_argv)" \
         --chart "$REPO_ROOT/charts/slurm-maint"
 }
 
@@ -261,8 +291,8 @@ cmd_from_source() {
     t=$SECONDS
     # BINARY_FROM explicitly: buildah (1.28) finds the stages `FROM ${BINARY_FROM}` uses from
     # the command line's build args only, and skips `build` when it is left to its default
-    nice -n 19 buildah --root "$STORE/storage" --runroot /run/slurm-maint-containers --storage-driver vfs \
-        build --layers --pull=never --isolation chroot --target controller "${CA_MOUNT[@]}" \
+    # shellcheck disable=SC2046
+    nice -n 19 $(buildah_argv) build --layers --pull=never --isolation chroot --target controller "${CA_MOUNT[@]}" \
         --build-arg BINARY_FROM=build --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:bookworm" \
         -t "localhost/from-source/slurm-maint:$VERSION" "$REPO_ROOT" >&2
     log "controller from source in $((SECONDS - t)) s"
@@ -278,7 +308,9 @@ cmd_from_source() {
 }
 
 main() {
-    [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, buildah with vfs, chroot)"
+    [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, buildah, chroot)"
+    command -v buildah >/dev/null || die "buildah not installed (apt-get install buildah)"
+    DRIVER="$(driver)"
     local cmd="${1:-}"
     shift || true
     case "$cmd" in
