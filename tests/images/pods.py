@@ -506,7 +506,11 @@ def main():
         status, body = http("GET", f"{base}/v1/partitions/batch/snapshot")
         if status != 401:
             raise Fail(f"snapshot without a token answered {status}, not 401")
-        victim = sorted(nodes)[-1]
+        # a node in service and idle (earlier suites may leave others drained or reserved)
+        idle = sorted(n for n, v in nodes.items() if v["state"] == {"base": "IDLE", "flags": []} and not v.get("reservation"))
+        if not idle:
+            raise Fail(f"no idle node in service to reboot: {json.dumps(snap['nodes'])}")
+        victim = idle[-1]
         before = nodes[victim]["boot_time"]
         status, body = http("POST", f"{base}/v1/nodes/{victim}/reboot", token, {"reason": "image test reboot"})
         if status != 200:
