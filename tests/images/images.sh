@@ -62,16 +62,18 @@ driver() {
         if [[ -z "$DRIVER" ]]; then
             DRIVER=vfs
             mkdir -p "$STORE/overlay"
-            buildah --root "$STORE/overlay" --runroot /run/slurm-maint-containers-overlay --storage-driver overlay \
+            buildah --root "$STORE/overlay" --runroot "$(runroot overlay)" --storage-driver overlay \
                 images >/dev/null 2>&1 && DRIVER=overlay
         fi
     fi
     echo "$DRIVER"
 }
+# buildah's run state (locks, mount counts) on tmpfs, one per store
+runroot() { echo "/run/slurm-maint-containers/$(printf '%s' "$STORE" | sha1sum | cut -c1-8)-$1"; }
 buildah_argv() {
     local d
     d="$(driver)"
-    echo "buildah --root $STORE/$d --runroot /run/slurm-maint-containers-$d --storage-driver $d"
+    echo "buildah --root $STORE/$d --runroot $(runroot "$d") --storage-driver $d"
 }
 bah() {
     local argv
