@@ -291,15 +291,21 @@ cmd_from_source() {
     bah inspect --type image --format '{{.OCIv1.Config.Env}}' "$rust" | grep -q CARGO_HOME || die "no rust base"
     log "rust base $rust ready ($((SECONDS - t0)) s)"
     t=$SECONDS
+    # the compile stage alone first: the CA mount (for cargo's downloads) would cover every
+    # RUN, and apt's ca-certificates cannot write a bundle mounted over its own
+    # shellcheck disable=SC2046
+    nice -n 19 $(buildah_argv) build --layers --pull=never --isolation chroot --target build "${CA_MOUNT[@]}" \
+        --build-arg RUST_IMAGE="$rust" -t localhost/slurm-maint-cache/build:latest "$REPO_ROOT" >&2
+    log "release binary (stage build) in $((SECONDS - t)) s"
     # BINARY_FROM explicitly: buildah (1.28) finds the stages `FROM ${BINARY_FROM}` uses from
     # the command line's build args only, and skips `build` when it is left to its default
-    # shellcheck disable=SC2046
-    nice -n 19 $(buildah_argv) build --layers --pull=never --isolation chroot --target controller "${CA_MOUNT[@]}" \
+    t=$SECONDS
+    bah build --layers --pull=never --isolation chroot --target controller \
         --build-arg BINARY_FROM=build --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:bookworm" \
         -t "localhost/from-source/slurm-maint:$VERSION" "$REPO_ROOT" >&2
     log "controller from source in $((SECONDS - t)) s"
     t=$SECONDS
-    bah build --layers --pull=never --isolation chroot --target agent "${CA_MOUNT[@]}" \
+    bah build --layers --pull=never --isolation chroot --target agent \
         --build-arg BINARY_FROM=build --build-arg RUST_IMAGE="$rust" --build-arg BASE_IMAGE="$BASE_REF:trixie" \
         --build-arg DEBIAN_SUITE=trixie --build-arg SLURM_LINE=24.11 \
         -t "localhost/from-source/slurm-maint-agent:$VERSION-slurm24.11" "$REPO_ROOT" >&2
