@@ -39,10 +39,12 @@ phase() {
 install_system_packages() {
     # Slurm 22.05 and munge from Debian; openssl for the TLS tests' certificates; curl, jq
     # and xz for tests/k8s (apiserver.sh installs the rest of its own needs); debootstrap for
-    # the Slurm 24.11 / 26.05 chroots (tests/slurm/chroot.sh).
+    # the Slurm 24.11 / 26.05 chroots (tests/slurm/chroot.sh) and the images' Debian bases;
+    # buildah and objcopy (binutils) for the images (tests/images/images.sh).
     local missing=() cmd
     for cmd in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge openssl:openssl \
-        curl:curl jq:jq xz:xz-utils python3:python3 debootstrap:debootstrap; do
+        curl:curl jq:jq xz:xz-utils python3:python3 debootstrap:debootstrap buildah:buildah \
+        objcopy:binutils; do
         command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("${cmd##*:}")
     done
     if ! python3 -m pip --version >/dev/null 2>&1; then missing+=(python3-pip); fi
@@ -133,6 +135,9 @@ with_k8s() {
 embedded_suite() { with_slurm; cargo test --all-targets --no-fail-fast; }
 k8s_smoke() { with_k8s; bash tests/k8s/smoke.sh; }
 chart_check() { with_k8s; bash tests/chart/check.sh; }
+# Slinky's and Soperator's charts at pinned commits (git clones cached in
+# ~/.cache/slurm-maint/next-to) rendered with ours and tests/chart/next-to/*.yaml
+next_to_check() { with_k8s; python3 tests/chart/next_to.py; }
 manifests_check() { with_k8s; bash tests/k8s/manifests.sh; }
 e2e_real() { with_k8s; cargo test --no-fail-fast --test e2e; }
 conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
@@ -171,6 +176,23 @@ live_suites_on_slurm() {
 }
 SLURM_VERSIONS=(22.05 24.11 26.05)
 
+# The images of ./Dockerfile (tests/images/images.sh): the controller and one agent per
+# Slurm line, built with buildah from debootstrapped Debian bases (cached in
+# ~/.cache/slurm-maint) with the debug binary the test phases built copied in.
+images_build() { bash tests/images/images.sh build; }
+# images_on_slurm VERSION: the chart installed on the real API server, its agent pod (agent +
+# munged sidecar) run from the VERSION agent image against that Slurm cluster (snapshot,
+# reboot), its controller pod from the controller image with the chart's ServiceAccount
+# token, a monitor-only policy Ready (tests/images/pods.py).
+images_on_slurm() {
+    local version="$1"
+    with_k8s
+    case "$version" in
+        22.05) with_slurm; bash tests/images/images.sh run 22.05 ;;
+        *) bash tests/slurm/chroot.sh live "$version" -- bash tests/images/images.sh run "$version" ;;
+    esac
+}
+
 phase "install: system packages" install_system_packages
 phase "install: Python packages (oci, helm-sdkpy, lupa, PyYAML)" install_python_packages
 phase "format" cargo fmt --check
@@ -187,12 +209,17 @@ fi
 echo "== real-server phases run against $K8S_NAME"
 # the chart first: Helm meets a server without our CRDs and creates them
 phase "Helm chart, RBAC, TokenRequest on $K8S_NAME (tests/chart/check.sh)" chart_check
+phase "Helm: the agent as a sidecar next to Slinky and Soperator on $K8S_NAME (tests/chart/next_to.py)" next_to_check
 phase "smoke: $K8S_NAME facts (tests/k8s/smoke.sh)" k8s_smoke
 phase "CRDs and manifests/ applied to $K8S_NAME (tests/k8s/manifests.sh)" manifests_check
 phase "e2e against $K8S_NAME" e2e_real
 phase "API server conformance against $K8S_NAME (--lib apiserver::)" conformance_real
 for v in "${SLURM_VERSIONS[@]}"; do
     phase "live suites on Slurm $v against $K8S_NAME" live_suites_on_slurm "$v"
+done
+phase "images: build controller + agents (./Dockerfile, buildah)" images_build
+for v in "${SLURM_VERSIONS[@]}"; do
+    phase "images: the chart's pods on Slurm $v against $K8S_NAME (tests/images/)" images_on_slurm "$v"
 done
 
 cleanup

@@ -73,10 +73,20 @@ app.kubernetes.io/component: agent
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The agent image: tag <appVersion>-slurm<agent.slurmVersion> unless set. */}}
 {{- define "slurm-maint.agent.image" -}}
-{{- $repo := default .Values.image.repository .Values.agent.image.repository }}
-{{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.agent.image.tag }}
-{{- printf "%s:%s" $repo $tag }}
+{{- $tag := default (printf "%s-slurm%s" (default .Chart.AppVersion .Values.image.tag) .Values.agent.slurmVersion) .Values.agent.image.tag }}
+{{- printf "%s:%s" .Values.agent.image.repository $tag }}
+{{- end }}
+
+{{/* The munged sidecar's image: the agent image unless set. */}}
+{{- define "slurm-maint.munge.image" -}}
+{{- $m := .Values.agent.slurm.munge.image }}
+{{- if $m.repository }}
+{{- ternary (printf "%s:%s" $m.repository $m.tag) $m.repository (ne $m.tag "") }}
+{{- else }}
+{{- include "slurm-maint.agent.image" . }}
+{{- end }}
 {{- end }}
 
 {{/* Namespaces holding MaintenancePolicies (the release namespace by default). */}}
@@ -96,9 +106,6 @@ app.kubernetes.io/component: agent
 {{- if .Values.agent.enabled }}
 {{- if and .Values.agent.slurm.configMap .Values.agent.slurm.hostPath }}
 {{- fail "agent.slurm.configMap and agent.slurm.hostPath are alternatives: set one" }}
-{{- end }}
-{{- if and (eq .Values.agent.slurm.auth "munge") .Values.agent.slurm.keySecret.name (not .Values.agent.slurm.munge.image.repository) }}
-{{- fail "agent.slurm.auth=munge runs a munged sidecar: set agent.slurm.munge.image.repository to an image with munged" }}
 {{- end }}
 {{- end }}
 {{- end }}
