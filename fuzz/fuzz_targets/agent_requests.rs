@@ -7,8 +7,8 @@
 //!
 //! Checked: no panic and no 5xx but 502 (Slurm's own failure); a request refused with
 //! 400 ran no command; a path parameter the validators refuse never reached a command;
-//! every argument of every command is printable ASCII without shell metacharacters, and
-//! only the agent's own fixed options start with `-`.
+//! every argument of every command is printable ASCII without quotes, `` ` ``, `$`, `;`,
+//! `|`, `&` or `\`, and only the agent's own fixed options start with `-`.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -79,8 +79,10 @@ fn safe_argument(a: &str) -> bool {
     if a == SQUEUE_FORMAT {
         return true;
     }
+    // The agent's promise (validate::reason, the widest of its rules): printable ASCII
+    // without quotes, `` ` ``, `$`, `;`, `|`, `&`, `\`.
     a.bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && !b"'\"`$;|&\\<>*?".contains(&b))
+        .all(|b| (b' '..=b'~').contains(&b) && !b"'\"`$;|&\\".contains(&b))
         && (!a.starts_with('-') || OPTIONS.contains(&a))
 }
 
