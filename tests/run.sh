@@ -55,6 +55,17 @@ install_system_packages() {
     fi
 }
 
+install_prometheus() {
+    # Debian's Prometheus: promtool for the chart's alert rules, the server for the
+    # end-to-end alert test (tests/alerts_live.rs). No recommends (node exporter).
+    if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+        echo "installing prometheus"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    fi
+    promtool --version | head -n 1
+}
+
 pip_install() {
     python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
 }
@@ -133,6 +144,14 @@ with_k8s() {
 }
 
 embedded_suite() { with_slurm; cargo test --all-targets --no-fail-fast; }
+# The fuzz targets (fuzz/, its own workspace), a few seconds each from the committed seeds;
+# built once into a cache outside the clone (a release build of the whole crate).
+fuzz_smoke() {
+    (cd fuzz && cargo fmt --check)
+    FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/slurm-maint/fuzz-target}" \
+        bash fuzz/run.sh smoke "${FUZZ_SECONDS:-5}"
+}
+alert_rules() { with_k8s; bash tests/alerts/rules.sh test; }
 k8s_smoke() { with_k8s; bash tests/k8s/smoke.sh; }
 chart_check() { with_k8s; bash tests/chart/check.sh; }
 # Slinky's and Soperator's charts at pinned commits (git clones cached in
@@ -144,9 +163,10 @@ conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
 
 # live_suites_on_slurm VERSION: the live test binaries against a real Slurm VERSION
 # cluster and the real API server (SLURM_MAINT_E2E_KUBECONFIG).
-#   22.05: the host's cluster (tests/slurm/cluster.sh, started above); its slurm_live and
-#          agent_live already ran in the embedded-server phase, so controller_live and
-#          oci_live run here.
+#   22.05: the host's cluster (tests/slurm/cluster.sh, started above); its slurm_live,
+#          agent_live and agent_abuse already ran in the embedded-server phase, so
+#          controller_live, oci_live, alerts_live (a real Prometheus) and faults_live
+#          (slurmctld stopped mid-campaign) run here.
 #   24.11 (trixie), 26.05 (sid): `tests/slurm/chroot.sh live VERSION -- CMD` brings that
 #          cluster up in its chroot (built once, ~1 min, then cached in
 #          ~/.cache/slurm-maint), exports its env (the agent and the Slurm commands the tests
@@ -158,7 +178,8 @@ live_suites_on_slurm() {
     case "$version" in
         22.05)
             with_slurm
-            cargo test --no-fail-fast --test controller_live --test oci_live
+            cargo test --no-fail-fast --test controller_live --test oci_live --test alerts_live \
+                --test faults_live
             ;;
         24.11 | 26.05)
             # its own cluster in a Debian chroot (trixie, sid; built once and cached), beside
@@ -195,8 +216,10 @@ images_on_slurm() {
 
 phase "install: system packages" install_system_packages
 phase "install: Python packages (oci, helm-sdkpy, lupa, PyYAML)" install_python_packages
+phase "install: Prometheus and promtool (Debian)" install_prometheus
 phase "format" cargo fmt --check
 phase "lints" cargo clippy --all-targets -- -D warnings
+phase "fuzz smoke: every cargo-fuzz target ${FUZZ_SECONDS:-5} s (fuzz/run.sh)" fuzz_smoke
 phase "real Slurm 22.05 cluster" slurm_up
 phase "tests (embedded API server)" embedded_suite
 phase "Kubernetes API server (tests/k8s/apiserver.sh)" k8s_up
@@ -210,6 +233,7 @@ echo "== real-server phases run against $K8S_NAME"
 # the chart first: Helm meets a server without our CRDs and creates them
 phase "Helm chart, RBAC, TokenRequest on $K8S_NAME (tests/chart/check.sh)" chart_check
 phase "Helm: the agent as a sidecar next to Slinky and Soperator on $K8S_NAME (tests/chart/next_to.py)" next_to_check
+phase "alert rules: rendered from the chart, promtool test rules (tests/alerts/rules.sh)" alert_rules
 phase "smoke: $K8S_NAME facts (tests/k8s/smoke.sh)" k8s_smoke
 phase "CRDs and manifests/ applied to $K8S_NAME (tests/k8s/manifests.sh)" manifests_check
 phase "e2e against $K8S_NAME" e2e_real

@@ -166,7 +166,8 @@ pub struct ErrorBody {
     pub error: String,
     /// `Unauthorized`, `InvalidName`, `InvalidValue`, `BadRequest`, `NotOwned`,
     /// `NotFound`, `NotPreemptable`, `ForeignDrain`, `AlreadyExists`, `SlurmFailed`,
-    /// `SlurmTimeout`, `SlurmUnavailable`, `SlurmOutput`, `SlurmctldDown`.
+    /// `SlurmTimeout`, `SlurmUnavailable`, `SlurmOutput`, `SlurmctldDown`,
+    /// `PayloadTooLarge`, `RequestTimeout`.
     pub code: String,
 }
 

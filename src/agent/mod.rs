@@ -83,6 +83,11 @@ pub struct AgentArgs {
     /// `agent::snapshot`).
     #[arg(long, default_value = "5m", value_parser = parse_ttl)]
     pub partition_cache_ttl: Duration,
+    /// A client must send a request's headers, and then its body, within this time, e.g.
+    /// 10s: slower ones are disconnected (headers) or answered 408 (body), and hold
+    /// nothing but their own connection.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Jobs with this QOS are preemptable (repeatable).
     #[arg(long = "preemptable-qos")]
     pub preemptable_qos: Vec<String>,
@@ -143,8 +148,6 @@ pub enum AgentError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 impl AgentArgs {
@@ -183,6 +186,7 @@ impl AgentArgs {
             preemptable_qos: self.preemptable_qos.clone(),
             partition_cache_ttl: self.partition_cache_ttl,
             tz: TimeZone::system(),
+            request_timeout: self.request_timeout,
         })
     }
 
@@ -223,18 +227,11 @@ pub async fn serve(args: AgentArgs) -> Result<(), AgentError> {
         tls = tls.is_some(),
         client_certificates = args.tls_client_ca.is_some(),
         timeout_s = args.command_timeout.as_secs_f64(),
+        request_timeout_s = args.request_timeout.as_secs_f64(),
         "agent listening"
     );
-    match tls {
-        Some(tls) => {
-            tls::serve(listener, tls, app, shutdown()).await;
-            Ok(())
-        }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(AgentError::Serve),
-    }
+    tls::serve_http(listener, tls, app, args.request_timeout, shutdown()).await;
+    Ok(())
 }
 
 async fn shutdown() {

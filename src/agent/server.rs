@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -11,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use subtle::ConstantTimeEq;
@@ -30,6 +32,13 @@ use crate::slurm::{Job, Node};
 
 /// Longest reservation the agent creates: 366 days, in minutes.
 pub const MAX_DURATION_MINUTES: u64 = 366 * 24 * 60;
+
+/// Largest request body read; the agent's requests are a few hundred bytes. Larger ones
+/// are refused with 413 before any of it is parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Default of [`Config::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Slurm's own reason for a node whose reboot did not complete; it replaces ours, and a
 /// retried reboot may proceed over it.
@@ -55,6 +64,9 @@ pub struct Config {
     pub partition_cache_ttl: Duration,
     /// The zone Slurm prints and reads local times in.
     pub tz: TimeZone,
+    /// A request body not received within this time is answered 408 (the listener
+    /// also drops connections whose headers take longer).
+    pub request_timeout: Duration,
 }
 
 impl Config {
@@ -70,6 +82,7 @@ impl Config {
             preemptable_qos: vec![],
             partition_cache_ttl: snapshot::DEFAULT_PARTITION_TTL,
             tz: TimeZone::system(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -279,7 +292,63 @@ pub fn router(config: Config, runner: Arc<dyn Runner>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
+        .layer(middleware::from_fn_with_state(agent.clone(), read_body))
         .with_state(agent)
+}
+
+/// Reads the whole body before any handler runs: at most [`MAX_BODY_BYTES`] (413
+/// beyond), within [`Config::request_timeout`] (408 after), so a slow or huge upload
+/// holds nothing but its own connection.
+async fn read_body(State(agent): State<Shared>, request: Request, next: Next) -> Response {
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("request body larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok::<_, axum::Error>(Some(bytes))
+    };
+    let timeout = agent.config.request_timeout;
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(Some(bytes))) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Ok(None)) => too_large(),
+        Ok(Err(e)) => error_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("cannot read the request body: {e}"),
+        ),
+        Err(_) => error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!(
+                "request body not received within {}s",
+                timeout.as_secs_f64()
+            ),
+        ),
+    }
 }
 
 async fn require_token(State(agent): State<Shared>, request: Request, next: Next) -> Response {
@@ -288,13 +357,17 @@ async fn require_token(State(agent): State<Shared>, request: Request, next: Next
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let expected = agent.config.token.as_bytes();
     match presented {
-        Some(token) if bool::from(token.trim().as_bytes().ct_eq(expected)) => {
-            next.run(request).await
-        }
+        Some(token) if token_matches(token, &agent.config.token) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
     }
+}
+
+/// Whether a presented bearer token (surrounding whitespace ignored) is the agent's: in
+/// time independent of where the two differ, so timing tells nothing about the token's
+/// bytes (only a different length returns early).
+pub fn token_matches(presented: &str, token: &str) -> bool {
+    bool::from(presented.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
 async fn healthz(State(agent): State<Shared>) -> Response {

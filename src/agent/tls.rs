@@ -1,5 +1,6 @@
-//! HTTPS for the agent: a rustls server configuration from PEM files (optionally requiring
-//! client certificates signed by a CA), and an accept loop serving the router over it.
+//! The agent's listener: a rustls server configuration from PEM files (optionally
+//! requiring client certificates signed by a CA), and an accept loop serving the router
+//! over TLS or plain HTTP, with a deadline for each request's headers.
 
 use std::future::Future;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
@@ -57,16 +58,40 @@ pub fn server_config(
 }
 
 /// Serve `app` over TLS (HTTP/1.1) until `shutdown` completes, then wait for open
-/// requests. Failed handshakes are logged and only end their own connection.
+/// requests; [`serve_http`] with `config` and a 10 s deadline for request headers.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(config);
+    serve_http(
+        listener,
+        Some(config),
+        app,
+        crate::agent::server::DEFAULT_REQUEST_TIMEOUT,
+        shutdown,
+    )
+    .await
+}
+
+/// Serve `app` over HTTP/1.1 until `shutdown` completes, then wait for open requests:
+/// over TLS with `config`, plain without. A client that has not sent its request headers
+/// within `header_timeout` is disconnected, so slow clients hold only their own
+/// connection. Failed handshakes are logged and only end their own connection.
+pub async fn serve_http(
+    listener: TcpListener,
+    config: Option<Arc<ServerConfig>>,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = config.map(TlsAcceptor::from);
     let service = TowerToHyperService::new(app);
     let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -84,21 +109,33 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let service = service.clone();
         let watcher = graceful.watcher();
+        let http = http.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "TLS handshake failed");
-                    return;
+            let result = match acceptor {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(tcp), service))
+                        .await
                 }
-                Err(_) => {
-                    tracing::warn!(%peer, "TLS handshake timed out");
-                    return;
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::warn!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
                 }
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

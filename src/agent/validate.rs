@@ -266,7 +266,8 @@ pub fn boring_text(text: &str, max: usize) -> String {
         .map(|c| if is_reason_char(c) { c } else { ' ' })
         .collect();
     let words: Vec<&str> = cleaned.split_whitespace().collect();
-    words.join(" ").chars().take(max).collect()
+    let cut: String = words.join(" ").chars().take(max).collect();
+    cut.trim_end().to_string()
 }
 
 #[cfg(test)]
@@ -429,5 +430,14 @@ mod tests {
         assert_eq!(b, "FAIL: gpu0 (x) bad ECC errors more");
         assert!(reason(&b).is_ok());
         assert_eq!(boring_text(&"x".repeat(500), 10).len(), 10);
+    }
+
+    /// Found by fuzzing (fuzz/ agent_validate): a cut just after a word left a trailing
+    /// space, so boring text was not stable (and a reason ended in a blank).
+    #[test]
+    fn boring_text_does_not_end_in_a_blank() {
+        let b = boring_text("disk failed on sda now", 15);
+        assert_eq!(b, "disk failed on");
+        assert_eq!(boring_text(&b, 15), b);
     }
 }

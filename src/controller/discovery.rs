@@ -115,6 +115,15 @@ pub async fn discover_policy(
                 (o.spec.lifecycle_state.as_str(), approved)
             }),
         );
+        ctx.metrics.oci_hard_due_dates(
+            ns,
+            name,
+            items
+                .iter()
+                .filter(|o| o.spec.policy == name)
+                .filter(|o| !crate::oci::approve::is_terminal(&o.spec.lifecycle_state))
+                .filter_map(|o| Some((o.name_any(), o.spec.time_hard_due_date?))),
+        );
         Ok::<_, super::oci::DiscoveryError>(report)
     }
     .await;

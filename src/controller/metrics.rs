@@ -1,6 +1,10 @@
 //! Prometheus metrics of the controller (`/metrics`).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+
+use jiff::Timestamp;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +67,13 @@ struct OciEventLabels {
     approved: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OciEventDueLabels {
+    namespace: String,
+    policy: String,
+    event: String,
+}
+
 /// OCI event lifecycle states, as the API names them.
 pub const OCI_STATES: [&str; 6] = [
     "SCHEDULED",
@@ -94,6 +105,9 @@ pub struct Metrics {
     oci_calls: Family<OciCallLabels, Counter>,
     oci_latency: Family<OciCallLabels, Histogram, fn() -> Histogram>,
     oci_events: Family<OciEventLabels, Gauge>,
+    oci_hard_due: Family<OciEventDueLabels, Gauge>,
+    /// Events of each `(namespace, policy)` with an `oci_hard_due` series.
+    oci_due_events: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -111,6 +125,7 @@ impl Default for Metrics {
         let oci_calls = Family::default();
         let oci_latency = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         let oci_events = Family::default();
+        let oci_hard_due = Family::default();
         registry.register(
             "oci_calls",
             "Calls to the OCI API (each attempt), by verb and outcome",
@@ -125,6 +140,11 @@ impl Default for Metrics {
             "oci_events",
             "Mirrored OCI maintenance events by lifecycle state and approval",
             oci_events.clone(),
+        );
+        registry.register(
+            "oci_event_hard_due_timestamp_seconds",
+            "Hard due date (Unix time) of each mirrored OCI maintenance event not yet in a final lifecycle state",
+            oci_hard_due.clone(),
         );
         registry.register(
             "reconciles",
@@ -185,6 +205,8 @@ impl Default for Metrics {
             oci_calls,
             oci_latency,
             oci_events,
+            oci_hard_due,
+            oci_due_events: Mutex::default(),
         }
     }
 }
@@ -241,6 +263,43 @@ impl Metrics {
                     })
                     .set(counts.get(&(state, approved)).copied().unwrap_or(0));
             }
+        }
+    }
+
+    /// Hard due dates of a policy's unfinished OCI events, by event (resource) name; the
+    /// series of events no longer given are dropped.
+    pub fn oci_hard_due_dates(
+        &self,
+        namespace: &str,
+        policy: &str,
+        events: impl Iterator<Item = (String, Timestamp)>,
+    ) {
+        let labels = |event: &str| OciEventDueLabels {
+            namespace: namespace.into(),
+            policy: policy.into(),
+            event: event.into(),
+        };
+        let mut now = BTreeSet::new();
+        for (event, due) in events {
+            self.oci_hard_due
+                .get_or_create(&labels(&event))
+                .set(due.as_second());
+            now.insert(event);
+        }
+        let mut seen = self.oci_due_events.lock().expect("lock");
+        let key = (namespace.to_string(), policy.to_string());
+        for gone in seen
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|e| !now.contains(*e))
+        {
+            self.oci_hard_due.remove(&labels(gone));
+        }
+        if now.is_empty() {
+            seen.remove(&key);
+        } else {
+            seen.insert(key, now);
         }
     }
 
@@ -337,6 +396,7 @@ impl Metrics {
         };
         self.completion.remove(&pl);
         self.eta.remove(&pl);
+        self.oci_hard_due_dates(namespace, policy, std::iter::empty());
     }
 
     /// Prometheus text exposition.
@@ -380,5 +440,33 @@ mod tests {
         }
         m.forget("ns", "p", "batch");
         assert!(!m.encode().contains("policy=\"p\""));
+    }
+
+    #[test]
+    fn hard_due_dates_follow_the_unfinished_events() {
+        let m = Metrics::default();
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        m.oci_hard_due_dates(
+            "ns",
+            "p",
+            [
+                ("ome-a".to_string(), t("2026-12-20T00:00:00Z")),
+                ("ome-b".to_string(), t("2026-12-21T00:00:00Z")),
+            ]
+            .into_iter(),
+        );
+        let a = "slurm_maint_oci_event_hard_due_timestamp_seconds{namespace=\"ns\",policy=\"p\",event=\"ome-a\"} 1797724800";
+        let b = "event=\"ome-b\"";
+        let text = m.encode();
+        assert!(text.contains(a) && text.contains(b), "{text}");
+        m.oci_hard_due_dates(
+            "ns",
+            "p",
+            [("ome-b".to_string(), t("2026-12-21T00:00:00Z"))].into_iter(),
+        );
+        let text = m.encode();
+        assert!(!text.contains("ome-a") && text.contains(b), "{text}");
+        m.forget("ns", "p", "batch");
+        assert!(!m.encode().contains("ome-b"));
     }
 }

@@ -173,12 +173,10 @@ pub fn is_terminal(state: &str) -> bool {
     matches!(state, "SUCCEEDED" | "FAILED" | "CANCELED")
 }
 
-/// Whether `name` can be a Slurm node name here (the agent's rule).
+/// Whether `name` can be a Slurm node name here: the agent's own rule
+/// ([`crate::agent::validate::node_name`]), so no host is mapped that the agent refuses.
 pub fn valid_node_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    crate::agent::validate::node_name(name).is_ok()
 }
 
 /// The Slurm host of an instance, per the policy's mapping. `instance` is the instance

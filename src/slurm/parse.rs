@@ -170,15 +170,22 @@ pub fn parse_time_limit(value: &str) -> Result<Option<u64>, String> {
         .split(':')
         .map(|p| p.parse::<u64>().map_err(|_| bad()))
         .collect::<Result<_, _>>()?;
-    let secs = match (days > 0 || v.contains('-'), parts.as_slice()) {
-        (true, [h]) => h * 3600,
-        (true, [h, m]) => h * 3600 + m * 60,
-        (_, [h, m, s]) => h * 3600 + m * 60 + s,
-        (false, [m, s]) => m * 60 + s,
-        (false, [m]) => m * 60,
+    let (h, m, s) = match (days > 0 || v.contains('-'), parts.as_slice()) {
+        (true, [h]) => (*h, 0, 0),
+        (true, [h, m]) => (*h, *m, 0),
+        (_, [h, m, s]) => (*h, *m, *s),
+        (false, [m, s]) => (0, *m, *s),
+        (false, [m]) => (0, *m, 0),
         _ => return Err(bad()),
     };
-    Ok(Some(days * 86_400 + secs))
+    // Checked: a limit beyond u64 seconds is no limit Slurm printed, not one to wrap.
+    [(days, 86_400), (h, 3600), (m, 60), (s, 1)]
+        .into_iter()
+        .try_fold(0u64, |total, (n, unit)| {
+            total.checked_add(n.checked_mul(unit)?)
+        })
+        .map(Some)
+        .ok_or_else(|| format!("time limit {v:?} is out of range"))
 }
 
 fn value_err(
@@ -864,6 +871,28 @@ mod tests {
             assert_eq!(parse_time_limit(s).unwrap(), want, "{s}");
         }
         assert!(parse_time_limit("soon").is_err());
+    }
+
+    /// Found by fuzzing (fuzz/ squeue_narrow): a huge limit overflowed the multiplication
+    /// (a panic with overflow checks, a wrapped limit without).
+    #[test]
+    fn time_limits_out_of_range_are_errors() {
+        for s in [
+            "7622222222222222222250",
+            "762222222222222222:00",
+            "213503982334602-00:00:00",
+            "1-5124095576030431:00:00",
+        ] {
+            let e = parse_time_limit(s).unwrap_err();
+            assert!(
+                e.contains("out of range") || e.contains("unrecognised"),
+                "{s}: {e}"
+            );
+        }
+        let max = format!("{}", u64::MAX / 60);
+        assert_eq!(parse_time_limit(&max).unwrap(), Some(u64::MAX / 60 * 60));
+        let narrow = "10\u{1f}batch\u{1f}RUNNING\u{1f}node1\u{1f}2026-12-03T09:00:00\u{1f}2026-12-03T10:00:00\u{1f}762222222222222222:00\u{1f}(null)\u{1f}root\u{1f}x\u{1e}\n";
+        assert!(squeue_narrow(narrow, &TimeZone::UTC, &[]).is_err());
     }
 
     #[test]

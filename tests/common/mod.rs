@@ -98,10 +98,11 @@ impl Drop for AgentProc {
     }
 }
 
-fn spawn_once(port: u16, token: &str, extra: &[&str]) -> AgentProc {
+fn spawn_once(port: u16, token: &str, extra: &[&str], env: &[(&str, &str)]) -> AgentProc {
     let mut cmd = agent_command();
     cmd.args(["agent", "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
+        .envs(env.iter().copied())
         .env("SLURM_MAINT_AGENT_TOKEN", token)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -142,10 +143,24 @@ where
     F: Fn(u16) -> Fut,
     Fut: Future<Output = bool>,
 {
+    spawn_agent_with_env(token, extra, &[], ready).await
+}
+
+/// [`spawn_agent`] with extra environment variables for the agent (e.g. its `PATH`).
+pub async fn spawn_agent_with_env<F, Fut>(
+    token: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    ready: F,
+) -> AgentProc
+where
+    F: Fn(u16) -> Fut,
+    Fut: Future<Output = bool>,
+{
     let _ = rustls::crypto::ring::default_provider().install_default();
     for attempt in 1..=5 {
         let port = free_port();
-        let mut agent = spawn_once(port, token, extra);
+        let mut agent = spawn_once(port, token, extra, env);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if ready(port).await {

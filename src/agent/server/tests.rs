@@ -740,3 +740,128 @@ async fn metrics_count_commands_by_verb_and_outcome() {
         assert!(text.contains(line), "{line}\n{text}");
     }
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_before_any_command() {
+    let (app, runner) = app(cluster(4));
+    let reason = "x".repeat(MAX_BODY_BYTES);
+    let big = json!({ "reason": reason });
+    let (status, body) = call(&app, "POST", "/v1/nodes/node1/drain", Some(big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["code"], "PayloadTooLarge");
+
+    // Without a Content-Length (chunked), counted as it arrives.
+    let chunks = (0..=MAX_BODY_BYTES / 1024)
+        .map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; 1024])));
+    let streamed = Request::builder()
+        .method("POST")
+        .uri("/v1/reservations")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let (status, body) = send(&app, streamed).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(runner.count(), 0, "{:?}", runner.commands());
+
+    // At the limit the body is read and judged as usual.
+    let start = r#"{"reason": "kernel""#;
+    let padded = format!("{start}{}}}", " ".repeat(MAX_BODY_BYTES - start.len() - 1));
+    assert_eq!(padded.len(), MAX_BODY_BYTES);
+    let at_limit = Request::builder()
+        .method("POST")
+        .uri("/v1/nodes/node1/drain")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(padded))
+        .unwrap();
+    let (status, body) = send(&app, at_limit).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_408_and_runs_nothing() {
+    let config = Config {
+        request_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let (app, runner) = app_with(config, cluster(4));
+    // Half a body, then nothing: the client went quiet.
+    let half = futures::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from(
+        "{\"reason\": \"ker",
+    ))])
+    .chain(futures::stream::pending());
+    let stalled = Request::builder()
+        .method("POST")
+        .uri("/v1/nodes/node1/drain")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(half))
+        .unwrap();
+    let (status, body) = send(&app, stalled).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert_eq!(body["code"], "RequestTimeout");
+    assert_eq!(runner.count(), 0, "{:?}", runner.commands());
+}
+
+/// Median time of `rounds` batches of `calls` comparisons of each of two presented
+/// tokens, the two interleaved so that load on the machine hits both alike.
+fn median_times(
+    compare: impl Fn(&str, &str) -> bool,
+    token: &str,
+    early: &str,
+    late: &str,
+) -> (f64, f64) {
+    const ROUNDS: usize = 101;
+    const CALLS: usize = 20;
+    let batch = |presented: &str| {
+        let t = std::time::Instant::now();
+        for _ in 0..CALLS {
+            assert!(!compare(
+                std::hint::black_box(presented),
+                std::hint::black_box(token)
+            ));
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let (mut a, mut b) = (vec![], vec![]);
+    for i in 0..ROUNDS {
+        if i % 2 == 0 {
+            a.push(batch(early));
+            b.push(batch(late));
+        } else {
+            b.push(batch(late));
+            a.push(batch(early));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut a), median(&mut b))
+}
+
+/// A wrong token that differs from the real one in its first byte takes as long to
+/// refuse as one that differs only in its last; a plain `==` (the control) does not.
+#[test]
+fn tokens_are_compared_in_constant_time() {
+    let token = "k".repeat(16 * 1024);
+    let early = format!("x{}", &token[1..]);
+    let late = format!("{}x", &token[..token.len() - 1]);
+    let naive = |presented: &str, token: &str| presented.trim() == token;
+    let (e, l) = median_times(naive, &token, &early, &late);
+    assert!(
+        l > 3.0 * e,
+        "the control cannot tell the difference: early {e:e}s, late {l:e}s; the test would prove nothing"
+    );
+    eprintln!("plain ==: first-byte difference {e:e}s, last-byte {l:e}s per batch");
+    let (e, l) = median_times(token_matches, &token, &early, &late);
+    let ratio = l / e;
+    eprintln!("token_matches: first-byte difference {e:e}s, last-byte {l:e}s per batch");
+    assert!(
+        (0.67..1.5).contains(&ratio),
+        "refusing took {e:e}s for a first-byte difference, {l:e}s for a last-byte one (ratio {ratio:.2})"
+    );
+    assert!(token_matches(&format!(" {token}\n"), &token));
+    assert!(!token_matches(&token[1..], &token));
+}

@@ -334,6 +334,26 @@ fn node_names_are_validated() {
     }
 }
 
+/// Found by the fuzzer (fuzz/ agent_validate): a display name starting with `-` or `.`
+/// was mapped to a host the agent refuses (400 on every drain), instead of being reported
+/// at mapping time.
+#[test]
+fn node_names_the_agent_refuses_are_not_mapped() {
+    for bad in ["-rf", "--help", ".hidden", "..", "."] {
+        assert!(!valid_node_name(bad), "{bad:?}");
+    }
+    let mapping = HostMapping {
+        source: HostMappingSource::DisplayName,
+        ..Default::default()
+    };
+    let instance = Instance {
+        display_name: Some("-rf".into()),
+        ..Default::default()
+    };
+    let err = map_host(&mapping, "ocid1.instance.x", Some(&instance), None).unwrap_err();
+    assert!(err.contains("not a valid Slurm node name"), "{err}");
+}
+
 #[test]
 fn resource_names_are_dns_labels_and_distinct() {
     let a = resource_name(
