@@ -14,15 +14,22 @@
 #
 # cargo-fuzz is installed from crates.io when missing; it needs nightly flags, which the
 # stable toolchain allows with RUSTC_BOOTSTRAP=1 (set here for cargo-fuzz only). Targets are
-# built once (release, debug assertions and overflow checks on, 16 codegen units for a
-# shorter build, no sanitizer: the code is safe Rust, the failures sought are panics) into
+# built once (debug assertions and overflow checks on, 16 codegen units for a shorter
+# build, no sanitizer: the code is safe Rust, the failures sought are panics) into
 # $FUZZ_TARGET_DIR (default fuzz/target).
 set -euo pipefail
 FUZZ="$(cd "$(dirname "$0")" && pwd)"
 cd "$FUZZ"
 TARGET_DIR="${FUZZ_TARGET_DIR:-$FUZZ/target}"
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
-BIN="$TARGET_DIR/$TRIPLE/release"
+# The smoke run builds without optimisations (a shorter build on every source change; it
+# runs seconds, not minutes); bench and repro build optimised. FUZZ_PROFILE overrides.
+profile="${FUZZ_PROFILE:-$([ "${1:-}" = smoke ] && echo dev || echo release)}"
+case "$profile" in
+    dev) PROFILE_FLAGS=(--dev) BIN="$TARGET_DIR/$TRIPLE/debug" ;;
+    release) PROFILE_FLAGS=(-O) BIN="$TARGET_DIR/$TRIPLE/release" ;;
+    *) echo "FUZZ_PROFILE must be dev or release, not $profile" >&2; exit 2 ;;
+esac
 
 targets() { sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^slurm-maint-fuzz$'; }
 
@@ -31,7 +38,7 @@ build() {
         echo "installing cargo-fuzz"
         cargo install --locked cargo-fuzz
     fi
-    RUSTC_BOOTSTRAP=1 cargo fuzz build -O --debug-assertions --sanitizer none \
+    RUSTC_BOOTSTRAP=1 cargo fuzz build "${PROFILE_FLAGS[@]}" --debug-assertions --sanitizer none \
         --codegen-units 16 --target-dir "$TARGET_DIR" "$@"
 }
 
