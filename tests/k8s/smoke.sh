@@ -322,8 +322,11 @@ done
 KUBECTL="${SLURM_MAINT_KUBECTL:-$(bash "$SCRIPT_DIR/apiserver.sh" kubectl 2>/dev/null || true)}"
 if [[ -n "$KUBECTL" ]]; then
     kv="$("$KUBECTL" version --client 2>/dev/null | head -n 1)"
-    "$KUBECTL" --kubeconfig "$KC" get crd -o name | grep -q nodemaintenances.slurm-maint.io \
-        && ok "kubectl get crd ($kv)" || bad "kubectl get crd ($kv)"
+    # Read whole before matching: grep -q stops at the first match, and with other
+    # projects' CRDs installed (tests/chart/next_to.py) kubectl would then die of SIGPIPE.
+    crds="$("$KUBECTL" --kubeconfig "$KC" get crd -o name 2>&1)"
+    grep -q '^customresourcedefinition.apiextensions.k8s.io/nodemaintenances.slurm-maint.io$' <<<"$crds" \
+        && ok "kubectl get crd ($kv)" || bad "kubectl get crd ($kv): $(head -c 300 <<<"$crds")"
     if ((MODERN)); then
         t="$("$KUBECTL" --kubeconfig "$KC" -n default create token default --duration 10m 2>&1)"
         [[ "$t" == ey* ]] && ok "kubectl create token (TokenRequest)" || bad "kubectl create token: $t"
