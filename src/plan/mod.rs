@@ -473,7 +473,13 @@ pub fn plan(
         let actions = machine::step(&ctx, w, &mut status);
         if status != w.status || !actions.is_empty() {
             statuses.insert(w.name.as_str(), status.clone());
-            transition::push_update(&mut updates, w, status, actions);
+            // The first update of each work: nothing to merge with yet.
+            updates.push(WorkUpdate {
+                name: w.name.clone(),
+                node: w.node.clone(),
+                status,
+                actions,
+            });
         }
     }
     campaign::clear_stale_reasons(&ctx, &work, &statuses, &mut updates);
