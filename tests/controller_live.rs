@@ -3,7 +3,6 @@
 //! binary on the cluster `tests/slurm/cluster.sh up` starts, with the API server embedded
 //! or real (`SLURM_MAINT_E2E_KUBECONFIG`). Runs when `SLURM_MAINT_LIVE=1`.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,20 +37,8 @@ async fn a_rolling_reboot_campaign_on_real_slurm() {
         return;
     }
     let (_agent, url, slurm) = common::start_agent(TOKEN).await;
-    // Every node back in service (an earlier test may have left one down).
-    for n in ["node1", "node2", "node3"] {
-        let _ = Command::new("scontrol")
-            .args(["update", &format!("NodeName={n}"), "State=RESUME"])
-            .output();
-    }
-    let boot_before: BTreeMap<String, Option<Timestamp>> = slurm
-        .snapshot("batch")
-        .await
-        .unwrap()
-        .nodes
-        .into_iter()
-        .map(|n| (n.name, n.boot_time))
-        .collect();
+    let boot_before =
+        common::resume_and_boot_times(&slurm, &["node1", "node2", "node3"], "batch").await;
     // A user job on node1 with a 1-minute limit: node1's reservation must start after it.
     let job = sh(&[
         "sbatch",

@@ -6,7 +6,6 @@
 //! say what happened while it happened. Runs when `SLURM_MAINT_LIVE=1` and a real API server
 //! is given (tests/run.sh's live phase on 22.05).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,19 +101,8 @@ async fn a_campaign_survives_slurmctld_stopped_and_started_again() {
         return;
     }
     let (_agent, url, slurm) = common::start_agent(TOKEN).await;
-    for n in ["node1", "node2", "node3"] {
-        let _ = Command::new("scontrol")
-            .args(["update", &format!("NodeName={n}"), "State=RESUME"])
-            .output();
-    }
-    let boot_before: BTreeMap<String, Option<Timestamp>> = slurm
-        .snapshot("batch")
-        .await
-        .unwrap()
-        .nodes
-        .into_iter()
-        .map(|n| (n.name, n.boot_time))
-        .collect();
+    let boot_before =
+        common::resume_and_boot_times(&slurm, &["node1", "node2", "node3"], "batch").await;
     let campaign = Timestamp::now();
 
     let c = TestCluster::start("faults").await;

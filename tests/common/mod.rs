@@ -220,3 +220,25 @@ pub async fn start_agent(token: &str) -> (AgentProc, String, AgentClient) {
     let slurm = AgentClient::new(&url, token, Duration::from_secs(30)).unwrap();
     (agent, url, slurm)
 }
+
+/// Every node of `nodes` back in service (an earlier test may have left one down), then
+/// each node of `partition` with its boot time now.
+pub async fn resume_and_boot_times(
+    slurm: &AgentClient,
+    nodes: &[&str],
+    partition: &str,
+) -> std::collections::BTreeMap<String, Option<jiff::Timestamp>> {
+    for n in nodes {
+        let _ = Command::new("scontrol")
+            .args(["update", &format!("NodeName={n}"), "State=RESUME"])
+            .output();
+    }
+    slurm
+        .snapshot(partition)
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .map(|n| (n.name, n.boot_time))
+        .collect()
+}
