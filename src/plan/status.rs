@@ -481,6 +481,9 @@ mod tests {
             nodes_needing_work: needing,
             queue: vec![],
             scope_matches_nothing: false,
+            next_due: None,
+            per_node: SignedDuration::from_mins(10),
+            peak_out: 0,
         }
     }
 
