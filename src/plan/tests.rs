@@ -1493,3 +1493,129 @@ fn a_nodelist_matching_no_node_of_the_partition_is_reported() {
     s.scope = None;
     assert!(!plan("p", &s, &snap, &[], t(NOW)).scope_matches_nothing);
 }
+
+/// The next pass is due at once after a step, shortly before a reservation of ours
+/// starts, when a rebooting node is expected back, and at a waiting node's release.
+#[test]
+fn the_plan_says_when_the_next_pass_is_due() {
+    let s = settings(25.0); // 1 of 4; reboot timeout 10 min → typical 5 min
+    let idle = snapshot(
+        (1..=4).map(|i| node(&format!("n{i}"), "IDLE", 0)).collect(),
+        vec![],
+    );
+    // A step (Pending → Reserved): at once.
+    let p = plan("p", &s, &idle, &pending(&["n1"]), t(NOW));
+    assert_eq!(admitted(&p), ["n1"]);
+    assert_eq!(p.next_due, Some(t(NOW)));
+
+    // Reserved ahead at +30 min, nothing to do now: 5 s before it starts.
+    let mut w = work_for("n1", Phase::Reserved);
+    let resv = reservation_name("slurm-maint", "n1", w.campaign.as_deref());
+    w.status.reservation_name = Some(resv.clone());
+    w.status.reservation_start = Some(t(NOW + 30));
+    let mut busy = snapshot(
+        (1..=4)
+            .map(|i| node(&format!("n{i}"), "ALLOCATED", 0))
+            .collect(),
+        vec![job(1, "n1", Some(NOW + 30), false)],
+    );
+    busy.reservations.push(Reservation {
+        name: resv,
+        start: t(NOW + 30),
+        end: t(NOW + 400),
+        nodes: vec!["n1".into()],
+        flags: vec!["MAINT".into()],
+        users: vec!["root".into()],
+        accounts: vec![],
+        partition: None,
+    });
+    let p = plan("p", &s, &busy, std::slice::from_ref(&w), t(NOW));
+    assert!(p.updates.is_empty(), "{:?}", p.updates);
+    assert_eq!(p.next_due, Some(t(NOW + 30) - super::wake::BEFORE_START));
+
+    // Rebooting for a minute, none back yet in this campaign: when the typical node is
+    // back (5 min after the reboot), then every few seconds past it.
+    let mut r = work_for("n2", Phase::Rebooting);
+    r.status.reboot_issued_at = Some(t(NOW - 1));
+    r.status.boot_time_before = Some(t(0));
+    let down = {
+        let mut x = idle.clone();
+        x.nodes[1].state = NodeState::parse("DOWN+REBOOT_ISSUED").unwrap();
+        x
+    };
+    let p = plan("p", &s, &down, std::slice::from_ref(&r), t(NOW));
+    let p = if p.updates.is_empty() {
+        p
+    } else {
+        // Rebooting → Recovering is a step; the pass after it waits for the node.
+        let mut r2 = r.clone();
+        r2.status = p.updates[0].status.clone();
+        plan("p", &s, &down, &[r2], t(NOW))
+    };
+    assert_eq!(p.next_due, Some(t(NOW + 4)));
+    let p = plan("p", &s, &down, std::slice::from_ref(&r), t(NOW + 6));
+    let p = if p.updates.is_empty() {
+        p
+    } else {
+        let mut r2 = r.clone();
+        r2.status = p.updates[0].status.clone();
+        plan("p", &s, &down, &[r2], t(NOW + 6))
+    };
+    assert_eq!(p.next_due, Some(t(NOW + 6) + super::wake::RETURN_POLL));
+
+    // A node released at +90 min, beyond the lead time (60 min): when it comes within.
+    let far = snapshot(
+        (1..=4)
+            .map(|i| node(&format!("n{i}"), "ALLOCATED", 0))
+            .collect(),
+        vec![job(2, "n2", Some(NOW + 90), false)],
+    );
+    let p = plan("p", &s, &far, &pending(&["n2"]), t(NOW));
+    assert!(p.updates.is_empty(), "{:?}", p.updates);
+    assert_eq!(p.next_due, Some(t(NOW + 30)));
+}
+
+/// The trace of the real-clock issue, termination on: at t=0 node4 is idle and node3
+/// runs only a preemptable job; both are free now, and the idle one goes first (nothing
+/// to cancel); node3's job is never cancelled for a slot that comes later, while node1
+/// and node2, whose jobs end in 2 min, get the room after node4 (10 min each). A job
+/// past its end releases its node now, like an idle node, and not before it.
+#[test]
+fn free_nodes_go_first_and_idle_before_cancelling() {
+    let mut s = settings(25.0); // 1 of 4
+    s.terminate_preemptable = true;
+    let mut snap = snapshot(
+        vec![
+            node("node1", "ALLOCATED", 0),
+            node("node2", "ALLOCATED", 0),
+            node("node3", "ALLOCATED", 0),
+            node("node4", "IDLE", 0),
+        ],
+        vec![
+            job(1, "node1", Some(NOW + 2), false),
+            job(2, "node2", Some(NOW + 2), false),
+            job(3, "node3", Some(NOW + 11), true),
+        ],
+    );
+    let all = ["node1", "node2", "node3", "node4"];
+    let p = plan("p", &s, &snap, &pending(&all), t(NOW));
+    assert_eq!(admitted(&p), ["node4", "node1", "node2"]);
+    assert_eq!(
+        reservation_starts(&p),
+        [
+            ("node4".into(), None),
+            ("node1".into(), Some(t(NOW + 10))),
+            ("node2".into(), Some(t(NOW + 20)))
+        ]
+    );
+    assert!(!p.actions().any(|a| matches!(a, Action::CancelJob { .. })));
+    assert!(p.waiting["node3"].starts_with("budget full"));
+
+    // node1's job is past its end (completing): node1 is free now and ranks with
+    // node4 by name; node4, free now too, waits rather than be held for later.
+    snap.jobs[0].end_time = Some(t(NOW - 1));
+    let p = plan("p", &s, &snap, &pending(&all), t(NOW));
+    assert_eq!(admitted(&p), ["node1", "node2"]);
+    assert_eq!(reservation_starts(&p)[0], ("node1".into(), None));
+    assert!(p.waiting["node4"].starts_with("budget full"));
+}
