@@ -3,6 +3,7 @@
 //! The benchmarks only report; nothing here asserts a timing.
 
 pub mod campaign;
+pub mod live;
 pub mod optimum;
 pub mod pass;
 pub mod seed;
@@ -33,6 +34,16 @@ pub enum BenchCommand {
         /// Virtual minutes between passes at 10 000 nodes and more (1 below).
         #[arg(long, default_value_t = 5)]
         big_step_mins: i64,
+    },
+    /// A campaign on the real test cluster (`tests/slurm/cluster.sh up`): the trace of
+    /// 4 (or 6) nodes with both termination settings, ours against the exact optimum.
+    Live {
+        /// Nodes of the trace: 4 or 6.
+        #[arg(long, value_delimiter = ',', default_value = "4")]
+        nodes: Vec<usize>,
+        /// Job run times times this (limits stay whole minutes).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
     },
     /// One reconcile pass at 10 000 nodes, 100 000 jobs, 1 000 NodeMaintenances.
     Pass {
@@ -117,6 +128,21 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             };
             let step = SignedDuration::from_mins(big_step_mins.max(1));
             print!("{}", campaign_report(&nodes, seed, file, step)?);
+            Ok(())
+        }
+        BenchCommand::Live { nodes, scale } => {
+            if !(scale > 0.0 && scale <= 1.0) {
+                return Err(format!("--scale must be in (0, 1], got {scale}"));
+            }
+            if let Some(n) = nodes.iter().find(|n| **n != 4 && **n != 6) {
+                return Err(format!(
+                    "--nodes: the live traces have 4 or 6 nodes, not {n}"
+                ));
+            }
+            let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            for n in nodes {
+                print!("{}", rt.block_on(live::report(n, scale))?);
+            }
             Ok(())
         }
         BenchCommand::Pass { runs } => {

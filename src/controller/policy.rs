@@ -187,6 +187,10 @@ fn connect_error_reason(e: &Error) -> &'static str {
 async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Result<Requeue, Error> {
     let (ns, name) = (namespace(policy)?, policy.name_any());
     let requeue = Requeue::requeue(ctx.pace.real(policy.spec.interval.as_span()));
+    // What a good pass said is due does not outlive it: a pass that cannot see Slurm
+    // waits the interval.
+    let key = format!("{ns}/{name}");
+    ctx.next_due.lock().expect("lock").remove(&key);
     let mut settings = match Settings::from_spec(&policy.spec, now) {
         Ok(s) => s,
         Err(e) => {
@@ -256,7 +260,6 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     report(ctx, policy, &settings, &work, &plan, now).await?;
     // A dry run changes nothing, so nothing it plans comes due.
     let due = plan.next_due.filter(|_| !dry_run);
-    let key = format!("{ns}/{name}");
     match due {
         Some(d) => ctx.next_due.lock().expect("lock").insert(key, d),
         None => ctx.next_due.lock().expect("lock").remove(&key),

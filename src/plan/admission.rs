@@ -72,7 +72,7 @@ pub(super) fn admit<'w>(
         };
         if let Some(why) = release.and(gate(ctx, w)) {
             out.waiting.insert(w.node.clone(), why.to_string());
-        } else if let Some(start) = room(ctx, tl, release, d) {
+        } else if let Some(start) = room(ctx, tl, w, release, d) {
             let mut status = statuses[w.name.as_str()].clone();
             let actions = match release {
                 None => oci::admit(ctx, w, &mut status),
@@ -115,13 +115,15 @@ pub(super) fn admit<'w>(
 }
 
 /// When `w` may start, if the timeline has room for it: OCI work now, for as long as OCI
-/// takes; a rolling reboot whose jobs end later at their end or the first room after it
-/// within the lead time; one free now (or freed by cancelling jobs, or reserved over
-/// jobs without a time limit) now or not yet — no job is ended early for a slot that
-/// comes later, and a free node waits in service rather than held for a later slot.
+/// takes; a rolling reboot over jobs without a time limit now, until they end; one free
+/// now with nothing to cancel now or not yet (it stays in service, and goes first by its
+/// release when room comes); any other at its release time or the first room after it
+/// within the lead time (a node freed by cancelling its preemptable jobs has them
+/// cancelled only when its reservation starts: no job is ended early for a later slot).
 fn room(
     ctx: &Ctx<'_>,
     tl: &Timeline,
+    w: &Work,
     release: Option<Release>,
     d: SignedDuration,
 ) -> Option<Timestamp> {
@@ -136,7 +138,8 @@ fn room(
     }
     let want = release.time().unwrap_or(now).max(now);
     let start = tl.first_fit(None, want, d, now + ctx.s.lead_time)?;
-    (start == want || want > now).then_some(start)
+    let idle_now = want == now && ctx.cancels(&w.node).is_empty();
+    (start == want || !idle_now).then_some(start)
 }
 
 /// Long enough to stand for "until it ends" in a fit.
@@ -253,7 +256,9 @@ fn reserve(
     let now = ctx.now;
     let name = ctx.reservation_for(w);
     let mut actions = vec![ctx.create_reservation(name.clone(), &w.node, release)];
-    actions.extend(ctx.cancels(&w.node));
+    if release.time().is_none_or(|t| t <= now) {
+        actions.extend(ctx.cancels(&w.node));
+    }
     let when = match release.time() {
         None => "now, over jobs without a time limit".to_string(),
         Some(t) if t > now => t.to_string(),

@@ -124,9 +124,11 @@ impl<'a> Ctx<'a> {
     pub fn create_reservation(&self, name: String, node: &str, release: Release) -> Action {
         let start = release.time().filter(|t| *t > self.now);
         let mut flags = self.s.reservation.flags.clone();
-        // Starting now over running jobs (jobs being cancelled, or with no time limit):
-        // Slurm needs IGNORE_JOBS; the jobs keep running and nothing new lands.
-        if start.is_none() && self.busy(node) && !flags.iter().any(|f| f == "IGNORE_JOBS") {
+        // Over running jobs (with no time limit, or preemptable ones cancelled when it
+        // starts — which may land before it does, and a move must not be refused for
+        // them): Slurm needs IGNORE_JOBS; the jobs keep running, nothing new lands.
+        let over_jobs = (start.is_none() && self.busy(node)) || self.s.terminate_preemptable;
+        if over_jobs && !flags.iter().any(|f| f == "IGNORE_JOBS") {
             flags.push("IGNORE_JOBS".into());
         }
         Action::CreateReservation {

@@ -513,7 +513,11 @@ pub fn plan(
         &mut tl,
         safe,
     );
-    let next_due = wake::next_due(&ctx, &work, &statuses, &updates, &a.not_started, typical);
+    let next_due = if new_work.is_empty() {
+        wake::next_due(&ctx, &work, &statuses, &updates, &a.not_started, typical)
+    } else {
+        Some(now)
+    };
 
     // Nodes about to get a NodeMaintenance are previewed too.
     let mut not_started: Vec<(Release, String)> = new_work

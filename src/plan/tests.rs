@@ -370,14 +370,45 @@ fn preemptable_jobs_are_waited_for_or_cancelled() {
         job_id: 1,
         node: "n1".into()
     }));
-    assert!(acts.contains(&Action::CancelJob {
-        job_id: 3,
-        node: "n2".into()
-    }));
+    // n2's reservation starts when its non-preemptable job ends (+30): its preemptable
+    // job is cancelled then, not now; the non-preemptable one never.
     assert!(
         !acts
             .iter()
-            .any(|a| matches!(a, Action::CancelJob { job_id: 2, .. }))
+            .any(|a| matches!(a, Action::CancelJob { job_id: 2 | 3, .. }))
+    );
+    let Action::CreateReservation { start, flags, .. } = &acts[2] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(*start, Some(t(NOW + 30)));
+    assert!(
+        flags.contains(&"IGNORE_JOBS".to_string()),
+        "it overlaps job 3"
+    );
+    let mut resv = snap.clone();
+    resv.reservations.push(Reservation {
+        name: reservation_name("slurm-maint", "n2", Some(&campaign_id(t(NOW)))),
+        start: t(NOW + 30),
+        end: t(NOW + 400),
+        nodes: vec!["n2".into()],
+        flags: vec!["MAINT".into(), "IGNORE_JOBS".into()],
+        users: vec!["root".into()],
+        accounts: vec![],
+        partition: None,
+    });
+    resv.jobs.retain(|j| j.id != 2);
+    let mut w = work_for("n2", Phase::Reserved);
+    w.status.reservation_name = Some(resv.reservations[0].name.clone());
+    w.status.reservation_start = Some(t(NOW + 30));
+    let p2 = plan("p", &s, &resv, &[w], t(NOW + 30));
+    assert!(
+        p2.actions().any(|a| *a
+            == Action::CancelJob {
+                job_id: 3,
+                node: "n2".into()
+            }),
+        "{:?}",
+        p2.updates
     );
     // n1 starts now, over its running job: IGNORE_JOBS is needed.
     let Action::CreateReservation {
@@ -1163,13 +1194,23 @@ fn independent_peak(
                 hold(&w.node, from, from + d);
             }
             // In flight: out from now until its expected time out has passed since it
-            // went out (no transitions here: since its reservation started, or its
-            // jobs end if later); past that, or over a job with no end, with no end
-            // known; and at least past the next pass.
+            // went out (when it last became PendingReboot, else since its reservation
+            // started; reserved: now or when its jobs end); past that, or over a job
+            // with no end, with no end known; and at least past the next pass.
             _ => {
-                let mut out = st.reservation_start.unwrap_or(now).min(now);
+                let mut out = st
+                    .transitions
+                    .iter()
+                    .rev()
+                    .find(|t| t.phase == Phase::PendingReboot)
+                    .map(|t| t.time)
+                    .or(st.reservation_start)
+                    .unwrap_or(now)
+                    .min(now);
                 let mut open = false;
                 if st.phase == Phase::Reserved {
+                    // Taken out only once empty, which is now at the earliest.
+                    out = now;
                     for j in snap
                         .jobs
                         .iter()
@@ -1513,10 +1554,15 @@ fn the_plan_says_when_the_next_pass_is_due() {
     let resv = reservation_name("slurm-maint", "n1", w.campaign.as_deref());
     w.status.reservation_name = Some(resv.clone());
     w.status.reservation_start = Some(t(NOW + 30));
-    let mut busy = snapshot(
+    // Only the node under test needs a reboot (no new work for the others).
+    let only = |subject: &str, state: &str| -> Vec<Node> {
         (1..=4)
-            .map(|i| node(&format!("n{i}"), "ALLOCATED", 0))
-            .collect(),
+            .map(|i| format!("n{i}"))
+            .map(|n| node(&n, state, if n == subject { 0 } else { NOW + 1 }))
+            .collect()
+    };
+    let mut busy = snapshot(
+        only("n1", "ALLOCATED"),
         vec![job(1, "n1", Some(NOW + 30), false)],
     );
     busy.reservations.push(Reservation {
@@ -1539,7 +1585,7 @@ fn the_plan_says_when_the_next_pass_is_due() {
     r.status.reboot_issued_at = Some(t(NOW - 1));
     r.status.boot_time_before = Some(t(0));
     let down = {
-        let mut x = idle.clone();
+        let mut x = snapshot(only("n2", "IDLE"), vec![]);
         x.nodes[1].state = NodeState::parse("DOWN+REBOOT_ISSUED").unwrap();
         x
     };
@@ -1565,9 +1611,7 @@ fn the_plan_says_when_the_next_pass_is_due() {
 
     // A node released at +90 min, beyond the lead time (60 min): when it comes within.
     let far = snapshot(
-        (1..=4)
-            .map(|i| node(&format!("n{i}"), "ALLOCATED", 0))
-            .collect(),
+        only("n2", "ALLOCATED"),
         vec![job(2, "n2", Some(NOW + 90), false)],
     );
     let p = plan("p", &s, &far, &pending(&["n2"]), t(NOW));
@@ -1577,9 +1621,9 @@ fn the_plan_says_when_the_next_pass_is_due() {
 
 /// The trace of the real-clock issue, termination on: at t=0 node4 is idle and node3
 /// runs only a preemptable job; both are free now, and the idle one goes first (nothing
-/// to cancel); node3's job is never cancelled for a slot that comes later, while node1
-/// and node2, whose jobs end in 2 min, get the room after node4 (10 min each). A job
-/// past its end releases its node now, like an idle node, and not before it.
+/// to cancel); node3 gets the next room (its job cancelled only then), then node1 and
+/// node2, whose jobs end in 2 min (10 min each). A job past its end releases its node
+/// now, like an idle node, and not before it.
 #[test]
 fn free_nodes_go_first_and_idle_before_cancelling() {
     let mut s = settings(25.0); // 1 of 4
@@ -1599,23 +1643,25 @@ fn free_nodes_go_first_and_idle_before_cancelling() {
     );
     let all = ["node1", "node2", "node3", "node4"];
     let p = plan("p", &s, &snap, &pending(&all), t(NOW));
-    assert_eq!(admitted(&p), ["node4", "node1", "node2"]);
+    assert_eq!(admitted(&p), ["node4", "node3", "node1", "node2"]);
     assert_eq!(
         reservation_starts(&p),
         [
             ("node4".into(), None),
-            ("node1".into(), Some(t(NOW + 10))),
-            ("node2".into(), Some(t(NOW + 20)))
+            ("node3".into(), Some(t(NOW + 10))),
+            ("node1".into(), Some(t(NOW + 20))),
+            ("node2".into(), Some(t(NOW + 30)))
         ]
     );
+    // node3's job is cancelled when its reservation starts, not for a slot to come.
     assert!(!p.actions().any(|a| matches!(a, Action::CancelJob { .. })));
-    assert!(p.waiting["node3"].starts_with("budget full"));
 
     // node1's job is past its end (completing): node1 is free now and ranks with
-    // node4 by name; node4, free now too, waits rather than be held for later.
+    // node4 by name; node4, free now with nothing to cancel, waits in service rather
+    // than be held for later; node3 goes next.
     snap.jobs[0].end_time = Some(t(NOW - 1));
     let p = plan("p", &s, &snap, &pending(&all), t(NOW));
-    assert_eq!(admitted(&p), ["node1", "node2"]);
+    assert_eq!(admitted(&p), ["node1", "node3", "node2"]);
     assert_eq!(reservation_starts(&p)[0], ("node1".into(), None));
     assert!(p.waiting["node4"].starts_with("budget full"));
 }

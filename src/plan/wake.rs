@@ -3,7 +3,8 @@
 //! (which stays the longest wait: jobs that end before their limits are seen only by
 //! looking).
 //!
-//! - a step taken this pass: at once (the next step may already be possible);
+//! - a step taken this pass, new work, or a reservation made or moved to start now: at
+//!   once (the next step may already be possible);
 //! - a reservation of ours ahead: shortly before it starts (to move it if the budget no
 //!   longer has room) and when it starts;
 //! - jobs holding a node being taken out, or a waiting node's release time: their ends;
@@ -17,7 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::index::Ctx;
 use super::release::Release;
-use super::{Work, WorkUpdate};
+use super::{Action, Work, WorkUpdate};
 use crate::api::NodeMaintenanceStatus;
 use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};
 
@@ -37,9 +38,18 @@ pub(super) fn next_due(
 ) -> Option<Timestamp> {
     let now = ctx.now;
     let stepped = updates.iter().any(|u| {
-        work.iter()
-            .find(|w| w.name == u.name)
-            .is_some_and(|w| w.status.phase != u.status.phase)
+        let now_starts = u.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::CreateReservation { start: None, .. }
+                    | Action::UpdateReservationStart { start: None, .. }
+            )
+        });
+        now_starts
+            || work
+                .iter()
+                .find(|w| w.name == u.name)
+                .is_some_and(|w| w.status.phase != u.status.phase)
     });
     if stepped {
         return Some(now);
