@@ -7,7 +7,8 @@
 //!   once (the next step may already be possible);
 //! - a reservation of ours ahead: shortly before it starts (to move it if the budget no
 //!   longer has room) and when it starts;
-//! - jobs holding a node being taken out, or a waiting node's release time: their ends;
+//! - jobs holding a node being taken out, or a waiting node's release time: their ends
+//!   (jobs being cancelled: every few seconds);
 //! - a node rebooting: when it is expected back (learned from this campaign), then every
 //!   few seconds, and at the reboot timeout;
 //! - the health check's settle time, a node not responding's timeout.
@@ -88,6 +89,8 @@ fn of_work(
     match st.phase {
         Phase::Reserved => match st.reservation_start {
             Some(t) if t > now => vec![t - BEFORE_START, t],
+            // Its preemptable jobs are being cancelled: soon gone.
+            _ if !ctx.cancels(&w.node).is_empty() => vec![now + RETURN_POLL],
             _ => job_ends(),
         },
         Phase::PendingReboot => {
