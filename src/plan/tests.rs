@@ -30,6 +30,7 @@ fn spec() -> MaintenancePolicySpec {
         preemption: Default::default(),
         campaign: Default::default(),
         oci: Default::default(),
+        blockers: None,
         paused: false,
         dry_run: false,
         interval: crate::api::Duration::secs(60),
