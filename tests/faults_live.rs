@@ -1,13 +1,22 @@
 //! Faults in the real components mid-campaign: the controller binary runs a rolling-reboot
 //! campaign on the live Slurm 22.05 cluster through the agent binary, on the real API server
-//! (`SLURM_MAINT_E2E_KUBECONFIG`), and slurmctld is stopped part-way and started again
-//! (its saved state kept). The campaign must complete, never with more nodes out than
-//! allowed (Slurm sampled every second), no node rebooted twice, and the policy's status must
-//! say what happened while it happened. Runs when `SLURM_MAINT_LIVE=1` and a real API server
+//! (`SLURM_MAINT_E2E_KUBECONFIG`), and part-way
+//! - slurmctld is stopped and started again (its saved state kept);
+//! - the controller's agent is stopped for 90 s and started again on its port;
+//! - kube-apiserver is stopped and started again (etcd kept), then etcd is stopped
+//!   briefly under it (tests/k8s/apiserver.sh stop/start; skipped on another cluster);
+//! - a node hangs on its reboot (tests/slurm/fake-reboot.sh's `hang` knob).
+//!
+//! Each campaign must complete (the hung node `Failed`), never with more nodes out than
+//! allowed (Slurm sampled every second), no node rebooted twice, a non-preemptable job
+//! ending by itself, and the policy's status must say what happened while it happened
+//! (as far as an API server that is down lets it be written). The scenarios share the
+//! partition and run one at a time. Runs when `SLURM_MAINT_LIVE=1` and a real API server
 //! is given (tests/run.sh's live phase on 22.05).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -288,24 +297,78 @@ struct Scenario {
     agent: Option<common::AgentProc>,
     agent_port: u16,
     _controller: common::Proc,
+    metrics_port: u16,
     boot_before: std::collections::BTreeMap<String, Option<Timestamp>>,
     campaign: Timestamp,
     job: u64,
-    /// Every state of the job seen (slurmctld forgets it 30 s after its end).
-    job_states: std::collections::BTreeSet<String>,
+    sampler: Sampler,
     allowed: usize,
     most_out: usize,
     samples: usize,
     started: Instant,
 }
 
+/// Slurm sampled every second in a task of its own (so an API server outage, which slows
+/// the test's reads, does not slow it): the most nodes out for us at once, and every state
+/// of the job seen (slurmctld forgets a job 30 s after its end).
+struct Sampler {
+    seen: Arc<Mutex<Sampled>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Sampled {
+    most_out: usize,
+    samples: usize,
+    job_states: std::collections::BTreeSet<String>,
+}
+
+impl Sampler {
+    fn start(slurm: slurm_maint::slurm::client::AgentClient, job: u64) -> Self {
+        let seen = Arc::new(Mutex::new(Sampled::default()));
+        let into = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let snap = slurm.snapshot("batch").await;
+                let state = job_state(job);
+                let mut s = into.lock().unwrap();
+                if let Ok(snap) = snap {
+                    let out = snap.nodes.iter().filter(|n| out_for_us(n)).count();
+                    s.most_out = s.most_out.max(out);
+                    s.samples += 1;
+                }
+                s.job_states.extend(state);
+            }
+        });
+        Self { seen, task }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 type Seen = (MaintenancePolicy, Vec<NodeMaintenance>);
 
 impl Scenario {
     async fn start(name: &'static str, nodes: &[&str], allowed: usize, reboots: Value) -> Self {
-        let (watch_agent, _, watch) = common::start_agent(TOKEN).await;
+        let (watch_agent, watch_url, watch) = common::start_agent(TOKEN).await;
         let boot_before = common::resume_and_boot_times(&watch, nodes, "batch").await;
         let job = submit_job(nodes[nodes.len() - 1]);
+        let sampler = Sampler::start(
+            slurm_maint::slurm::client::AgentClient::new(
+                &watch_url,
+                TOKEN,
+                Duration::from_secs(30),
+            )
+            .unwrap(),
+            job,
+        );
         let (agent, url, _) = common::start_agent(TOKEN).await;
         let agent_port = agent.port;
         let campaign = Timestamp::now();
@@ -320,14 +383,12 @@ impl Scenario {
             .await
             .unwrap();
         let kubeconfig = std::env::var("SLURM_MAINT_E2E_KUBECONFIG").unwrap();
+        let metrics_port = common::free_port();
         let controller = common::Proc(
             Command::new(env!("CARGO_BIN_EXE_slurm-maint"))
                 .args(["controller", "--namespace", &c.namespace])
                 .args(["--lease-namespace", &c.namespace, "--identity", name])
-                .args([
-                    "--metrics-addr",
-                    &format!("127.0.0.1:{}", common::free_port()),
-                ])
+                .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
                 .env("KUBECONFIG", &kubeconfig)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -369,10 +430,11 @@ impl Scenario {
             agent: Some(agent),
             agent_port,
             _controller: controller,
+            metrics_port,
             boot_before,
             campaign,
             job,
-            job_states: Default::default(),
+            sampler,
             allowed,
             most_out: 0,
             samples: 0,
@@ -380,17 +442,12 @@ impl Scenario {
         }
     }
 
-    /// One sample: the nodes out for us by Slurm (through the test's own agent), then the
-    /// policy and its work (`None` while the API server does not answer).
+    /// One sample: the policy and its work (`None` while the API server does not answer);
+    /// the sampler's figures so far.
     async fn sample(&mut self) -> Option<Seen> {
-        if let Ok(snap) = self.watch.snapshot("batch").await {
-            self.most_out = self
-                .most_out
-                .max(snap.nodes.iter().filter(|n| out_for_us(n)).count());
-            self.samples += 1;
-        }
-        if let Some(state) = job_state(self.job) {
-            self.job_states.insert(state);
+        {
+            let seen = self.sampler.seen.lock().unwrap();
+            (self.most_out, self.samples) = (seen.most_out, seen.samples);
         }
         // Bounded: with etcd gone a request waits for it (a sample must not outlast it).
         let t = Duration::from_secs(5);
@@ -404,6 +461,25 @@ impl Scenario {
             .ok()?
             .items;
         Some((p, w))
+    }
+
+    /// The controller's failed passes so far, by error (its metrics).
+    async fn pass_errors(&self) -> std::collections::BTreeMap<String, f64> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let Ok(r) = reqwest::get(&url).await else {
+            return Default::default();
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("slurm_maint_reconcile_errors_total{"))
+            .filter(|l| l.contains("controller=\"policy\""))
+            .filter_map(|l| {
+                let (labels, value) = l.split_once("} ")?;
+                let error = labels.split("error=\"").nth(1)?.split('"').next()?;
+                Some((error.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     /// Sample every second until `done` holds, or panic after `secs` with `what`.
@@ -459,11 +535,11 @@ impl Scenario {
     /// `Failed` after one attempt; no reservation of ours left on a completed node; the
     /// job ended by itself.
     async fn check_end(&self, works: &[NodeMaintenance], failed: &[&str]) {
+        let most_out = self.sampler.seen.lock().unwrap().most_out;
         assert!(
-            self.most_out <= self.allowed,
-            "{}: {} nodes out for maintenance at once, {} allowed",
+            most_out <= self.allowed,
+            "{}: {most_out} nodes out for maintenance at once, {} allowed",
             self.name,
-            self.most_out,
             self.allowed
         );
         let after = self.watch.snapshot("batch").await.unwrap();
@@ -493,15 +569,14 @@ impl Scenario {
             );
         }
         let ended = ["COMPLETING", "COMPLETED"];
+        let states = &self.sampler.seen.lock().unwrap().job_states;
         assert!(
-            self.job_states.iter().any(|s| ended.contains(&s.as_str()))
-                && self
-                    .job_states
+            states.iter().any(|s| ended.contains(&s.as_str()))
+                && states
                     .iter()
                     .all(|s| ended.contains(&s.as_str()) || s == "RUNNING" || s == "PENDING"),
-            "the non-preemptable job {} did not end by itself: states seen {:?}",
+            "the non-preemptable job {} did not end by itself: states seen {states:?}",
             self.job,
-            self.job_states
         );
     }
 }
@@ -638,14 +713,13 @@ async fn a_campaign_survives_its_agent_down_for_many_passes() {
     s.c.cleanup().await;
 }
 
-fn apiserver_sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/k8s/apiserver.sh"
-        ))
+/// tests/k8s/apiserver.sh ARGS, awaited (the sampler goes on meanwhile).
+async fn apiserver_sh(args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new("bash")
+        .arg(APISERVER_SH)
         .args(args)
         .output()
+        .await
         .map_err(|e| e.to_string())?;
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -656,13 +730,17 @@ fn apiserver_sh(args: &[&str]) -> Result<String, String> {
     }
 }
 
+const APISERVER_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/k8s/apiserver.sh");
+
 /// Restarts a daemon a failing test left stopped.
 struct StartOnDrop(&'static str, bool);
 
 impl Drop for StartOnDrop {
     fn drop(&mut self) {
         if self.1 {
-            let _ = apiserver_sh(&["start", self.0]);
+            let _ = Command::new("bash")
+                .args([APISERVER_SH, "start", self.0])
+                .status();
         }
     }
 }
@@ -680,7 +758,7 @@ async fn a_campaign_survives_the_api_server_restarted_and_etcd_briefly_gone() {
         eprintln!("skipped: needs SLURM_MAINT_LIVE=1 and a real API server");
         return;
     }
-    match apiserver_sh(&["status"]) {
+    match apiserver_sh(&["status"]).await {
         Ok(s) if s.contains("kube-apiserver:          running") => {}
         other => {
             eprintln!(
@@ -700,14 +778,15 @@ async fn a_campaign_survives_the_api_server_restarted_and_etcd_briefly_gone() {
     let (_, w) = s.until(300, "mid-campaign", |p, _| mid_campaign(p)).await;
     let then = format!("{:?}", phases_of(&w));
     let at = s.started.elapsed();
+    let errors_before = s.pass_errors().await;
     let mut guard = StartOnDrop("kube-apiserver", true);
-    apiserver_sh(&["stop", "kube-apiserver"]).unwrap();
+    apiserver_sh(&["stop", "kube-apiserver"]).await.unwrap();
     let mut answered = 0;
     s.for_a_while(APISERVER_OUTAGE, |seen| {
         answered += usize::from(seen.is_some())
     })
     .await;
-    apiserver_sh(&["start", "kube-apiserver"]).unwrap();
+    apiserver_sh(&["start", "kube-apiserver"]).await.unwrap();
     guard.1 = false;
     let back = Timestamp::now();
     // Passes resume: a pass after the restart, not degraded.
@@ -725,13 +804,13 @@ async fn a_campaign_survives_the_api_server_restarted_and_etcd_briefly_gone() {
     );
     let at_etcd = s.started.elapsed();
     let mut guard = StartOnDrop("etcd", true);
-    apiserver_sh(&["stop", "etcd"]).unwrap();
+    apiserver_sh(&["stop", "etcd"]).await.unwrap();
     let mut answered_etcd = 0;
     s.for_a_while(ETCD_OUTAGE, |seen| {
         answered_etcd += usize::from(seen.is_some())
     })
     .await;
-    apiserver_sh(&["start", "etcd"]).unwrap();
+    apiserver_sh(&["start", "etcd"]).await.unwrap();
     guard.1 = false;
     let back = Timestamp::now();
     s.until(120, "a pass after etcd is back", |p, _| {
@@ -741,13 +820,15 @@ async fn a_campaign_survives_the_api_server_restarted_and_etcd_briefly_gone() {
             .is_some_and(|t| t > back)
     })
     .await;
+    let errors_after = s.pass_errors().await;
     let (done, works) = s.complete(600).await;
     eprintln!(
         "kube-apiserver stopped {at:?} into the campaign (work then: {then}) for \
          {APISERVER_OUTAGE:?} ({answered} reads answered meanwhile), passes again after it: \
          {after_apiserver}; etcd stopped at {at_etcd:?} for {ETCD_OUTAGE:?} ({answered_etcd} \
-         reads answered); campaign complete after {:?}; at most {} node(s) out ({} allowed) \
-         in {} one-second samples",
+         reads answered); failed passes by error (controller metrics) before the outages \
+         {errors_before:?}, after {errors_after:?}; campaign complete after {:?}; at most {} \
+         node(s) out ({} allowed) in {} one-second samples",
         s.started.elapsed(),
         s.most_out,
         s.allowed,

@@ -166,8 +166,9 @@ conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
 #   22.05: the host's cluster (tests/slurm/cluster.sh, started above); its slurm_live,
 #          agent_live and agent_abuse already ran in the embedded-server phase, so
 #          controller_live, oci_live, alerts_live (a real Prometheus), blockers_live
-#          (spec.blockers against a real Prometheus) and faults_live (slurmctld stopped
-#          mid-campaign) run here.
+#          (spec.blockers against a real Prometheus) and faults_live (slurmctld, the agent,
+#          kube-apiserver and etcd stopped mid-campaign; a node hanging on its reboot) run
+#          here.
 #   24.11 (trixie), 26.05 (sid): `tests/slurm/chroot.sh live VERSION -- CMD` brings that
 #          cluster up in its chroot (built once, ~1 min, then cached in
 #          ~/.cache/slurm-maint), exports its env (the agent and the Slurm commands the tests
