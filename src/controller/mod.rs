@@ -118,6 +118,9 @@ pub struct Context {
     pub oci_discovered: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
     /// When this replica last ran a pass per policy, and for which generation.
     pub last_pass: std::sync::Mutex<std::collections::HashMap<String, (Timestamp, Option<i64>)>>,
+    /// When each policy's last pass said something is next due (`namespace/name`): its
+    /// next pass comes then if sooner than the interval.
+    pub next_due: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
     /// The controller's environment, where OCI workload identity and instance principals
     /// find their settings (tests give their own).
     pub env: Env,
@@ -160,6 +163,7 @@ impl Context {
             metrics: Arc::new(metrics::Metrics::default()),
             oci_discovered: Default::default(),
             last_pass: Default::default(),
+            next_due: Default::default(),
             oci_polls: Default::default(),
             env: Arc::new(|k| std::env::var(k).ok()),
             passes: tokio::sync::watch::Sender::new(None),

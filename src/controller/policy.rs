@@ -25,10 +25,20 @@ use crate::plan::{self, Action, Plan, Settings, Snapshot, Work};
 
 const CONTROLLER: &str = "policy";
 
-/// Expected time of one node's maintenance, for the ETA: reboot plus settle, at least.
-fn per_node_estimate(policy: &MaintenancePolicy) -> jiff::SignedDuration {
-    let r = &policy.spec.reboots;
-    (r.timeout.as_span() / 2) + r.settle_time.as_span()
+/// The shortest wait between two passes of a policy, however soon something is due.
+pub const MIN_WAKE: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+
+/// The wait after a pass at `now`: the interval, or less when the plan says something
+/// is due sooner (never under [`MIN_WAKE`]).
+fn wait_after(
+    interval: jiff::SignedDuration,
+    now: Timestamp,
+    due: Option<Timestamp>,
+) -> jiff::SignedDuration {
+    due.map_or(interval, |d| {
+        d.duration_since(now)
+            .clamp(MIN_WAKE, interval.max(MIN_WAKE))
+    })
 }
 
 /// Finalizer on every policy: its reservations in Slurm are withdrawn before it goes.
@@ -82,7 +92,8 @@ async fn apply(policy: Arc<MaintenancePolicy>, ctx: &Context) -> Result<Requeue,
     .flatten()
     .max();
     if let Some(last) = last {
-        let next = last + interval;
+        let due = ctx.next_due.lock().expect("lock").get(&key).copied();
+        let next = last + wait_after(interval, last, due);
         if next > now {
             return Ok(Requeue::requeue(ctx.pace.real(next.duration_since(now))));
         }
@@ -244,7 +255,15 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         }
     }
     report(ctx, policy, &settings, &work, &plan, now).await?;
-    Ok(requeue)
+    // A dry run changes nothing, so nothing it plans comes due.
+    let due = plan.next_due.filter(|_| !dry_run);
+    let key = format!("{ns}/{name}");
+    match due {
+        Some(d) => ctx.next_due.lock().expect("lock").insert(key, d),
+        None => ctx.next_due.lock().expect("lock").remove(&key),
+    };
+    let wait = wait_after(policy.spec.interval.as_span(), now, due);
+    Ok(Requeue::requeue(ctx.pace.real(wait)))
 }
 
 /// Work (by resource name) a person asked to expedite.
@@ -272,7 +291,7 @@ async fn report(
         paused: policy.spec.paused,
         dry_run: policy.spec.dry_run,
         acting: settings.reservations_enabled,
-        per_node: per_node_estimate(policy),
+        per_node: plan.per_node,
     };
     let generation = policy.metadata.generation;
     let status = policy_status(
@@ -289,4 +308,26 @@ async fn report(
     let ns = namespace(policy)?;
     ctx.metrics.policy(&ns, &policy.name_any(), &status);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::{SignedDuration as D, Timestamp};
+
+    #[test]
+    fn the_next_pass_comes_when_something_is_due_within_the_interval() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let i = D::from_secs(60);
+        assert_eq!(super::wait_after(i, now, None), i);
+        assert_eq!(
+            super::wait_after(i, now, Some(now + D::from_secs(7))),
+            D::from_secs(7)
+        );
+        assert_eq!(super::wait_after(i, now, Some(now)), super::MIN_WAKE);
+        assert_eq!(
+            super::wait_after(i, now, Some(now - D::from_secs(5))),
+            super::MIN_WAKE
+        );
+        assert_eq!(super::wait_after(i, now, Some(now + D::from_hours(2))), i);
+    }
 }

@@ -9,10 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::index::Ctx;
 use super::release::Release;
+use super::timeline::{Span, Timeline};
 use super::transition::{push_update, transition};
 use super::{BudgetFigures, Work, WorkUpdate, oci};
 use crate::api::NodeMaintenanceStatus;
@@ -34,19 +35,24 @@ pub(super) struct Admitted {
 enum Rank {
     Oci(Option<Timestamp>),
     /// Expedited work first (`false` sorts first).
+    /// Among equal release times, nodes with no job to cancel first.
     Reboot {
         not_expedited: bool,
         release: Release,
+        cancels: usize,
     },
 }
 
-/// Admit what the budget allows; `b` is the budget before admission.
+/// Admit what the budget allows; `b` is the budget before admission, `tl` its timeline
+/// (every node out, now and committed ahead), `d` how long a node is expected to be out.
 pub(super) fn admit<'w>(
     ctx: &Ctx<'_>,
     work: &[&'w Work],
     statuses: &mut BTreeMap<&'w str, NodeMaintenanceStatus>,
     updates: &mut Vec<WorkUpdate>,
     b: BudgetFigures,
+    tl: &mut Timeline,
+    d: SignedDuration,
 ) -> Admitted {
     let mut out = Admitted {
         budget: b,
@@ -57,9 +63,7 @@ pub(super) fn admit<'w>(
     };
     let mut candidates = candidates(ctx, work, statuses, &mut out);
     candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.node.cmp(&b.1.node)));
-    // |occupied| only changes when a node is admitted: computed once per change, not per
-    // candidate (a set union over the partition; thousands of candidates at 10k nodes).
-    let mut occupied = out.budget.occupied().len();
+    let horizon = ctx.now + ctx.s.lead_time;
     let mut full_note: Option<String> = None;
     let held = ctx.s.blockers.hold();
     for (rank, w) in candidates {
@@ -70,35 +74,99 @@ pub(super) fn admit<'w>(
         };
         if let Some(why) = release.and(gate(ctx, w, held.as_deref())) {
             out.waiting.insert(w.node.clone(), why.to_string());
-        } else if occupied < out.budget.allowed {
+        } else if let Some(start) = room(ctx, tl, release, d) {
             let mut status = statuses[w.name.as_str()].clone();
             let actions = match release {
                 None => oci::admit(ctx, w, &mut status),
+                Some(r) if r.time().is_some_and(|t| t < start) => {
+                    reserve(ctx, w, Release::At(start), &mut status)
+                }
                 Some(r) => reserve(ctx, w, r, &mut status),
             };
+            // Reserved now over a job with no time limit: out until it ends, unknown.
+            let to = release
+                .filter(|r| *r != Release::Unknown)
+                .map(|_| start + d);
+            tl.hold(&w.node, Span { from: start, to });
             statuses.insert(w.name.as_str(), status.clone());
             push_update(updates, w, status, actions);
             out.budget = ctx.figures(work, statuses);
-            occupied = out.budget.occupied().len();
             full_note = None;
             continue;
-        } else if release.is_some() {
-            out.budget_exhausted = true;
-            // The same for every candidate until the budget changes: made once.
-            let why = full_note.get_or_insert_with(|| {
-                format!(
-                    "budget full: {occupied} of {} allowed nodes out{}",
-                    out.budget.allowed,
-                    ctx.full_note(&out.budget, work, statuses)
-                )
-            });
-            out.waiting.insert(w.node.clone(), why.clone());
+        } else if let Some(r) = release {
+            let why = match r.time() {
+                Some(t) if t > horizon && tl.open_ended() < tl.allowed => format!(
+                    "released at {t}, beyond the reservation lead time ({})",
+                    ctx.s.lead_time
+                ),
+                _ => {
+                    out.budget_exhausted = true;
+                    // The same for every candidate until the budget changes: made once.
+                    full_note
+                        .get_or_insert_with(|| full(ctx, &out.budget, work, statuses, tl, horizon))
+                        .clone()
+                }
+            };
+            out.waiting.insert(w.node.clone(), why);
         }
         if let Some(r) = release {
             out.not_started.push((r, w.node.clone()));
         }
     }
     out
+}
+
+/// When `w` may start, if the timeline has room for it: OCI work now, for as long as OCI
+/// takes; a rolling reboot whose jobs end later at their end or the first room after it
+/// within the lead time; one free now (or freed by cancelling jobs, or reserved over
+/// jobs without a time limit) now or not yet — no job is ended early for a slot that
+/// comes later, and a free node waits in service rather than held for a later slot.
+fn room(
+    ctx: &Ctx<'_>,
+    tl: &Timeline,
+    release: Option<Release>,
+    d: SignedDuration,
+) -> Option<Timestamp> {
+    // The candidate is counted like any other node, even one already out by another's
+    // reservation: admission never starts work on a full budget.
+    let now = ctx.now;
+    let Some(release) = release else {
+        return tl.fits(None, now, OPEN).then_some(now);
+    };
+    if release == Release::Unknown {
+        return tl.fits(None, now, OPEN).then_some(now);
+    }
+    let want = release.time().unwrap_or(now).max(now);
+    let start = tl.first_fit(None, want, d, now + ctx.s.lead_time)?;
+    (start == want || want > now).then_some(start)
+}
+
+/// Long enough to stand for "until it ends" in a fit.
+const OPEN: SignedDuration = SignedDuration::from_hours(24 * 366);
+
+/// Why a full budget is full.
+fn full(
+    ctx: &Ctx<'_>,
+    b: &BudgetFigures,
+    work: &[&Work],
+    statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    tl: &Timeline,
+    horizon: Timestamp,
+) -> String {
+    let out_now = b.combined().len();
+    let note = ctx.full_note(b, work, statuses);
+    if out_now >= b.allowed {
+        return format!(
+            "budget full: {out_now} of {} allowed nodes out{note}",
+            b.allowed
+        );
+    }
+    format!(
+        "budget full: {out_now} of {} allowed nodes out now, the rest committed until {horizon} \
+         ({} reserved ahead){note}",
+        b.allowed,
+        tl.spans().filter(|(_, s)| s.from > ctx.now).count()
+    )
 }
 
 /// Pending work that could start: OCI work whose event is due and whose node is in
@@ -155,6 +223,7 @@ fn candidates<'w>(
         let rank = Rank::Reboot {
             not_expedited,
             release,
+            cancels: ctx.cancels(&w.node).len(),
         };
         candidates.push((rank, w));
     }

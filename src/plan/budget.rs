@@ -1,8 +1,9 @@
 //! The capacity budget of a partition.
 //!
 //! allowed = max(1, floor(total × percent / 100)), or an absolute count (capped at the
-//! partition size). New work starts only while |occupied| < allowed, where occupied is
-//! unavailable ∪ down ∪ nodes already committed to maintenance.
+//! partition size). New work starts only where the budget's timeline
+//! ([`super::timeline`]) keeps the nodes out — unavailable ∪ down now, and every
+//! committed reservation over its expected interval — within allowed at every moment.
 //!
 //! The seed tool compared `combined < total × pct / 100` with a float: at 10 % of 15 nodes
 //! that lets a second node start (1 < 1.5), i.e. 13.3 % — a fraction of a node over the
@@ -51,11 +52,12 @@ impl BudgetLimit {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetFigures {
     pub total: usize,
-    /// Nodes out for maintenance: active or imminent MAINT reservation, or ours in flight.
+    /// Nodes out for maintenance now: an active MAINT reservation, or ours in flight.
     pub unavailable: BTreeSet<String>,
     /// Nodes Slurm has down (DOWN, DRAIN, FAIL, NOT_RESPONDING, POWER_*), or rebooting.
     pub down: BTreeSet<String>,
-    /// Nodes committed to maintenance whose reservation starts beyond the lead time.
+    /// Nodes committed to a MAINT reservation not yet started: ours, and anyone's
+    /// starting within the lead time.
     pub reserved_ahead: BTreeSet<String>,
     pub allowed: usize,
 }
@@ -71,16 +73,17 @@ impl BudgetFigures {
         self.unavailable.intersection(&self.down).count()
     }
 
-    /// unavailable ∪ down ∪ reserved ahead: what admission compares with `allowed`.
+    /// unavailable ∪ down ∪ reserved ahead: every node out now or committed (reserved
+    /// ahead in intervals the timeline keeps apart, so this may exceed `allowed`).
     pub fn occupied(&self) -> BTreeSet<&String> {
         let mut s = self.combined();
         s.extend(self.reserved_ahead.iter());
         s
     }
 
-    /// Whether one more in-service node may start now.
+    /// Whether one more node may go out now (commitments ahead aside).
     pub fn has_room(&self) -> bool {
-        self.occupied().len() < self.allowed
+        self.combined().len() < self.allowed
     }
 
     /// Figures for `kubectl get`.

@@ -5,10 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::index::Ctx;
-use super::transition::{push_update, transition};
 use super::{
-    Action, BudgetFigures, NewWork, REASON_PREFIX, Snapshot, Work, WorkUpdate, campaign_id,
-    needs_reboot, work_name,
+    Action, NewWork, REASON_PREFIX, Snapshot, Work, WorkUpdate, campaign_id, needs_reboot,
+    work_name,
 };
 use crate::api::NodeMaintenanceStatus;
 use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};
@@ -57,48 +56,6 @@ pub(super) fn new_work(
         new_work.sort_by(|a, b| a.name.cmp(&b.name));
     }
     (new_work, campaign_nodes.len())
-}
-
-/// Give budget back if nodes went down elsewhere: reservations not yet started are
-/// withdrawn, latest start first, until the committed set fits again.
-pub(super) fn give_back<'w>(
-    ctx: &Ctx<'_>,
-    work: &[&'w Work],
-    statuses: &mut BTreeMap<&'w str, NodeMaintenanceStatus>,
-    updates: &mut Vec<WorkUpdate>,
-) -> BudgetFigures {
-    let now = ctx.now;
-    let mut b = ctx.figures(work, statuses);
-    if b.occupied().len() <= b.allowed {
-        return b;
-    }
-    let mut ahead: Vec<(&Work, jiff::Timestamp)> = work
-        .iter()
-        .copied()
-        .filter_map(|w| {
-            let st = &statuses[w.name.as_str()];
-            let start = st
-                .reservation_start
-                .filter(|_| st.phase == Phase::Reserved)?;
-            (start > now && !b.down.contains(&w.node)).then_some((w, start))
-        })
-        .collect();
-    ahead.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.name.cmp(&a.0.name)));
-    for (w, _) in ahead {
-        if b.occupied().len() <= b.allowed {
-            break;
-        }
-        let mut status = statuses[w.name.as_str()].clone();
-        let name = ctx.reservation_for(w);
-        let why = "budget exceeded by nodes down elsewhere: reservation withdrawn";
-        transition(&mut status, Phase::Pending, now, why);
-        status.reservation_name = None;
-        status.reservation_start = None;
-        statuses.insert(w.name.as_str(), status.clone());
-        push_update(updates, w, status, vec![Action::DeleteReservation { name }]);
-        b = ctx.figures(work, statuses);
-    }
-    b
 }
 
 /// When all work on a node has ended and some of it completed, no reason of ours stays on

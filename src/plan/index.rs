@@ -22,6 +22,8 @@ pub(super) struct Ctx<'a> {
     /// Reservations not ours, by node.
     foreign: BTreeMap<&'a str, Vec<&'a Reservation>>,
     pub health: &'a BTreeMap<String, HealthResult>,
+    /// `<prefix>-`: the start of our reservations' names.
+    ours: String,
 }
 
 impl<'a> Ctx<'a> {
@@ -35,11 +37,11 @@ impl<'a> Ctx<'a> {
             all_reservations: &snapshot.reservations,
             foreign: BTreeMap::new(),
             health: &snapshot.health,
+            ours: format!("{}-", s.reservation.prefix),
         };
-        let ours = format!("{}-", s.reservation.prefix);
         for r in &snapshot.reservations {
             ctx.reservations.insert(r.name.as_str(), r);
-            if !r.name.starts_with(&ours) {
+            if !r.name.starts_with(&ctx.ours) {
                 for n in &r.nodes {
                     ctx.foreign.entry(n.as_str()).or_default().push(r);
                 }
@@ -54,6 +56,11 @@ impl<'a> Ctx<'a> {
             }
         }
         ctx
+    }
+
+    /// Every reservation Slurm has, ours and others'.
+    pub fn all_reservations(&self) -> &'a [Reservation] {
+        self.all_reservations
     }
 
     pub fn jobs_on(&self, node: &str) -> impl Iterator<Item = &'a Job> + '_ {
@@ -133,7 +140,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Budget figures given the planned statuses.
+    /// Budget figures given the planned statuses: nodes out now, and nodes committed to
+    /// a MAINT reservation that has not started (ours, or anyone's within the lead time).
     pub fn figures(
         &self,
         work: &[&Work],
@@ -143,22 +151,28 @@ impl<'a> Ctx<'a> {
         let horizon = now + self.s.lead_time;
         let in_partition = |n: &str| self.nodes.contains_key(n);
         let mut unavailable = BTreeSet::new();
-        // MAINT reservations active or starting within the lead time — anyone's.
+        let mut reserved_ahead = BTreeSet::new();
         for r in self.all_reservations {
-            if r.is_maint() && r.start <= horizon && now < r.end {
-                unavailable.extend(r.nodes.iter().filter(|n| in_partition(n)).cloned());
+            if !r.is_maint() || now >= r.end {
+                continue;
+            }
+            let nodes = r.nodes.iter().filter(|n| in_partition(n)).cloned();
+            if r.start <= now {
+                unavailable.extend(nodes);
+            } else if r.start <= horizon && !r.name.starts_with(&self.ours) {
+                reserved_ahead.extend(nodes);
             }
         }
-        let mut reserved_ahead = BTreeSet::new();
         for w in work.iter().filter(|w| in_partition(&w.node)) {
             let st = &statuses[w.name.as_str()];
             match st.phase {
-                Phase::Reserved if st.reservation_start.is_some_and(|t| t > horizon) => {
+                Phase::Reserved if st.reservation_start.is_some_and(|t| t > now) => {
                     reserved_ahead.insert(w.node.clone());
                 }
                 p if p.holds_node() || p == Phase::Reserved => {
                     unavailable.insert(w.node.clone());
                 }
+                // Ended: its reservation, if still there, counts above as it stands.
                 _ => {}
             }
         }

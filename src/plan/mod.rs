@@ -23,9 +23,12 @@ mod machine;
 mod oci;
 mod reboot;
 pub mod release;
+mod retime;
 pub mod retry;
 pub mod status;
+pub mod timeline;
 mod transition;
+mod wake;
 pub mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,8 +51,8 @@ pub const REASON_PREFIX: &str = "slurm-maint: ";
 pub const BOOT_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(300);
 /// Most transitions kept in a NodeMaintenance's status.
 pub const MAX_TRANSITIONS: usize = 32;
-/// A reservation's start is moved only when the release time differs by more than this.
-pub const RETIME_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);
+/// A reservation's start is moved earlier only by more than this.
+pub const RETIME_TOLERANCE: SignedDuration = SignedDuration::from_secs(10);
 /// Most nodes shown in the plan preview.
 pub const PREVIEW_LEN: usize = 10;
 
@@ -79,6 +82,9 @@ pub struct Settings {
     /// A maintenance window is open now (computed by the caller from the policy).
     pub window_open: bool,
     pub reboot_timeout: SignedDuration,
+    /// The policy's pass interval: the longest a pass waits for the next.
+    #[serde(default)]
+    pub interval: SignedDuration,
     pub max_attempts: u32,
     pub health_check: bool,
     pub settle_time: SignedDuration,
@@ -209,6 +215,7 @@ impl Settings {
             paused: spec.paused,
             window_open,
             reboot_timeout: spec.reboots.timeout.as_span(),
+            interval: spec.interval.as_span(),
             max_attempts: spec.reboots.max_attempts,
             health_check: spec.reboots.health_check,
             settle_time: spec.reboots.settle_time.as_span(),
@@ -404,6 +411,14 @@ pub struct Plan {
     pub scope_matches_nothing: bool,
     /// The blockers admission held (or did not hold) new work for.
     pub blockers: Blockers,
+    /// The earliest moment something is due (a reservation starts, a node is expected
+    /// back, a timeout expires; `now` when a step of this pass can be followed at once):
+    /// the next pass should not wait longer.
+    pub next_due: Option<Timestamp>,
+    /// How long one node is typically out, learned from this campaign's completed nodes.
+    pub per_node: SignedDuration,
+    /// The most nodes out at any moment from now on, committed reservations included.
+    pub peak_out: usize,
 }
 
 impl Plan {
@@ -520,10 +535,22 @@ pub fn plan(
         }
     }
     campaign::clear_stale_reasons(&ctx, &work, &statuses, &mut updates);
-    let before = campaign::give_back(&ctx, &work, &mut statuses, &mut updates);
     let (new_work, nodes_needing_work) =
         campaign::new_work(policy, &ctx, snapshot, &work, &statuses);
-    let a = admission::admit(&ctx, &work, &mut statuses, &mut updates, before);
+    let (safe, typical) = timeline::expected_duration(&ctx, &work);
+    let mut tl = timeline::build(&ctx, &work, &statuses, safe);
+    retime::follow(&ctx, &work, &mut statuses, &mut updates, &mut tl, safe);
+    let before = ctx.figures(&work, &statuses);
+    let a = admission::admit(
+        &ctx,
+        &work,
+        &mut statuses,
+        &mut updates,
+        before,
+        &mut tl,
+        safe,
+    );
+    let next_due = wake::next_due(&ctx, &work, &statuses, &updates, &a.not_started, typical);
 
     // Nodes about to get a NodeMaintenance are previewed too.
     let mut not_started: Vec<(Release, String)> = new_work
@@ -561,6 +588,9 @@ pub fn plan(
         scope_matches_nothing: s.scope.is_some()
             && !snapshot.nodes.iter().any(|n| s.in_scope(&n.name)),
         blockers: s.blockers.clone(),
+        next_due,
+        per_node: typical,
+        peak_out: tl.peak(now),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::index::Ctx;
 use super::transition::{fail_drained, transition};
-use super::{Action, BOOT_CLOCK_SKEW, REASON_PREFIX, RETIME_TOLERANCE, Work, needs_reboot};
+use super::{Action, BOOT_CLOCK_SKEW, REASON_PREFIX, Work, needs_reboot};
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, NodeMaintenanceStatus};
 use crate::slurm::Node;
 
@@ -64,8 +64,8 @@ pub(super) fn ended(ctx: &Ctx<'_>, w: &Work) -> Vec<Action> {
     delete_reservation(ctx, w).into_iter().collect()
 }
 
-/// Reserved: the reservation exists and follows the release time; once it is active and
-/// the node empty, the node waits for its reboot.
+/// Reserved: the reservation exists; once it is active and the node empty, the node
+/// waits for its reboot.
 pub(super) fn taken_out(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) -> Vec<Action> {
     let now = ctx.now;
     let name = ctx.reservation_for(w);
@@ -77,15 +77,8 @@ pub(super) fn taken_out(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus)
             st.reservation_start = Some(release.time().unwrap_or(now).max(now));
             return vec![ctx.create_reservation(name, &w.node, release)];
         }
-        Some(r) if r.start > now => {
-            let want = release.time().unwrap_or(now).max(now);
-            if want.duration_since(r.start).abs() <= RETIME_TOLERANCE {
-                return vec![];
-            }
-            st.reservation_start = Some(want);
-            let start = (want > now).then_some(want);
-            return vec![Action::UpdateReservationStart { name, start }];
-        }
+        // Not started yet: [`super::retime`] moves it with the jobs and the budget.
+        Some(r) if r.start > now => return vec![],
         Some(_) => {}
     }
     if !ctx.busy(&w.node) {

@@ -517,6 +517,9 @@ mod tests {
             queue: vec![],
             scope_matches_nothing: false,
             blockers: Default::default(),
+            next_due: None,
+            per_node: SignedDuration::from_mins(10),
+            peak_out: 0,
         }
     }
 

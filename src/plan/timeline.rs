@@ -1,0 +1,357 @@
+//! The budget as a timeline: each node out of service over an interval, and a new
+//! interval admitted only when, at every moment of it, the nodes out stay within the
+//! budget. A node committed to a reservation hours ahead holds no slot until then.
+//!
+//! Intervals, per node (a node counts once, over the hull of what holds it):
+//! - down or drained by others, and ours in flight past the expected end: from now, open;
+//! - anyone's MAINT reservation (ours only when its work has ended): its start to its end;
+//! - ours in flight: from now to the expected end (taken out + the expected duration),
+//!   and at least to the next pass (a return counts once seen);
+//! - ours reserved ahead: the reservation's start, for the expected duration;
+//! - OCI work in flight: from now, open (OCI's repair takes what it takes).
+//!
+//! The expected duration is learned from the campaign's completed nodes (the longest
+//! seen, so the guarantee errs on the safe side); before any has completed it is one
+//! attempt's worst case, the reboot timeout plus the settle time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::Work;
+use super::index::Ctx;
+use crate::api::NodeMaintenanceStatus;
+use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};
+
+/// How far past the next pass an in-flight node counts at least: a reservation never
+/// starts at the very moment the pass that would move it runs.
+pub const NEXT_PASS_GUARD: SignedDuration = SignedDuration::from_secs(10);
+
+/// One node's time out of service: `[from, to)`, `to = None` when open-ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub from: Timestamp,
+    pub to: Option<Timestamp>,
+}
+
+impl Span {
+    fn covers(&self, t: Timestamp) -> bool {
+        self.from <= t && self.to.is_none_or(|e| t < e)
+    }
+
+    fn hull(self, o: Span) -> Span {
+        let to = match (self.to, o.to) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        Span {
+            from: self.from.min(o.from),
+            to,
+        }
+    }
+}
+
+/// Nodes out over time, and how many may be out at once.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub allowed: usize,
+    spans: BTreeMap<String, Span>,
+}
+
+impl Timeline {
+    pub fn new(allowed: usize) -> Self {
+        Self {
+            allowed,
+            spans: BTreeMap::new(),
+        }
+    }
+
+    /// `node` is out over `span` (merged with what already holds it).
+    pub fn hold(&mut self, node: &str, span: Span) {
+        let merged = match self.spans.get(node) {
+            Some(s) => s.hull(span),
+            None => span,
+        };
+        self.spans.insert(node.to_string(), merged);
+    }
+
+    pub fn release(&mut self, node: &str) -> Option<Span> {
+        self.spans.remove(node)
+    }
+
+    pub fn span(&self, node: &str) -> Option<Span> {
+        self.spans.get(node).copied()
+    }
+
+    /// Nodes out at `t`.
+    pub fn out_at(&self, t: Timestamp) -> usize {
+        self.spans.values().filter(|s| s.covers(t)).count()
+    }
+
+    /// Whether one more node may be out over `[start, start + d)`; `except` (a node being
+    /// moved) is left out of the count.
+    pub fn fits(&self, except: Option<&str>, start: Timestamp, d: SignedDuration) -> bool {
+        let end = start + d;
+        let others = || {
+            self.spans
+                .iter()
+                .filter(|(n, _)| Some(n.as_str()) != except)
+        };
+        // The count only rises where a span begins: check the start and every later begin.
+        std::iter::once(start)
+            .chain(
+                others()
+                    .map(|(_, s)| s.from)
+                    .filter(|f| *f > start && *f < end),
+            )
+            .all(|t| others().filter(|(_, s)| s.covers(t)).count() < self.allowed)
+    }
+
+    /// The earliest start at or after `from`, and no later than `horizon`, at which one
+    /// more node fits for `d` (`except` left out): `from` itself, or a moment another
+    /// node comes back.
+    pub fn first_fit(
+        &self,
+        except: Option<&str>,
+        from: Timestamp,
+        d: SignedDuration,
+        horizon: Timestamp,
+    ) -> Option<Timestamp> {
+        let mut starts: Vec<Timestamp> = std::iter::once(from)
+            .chain(
+                self.spans
+                    .iter()
+                    .filter(|(n, _)| Some(n.as_str()) != except)
+                    .filter_map(|(_, s)| s.to)
+                    .filter(|t| *t > from),
+            )
+            .filter(|t| *t <= horizon)
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        starts.into_iter().find(|t| self.fits(except, *t, d))
+    }
+
+    /// Nodes out with no known end: while they fill the budget, nothing fits anywhere.
+    pub fn open_ended(&self) -> usize {
+        self.spans.values().filter(|s| s.to.is_none()).count()
+    }
+
+    /// The most nodes out at any moment from `now` on.
+    pub fn peak(&self, now: Timestamp) -> usize {
+        std::iter::once(now)
+            .chain(self.spans.values().map(|s| s.from).filter(|f| *f > now))
+            .map(|t| self.out_at(t))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every span, by node.
+    pub fn spans(&self) -> impl Iterator<Item = (&str, Span)> {
+        self.spans.iter().map(|(n, s)| (n.as_str(), *s))
+    }
+}
+
+/// How long a node is expected to be out, from the moment it is taken out to completed:
+/// `(safe, typical)` — the longest and the median seen among `work` completed in this
+/// campaign, or one attempt's worst case (and half of it) before any has completed.
+pub(super) fn expected_duration(ctx: &Ctx<'_>, work: &[&Work]) -> (SignedDuration, SignedDuration) {
+    let mut seen: Vec<SignedDuration> = work
+        .iter()
+        .filter(|w| w.action == MaintenanceAction::Reboot)
+        .filter(|w| w.status.phase == Phase::Completed)
+        .filter_map(|w| time_out(&w.status))
+        .collect();
+    if seen.is_empty() {
+        let worst = ctx.s.reboot_timeout + ctx.s.settle_time;
+        return (worst, ctx.s.reboot_timeout / 2 + ctx.s.settle_time);
+    }
+    seen.sort_unstable();
+    (seen[seen.len() - 1], seen[seen.len() / 2])
+}
+
+/// Taken out (first PendingReboot) to Completed, from the recorded transitions.
+fn time_out(st: &NodeMaintenanceStatus) -> Option<SignedDuration> {
+    let out = st
+        .transitions
+        .iter()
+        .find(|t| t.phase == Phase::PendingReboot)?
+        .time;
+    let done = st
+        .transitions
+        .iter()
+        .rev()
+        .find(|t| t.phase == Phase::Completed)?
+        .time;
+    (done >= out).then(|| done.duration_since(out))
+}
+
+/// When the work's node was taken out (its reservation active and the node empty).
+fn taken_out_at(st: &NodeMaintenanceStatus, now: Timestamp) -> Timestamp {
+    st.transitions
+        .iter()
+        .rev()
+        .find(|t| t.phase == Phase::PendingReboot)
+        .map(|t| t.time)
+        .or(st.reservation_start)
+        .unwrap_or(now)
+        .min(now)
+}
+
+/// The timeline of everything but Pending work and ours reserved ahead (which
+/// [`super::retime`] adds one by one), given the planned statuses.
+pub(super) fn build(
+    ctx: &Ctx<'_>,
+    work: &[&Work],
+    statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    safe: SignedDuration,
+) -> Timeline {
+    let now = ctx.now;
+    let mut tl = Timeline::new(ctx.s.limit.allowed(ctx.nodes.len()));
+    let open = Span {
+        from: now,
+        to: None,
+    };
+    for n in ctx.nodes.values().filter(|n| !n.state.in_service()) {
+        tl.hold(&n.name, open);
+    }
+    // Our reservations count through their work, unless their work has ended (a delete
+    // not yet carried out): then as they stand, like anyone's.
+    let live: BTreeSet<String> = work
+        .iter()
+        .filter(|w| !statuses[w.name.as_str()].phase.is_terminal())
+        .map(|w| ctx.reservation_for(w))
+        .collect();
+    for r in ctx.all_reservations() {
+        if !r.is_maint() || r.end <= now || live.contains(&r.name) {
+            continue;
+        }
+        for n in r
+            .nodes
+            .iter()
+            .filter(|n| ctx.nodes.contains_key(n.as_str()))
+        {
+            let span = Span {
+                from: r.start.max(now),
+                to: Some(r.end),
+            };
+            tl.hold(n, span);
+        }
+    }
+    for w in work
+        .iter()
+        .filter(|w| ctx.nodes.contains_key(w.node.as_str()))
+    {
+        let st = &statuses[w.name.as_str()];
+        if st.phase == Phase::Pending || st.phase.is_terminal() {
+            continue;
+        }
+        // Taken out once its jobs end, at the earliest; no known end over jobs
+        // without a time limit.
+        let release = ctx.release(&w.node).time();
+        if let Some(span) = in_flight(w, st, now, release, safe, ctx.s.interval) {
+            tl.hold(&w.node, span);
+        }
+    }
+    tl
+}
+
+/// The span of work already out (in flight, or reserved with its reservation started);
+/// `None` for work reserved ahead.
+fn in_flight(
+    w: &Work,
+    st: &NodeMaintenanceStatus,
+    now: Timestamp,
+    release: Option<Timestamp>,
+    safe: SignedDuration,
+    interval: SignedDuration,
+) -> Option<Span> {
+    if w.action == MaintenanceAction::OciMaintenance {
+        return Some(Span {
+            from: now,
+            to: None,
+        });
+    }
+    if st.phase == Phase::Reserved && st.reservation_start.is_some_and(|t| t > now) {
+        return None;
+    }
+    // Past its expected end it has no known end; before, it counts at least until the
+    // next pass can have seen it back, so nothing starts on a return not yet seen.
+    let out = match (st.phase, release) {
+        (Phase::Reserved, None) => {
+            return Some(Span {
+                from: now,
+                to: None,
+            });
+        }
+        (Phase::Reserved, Some(r)) => taken_out_at(st, now).max(r),
+        _ => taken_out_at(st, now),
+    };
+    let end = out + safe;
+    Some(Span {
+        from: now,
+        to: (end > now).then_some(end.max(now + interval + NEXT_PASS_GUARD)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn span(from: i64, to: Option<i64>) -> Span {
+        Span {
+            from: t(from),
+            to: to.map(t),
+        }
+    }
+
+    const D: SignedDuration = SignedDuration::from_secs(100);
+
+    #[test]
+    fn an_interval_fits_only_where_every_moment_has_room() {
+        let mut tl = Timeline::new(1);
+        tl.hold("a", span(0, Some(50)));
+        assert!(!tl.fits(Some("b"), t(0), D));
+        assert!(!tl.fits(Some("b"), t(49), D));
+        assert!(tl.fits(Some("b"), t(50), D));
+        // A node's own span is left out of its count.
+        assert!(tl.fits(Some("a"), t(0), D));
+        // A span that begins inside the interval counts there.
+        tl.hold("c", span(200, Some(300)));
+        assert!(!tl.fits(Some("b"), t(150), D));
+        assert!(tl.fits(Some("b"), t(300), D));
+        assert_eq!(tl.first_fit(Some("b"), t(0), D, t(1000)), Some(t(50)));
+        assert_eq!(tl.first_fit(Some("b"), t(120), D, t(1000)), Some(t(300)));
+        assert_eq!(tl.first_fit(Some("b"), t(120), D, t(250)), None);
+    }
+
+    #[test]
+    fn open_spans_never_end_and_two_slots_hold_two() {
+        let mut tl = Timeline::new(2);
+        tl.hold("down", span(0, None));
+        tl.hold("a", span(10, Some(60)));
+        assert!(!tl.fits(Some("b"), t(20), D));
+        assert!(tl.fits(Some("b"), t(60), D));
+        assert_eq!(tl.first_fit(Some("b"), t(0), D, t(10_000)), Some(t(60)));
+        assert_eq!(tl.peak(t(0)), 2);
+        tl.hold("b", span(60, Some(160)));
+        assert_eq!(tl.peak(t(0)), 2);
+        assert_eq!(tl.out_at(t(100)), 2);
+        assert_eq!(tl.out_at(t(200)), 1);
+    }
+
+    #[test]
+    fn a_node_counts_once_over_the_hull_of_its_spans() {
+        let mut tl = Timeline::new(1);
+        tl.hold("a", span(0, Some(10)));
+        tl.hold("a", span(50, Some(60)));
+        assert_eq!(tl.span("a"), Some(span(0, Some(60))));
+        tl.hold("a", span(5, None));
+        assert_eq!(tl.span("a"), Some(span(0, None)));
+        assert_eq!(tl.out_at(t(1_000_000)), 1);
+    }
+}
