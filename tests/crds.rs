@@ -173,6 +173,13 @@ fn cel_accepts_good_policies() {
     let mut o = oci;
     o["credentialsSecretRef"] = json!({"name": "oci"});
     s["oci"] = o;
+    cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
+    s["blockers"] = json!({
+        "prometheusUrl": "https://prometheus.monitoring:9090/prometheus/",
+        "alerts": ["NodeDown", "ceph:HealthError"],
+        "tokenSecretRef": {"name": "prom-token"},
+        "timeout": "30s",
+    });
     cel("maintenancepolicies", &policy(s), None).unwrap();
 }
 
@@ -224,6 +231,18 @@ fn cel_refuses_bad_policies() {
         (
             json!({"campaign": {"windows": [{"start": "02:00", "end": "02:00"}]}}),
             "must differ",
+        ),
+        (
+            json!({"blockers": {"prometheusUrl": "http://p:9090/api/v1/alerts?x=1", "alerts": ["A"]}}),
+            "no query or fragment",
+        ),
+        (
+            json!({"blockers": {"prometheusUrl": "http://p:9090/#top", "alerts": ["A"]}}),
+            "no query or fragment",
+        ),
+        (
+            json!({"blockers": {"prometheusUrl": "http://p:9090", "alerts": ["A"], "timeout": "0s"}}),
+            "between 1s and 5m",
         ),
     ];
     for (patch, want) in cases {
@@ -379,6 +398,7 @@ fn every_duration_field_has_a_range_that_names_the_field() {
             "168h",
         ),
         (&["oci", "drainAhead"], "oci.drainAhead", "0s", "720h"),
+        (&["blockers", "timeout"], "blockers.timeout", "1s", "5m"),
     ];
     let with = |path: &[&str], v: &str| {
         let mut s = base_spec();
@@ -388,7 +408,10 @@ fn every_duration_field_has_a_range_that_names_the_field() {
                 at[*key] = v.into();
             } else {
                 if at.get(*key).is_none() {
-                    at[*key] = json!({});
+                    at[*key] = match *key {
+                        "blockers" => json!({"prometheusUrl": "http://p:9090", "alerts": ["A"]}),
+                        _ => json!({}),
+                    };
                 }
                 at = &mut at[*key];
             }

@@ -843,6 +843,31 @@ async fn invalid_policies_are_refused_at_apply_time() {
         }
         e => panic!("{e}"),
     }
+    // OpenAPI bounds of spec.blockers: an empty alert name, a scheme other than http(s),
+    // more than 32 alerts, none at all.
+    let many: Vec<String> = (0..33).map(|i| format!("Alert{i}")).collect();
+    for (i, blockers) in [
+        json!({"prometheusUrl": "http://p:9090", "alerts": [""]}),
+        json!({"prometheusUrl": "ftp://p:9090", "alerts": ["A"]}),
+        json!({"prometheusUrl": "http://p:9090", "alerts": many}),
+        json!({"prometheusUrl": "http://p:9090", "alerts": []}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bad = policy(&format!("b{i}"), json!({"blockers": blockers}));
+        match api.create(&PostParams::default(), &bad).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{blockers}: {s:?}");
+                assert!(
+                    s.message.contains("spec.blockers"),
+                    "{blockers}: {}",
+                    s.message
+                );
+            }
+            other => panic!("{blockers}: {other:?}"),
+        }
+    }
     // CEL rules (servers ≥ 1.25 and the embedded one).
     let version = c.client.apiserver_version().await.unwrap();
     let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
@@ -855,6 +880,17 @@ async fn invalid_policies_are_refused_at_apply_time() {
         match e {
             kube::Error::Api(s) => assert_eq!(s.code, 422, "{s:?}"),
             e => panic!("{e}"),
+        }
+        let bad = policy(
+            "p3",
+            json!({"blockers": {"prometheusUrl": "http://p:9090/?q=1", "alerts": ["A"]}}),
+        );
+        match api.create(&PostParams::default(), &bad).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{s:?}");
+                assert!(s.message.contains("no query or fragment"), "{}", s.message);
+            }
+            other => panic!("{other:?}"),
         }
     }
     assert!(

@@ -165,8 +165,10 @@ conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
 # cluster and the real API server (SLURM_MAINT_E2E_KUBECONFIG).
 #   22.05: the host's cluster (tests/slurm/cluster.sh, started above); its slurm_live,
 #          agent_live and agent_abuse already ran in the embedded-server phase, so
-#          controller_live, oci_live, alerts_live (a real Prometheus) and faults_live
-#          (slurmctld stopped mid-campaign) run here.
+#          controller_live, oci_live, alerts_live (a real Prometheus), blockers_live
+#          (spec.blockers against a real Prometheus) and faults_live (slurmctld, the agent,
+#          kube-apiserver and etcd stopped mid-campaign; a node hanging on its reboot) run
+#          here.
 #   24.11 (trixie), 26.05 (sid): `tests/slurm/chroot.sh live VERSION -- CMD` brings that
 #          cluster up in its chroot (built once, ~1 min, then cached in
 #          ~/.cache/slurm-maint), exports its env (the agent and the Slurm commands the tests
@@ -179,7 +181,7 @@ live_suites_on_slurm() {
         22.05)
             with_slurm
             cargo test --no-fail-fast --test controller_live --test oci_live --test alerts_live \
-                --test faults_live
+                --test blockers_live --test faults_live
             ;;
         24.11 | 26.05)
             # its own cluster in a Debian chroot (trixie, sid; built once and cached), beside

@@ -79,6 +79,11 @@ pub struct MaintenancePolicySpec {
     #[serde(default)]
     pub oci: OciSettings,
 
+    /// Prometheus alerts that hold new work while any of them fires (work already
+    /// started goes on). Unset: nothing is asked of Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blockers: Option<Blockers>,
+
     /// Stop starting new work. Nodes already rebooting finish safely; nothing new starts.
     #[serde(default)]
     pub paused: bool,
@@ -332,6 +337,41 @@ pub struct Campaign {
     pub windows: Vec<MaintenanceWindow>,
 }
 
+/// Alerts in Prometheus that hold new work: while any named alert is firing
+/// (`GET /api/v1/alerts`, state `firing`), or while Prometheus cannot say, no new work
+/// starts. Asked once per pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!self.prometheusUrl.contains('?') && !self.prometheusUrl.contains('#')").message("blockers.prometheusUrl is the base URL of Prometheus: no query or fragment")
+)]
+pub struct Blockers {
+    /// Base URL of Prometheus's HTTP API, e.g. `http://prometheus.monitoring:9090`
+    /// (a path prefix such as `/prometheus` is kept).
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(pattern = r"^https?://[^\s/?#]+[^\s]*$")
+    )]
+    pub prometheus_url: String,
+    /// Alert names (their `alertname` label) that hold new work while firing.
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(regex(pattern = r"^[A-Za-z_:][A-Za-z0-9_:]{0,127}$"))
+    )]
+    pub alerts: Vec<String>,
+    /// Secret (in the policy's namespace) holding a bearer token for Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// How long Prometheus may take to answer; no answer in time holds new work.
+    #[serde(default = "default_blocker_timeout")]
+    #[x_kube(validation = range_rule("blockers.timeout", "1s", "5m"))]
+    pub timeout: Duration,
+}
+
+fn default_blocker_timeout() -> Duration {
+    Duration::secs(10)
+}
+
 /// A recurring window during which new maintenance may start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -580,7 +620,8 @@ pub struct MaintenancePolicyStatus {
     /// When the last pass ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pass: Option<Timestamp>,
-    /// Ready, Progressing, Degraded, BudgetExhausted, Paused.
+    /// Ready, Progressing, Degraded, BudgetExhausted, Paused, and Blocked when
+    /// `spec.blockers` is set.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

@@ -11,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::Error;
 use crate::api::MaintenancePolicy;
+use crate::api::policy::SecretKeyRef;
 use crate::slurm::client::{AgentClient, SlurmClient};
 
 /// Gives the Slurm client of a policy.
@@ -66,42 +67,49 @@ impl AgentConnector {
         let ns = policy
             .namespace()
             .ok_or_else(|| Error::Invalid("policy has no namespace".into()))?;
-        let r = &policy.spec.agent.token_secret_ref;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-        let secret = secrets
-            .get_opt(&r.name)
-            .await?
-            .ok_or_else(|| Error::Token(format!("Secret {ns}/{} not found", r.name)))?;
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&r.key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&r.key))
-                    .map(|s| s.as_bytes().to_vec())
-            })
-            .ok_or_else(|| {
-                Error::Token(format!("Secret {ns}/{} has no key {:?}", r.name, r.key))
-            })?;
-        let token = String::from_utf8(bytes).map_err(|_| {
-            Error::Token(format!(
-                "Secret {ns}/{} key {:?} is not UTF-8",
-                r.name, r.key
-            ))
-        })?;
-        let token = token.trim().to_string();
-        if token.is_empty() {
-            return Err(Error::Token(format!(
-                "Secret {ns}/{} key {:?} is empty",
-                r.name, r.key
-            )));
-        }
-        Ok(token)
+        secret_token(&self.client, &ns, &policy.spec.agent.token_secret_ref).await
     }
+}
+
+/// The token in key `r.key` of Secret `r.name` in `ns`, trimmed; a missing Secret or key,
+/// or an empty or non-UTF-8 token, is an [`Error::Token`].
+pub(super) async fn secret_token(
+    client: &Client,
+    ns: &str,
+    r: &SecretKeyRef,
+) -> Result<String, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get_opt(&r.name)
+        .await?
+        .ok_or_else(|| Error::Token(format!("Secret {ns}/{} not found", r.name)))?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|s| s.as_bytes().to_vec())
+        })
+        .ok_or_else(|| Error::Token(format!("Secret {ns}/{} has no key {:?}", r.name, r.key)))?;
+    let token = String::from_utf8(bytes).map_err(|_| {
+        Error::Token(format!(
+            "Secret {ns}/{} key {:?} is not UTF-8",
+            r.name, r.key
+        ))
+    })?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(Error::Token(format!(
+            "Secret {ns}/{} key {:?} is empty",
+            r.name, r.key
+        )));
+    }
+    Ok(token)
 }
 
 impl Connector for AgentConnector {

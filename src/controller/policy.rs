@@ -17,7 +17,7 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
 
 use super::write::{announce_conditions, degrade, namespace, publish, write_policy_status};
-use super::{Context, Error, act, facts, oci_work};
+use super::{Context, Error, act, blockers, facts, oci_work};
 use crate::api::node_maintenance::NodeMaintenancePhase as Phase;
 use crate::api::{MaintenancePolicy, NodeMaintenance};
 use crate::plan::status::{Mode, policy_status, reason};
@@ -223,6 +223,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         act::retries(ctx, &mut objects, &snap.nodes, slurm.as_ref(), now).await?;
     }
     settings.expedited = expedited(&objects);
+    settings.blockers = blockers::gather(ctx, policy).await;
     let mut work: Vec<Work> = objects.values().map(facts::work_of).collect();
     let oci = facts::read_oci_events(ctx, policy, &mut work, now).await;
     let snapshot = Snapshot {

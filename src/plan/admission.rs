@@ -5,6 +5,7 @@
 //! release time is optimal for makespan when reboots take equal time, P|r_j, p_j=p|Cmax).
 //! Rolling reboots also wait for a window, for reservations to be enabled and for no
 //! one else's reservation on the node; OCI work only for the policy not to be paused.
+//! Neither starts while a blocking alert fires or Prometheus cannot say (`spec.blockers`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,13 +65,14 @@ pub(super) fn admit<'w>(
     candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.node.cmp(&b.1.node)));
     let horizon = ctx.now + ctx.s.lead_time;
     let mut full_note: Option<String> = None;
+    let held = ctx.s.blockers.hold();
     for (rank, w) in candidates {
         let release = match rank {
-            Rank::Oci(_) if ctx.s.paused => continue,
+            Rank::Oci(_) if ctx.s.paused || held.is_some() => continue,
             Rank::Oci(_) => None,
             Rank::Reboot { release, .. } => Some(release),
         };
-        if let Some(why) = release.and(gate(ctx, w)) {
+        if let Some(why) = release.and(gate(ctx, w, held.as_deref())) {
             out.waiting.insert(w.node.clone(), why.to_string());
         } else if let Some(start) = room(ctx, tl, w, release, d) {
             let mut status = statuses[w.name.as_str()].clone();
@@ -231,13 +233,16 @@ fn candidates<'w>(
     candidates
 }
 
-/// Why a rolling reboot may not start now, whatever the budget.
-fn gate(ctx: &Ctx<'_>, w: &Work) -> Option<&'static str> {
+/// Why a rolling reboot may not start now, whatever the budget; `held`: why the
+/// blockers hold new work, if they do.
+fn gate<'a>(ctx: &Ctx<'_>, w: &Work, held: Option<&'a str>) -> Option<&'a str> {
     let s = ctx.s;
     if !s.reservations_enabled {
         Some("reservations are disabled (monitor only)")
     } else if s.paused {
         Some("policy is paused")
+    } else if held.is_some() {
+        held
     } else if !s.window_open && !s.expedited.contains(&w.name) {
         Some("outside the maintenance windows")
     } else {

@@ -98,6 +98,40 @@ pub struct Settings {
     pub expedited: BTreeSet<String>,
     /// When OCI windows are asked for and nodes taken for them.
     pub oci: Timing,
+    /// What Prometheus said of `spec.blockers` this pass (gathered by the caller).
+    #[serde(default)]
+    pub blockers: Blockers,
+}
+
+/// What Prometheus said, this pass, of the alerts in `spec.blockers`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Blockers {
+    /// The spec names no blockers.
+    #[default]
+    Unset,
+    /// Prometheus answered: the named alerts firing now (none: new work may start).
+    Firing(Vec<String>),
+    /// Prometheus was not reached (or not in time): new work waits.
+    Unreachable(String),
+    /// Prometheus answered with something else than its alerts: new work waits.
+    Error(String),
+}
+
+impl Blockers {
+    /// Why new work may not start now, if it may not.
+    pub fn hold(&self) -> Option<String> {
+        match self {
+            Self::Unset => None,
+            Self::Firing(a) if a.is_empty() => None,
+            Self::Firing(a) => Some(format!("blocked by firing alert(s): {}", a.join(", "))),
+            Self::Unreachable(e) => Some(format!(
+                "blocked: Prometheus not reachable, so the blocking alerts are unknown: {e}"
+            )),
+            Self::Error(e) => Some(format!(
+                "blocked: Prometheus did not give its alerts, so the blocking alerts are unknown: {e}"
+            )),
+        }
+    }
 }
 
 /// The annotation on a Pending NodeMaintenance that expedites it.
@@ -198,6 +232,7 @@ impl Settings {
                 lead: spec.oci.schedule_lead_time.as_span(),
                 drain_ahead: spec.oci.drain_ahead.as_span(),
             },
+            blockers: Blockers::Unset,
         })
     }
 
@@ -374,6 +409,8 @@ pub struct Plan {
     pub queue: Vec<Release>,
     /// `spec.nodelist` is set and names no node of the partition.
     pub scope_matches_nothing: bool,
+    /// The blockers admission held (or did not hold) new work for.
+    pub blockers: Blockers,
     /// The earliest moment something is due (a reservation starts, a node is expected
     /// back, a timeout expires; `now` when a step of this pass can be followed at once):
     /// the next pass should not wait longer.
@@ -554,6 +591,7 @@ pub fn plan(
         queue,
         scope_matches_nothing: s.scope.is_some()
             && !snapshot.nodes.iter().any(|n| s.in_scope(&n.name)),
+        blockers: s.blockers.clone(),
         next_due,
         per_node: typical,
         peak_out: tl.peak(now),

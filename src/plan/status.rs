@@ -18,6 +18,8 @@ pub mod condition_type {
     pub const DEGRADED: &str = "Degraded";
     pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
     pub const PAUSED: &str = "Paused";
+    /// New work held by `spec.blockers`: an alert firing, or Prometheus unable to say.
+    pub const BLOCKED: &str = "Blocked";
 }
 
 /// Condition reasons.
@@ -46,6 +48,14 @@ pub mod reason {
     pub const AGENT_ERROR: &str = "AgentError";
     /// `spec.nodelist` names no node of the partition.
     pub const NODELIST_MATCHES_NO_NODE: &str = "NodelistMatchesNoNode";
+    /// A blocking alert is firing in Prometheus.
+    pub const ALERTS_FIRING: &str = "AlertsFiring";
+    /// Prometheus answered and no blocking alert is firing.
+    pub const NO_ALERTS_FIRING: &str = "NoAlertsFiring";
+    /// Prometheus was not reached in time: the blockers are unknown, new work waits.
+    pub const PROMETHEUS_UNREACHABLE: &str = "PrometheusUnreachable";
+    /// Prometheus answered with an error or something else than its alerts.
+    pub const PROMETHEUS_ERROR: &str = "PrometheusError";
 }
 
 /// The reason a pass that could not read Slurm reports: whether Slurm was reached at all
@@ -77,6 +87,7 @@ pub fn condition_note(ty: &str, before: Option<&Condition>, now: &Condition) -> 
         (condition_type::DEGRADED, false) => format!("no longer degraded{was}"),
         (condition_type::BUDGET_EXHAUSTED, false) => format!("budget has room again{was}"),
         (condition_type::PROGRESSING, false) => format!("no campaign in progress{was}"),
+        (condition_type::BLOCKED, false) => format!("no blocking alert firing{was}"),
         (ty, true) => format!("{ty}: {}{was}", now.reason),
         (ty, false) => format!("no longer {ty}{was}"),
     }
@@ -87,6 +98,8 @@ pub fn is_warning(ty: &str, c: &Condition) -> bool {
     use crate::api::condition::ConditionStatus::True;
     (ty == condition_type::DEGRADED && c.status == True)
         || c.reason == reason::NODELIST_MATCHES_NO_NODE
+        || c.reason == reason::PROMETHEUS_UNREACHABLE
+        || c.reason == reason::PROMETHEUS_ERROR
 }
 
 /// Whether the last pass found this generation's spec unusable: then only a change of
@@ -316,6 +329,16 @@ pub fn policy_status(
         &mut conditions,
         cond(t::PAUSED, mode.paused, why, msg.to_string()),
     );
+    match blocked(&plan.blockers) {
+        Some((held, why)) => {
+            let msg = plan
+                .blockers
+                .hold()
+                .unwrap_or_else(|| "no blocking alert is firing".into());
+            set_condition(&mut conditions, cond(t::BLOCKED, held, why, msg));
+        }
+        None => conditions.retain(|c| c.r#type != t::BLOCKED),
+    }
     let (ready, ready_reason, ready_msg) = if plan.scope_matches_nothing {
         // A policy that can act on no node is not ready, whatever else holds.
         let c = conditions.iter().find(|c| c.r#type == t::PROGRESSING);
@@ -405,6 +428,18 @@ fn progressing(
     }
 }
 
+/// The Blocked condition's status and reason; `None` when the spec names no blockers.
+fn blocked(b: &super::Blockers) -> Option<(bool, &'static str)> {
+    use super::Blockers as B;
+    match b {
+        B::Unset => None,
+        B::Firing(a) if a.is_empty() => Some((false, reason::NO_ALERTS_FIRING)),
+        B::Firing(_) => Some((true, reason::ALERTS_FIRING)),
+        B::Unreachable(_) => Some((true, reason::PROMETHEUS_UNREACHABLE)),
+        B::Error(_) => Some((true, reason::PROMETHEUS_ERROR)),
+    }
+}
+
 /// The Paused condition's reason and message.
 fn paused(mode: Mode) -> (&'static str, &'static str) {
     if mode.paused {
@@ -481,6 +516,7 @@ mod tests {
             nodes_needing_work: needing,
             queue: vec![],
             scope_matches_nothing: false,
+            blockers: Default::default(),
             next_due: None,
             per_node: SignedDuration::from_mins(10),
             peak_out: 0,
@@ -540,6 +576,50 @@ mod tests {
         assert_eq!(get(&s, "Degraded").status, ConditionStatus::False);
         assert_eq!(s.budget.as_ref().unwrap().allowed, 1);
         assert_eq!(s.next.len(), 1);
+    }
+
+    /// The Blocked condition follows the blockers: which alerts, or Prometheus's error;
+    /// a Warning Event only when Prometheus cannot say; gone once the spec has none.
+    #[test]
+    fn blocked_condition_names_the_alerts_or_the_error() {
+        use crate::plan::Blockers;
+        let w = [work("a", Phase::Pending)];
+        let mut p = plan_with(1, false);
+        let s = policy_status(None, Some(1), "batch", &w, &p, ACTING, t(0));
+        assert!(s.conditions.iter().all(|c| c.r#type != "Blocked"));
+
+        p.blockers = Blockers::Firing(vec!["NodeDown".into()]);
+        let s = policy_status(None, Some(1), "batch", &w, &p, ACTING, t(0));
+        let c = get(&s, "Blocked");
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::True, reason::ALERTS_FIRING)
+        );
+        assert!(c.message.contains("NodeDown"), "{}", c.message);
+        assert!(!is_warning("Blocked", c));
+
+        p.blockers = Blockers::Unreachable("GET http://p/api/v1/alerts: refused".into());
+        let s = policy_status(Some(&s), Some(1), "batch", &w, &p, ACTING, t(1));
+        let c = get(&s, "Blocked");
+        assert_eq!(c.reason, reason::PROMETHEUS_UNREACHABLE);
+        assert!(c.message.contains("refused"), "{}", c.message);
+        assert!(is_warning("Blocked", c));
+
+        p.blockers = Blockers::Error("HTTP 500".into());
+        let s = policy_status(Some(&s), Some(1), "batch", &w, &p, ACTING, t(2));
+        assert_eq!(get(&s, "Blocked").reason, reason::PROMETHEUS_ERROR);
+
+        p.blockers = Blockers::Firing(vec![]);
+        let s = policy_status(Some(&s), Some(1), "batch", &w, &p, ACTING, t(3));
+        let c = get(&s, "Blocked");
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::False, reason::NO_ALERTS_FIRING)
+        );
+
+        p.blockers = Blockers::Unset;
+        let s = policy_status(Some(&s), Some(1), "batch", &w, &p, ACTING, t(4));
+        assert!(s.conditions.iter().all(|c| c.r#type != "Blocked"));
     }
 
     #[test]

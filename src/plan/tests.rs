@@ -30,6 +30,7 @@ fn spec() -> MaintenancePolicySpec {
         preemption: Default::default(),
         campaign: Default::default(),
         oci: Default::default(),
+        blockers: None,
         paused: false,
         dry_run: false,
         interval: crate::api::Duration::secs(60),
@@ -575,6 +576,97 @@ fn paused_policies_finish_in_flight_nodes() {
     w.status.reservation_name = Some(reservation_name("slurm-maint", "n1", w.campaign.as_deref()));
     let p = plan("p", &s, &snap, &[w], t(NOW));
     assert!(matches!(p.updates[0].actions[..], [Action::Reboot { .. }]));
+}
+
+/// `spec.blockers`: while a named alert fires, or Prometheus cannot say, no new work
+/// starts (rolling or OCI), each waiting node says why; in-flight work goes on; the
+/// plan carries the fact for the status.
+#[test]
+fn blockers_hold_new_work_not_work_in_flight() {
+    let mut s = settings(100.0);
+    let snap = snapshot(
+        vec![
+            node("n1", "IDLE", 0),
+            node("n2", "IDLE", 0),
+            node("g1", "IDLE", 0),
+        ],
+        vec![],
+    );
+    let mut rebooting = work_for("n2", Phase::PendingReboot);
+    rebooting.status.reservation_name = Some(reservation_name(
+        "slurm-maint",
+        "n2",
+        rebooting.campaign.as_deref(),
+    ));
+    let oci = Work {
+        name: "oci-g1".into(),
+        node: "g1".into(),
+        action: MaintenanceAction::OciMaintenance,
+        campaign: None,
+        status: NodeMaintenanceStatus::default(),
+        oci: Some(OciFacts {
+            event_id: "ev-g1".into(),
+            reason: None,
+            state: Some(crate::oci::workflow::EventState {
+                lifecycle_state: "SCHEDULED".into(),
+                time_window_start: Some(t(NOW + 600)),
+                can_reschedule: true,
+                time_hard_due_date: None,
+                failed_reschedule: None,
+            }),
+        }),
+    };
+    let work = vec![work_for("n1", Phase::Pending), rebooting, oci];
+    let oci_started = |p: &Plan| p.updates.iter().any(|u| u.name == "oci-g1");
+    let reboots = |p: &Plan| {
+        p.actions()
+            .filter(|a| matches!(a, Action::Reboot { node, .. } if node == "n2"))
+            .count()
+    };
+
+    // No blockers in the spec, or none firing: everything starts.
+    for b in [Blockers::Unset, Blockers::Firing(vec![])] {
+        s.blockers = b.clone();
+        let p = plan("p", &s, &snap, &work, t(NOW));
+        assert_eq!(admitted(&p), ["g1", "n1"], "{b:?}");
+        assert!(oci_started(&p), "{b:?}");
+        assert_eq!(p.blockers, b);
+    }
+    for (b, says) in [
+        (
+            Blockers::Firing(vec!["NodeDown".into(), "DiskFull".into()]),
+            "blocked by firing alert(s): NodeDown, DiskFull",
+        ),
+        (
+            Blockers::Unreachable("connection refused".into()),
+            "Prometheus not reachable, so the blocking alerts are unknown: connection refused",
+        ),
+        (
+            Blockers::Error("HTTP 503".into()),
+            "Prometheus did not give its alerts, so the blocking alerts are unknown: HTTP 503",
+        ),
+    ] {
+        s.blockers = b.clone();
+        let p = plan("p", &s, &snap, &work, t(NOW));
+        assert!(admitted(&p).is_empty(), "{b:?}: {:?}", p.updates);
+        assert!(!oci_started(&p), "{b:?}");
+        assert!(p.waiting["n1"].contains(says), "{b:?}: {}", p.waiting["n1"]);
+        assert!(
+            p.preview
+                .iter()
+                .any(|n| n.node == "n1" && n.waiting.as_deref().is_some_and(|w| w.contains(says))),
+            "{:?}",
+            p.preview
+        );
+        assert!(!p.budget_exhausted, "held by the blockers, not the budget");
+        assert_eq!(reboots(&p), 1, "{b:?}: in-flight work goes on");
+        assert_eq!(p.blockers, b);
+    }
+    // Pause and monitor-only keep their own reasons first.
+    s.blockers = Blockers::Firing(vec!["NodeDown".into()]);
+    s.paused = true;
+    let p = plan("p", &s, &snap, &work, t(NOW));
+    assert!(p.waiting["n1"].contains("paused"));
 }
 
 /// Drive one node through every phase with a scripted Slurm.

@@ -221,6 +221,33 @@ pub async fn start_agent(token: &str) -> (AgentProc, String, AgentClient) {
     (agent, url, slurm)
 }
 
+/// Start the agent with `token` again on `port` (where a policy's URL points), once it
+/// answers a snapshot. Panics with its stderr when it does not within 15 s (e.g. another
+/// process took the port meanwhile).
+pub async fn restart_agent_on(token: &str, port: u16) -> AgentProc {
+    let mut agent = spawn_once(port, token, &[], &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    let client = AgentClient::new(&url, token, Duration::from_secs(30))
+        .unwrap()
+        .with_retries(0, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.snapshot("batch").await.is_err() {
+        if let Some(status) = agent.exited() {
+            panic!(
+                "the agent exited ({status}) on port {port}\n--- agent stderr ---\n{}",
+                agent.stderr()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent was not ready on port {port} within 15 s\n--- agent stderr ---\n{}",
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent
+}
+
 /// Every node of `nodes` back in service (an earlier test may have left one down), then
 /// each node of `partition` with its boot time now.
 pub async fn resume_and_boot_times(

