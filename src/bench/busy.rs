@@ -367,3 +367,131 @@ pub fn report(
     ));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::Rng;
+    use crate::sim::swf::{Arrival, limit_rule};
+
+    fn trace(jobs: Vec<Arrival>) -> SwfTrace {
+        SwfTrace {
+            jobs,
+            max_nodes: None,
+            skipped: 0,
+            limits_drawn: 0,
+        }
+    }
+
+    fn params(nodes: usize, start_secs: i64) -> BusyParams {
+        BusyParams {
+            nodes,
+            seed: 3,
+            start: SignedDuration::from_secs(start_secs),
+            step: SignedDuration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn lower_bound_by_hand() {
+        // One node out at a time: 0–600, 600–1200, then the last waits for its release.
+        let (m, lost) = lower_bound(&[(0, 600), (100, 600), (5000, 600)], 1);
+        assert_eq!((m * 3600.0, lost * 3600.0), (5600.0, 1800.0));
+        // Two at once: the work bound (0 + 2400 / 2) beats every release.
+        let (m, _) = lower_bound(&[(0, 600), (0, 600), (0, 600), (100, 600)], 2);
+        assert_eq!(m * 3600.0, 1200.0);
+    }
+
+    #[test]
+    fn reboot_asap_and_the_bound_on_two_nodes() {
+        // node001 runs job 1 to t=300; node002 is idle. The campaign starts at t=60; job 2
+        // arrives at t=70 and, without maintenance, starts at once on node002.
+        let t = trace(vec![
+            Arrival {
+                id: 1,
+                submit: 0,
+                nodes: 1,
+                run: 300,
+                limit: 900,
+            },
+            Arrival {
+                id: 2,
+                submit: 70,
+                nodes: 1,
+                run: 100,
+                limit: 900,
+            },
+        ]);
+        let p = params(2, 60);
+        let base = run(&t, &p, Policy::None);
+        let asap = run(&t, &p, Policy::Asap);
+        assert_eq!(base.releases.len(), 2);
+        let (p1, p2) = (base.releases[0].1, base.releases[1].1);
+        assert_eq!(base.releases, vec![(240, p1), (0, p2)]);
+        assert!((480..=900).contains(&p1) && (480..=900).contains(&p2));
+        // Both reboot as soon as they are empty; the campaign is seen done at the first
+        // pass after the last one is back.
+        let last = p2.max(240 + p1);
+        let seen = (last + 59) / 60 * 60;
+        assert_eq!(asap.makespan_h, Some(seen as f64 / 3600.0));
+        // Capacity lost: only the reboots (node001 drains while its job runs).
+        assert!(
+            (asap.lost_nh * 3600.0 - (p1 + p2) as f64).abs() < 1e-6,
+            "{asap:?}"
+        );
+        // Job 2 waits for the first node back.
+        let back = 60 + p2.min(240 + p1);
+        let (mean, p95, n) = added_waits(&t, &asap, &base);
+        assert_eq!(n, 1);
+        assert!((mean * 3600.0 - (back - 70) as f64).abs() < 1e-6, "{mean}");
+        assert_eq!(mean, p95);
+        // Both nodes out at once with one allowed.
+        assert_eq!((asap.max_out, asap.allowed), (2, 1));
+        assert!(asap.violations > 0);
+        // The bound: one at a time, the idle node first, then node001 (released at 240
+        // < p2): p1 + p2 for both figures.
+        let (m, lost) = lower_bound(&base.releases, 1);
+        assert_eq!(
+            (m * 3600.0, lost * 3600.0),
+            ((p1 + p2) as f64, (p1 + p2) as f64)
+        );
+        let ours = run(&t, &p, Policy::Ours);
+        assert!(ours.makespan_h.unwrap() >= m, "{ours:?}");
+        assert!(ours.lost_nh >= lost - 1e-9, "{ours:?}");
+        assert_eq!(ours.violations, 0, "{ours:?}");
+    }
+
+    #[test]
+    fn ours_keeps_the_budget_on_a_busy_cluster() {
+        let mut rng = Rng::new(11);
+        let mut submit = 0;
+        let jobs: Vec<Arrival> = (1..=500)
+            .map(|id| {
+                submit += rng.range(0, 400) as i64;
+                let run = rng.range(300, 4 * 3600);
+                Arrival {
+                    id,
+                    submit,
+                    nodes: rng.range(1, 6) as usize,
+                    run,
+                    limit: limit_rule(3, id, run),
+                }
+            })
+            .collect();
+        let t = trace(jobs);
+        let p = params(20, 6 * 3600);
+        let base = run(&t, &p, Policy::None);
+        assert!(base.busy_at_start >= 15, "{}", base.busy_at_start);
+        let (m, lost) = lower_bound(&base.releases, base.allowed);
+        let ours = run(&t, &p, Policy::Ours);
+        assert!(ours.makespan_h.is_some_and(|h| h >= m), "{ours:?}");
+        assert!(ours.lost_nh >= lost - 1e-9);
+        assert_eq!(ours.violations, 0);
+        assert!(ours.max_out <= ours.allowed && ours.allowed == 2);
+        assert_eq!(ours.non_preemptable_killed, 0);
+        // Every job still runs once.
+        assert_eq!(ours.starts.len(), 500);
+        let asap = run(&t, &p, Policy::Asap);
+        assert!(asap.violations > 0 && asap.lost_nh >= lost - 1e-9);
+    }
+}

@@ -201,3 +201,153 @@ impl Inner {
         self.stats.maint_held_node_secs += held as f64 * dt;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Rng, SimCluster, SimConfig};
+    use super::*;
+    use crate::plan::Action;
+
+    fn job(id: u64, submit: i64, nodes: usize, run: u64, limit: u64) -> Arrival {
+        Arrival {
+            id,
+            submit,
+            nodes,
+            run,
+            limit,
+        }
+    }
+
+    fn cluster(nodes: usize, jobs: Vec<Arrival>) -> SimCluster {
+        SimCluster::new(SimConfig {
+            nodes,
+            arrivals: Some(jobs),
+            ..SimConfig::default()
+        })
+    }
+
+    fn started(sim: &SimCluster, id: u64) -> Option<i64> {
+        let t0 = SimConfig::default().start;
+        sim.start_times()
+            .get(&id)
+            .map(|t| t.duration_since(t0).as_secs())
+    }
+
+    #[test]
+    fn fifo_with_backfill_that_never_delays_the_head() {
+        for a_run in [1000, 800] {
+            let sim = cluster(
+                2,
+                vec![
+                    job(1, 0, 1, a_run, 1000),
+                    // The head from t=1: both nodes, shadow time 1000 (job 1's limit).
+                    job(2, 1, 2, 500, 500),
+                    // Ends by the shadow: backfills at once.
+                    job(3, 2, 1, 300, 300),
+                    // Would run past the shadow on the head's node: waits.
+                    job(4, 3, 1, 2000, 2000),
+                    // Ends by the shadow: backfills when job 3's node frees.
+                    job(5, 310, 1, 600, 600),
+                ],
+            );
+            sim.advance(SignedDuration::from_hours(2));
+            let s: Vec<Option<i64>> = (1..=5).map(|id| started(&sim, id)).collect();
+            // Job 5 (limit to 910) may hold the head past job 1's early end, never past 1000.
+            let head = (a_run as i64).max(910);
+            assert_eq!(
+                s,
+                vec![Some(0), Some(head), Some(2), Some(head + 500), Some(310)],
+                "job 1 runs {a_run} s"
+            );
+            assert_eq!(sim.backlog(), (0, 0));
+        }
+    }
+
+    #[test]
+    fn fifo_waits_for_the_head() {
+        // No backfill past a head that fits soon: job 3 is short but arrives behind job 2,
+        // and its limit runs past job 2's shadow time on the only free node.
+        let sim = cluster(
+            2,
+            vec![
+                job(1, 0, 1, 100, 100),
+                job(2, 1, 2, 100, 100),
+                job(3, 2, 1, 50, 900),
+            ],
+        );
+        sim.advance(SignedDuration::from_mins(10));
+        let s: Vec<Option<i64>> = (1..=3).map(|id| started(&sim, id)).collect();
+        assert_eq!(s, vec![Some(0), Some(100), Some(200)]);
+    }
+
+    #[test]
+    fn jobs_go_around_reservations() {
+        let sim = cluster(1, vec![job(1, 0, 1, 50, 150), job(2, 0, 1, 30, 60)]);
+        let t0 = sim.now();
+        sim.exec(&Action::CreateReservation {
+            name: "slurm-maint-node001-c1".into(),
+            node: "node001".into(),
+            start: Some(t0 + SignedDuration::from_secs(100)),
+            duration: SignedDuration::from_secs(100),
+            users: vec!["root".into()],
+            accounts: vec![],
+            flags: vec!["MAINT".into()],
+        })
+        .unwrap();
+        sim.advance(SignedDuration::from_mins(10));
+        // Job 1's limit would overlap [100, 200): it waits for the reservation's end;
+        // job 2 fits before it.
+        assert_eq!((started(&sim, 1), started(&sim, 2)), (Some(200), Some(0)));
+    }
+
+    #[test]
+    fn no_job_ever_overlaps_a_reservation_on_its_nodes() {
+        let mut rng = Rng::new(5);
+        let jobs: Vec<Arrival> = (1..=150)
+            .map(|id| {
+                let run = rng.range(120, 4 * 3600);
+                job(
+                    id,
+                    rng.range(0, 12 * 3600) as i64,
+                    rng.range(1, 3) as usize,
+                    run,
+                    run + rng.range(0, 3600),
+                )
+            })
+            .collect();
+        let sim = cluster(6, jobs);
+        let t0 = sim.now();
+        for (k, node) in [1, 2, 2, 4, 6].iter().enumerate() {
+            sim.exec(&Action::CreateReservation {
+                name: format!("slurm-maint-r{k}"),
+                node: format!("node{node:03}"),
+                start: Some(t0 + SignedDuration::from_mins(rng.range(30, 600) as i64)),
+                duration: SignedDuration::from_mins(rng.range(10, 120) as i64),
+                users: vec!["root".into()],
+                accounts: vec![],
+                flags: vec!["MAINT".into()],
+            })
+            .unwrap();
+        }
+        let resvs = sim.peek().reservations;
+        let mut seen = 0;
+        for _ in 0..(10 * 24 * 60) {
+            sim.advance(SignedDuration::from_mins(1));
+            let jobs = sim.peek().jobs;
+            if jobs.is_empty() && sim.backlog() == (0, 0) {
+                break;
+            }
+            for j in jobs {
+                seen += 1;
+                let (s, e) = (j.start_time.unwrap(), j.end_time.unwrap());
+                for r in resvs
+                    .iter()
+                    .filter(|r| r.nodes.iter().any(|n| j.nodes.contains(n)))
+                {
+                    assert!(r.end <= s || r.start >= e, "job {j:?} overlaps {r:?}");
+                }
+            }
+        }
+        assert!(seen > 150 && sim.backlog() == (0, 0), "{seen}");
+    }
+}

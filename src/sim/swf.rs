@@ -147,3 +147,106 @@ pub fn parse(text: &str, seed: u64) -> Result<SwfTrace, String> {
     t.jobs.sort_by_key(|a| (a.submit, a.id));
     Ok(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL: &str = include_str!("../../tests/fixtures/swf/lublin_256.swf");
+
+    fn line(id: u64, submit: i64, run: i64, procs: i64, req_time: i64) -> String {
+        format!("{id} {submit} -1 {run} {procs} -1 -1 -1 {req_time} -1 1 -1 -1 -1 0 -1 -1 -1")
+    }
+
+    #[test]
+    fn reads_the_real_trace() {
+        let t = parse(REAL, 1).unwrap();
+        assert_eq!(t.jobs.len(), 10_000);
+        assert_eq!(t.max_nodes, Some(256));
+        assert_eq!((t.skipped, t.limits_drawn), (0, 10_000));
+        assert!(t.jobs.windows(2).all(|w| w[0].submit <= w[1].submit));
+        assert!(
+            t.jobs
+                .iter()
+                .all(|a| a.run <= a.limit && (1..=256).contains(&a.nodes))
+        );
+        let first = &t.jobs[0];
+        assert_eq!(
+            (first.id, first.submit, first.run, first.nodes),
+            (1, 5094, 12072, 16)
+        );
+        assert_eq!(first.limit, limit_rule(1, 1, 12072));
+        // The limit rule overestimates: on average a job uses well under its limit.
+        let used: f64 = t
+            .jobs
+            .iter()
+            .map(|a| a.run as f64 / a.limit as f64)
+            .sum::<f64>()
+            / 10_000.0;
+        assert!((0.2..0.8).contains(&used), "{used}");
+        assert_eq!(parse(REAL, 1).unwrap(), t, "deterministic");
+    }
+
+    #[test]
+    fn limit_rule_rounds_up_to_a_tier() {
+        for run in [1, 59, 900, 3601, 100_000, 300_000] {
+            let l = limit_rule(7, 42, run);
+            assert!(
+                l >= run && (TIERS.contains(&l) || l % 86_400 == 0),
+                "{run} → {l}"
+            );
+            assert!(l < 3 * run.max(900) + 86_400, "{run} → {l}");
+        }
+    }
+
+    #[test]
+    fn given_limits_headers_and_odd_lines() {
+        let text = format!(
+            "; MaxProcs: 64\r\n\n{}\r\n{}\n\t{}  \n{}\n",
+            line(1, 0, 100, 4, 600),
+            line(2, 5, 700, 2, 600),
+            line(3, 9, -1, 2, 600),
+            // Archive traces write averages as decimals.
+            "4 10 -1 50 1 12.5 -1 -1 -1 -1 1 -1 -1 -1 0 -1 -1 -1",
+        );
+        let t = parse(&text, 1).unwrap();
+        assert_eq!(t.max_nodes, Some(64));
+        assert_eq!(t.skipped, 1);
+        assert_eq!(t.limits_drawn, 1);
+        let limits: Vec<(u64, u64)> = t.jobs.iter().map(|a| (a.id, a.limit)).collect();
+        // A run over its requested time keeps its run time as the limit.
+        assert_eq!(limits, vec![(1, 600), (2, 700), (4, limit_rule(1, 4, 50))]);
+    }
+
+    #[test]
+    fn malformed_lines_name_their_number() {
+        let good = line(1, 0, 100, 4, 600);
+        let cases = [
+            (format!("; x\n{good}\n1 2 3\n"), "line 3: 3 fields"),
+            (
+                format!(
+                    "{good}\n{}\n",
+                    line(2, 0, 100, 4, 600).replace(" 0 ", " zero ")
+                ),
+                "line 2: field 2 is \"zero\"",
+            ),
+            (
+                format!(
+                    "{good}\n{}\n",
+                    line(2, 0, 100, 4, 600).replacen("100", "1.5", 1)
+                ),
+                "line 2: field 4 is \"1.5\", not an integer",
+            ),
+            (
+                format!("{}\n", line(3, -4, 100, 4, 600)),
+                "line 1: job id 3",
+            ),
+            (format!("{good}\n{good}\n"), "job id 1 appears twice"),
+            ("; only a header\n".to_string(), "no runnable job"),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text, 1).unwrap_err();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
+    }
+}
