@@ -162,12 +162,17 @@ pub fn run(trace: &SwfTrace, p: &BusyParams, policy: Policy) -> Run {
             }
             Policy::Asap => {
                 if now == start {
-                    for n in sim.peek().nodes {
-                        let _ = sim.exec(&Action::Reboot {
+                    // One command for every node, as `scontrol reboot ASAP nextstate=RESUME ALL`.
+                    let all: Vec<Action> = sim
+                        .peek()
+                        .nodes
+                        .into_iter()
+                        .map(|n| Action::Reboot {
                             node: n.name,
                             reason: "slurm-maint: reboot ASAP nextstate=RESUME".into(),
-                        });
-                    }
+                        })
+                        .collect();
+                    sim.exec_all(&all);
                 }
                 all_rebooted(&sim, start)
             }

@@ -238,6 +238,8 @@ struct Inner {
     started: HashMap<u64, Timestamp>,
     /// Integrate [`SimStats::maint_lost_node_secs`].
     meter: bool,
+    /// Inside [`SimCluster::exec_all`]: schedule once at its end.
+    batch: bool,
 }
 
 /// A simulated Slurm partition; clones share state.
@@ -417,6 +419,9 @@ impl Inner {
 
     /// Land a new job on every free, schedulable node whose reservations allow it.
     fn fill(&mut self) {
+        if self.batch {
+            return;
+        }
         if self.cfg.arrivals.is_some() {
             self.schedule();
             return;
@@ -842,6 +847,7 @@ impl SimCluster {
             queue: BTreeMap::new(),
             started: HashMap::new(),
             meter: false,
+            batch: false,
         };
         for i in 0..inner.nodes.len() {
             let name = inner.nodes[i].name.clone();
@@ -1016,6 +1022,16 @@ impl SimCluster {
     /// [`SlurmClient::snapshot`]).
     pub fn take_snapshot(&self) -> PartitionSnapshot {
         self.lock().snapshot()
+    }
+
+    /// Execute `actions` now as one Slurm command: nothing is scheduled between them.
+    pub fn exec_all(&self, actions: &[Action]) -> Vec<Result<Done, SlurmError>> {
+        let mut g = self.lock();
+        g.batch = true;
+        let out = actions.iter().map(|a| g.execute(a)).collect();
+        g.batch = false;
+        g.fill();
+        out
     }
 
     /// Execute an action now (synchronous [`SlurmClient::execute`]).
