@@ -100,7 +100,7 @@ fn sim_for(trace: &[TraceNode], seed: u64) -> SimCluster {
     })
 }
 
-fn spec(start: Timestamp) -> MaintenancePolicySpec {
+pub(crate) fn spec(start: Timestamp) -> MaintenancePolicySpec {
     let mut spec: MaintenancePolicySpec = serde_json::from_value(serde_json::json!({
         "partition": "batch",
         "agent": {"url": "http://agent", "tokenSecretRef": {"name": "t"}},
@@ -133,30 +133,41 @@ fn finish(
     o
 }
 
-/// Our planner over the simulated trace: a pass every `step` of virtual time, as the
-/// controller runs one per interval.
-pub fn run_ours(trace: &[TraceNode], seed: u64, step: SignedDuration) -> Outcome {
-    let wall = Instant::now();
-    let sim = sim_for(trace, seed);
-    let start = sim.now();
-    let spec = spec(start);
-    let allowed = BudgetLimit::Percent(BUDGET_PCT).allowed(trace.len());
-    let wanted = trace.iter().filter(|n| !n.down).count();
-    let mut work: Vec<Work> = vec![];
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut o = Outcome {
-        policy: "ours".into(),
-        nodes: trace.len(),
-        allowed,
-        ..Default::default()
-    };
-    let mut done = false;
-    while sim.now().duration_since(start) < LIMIT {
+/// Our planner over a simulated partition, one pass per [`Ours::pass`], as the
+/// controller runs one per interval: the snapshot, `plan::plan`, the new work and status
+/// updates kept, the actions executed (a refused one is retried by a later pass).
+pub struct Ours {
+    spec: MaintenancePolicySpec,
+    work: Vec<Work>,
+    index: HashMap<String, usize>,
+    /// Nodes whose work must end for the campaign to be done.
+    wanted: usize,
+    pub passes: u64,
+}
+
+impl Ours {
+    /// A campaign that wants every node booted before `start` rebooted.
+    pub fn new(start: Timestamp, wanted: usize) -> Self {
+        Self {
+            spec: spec(start),
+            work: vec![],
+            index: HashMap::new(),
+            wanted,
+            passes: 0,
+        }
+    }
+
+    /// One pass at the simulator's now; whether the campaign is done.
+    pub fn pass(&mut self, sim: &SimCluster) -> bool {
         let now = sim.now();
-        let s = Settings::from_spec(&spec, now).expect("valid settings");
+        let s = Settings::from_spec(&self.spec, now).expect("valid settings");
         let snap = sim.take_snapshot();
         let mut health = BTreeMap::new();
-        for w in work.iter().filter(|w| w.status.phase == Phase::HealthCheck) {
+        for w in self
+            .work
+            .iter()
+            .filter(|w| w.status.phase == Phase::HealthCheck)
+        {
             if let Some(h) = sim.healthy(&w.node) {
                 health.insert(w.node.clone(), h);
             }
@@ -167,11 +178,11 @@ pub fn run_ours(trace: &[TraceNode], seed: u64, step: SignedDuration) -> Outcome
             reservations: snap.reservations,
             health,
         };
-        let p = plan::plan("bench", &s, &snapshot, &work, now);
-        o.passes += 1;
+        let p = plan::plan("bench", &s, &snapshot, &self.work, now);
+        self.passes += 1;
         for nw in &p.new_work {
-            index.insert(nw.name.clone(), work.len());
-            work.push(Work {
+            self.index.insert(nw.name.clone(), self.work.len());
+            self.work.push(Work {
                 name: nw.name.clone(),
                 node: nw.node.clone(),
                 action: MaintenanceAction::Reboot,
@@ -181,24 +192,54 @@ pub fn run_ours(trace: &[TraceNode], seed: u64, step: SignedDuration) -> Outcome
             });
         }
         for u in &p.updates {
-            work[index[&u.name]].status = u.status.clone();
+            self.work[self.index[&u.name]].status = u.status.clone();
             for a in &u.actions {
-                // A refused action is retried by a later pass, as in the controller.
                 let _ = sim.exec(a);
             }
         }
-        let terminal = work.iter().filter(|w| w.status.phase.is_terminal()).count();
-        if terminal >= wanted {
+        let terminal = self
+            .work
+            .iter()
+            .filter(|w| w.status.phase.is_terminal())
+            .count();
+        terminal >= self.wanted
+    }
+
+    /// Nodes whose work failed.
+    pub fn failed(&self) -> usize {
+        self.work
+            .iter()
+            .filter(|w| w.status.phase == Phase::Failed)
+            .count()
+    }
+}
+
+/// Our planner over the simulated trace: a pass every `step` of virtual time, as the
+/// controller runs one per interval.
+pub fn run_ours(trace: &[TraceNode], seed: u64, step: SignedDuration) -> Outcome {
+    let wall = Instant::now();
+    let sim = sim_for(trace, seed);
+    let start = sim.now();
+    let allowed = BudgetLimit::Percent(BUDGET_PCT).allowed(trace.len());
+    let wanted = trace.iter().filter(|n| !n.down).count();
+    let mut ours = Ours::new(start, wanted);
+    let mut o = Outcome {
+        policy: "ours".into(),
+        nodes: trace.len(),
+        allowed,
+        ..Default::default()
+    };
+    let mut done = false;
+    while sim.now().duration_since(start) < LIMIT {
+        if ours.pass(&sim) {
             done = true;
             break;
         }
         sim.advance(step);
         sim.sample_for(step, allowed);
     }
-    o.failed = work
-        .iter()
-        .filter(|w| w.status.phase == Phase::Failed)
-        .count();
+    o.passes = ours.passes;
+    o.failed = ours.failed();
     finish(&sim, o, start, done, wall)
 }
 

@@ -1,7 +1,9 @@
 //! `slurm-maint bench`: campaign makespan against the optimum and the seed's policy
-//! (`bench campaign`), and the cost of one reconcile pass at 10 000 nodes (`bench pass`).
+//! (`bench campaign`), a campaign on a busy cluster fed by an SWF trace (`bench busy`),
+//! and the cost of one reconcile pass at 10 000 nodes (`bench pass`).
 //! The benchmarks only report; nothing here asserts a timing.
 
+pub mod busy;
 pub mod campaign;
 pub mod live;
 pub mod optimum;
@@ -44,6 +46,27 @@ pub enum BenchCommand {
         /// Job run times times this (limits stay whole minutes).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+    },
+    /// A campaign on a busy cluster: jobs keep arriving from an SWF trace, scheduled FIFO
+    /// with EASY backfill; ours, the seed's policy, `scontrol reboot ASAP` of every node,
+    /// a lower bound.
+    Busy {
+        /// The SWF trace (Standard Workload Format; a processor is a node).
+        #[arg(long)]
+        trace: std::path::PathBuf,
+        /// Nodes of the cluster (default: the header's MaxNodes or MaxProcs, else the
+        /// widest job).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Seed of reboot durations and of time limits the trace does not give.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// When the campaign starts, hours into the trace.
+        #[arg(long, default_value_t = 336.0)]
+        start_hours: f64,
+        /// Virtual seconds between passes.
+        #[arg(long, default_value_t = 60)]
+        step_secs: i64,
     },
     /// One reconcile pass at 10 000 nodes, 100 000 jobs, 1 000 NodeMaintenances.
     Pass {
@@ -143,6 +166,30 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             for n in nodes {
                 print!("{}", rt.block_on(live::report(n, scale))?);
             }
+            Ok(())
+        }
+        BenchCommand::Busy {
+            trace,
+            nodes,
+            seed,
+            start_hours,
+            step_secs,
+        } => {
+            let text =
+                std::fs::read_to_string(&trace).map_err(|e| format!("{}: {e}", trace.display()))?;
+            if !(start_hours.is_finite() && start_hours >= 0.0) {
+                return Err(format!("--start-hours {start_hours}: not a time"));
+            }
+            let p = busy::BusyParams {
+                nodes: 0,
+                seed,
+                start: SignedDuration::from_secs_f64(start_hours * 3600.0),
+                step: SignedDuration::from_secs(step_secs.max(1)),
+            };
+            print!(
+                "{}",
+                busy::report(&trace.display().to_string(), &text, nodes, p)?
+            );
             Ok(())
         }
         BenchCommand::Pass { runs } => {

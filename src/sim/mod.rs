@@ -11,6 +11,8 @@ use futures::future::BoxFuture;
 use jiff::{SignedDuration, Timestamp};
 
 pub mod crash;
+mod sched;
+pub mod swf;
 
 use crate::agent::api::{Done, PartitionSnapshot};
 use crate::plan::{Action, HealthResult};
@@ -98,6 +100,10 @@ pub struct SimConfig {
     /// Process events once per `advance` (at its end) instead of one by one at their
     /// own instants: much faster for big partitions, accurate to the step.
     pub coarse: bool,
+    /// Jobs arriving from a trace (submit times from `start`), scheduled FIFO with EASY
+    /// backfill by the simulator itself: the partition starts empty, nothing is drawn,
+    /// each node's reboot duration is drawn once at creation.
+    pub arrivals: Option<Vec<swf::Arrival>>,
 }
 
 /// One node of a trace-driven partition.
@@ -130,6 +136,7 @@ impl Default for SimConfig {
             trace: None,
             refill: true,
             coarse: false,
+            arrivals: None,
         }
     }
 }
@@ -153,6 +160,13 @@ pub struct SimStats {
     pub idle_out_node_secs: f64,
     /// Samples at which more nodes were out than the given limit.
     pub over_limit_samples: u64,
+    /// Node-seconds of capacity lost to maintenance, integrated exactly between events
+    /// once [`SimCluster::meter`] is on: nodes running no job while down, rebooting,
+    /// drained, in an active reservation, or held empty by a reservation still to start.
+    pub maint_lost_node_secs: f64,
+    /// The part of [`SimStats::maint_lost_node_secs`] on nodes in service and undrained,
+    /// empty only because a reservation is still to start.
+    pub maint_held_node_secs: f64,
 }
 
 /// How a node's next reboot ends.
@@ -216,6 +230,16 @@ struct Inner {
     resv_by_node: HashMap<String, BTreeSet<String>>,
     next_job: u64,
     stats: SimStats,
+    /// Trace jobs not yet submitted, latest first.
+    arrivals: Vec<swf::Arrival>,
+    /// Submitted trace jobs waiting, in FIFO order (submit time, id).
+    queue: BTreeMap<(Timestamp, u64), swf::Arrival>,
+    /// When each trace job started.
+    started: HashMap<u64, Timestamp>,
+    /// Integrate [`SimStats::maint_lost_node_secs`].
+    meter: bool,
+    /// Inside [`SimCluster::exec_all`]: schedule once at its end.
+    batch: bool,
 }
 
 /// A simulated Slurm partition; clones share state.
@@ -255,18 +279,19 @@ impl Inner {
 
     fn add_job(&mut self, j: SimJob) {
         let id = j.job.id;
-        self.by_node
-            .entry(j.job.nodes[0].clone())
-            .or_default()
-            .insert(id);
+        for n in &j.job.nodes {
+            self.by_node.entry(n.clone()).or_default().insert(id);
+        }
         self.ends.insert((j.true_end, id));
         self.jobs.insert(id, j);
     }
 
     fn remove_job(&mut self, id: u64) -> Option<SimJob> {
         let j = self.jobs.remove(&id)?;
-        if let Some(ids) = self.by_node.get_mut(&j.job.nodes[0]) {
-            ids.remove(&id);
+        for n in &j.job.nodes {
+            if let Some(ids) = self.by_node.get_mut(n) {
+                ids.remove(&id);
+            }
         }
         self.ends.remove(&(j.true_end, id));
         Some(j)
@@ -394,6 +419,13 @@ impl Inner {
 
     /// Land a new job on every free, schedulable node whose reservations allow it.
     fn fill(&mut self) {
+        if self.batch {
+            return;
+        }
+        if self.cfg.arrivals.is_some() {
+            self.schedule();
+            return;
+        }
         if !self.cfg.refill {
             return;
         }
@@ -464,7 +496,11 @@ impl Inner {
             Boot::Issued { until, .. } => Some(until),
             _ => None,
         });
-        jobs.chain(resv).chain(boots).min()
+        let arrival = self
+            .arrivals
+            .last()
+            .map(|a| self.cfg.start + secs(a.submit as u64));
+        jobs.chain(resv).chain(boots).chain(arrival).min()
     }
 
     /// Process everything due at or before now.
@@ -476,6 +512,7 @@ impl Inner {
             }
             self.remove_job(id);
         }
+        self.submit_due();
         let expired: Vec<String> = self
             .reservations
             .values()
@@ -515,14 +552,17 @@ impl Inner {
 
     fn advance_to(&mut self, t: Timestamp) {
         if self.cfg.coarse {
+            self.accrue(t);
             self.now = self.now.max(t);
             self.settle();
             return;
         }
         while let Some(e) = self.next_event().filter(|e| *e <= t) {
+            self.accrue(e);
             self.now = self.now.max(e);
             self.settle();
         }
+        self.accrue(t);
         self.now = self.now.max(t);
         self.settle();
     }
@@ -758,6 +798,8 @@ impl SimCluster {
             cfg.nodes = t.len();
             cfg.down_at_start = t.iter().filter(|n| n.down).count();
         }
+        let mut arrivals = cfg.arrivals.clone().unwrap_or_default();
+        arrivals.sort_by_key(|a| std::cmp::Reverse((a.submit, a.id)));
         let mut nodes = Vec::with_capacity(cfg.nodes);
         for i in 0..cfg.nodes {
             let r = rng.unit();
@@ -774,6 +816,9 @@ impl SimCluster {
                 fate = t[i].fate;
                 ops = t[i].down;
                 reboot_secs = Some(t[i].reboot_secs);
+            }
+            if cfg.arrivals.is_some() {
+                reboot_secs = Some(rng.range(cfg.reboot_secs.0, cfg.reboot_secs.1));
             }
             nodes.push(SimNode {
                 name: format!("node{:03}", i + 1),
@@ -798,6 +843,11 @@ impl SimCluster {
             resv_by_node: HashMap::new(),
             next_job: 1000,
             stats: SimStats::default(),
+            arrivals,
+            queue: BTreeMap::new(),
+            started: HashMap::new(),
+            meter: false,
+            batch: false,
         };
         for i in 0..inner.nodes.len() {
             let name = inner.nodes[i].name.clone();
@@ -832,7 +882,10 @@ impl SimCluster {
                 });
                 continue;
             }
-            if inner.nodes[i].drain || inner.rng.unit() < inner.cfg.idle_pct {
+            if inner.cfg.arrivals.is_some()
+                || inner.nodes[i].drain
+                || inner.rng.unit() < inner.cfg.idle_pct
+            {
                 continue;
             }
             let job = inner.draw_job(&name, 3600);
@@ -912,6 +965,54 @@ impl SimCluster {
         g.ends.last().map_or(g.now, |(t, _)| *t).max(g.now)
     }
 
+    /// Start or stop integrating [`SimStats::maint_lost_node_secs`].
+    pub fn meter(&self, on: bool) {
+        self.lock().meter = on;
+    }
+
+    /// When each trace job started so far, by job id.
+    pub fn start_times(&self) -> HashMap<u64, Timestamp> {
+        self.lock().started.clone()
+    }
+
+    /// Trace jobs submitted and waiting, and those not submitted yet.
+    pub fn backlog(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.queue.len(), g.arrivals.len())
+    }
+
+    /// Per node: when the last job running on it now really ends (now when idle), and
+    /// how long its reboots take (0 where drawn per reboot).
+    pub fn releases(&self) -> Vec<(Timestamp, u64)> {
+        let g = self.lock();
+        g.nodes
+            .iter()
+            .map(|n| {
+                let end = g
+                    .by_node
+                    .get(&n.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|id| g.jobs[id].true_end)
+                    .fold(g.now, Timestamp::max);
+                (end, n.reboot_secs.unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// Nodes running a job now.
+    pub fn busy_nodes(&self) -> usize {
+        let g = self.lock();
+        g.nodes.iter().filter(|n| g.busy(&n.name)).count()
+    }
+
+    /// Whether maintenance has left no trace: every node up and undrained, no
+    /// reservation left, no reboot pending.
+    pub fn maintenance_clear(&self) -> bool {
+        let g = self.lock();
+        g.reservations.is_empty() && g.nodes.iter().all(|n| n.boot == Boot::Up && !n.drain)
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats.clone()
@@ -921,6 +1022,16 @@ impl SimCluster {
     /// [`SlurmClient::snapshot`]).
     pub fn take_snapshot(&self) -> PartitionSnapshot {
         self.lock().snapshot()
+    }
+
+    /// Execute `actions` now as one Slurm command: nothing is scheduled between them.
+    pub fn exec_all(&self, actions: &[Action]) -> Vec<Result<Done, SlurmError>> {
+        let mut g = self.lock();
+        g.batch = true;
+        let out = actions.iter().map(|a| g.execute(a)).collect();
+        g.batch = false;
+        g.fill();
+        out
     }
 
     /// Execute an action now (synchronous [`SlurmClient::execute`]).
