@@ -173,6 +173,14 @@ fn cel_accepts_good_policies() {
     let mut o = oci;
     o["credentialsSecretRef"] = json!({"name": "oci"});
     s["oci"] = o;
+    cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
+    s["healthChecks"] = json!({
+        "readiness": "ready",
+        "reboot": ["gpu-ecc", "pcie-width"],
+        "oci": [{"faults": ["HPCGPU-0001-01", "FLEXIBLE"], "checks": ["gpu-dcgm"]}],
+        "ociDefault": ["default"],
+        "webhook": {"secretName": "tickets"}
+    });
     cel("maintenancepolicies", &policy(s), None).unwrap();
 }
 
@@ -224,6 +232,10 @@ fn cel_refuses_bad_policies() {
         (
             json!({"campaign": {"windows": [{"start": "02:00", "end": "02:00"}]}}),
             "must differ",
+        ),
+        (
+            json!({"healthChecks": {"readiness": "ready", "reboot": ["gpu", "ready"]}}),
+            "leave it out of healthChecks.reboot",
         ),
     ];
     for (patch, want) in cases {
