@@ -1120,6 +1120,15 @@ impl SlurmClient for RefuseReboots {
     ) -> futures::future::BoxFuture<'a, Result<slurm_maint::plan::HealthResult, SlurmError>> {
         self.sim.health_check(node)
     }
+    fn run_check<'a>(
+        &'a self,
+        node: &'a str,
+        check: &'a str,
+        fault: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::CheckReport, SlurmError>>
+    {
+        self.sim.run_check(node, check, fault)
+    }
     fn drain<'a>(
         &'a self,
         node: &'a str,
@@ -1295,6 +1304,15 @@ impl SlurmClient for WrongToken {
         &'a self,
         _node: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<slurm_maint::plan::HealthResult, SlurmError>> {
+        Box::pin(async { Err(unauthorized()) })
+    }
+    fn run_check<'a>(
+        &'a self,
+        _node: &'a str,
+        _check: &'a str,
+        _fault: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::CheckReport, SlurmError>>
+    {
         Box::pin(async { Err(unauthorized()) })
     }
     fn drain<'a>(

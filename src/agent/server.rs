@@ -679,6 +679,7 @@ async fn health(
                     "not in service"
                 },
             ),
+            checks: vec![],
         }));
     };
     let (healthy, message) = match agent.run(&commands::site_command(template, node)).await {
@@ -700,6 +701,7 @@ async fn health(
     Ok(Json(HealthResult {
         healthy,
         message: validate::boring_text(&message, 200),
+        checks: vec![],
     }))
 }
 

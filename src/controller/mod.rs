@@ -6,6 +6,7 @@
 //! writes what the plan says to status (before the side effects it guards), and executes.
 
 mod act;
+mod checks;
 pub mod cli;
 pub mod connect;
 pub mod discovery;

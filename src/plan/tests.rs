@@ -30,6 +30,7 @@ fn spec() -> MaintenancePolicySpec {
         preemption: Default::default(),
         campaign: Default::default(),
         oci: Default::default(),
+        health_checks: None,
         paused: false,
         dry_run: false,
         interval: crate::api::Duration::secs(60),
@@ -588,6 +589,7 @@ fn full_state_machine_of_one_node() {
         HealthResult {
             healthy: true,
             message: "ok".into(),
+            checks: vec![],
         },
     );
     let p = pass(&snap, &mut work, now);
@@ -747,6 +749,7 @@ fn failed_health_check_fails_and_drains() {
         HealthResult {
             healthy: false,
             message: "GPU 3 missing".into(),
+            checks: vec![],
         },
     );
     let p = plan(

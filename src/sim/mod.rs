@@ -216,6 +216,10 @@ struct Inner {
     resv_by_node: HashMap<String, BTreeSet<String>>,
     next_job: u64,
     stats: SimStats,
+    /// Simulated named checks that fail: (node, check) → their output.
+    failing_checks: BTreeMap<(String, String), String>,
+    /// Named checks run: (node, check, fault).
+    checks_run: Vec<(String, String, Option<String>)>,
 }
 
 /// A simulated Slurm partition; clones share state.
@@ -798,6 +802,8 @@ impl SimCluster {
             resv_by_node: HashMap::new(),
             next_job: 1000,
             stats: SimStats::default(),
+            failing_checks: BTreeMap::new(),
+            checks_run: vec![],
         };
         for i in 0..inner.nodes.len() {
             let name = inner.nodes[i].name.clone();
@@ -936,7 +942,50 @@ impl SimCluster {
             HealthResult {
                 healthy: s.in_service(),
                 message: format!("{node} is {s}"),
+                checks: vec![],
             }
+        })
+    }
+
+    /// Make the named check `check` fail on `node`, printing `output` (a simulated site
+    /// check: it passes everywhere else once the node is in service).
+    pub fn fail_check(&self, node: &str, check: &str, output: &str) {
+        self.lock()
+            .failing_checks
+            .insert((node.into(), check.into()), output.into());
+    }
+
+    /// The named checks run so far: (node, check, fault).
+    pub fn checks_run(&self) -> Vec<(String, String, Option<String>)> {
+        self.lock().checks_run.clone()
+    }
+
+    /// Run a simulated named check (synchronous [`SlurmClient::run_check`]): it fails
+    /// where [`SimCluster::fail_check`] said, and on a node not in service.
+    pub fn check(
+        &self,
+        node: &str,
+        check: &str,
+        fault: Option<&str>,
+    ) -> Result<crate::agent::api::CheckReport, SlurmError> {
+        let mut g = self.lock();
+        let i = g.node(node)?;
+        let state = g.state(&g.nodes[i]);
+        g.checks_run
+            .push((node.into(), check.into(), fault.map(String::from)));
+        let failing = g.failing_checks.get(&(node.into(), check.into())).cloned();
+        let (passed, message, output) = match failing {
+            _ if !state.in_service() => (false, "exit code 1".into(), format!("{node} is {state}")),
+            Some(output) => (false, "exit code 1".into(), output),
+            None => (true, "passed".into(), format!("{check}: ok")),
+        };
+        Ok(crate::agent::api::CheckReport {
+            name: check.into(),
+            passed,
+            attempts: 1,
+            duration_ms: 0,
+            message,
+            output,
         })
     }
 
@@ -983,8 +1032,19 @@ impl SlurmClient for SimCluster {
             HealthResult {
                 healthy: s.in_service(),
                 message: format!("{node} is {s}"),
+                checks: vec![],
             }
         });
+        Box::pin(async move { out })
+    }
+
+    fn run_check<'a>(
+        &'a self,
+        node: &'a str,
+        check: &'a str,
+        fault: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<crate::agent::api::CheckReport, SlurmError>> {
+        let out = self.check(node, check, fault);
         Box::pin(async move { out })
     }
 
