@@ -955,6 +955,13 @@ impl SimCluster {
             .insert((node.into(), check.into()), output.into());
     }
 
+    /// Let the named check `check` pass on `node` again (the fault was fixed).
+    pub fn fix_check(&self, node: &str, check: &str) {
+        self.lock()
+            .failing_checks
+            .remove(&(node.to_string(), check.to_string()));
+    }
+
     /// The named checks run so far: (node, check, fault).
     pub fn checks_run(&self) -> Vec<(String, String, Option<String>)> {
         self.lock().checks_run.clone()
