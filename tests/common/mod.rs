@@ -202,7 +202,12 @@ fn wrapper_note() -> String {
 /// Start the agent with `token`; returns it with its URL and a client, once it answers a
 /// snapshot.
 pub async fn start_agent(token: &str) -> (AgentProc, String, AgentClient) {
-    let agent = spawn_agent(token, &[], |port| {
+    start_agent_with(token, &[]).await
+}
+
+/// [`start_agent`] with extra agent options.
+pub async fn start_agent_with(token: &str, extra: &[&str]) -> (AgentProc, String, AgentClient) {
+    let agent = spawn_agent(token, extra, |port| {
         let token = token.to_string();
         async move {
             let url = format!("http://127.0.0.1:{port}");
