@@ -344,7 +344,7 @@ async fn the_policy_chooses_checks_by_work_and_fault_on_real_slurm() {
 
     let works: Api<NodeMaintenance> = Api::namespaced(c.client.clone(), &c.namespace);
     let deadline = Instant::now() + Duration::from_secs(420);
-    let by_node = loop {
+    loop {
         let items = works.list(&ListParams::default()).await.unwrap().items;
         let by_node: BTreeMap<String, NodeMaintenance> = items
             .into_iter()
@@ -360,7 +360,7 @@ async fn the_policy_chooses_checks_by_work_and_fault_on_real_slurm() {
             .iter()
             .all(|n| phase(n).is_some_and(|p| p.is_terminal()));
         if ended {
-            break by_node;
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -374,7 +374,7 @@ async fn the_policy_chooses_checks_by_work_and_fault_on_real_slurm() {
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
     // A few more passes: nothing more is called (and the webhook's note is written).
     tokio::time::sleep(Duration::from_secs(12)).await;
     let _ = stop.send(true);
