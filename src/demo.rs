@@ -176,6 +176,13 @@ async fn setup_oci(
     Ok(emu)
 }
 
+/// The simulated site check that fails in the demo: (node, check, its output).
+pub const CHECK_FAILURE: (&str, &str, &str) = (
+    "node007",
+    "gpu-ecc",
+    "GPU 3: 12 uncorrected volatile ECC errors",
+);
+
 /// What a demo run measured.
 #[derive(Clone, Debug)]
 pub struct DemoReport {
@@ -194,6 +201,8 @@ pub struct DemoReport {
     pub gave_up_after: Option<SignedDuration>,
     /// The OCI events' run, with `--oci-events`.
     pub oci: Option<OciReport>,
+    /// Nodes whose work failed a health check: (node, Slurm state, Slurm reason).
+    pub check_failures: Vec<(String, String, String)>,
 }
 
 /// What the OCI side of a demo run did.
@@ -413,6 +422,8 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
     };
     let policy = setup(&client, ns).await?;
     let sim = SimCluster::new(demo_sim(&args));
+    let (node, check, output) = CHECK_FAILURE;
+    sim.fail_check(node, check, output);
     let start = sim.now();
     let emu = match args.oci_events {
         0 => None,
@@ -622,7 +633,28 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, String> {
         .filter_map(|s| s.phase_since)
         .max()
         .unwrap_or(start);
+    let slurm_now = sim.peek();
+    let check_failures = items
+        .iter()
+        .filter(|nm| {
+            nm.status.as_ref().is_some_and(|s| {
+                s.phase == Phase::Failed && s.health_checks.iter().any(|r| !r.passed)
+            })
+        })
+        .filter_map(|nm| {
+            let n = slurm_now
+                .nodes
+                .iter()
+                .find(|n| n.name == nm.spec.node_name)?;
+            Some((
+                n.name.clone(),
+                n.state.to_string(),
+                n.reason.clone().unwrap_or_default(),
+            ))
+        })
+        .collect();
     let report = DemoReport {
+        check_failures,
         completed: count(Phase::Completed),
         failed: count(Phase::Failed),
         campaign_nodes: st.nodes_needing_work as usize,
@@ -719,6 +751,12 @@ fn print_tables(items: &[NodeMaintenance], r: &DemoReport, start: Timestamp) {
         "non-preemptable jobs killed", s.non_preemptable_killed
     );
     println!("{:<44}{}", "Slurm commands (agent equivalent)", s.commands);
+    for (node, state, reason) in &r.check_failures {
+        println!(
+            "{:<44}{node} kept {state}: {reason}",
+            "failed a health check"
+        );
+    }
     if let Some(o) = &r.oci {
         println!(
             "{:<44}{} completed, {} failed; {} request(s) refused by OCI",
@@ -826,7 +864,29 @@ mod tests {
         assert_eq!((oci.refused, &oci.refusals), (0, &vec![]));
         assert!(oci.errors.is_empty(), "{:?}", oci.errors);
         assert_eq!((oci.completed, oci.failed), (3, 0));
-        assert_eq!(r.failed, 0);
+        assert_eq!(r.failed, r.check_failures.len(), "only the failing check");
+    }
+
+    /// The default demo: the simulated site check fails on node007, whose work ends
+    /// Failed with the node kept drained and a reason naming the check (it counts as down
+    /// in the budget from then on); every other node completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_failing_its_health_check_is_kept_drained() {
+        let r = run(DemoArgs::new(40, 7)).await.unwrap();
+        assert!(r.finished, "{:?}", r.failure());
+        assert_eq!(r.failed, 1, "{:?}", r.check_failures);
+        let (node, state, reason) = &r.check_failures[0];
+        assert_eq!(node, CHECK_FAILURE.0);
+        assert!(state.contains("DRAIN"), "{state}");
+        assert_eq!(
+            reason,
+            "slurm-maint: health check failed after reboot: check gpu-ecc failed: exit code 1"
+        );
+        assert_eq!(
+            r.completed + r.failed + r.drained_by_ops,
+            r.campaign_nodes,
+            "the rest completed"
+        );
     }
 
     #[test]

@@ -180,6 +180,14 @@ fn cel_accepts_good_policies() {
         "tokenSecretRef": {"name": "prom-token"},
         "timeout": "30s",
     });
+    cel("maintenancepolicies", &policy(s.clone()), None).unwrap();
+    s["healthChecks"] = json!({
+        "readiness": "ready",
+        "reboot": ["gpu-ecc", "pcie-width"],
+        "oci": [{"faults": ["HPCGPU-0001-01", "FLEXIBLE"], "checks": ["gpu-dcgm"]}],
+        "ociDefault": ["default"],
+        "webhook": {"secretName": "tickets"}
+    });
     cel("maintenancepolicies", &policy(s), None).unwrap();
 }
 
@@ -243,6 +251,10 @@ fn cel_refuses_bad_policies() {
         (
             json!({"blockers": {"prometheusUrl": "http://p:9090", "alerts": ["A"], "timeout": "0s"}}),
             "between 1s and 5m",
+        ),
+        (
+            json!({"healthChecks": {"readiness": "ready", "reboot": ["gpu", "ready"]}}),
+            "leave it out of healthChecks.reboot",
         ),
     ];
     for (patch, want) in cases {

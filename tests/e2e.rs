@@ -27,6 +27,8 @@ use slurm_maint::slurm::client::{SlurmClient, SlurmError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod common;
+
 const START: &str = "2026-12-01T00:00:00Z";
 
 fn sim(nodes: usize, seed: u64) -> SimCluster {
@@ -1156,6 +1158,15 @@ impl SlurmClient for RefuseReboots {
     ) -> futures::future::BoxFuture<'a, Result<slurm_maint::plan::HealthResult, SlurmError>> {
         self.sim.health_check(node)
     }
+    fn run_check<'a>(
+        &'a self,
+        node: &'a str,
+        check: &'a str,
+        fault: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::CheckReport, SlurmError>>
+    {
+        self.sim.run_check(node, check, fault)
+    }
     fn drain<'a>(
         &'a self,
         node: &'a str,
@@ -1333,6 +1344,15 @@ impl SlurmClient for WrongToken {
     ) -> futures::future::BoxFuture<'a, Result<slurm_maint::plan::HealthResult, SlurmError>> {
         Box::pin(async { Err(unauthorized()) })
     }
+    fn run_check<'a>(
+        &'a self,
+        _node: &'a str,
+        _check: &'a str,
+        _fault: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<slurm_maint::agent::api::CheckReport, SlurmError>>
+    {
+        Box::pin(async { Err(unauthorized()) })
+    }
     fn drain<'a>(
         &'a self,
         _node: &'a str,
@@ -1392,4 +1412,184 @@ async fn a_wrong_agent_token_is_told_by_the_reason() {
     }
     ctl.stop().await;
     c.cleanup().await;
+}
+
+/// Named health checks chosen by the policy: a node whose check fails ends Failed and
+/// stays drained with a reason naming the check, gets one Event and one webhook call
+/// (retried past a 503), and passes after a fix and a retry; every check runs once per
+/// HealthCheck phase, and only then.
+#[tokio::test]
+async fn a_failed_health_check_keeps_its_node_drained_and_calls_the_webhook_once() {
+    let c = TestCluster::start("checks").await;
+    let node = || TraceNode {
+        job_end: None,
+        preemptable: false,
+        reboot_secs: 120,
+        fate: RebootFate::Ok,
+        down: false,
+    };
+    let sim = SimCluster::new(SimConfig {
+        trace: Some(vec![node(), node(), node()]),
+        refill: false,
+        ..SimConfig::default()
+    });
+    sim.fail_check("node002", "gpu-ecc", "GPU 1: 2 uncorrected ECC errors");
+    let hook = common::WebhookReceiver::start(vec![503]).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "tickets"},
+        "data": {"url": base64_encode(hook.url.as_bytes())},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(c.client.clone(), &c.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let ctl = Controller::start(&c, &sim, "e2e-checks", false);
+    apply_policy(
+        &c,
+        &policy(
+            "checks",
+            json!({
+                "healthChecks": {
+                    "readiness": "ready",
+                    "reboot": ["gpu-ecc"],
+                    "webhook": {"secretName": "tickets"},
+                },
+            }),
+        ),
+    )
+    .await;
+    let status_of = |items: &[NodeMaintenance], node: &str| {
+        items
+            .iter()
+            .find(|nm| nm.spec.node_name == node)
+            .and_then(|nm| nm.status.clone())
+            .unwrap_or_default()
+    };
+    let api: Api<NodeMaintenance> = Api::namespaced(c.client.clone(), &c.namespace);
+    let mut asked = false;
+    let end = sim.now() + SignedDuration::from_hours(12);
+    loop {
+        wait_for_pass(&c, &sim, "checks").await;
+        sim.sample();
+        let items = works(&c).await;
+        // Checks ran only for nodes whose work was in HealthCheck at that pass.
+        let phases: Vec<Phase> = ["node001", "node002", "node003"]
+            .iter()
+            .map(|n| status_of(&items, n).phase)
+            .collect();
+        let failed = status_of(&items, "node002");
+        if !asked && failed.phase == Phase::Failed {
+            let n = sim
+                .peek()
+                .nodes
+                .into_iter()
+                .find(|n| n.name == "node002")
+                .unwrap();
+            assert!(n.state.is_drained(), "{}", n.state);
+            let reason = n.reason.unwrap_or_default();
+            assert!(
+                reason.starts_with("slurm-maint: health check failed after reboot: check gpu-ecc failed: exit code 1"),
+                "{reason}"
+            );
+            let names: Vec<(&str, bool)> = failed
+                .health_checks
+                .iter()
+                .map(|r| (r.name.as_str(), r.passed))
+                .collect();
+            assert_eq!(names, [("ready", true), ("gpu-ecc", false)]);
+            assert_eq!(
+                failed.health_checks[1].output,
+                "GPU 1: 2 uncorrected ECC errors"
+            );
+            assert_eq!(
+                failed.notification.as_deref(),
+                Some("webhook answered 200 (attempt 2)")
+            );
+            let got = hook.received();
+            assert_eq!(got.len(), 2, "one 503, then the delivery: {got:?}");
+            assert_eq!(got[0], got[1]);
+            assert_eq!(got[1]["node"], "node002");
+            assert_eq!(got[1]["check"], "gpu-ecc");
+            assert_eq!(got[1]["output"], "GPU 1: 2 uncorrected ECC errors");
+            assert_eq!(got[1]["fault"], serde_json::Value::Null);
+            // Fixed; a person asks for a retry.
+            sim.fix_check("node002", "gpu-ecc");
+            let nm = items
+                .iter()
+                .find(|nm| nm.spec.node_name == "node002")
+                .unwrap();
+            api.patch(
+                &nm.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(
+                    &json!({"metadata": {"annotations": {"slurm-maint.io/retry": "GPU replaced"}}}),
+                ),
+            )
+            .await
+            .unwrap();
+            asked = true;
+        }
+        if asked && phases.iter().all(|p| *p == Phase::Completed) {
+            break;
+        }
+        assert!(sim.now() < end, "not done: {phases:?}");
+        sim.advance(SignedDuration::from_mins(1));
+        sim.sample();
+    }
+    let runs = sim.checks_run();
+    let count = |node: &str, check: &str| {
+        runs.iter()
+            .filter(|(n, c, _)| n == node && c == check)
+            .count()
+    };
+    for n in ["node001", "node003"] {
+        assert_eq!(
+            (count(n, "ready"), count(n, "gpu-ecc")),
+            (1, 1),
+            "{n}: {runs:?}"
+        );
+    }
+    assert_eq!(
+        (count("node002", "ready"), count("node002", "gpu-ecc")),
+        (2, 2),
+        "once per HealthCheck phase: {runs:?}"
+    );
+    assert_eq!(hook.received().len(), 2, "no call for a pass");
+    assert!(sim.peek().nodes.iter().all(|n| n.state.in_service()));
+    let events: Api<K8sEvent> = Api::namespaced(c.client.clone(), &c.namespace);
+    let failures: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("HealthCheckFailed"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].starts_with("check gpu-ecc failed on node002: exit code 1"),
+        "{failures:?}"
+    );
+    let metrics = ctl.ctx.metrics.encode();
+    assert!(
+        metrics.contains(&format!(
+            r#"slurm_maint_health_checks_total{{namespace="{}",policy="checks",check="gpu-ecc",outcome="failed"}} 1"#,
+            c.namespace
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"slurm_maint_health_webhook_calls_total{outcome="sent"} 1"#),
+        "{metrics}"
+    );
+    ctl.stop().await;
+    c.cleanup().await;
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -151,6 +151,31 @@ pub struct RebootRequest {
     pub next_state: NextState,
 }
 
+/// `POST /v1/nodes/{node}/checks/{name}`: the fault the check is for, if any
+/// (`{fault}` in its argv).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// What one named check found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    pub name: String,
+    pub passed: bool,
+    /// Attempts made (1 + the retries used).
+    pub attempts: u32,
+    /// All attempts and pauses together.
+    pub duration_ms: u64,
+    /// `passed`, or why the last attempt failed.
+    pub message: String,
+    /// The end of the last attempt's output (at most [`super::checks::MAX_OUTPUT_TAIL`] bytes).
+    pub output: String,
+}
+
 /// A successful write, or a write found unnecessary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Done {
@@ -167,7 +192,7 @@ pub struct ErrorBody {
     /// `Unauthorized`, `InvalidName`, `InvalidValue`, `BadRequest`, `NotOwned`,
     /// `NotFound`, `NotPreemptable`, `ForeignDrain`, `AlreadyExists`, `SlurmFailed`,
     /// `SlurmTimeout`, `SlurmUnavailable`, `SlurmOutput`, `SlurmctldDown`,
-    /// `PayloadTooLarge`, `RequestTimeout`.
+    /// `PayloadTooLarge`, `RequestTimeout`, `UnknownCheck`.
     pub code: String,
 }
 

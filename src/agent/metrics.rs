@@ -6,9 +6,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::runner::{CommandOutput, SlurmError};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     verb: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
     outcome: &'static str,
 }
 
@@ -36,6 +44,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How a run ended.
+    pub fn of(result: &Result<CommandOutput, SlurmError>) -> Self {
+        match result {
+            Ok(out) if out.success() => Self::Ok,
+            Ok(_) => Self::Failed,
+            Err(SlurmError::Timeout { .. }) => Self::Timeout,
+            Err(_) => Self::Error,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -51,6 +69,7 @@ impl Outcome {
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
+    checks: Family<CheckLabels, Counter>,
     latency: Family<VerbLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -64,6 +83,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("slurm_maint_agent");
         let calls = Family::<CallLabels, Counter>::default();
+        let checks = Family::<CheckLabels, Counter>::default();
         let latency = Family::<VerbLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
@@ -77,9 +97,15 @@ impl Metrics {
             "Duration of Slurm and site commands, by verb",
             latency.clone(),
         );
+        registry.register(
+            "checks",
+            "Named health checks run, by check and outcome (passed, failed)",
+            checks.clone(),
+        );
         Self {
             registry,
             calls,
+            checks,
             latency,
         }
     }
@@ -97,6 +123,16 @@ impl Metrics {
                 verb: verb.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Record one named check's verdict.
+    pub fn check(&self, check: &str, passed: bool) {
+        self.checks
+            .get_or_create(&CheckLabels {
+                check: check.to_string(),
+                outcome: if passed { "passed" } else { "failed" },
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

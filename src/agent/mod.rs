@@ -23,10 +23,12 @@
 //! | `POST /v1/nodes/{node}/clear-reason` | retire our old reason on a node back in service |
 //! | `POST /v1/nodes/{node}/reboot` `{reason, nextState}` | `scontrol reboot ASAP` or the site command |
 //! | `POST /v1/nodes/{node}/health` | `{healthy, message}` |
+//! | `POST /v1/nodes/{node}/checks/{name}` `{fault}` | one check of the checks file ([`checks`]) |
 //! | `POST /v1/jobs/{id}/cancel` | only a preemptable job |
 //! | `GET /healthz`, `GET /metrics` | `scontrol ping`; Prometheus text |
 
 pub mod api;
+pub mod checks;
 pub mod commands;
 pub mod metrics;
 pub mod runner;
@@ -78,6 +80,11 @@ pub struct AgentArgs {
     /// e.g. "/usr/local/bin/check {node}".
     #[arg(long)]
     pub health_command: Option<String>,
+    /// Named health checks (YAML or JSON, see `agent::checks`), run by
+    /// `POST /v1/nodes/{node}/checks/{name}`; the controller can only name them.
+    /// `--health-command` is also the check `default` unless this file defines one.
+    #[arg(long)]
+    pub checks_file: Option<PathBuf>,
     /// How long `scontrol show partition` output is reused by snapshots, e.g. 5m; 0 reads
     /// it every time. It is read early when the cache cannot vouch for it (see
     /// `agent::snapshot`).
@@ -177,12 +184,26 @@ impl AgentArgs {
                 .map(Some)
                 .ok_or_else(|| option(name, "empty command".into())),
         };
+        let health_command = template("--health-command", &self.health_command)?;
+        let mut checks = match &self.checks_file {
+            Some(path) => checks::Checks::load(path, self.command_timeout)
+                .map_err(|e| option("--checks-file", e))?,
+            None => checks::Checks::default(),
+        };
+        if let Some(argv) = &health_command {
+            checks.add_if_absent(checks::Check::simple(
+                checks::DEFAULT_CHECK,
+                argv.clone(),
+                self.command_timeout,
+            ));
+        }
         Ok(Config {
             token,
             reservation_prefix: self.reservation_prefix.clone(),
             reason_prefix: self.reason_prefix.clone(),
             reboot_command: template("--reboot-command", &self.reboot_command)?,
-            health_command: template("--health-command", &self.health_command)?,
+            health_command,
+            checks: Arc::new(checks),
             preemptable_qos: self.preemptable_qos.clone(),
             partition_cache_ttl: self.partition_cache_ttl,
             tz: TimeZone::system(),

@@ -92,6 +92,17 @@ impl SlurmError {
 /// when it could not be started or timed out; a non-zero exit is an `Ok` output.
 pub trait Runner: Send + Sync {
     fn run<'a>(&'a self, argv: &'a [String]) -> BoxFuture<'a, Result<CommandOutput, SlurmError>>;
+
+    /// [`Runner::run`] with its own timeout instead of the runner's (a health check's);
+    /// runners without timeouts ignore it.
+    fn run_for<'a>(
+        &'a self,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<CommandOutput, SlurmError>> {
+        let _ = timeout;
+        self.run(argv)
+    }
 }
 
 /// Runs commands as child processes with a timeout, killing them when it expires.
@@ -109,6 +120,14 @@ impl ProcessRunner {
 
 impl Runner for ProcessRunner {
     fn run<'a>(&'a self, argv: &'a [String]) -> BoxFuture<'a, Result<CommandOutput, SlurmError>> {
+        self.run_for(argv, self.timeout)
+    }
+
+    fn run_for<'a>(
+        &'a self,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<CommandOutput, SlurmError>> {
         Box::pin(async move {
             let command = argv.join(" ");
             let Some((program, args)) = argv.split_first() else {
@@ -142,7 +161,7 @@ impl Runner for ProcessRunner {
                 }
             };
             let group = child.id();
-            let result = tokio::time::timeout(self.timeout, child.wait_with_output()).await;
+            let result = tokio::time::timeout(timeout, child.wait_with_output()).await;
             if result.is_err()
                 && let Some(pgid) = group
             {
@@ -156,10 +175,7 @@ impl Runner for ProcessRunner {
             match result {
                 Err(_) => {
                     tracing::warn!(?argv, duration_ms, "command timed out and was killed");
-                    Err(SlurmError::Timeout {
-                        command,
-                        timeout: self.timeout,
-                    })
+                    Err(SlurmError::Timeout { command, timeout })
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(?argv, duration_ms, error = %e, "command could not be started");
@@ -223,6 +239,15 @@ impl<R: Runner> Runner for Counting<R> {
     fn run<'a>(&'a self, argv: &'a [String]) -> BoxFuture<'a, Result<CommandOutput, SlurmError>> {
         self.seen.lock().unwrap().push(argv.to_vec());
         self.inner.run(argv)
+    }
+
+    fn run_for<'a>(
+        &'a self,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<CommandOutput, SlurmError>> {
+        self.seen.lock().unwrap().push(argv.to_vec());
+        self.inner.run_for(argv, timeout)
     }
 }
 

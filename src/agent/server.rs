@@ -18,9 +18,10 @@ use jiff::tz::TimeZone;
 use subtle::ConstantTimeEq;
 
 use super::api::{
-    CreateReservation, Done, DrainRequest, ErrorBody, PartitionSnapshot, RebootRequest,
-    UpdateReservation,
+    CheckReport, CheckRequest, CreateReservation, Done, DrainRequest, ErrorBody, PartitionSnapshot,
+    RebootRequest, UpdateReservation,
 };
+use super::checks::{self, Checks};
 use super::commands::{self, Argv, NewReservation, ReservationChange};
 use super::metrics::{Metrics, Outcome};
 use super::runner::{CommandOutput, Runner, SlurmError};
@@ -58,6 +59,8 @@ pub struct Config {
     pub reboot_command: Option<Vec<String>>,
     /// Health-check command (argv template with `{node}`); exit 0 is healthy.
     pub health_command: Option<Vec<String>>,
+    /// The named checks `POST /v1/nodes/{node}/checks/{name}` may run; no other.
+    pub checks: Arc<Checks>,
     /// Jobs with these QOS are preemptable, whatever their partition says.
     pub preemptable_qos: Vec<String>,
     /// How long snapshots reuse `scontrol show partition` output; zero: never.
@@ -79,6 +82,7 @@ impl Config {
             reason_prefix: "slurm-maint: ".into(),
             reboot_command: None,
             health_command: None,
+            checks: Arc::default(),
             preemptable_qos: vec![],
             partition_cache_ttl: snapshot::DEFAULT_PARTITION_TTL,
             tz: TimeZone::system(),
@@ -96,6 +100,8 @@ pub enum ApiError {
     Invalid(#[from] ValidationError),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    UnknownCheck(String),
     #[error("{0}")]
     NotOwned(String),
     #[error("{0}")]
@@ -121,6 +127,7 @@ impl ApiError {
             Self::Invalid(e) if e.field().is_name() => (StatusCode::BAD_REQUEST, "InvalidName"),
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidValue"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            Self::UnknownCheck(_) => (StatusCode::BAD_REQUEST, "UnknownCheck"),
             Self::NotOwned(_) => (StatusCode::FORBIDDEN, "NotOwned"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
@@ -179,15 +186,25 @@ impl Agent {
     async fn run(&self, argv: &[String]) -> Result<CommandOutput, SlurmError> {
         let started = Instant::now();
         let result = self.runner.run(argv).await;
-        let outcome = match &result {
-            Ok(out) if out.success() => Outcome::Ok,
-            Ok(_) => Outcome::Failed,
-            Err(SlurmError::Timeout { .. }) => Outcome::Timeout,
-            Err(_) => Outcome::Error,
-        };
         self.metrics.observe(
             &commands::verb(argv),
-            outcome,
+            Outcome::of(&result),
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    /// Run a command with its own timeout, recording it in the metrics.
+    async fn run_for(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<CommandOutput, SlurmError> {
+        let started = Instant::now();
+        let result = self.runner.run_for(argv, timeout).await;
+        self.metrics.observe(
+            &commands::verb(argv),
+            Outcome::of(&result),
             started.elapsed().as_secs_f64(),
         );
         result
@@ -286,6 +303,7 @@ pub fn router(config: Config, runner: Arc<dyn Runner>) -> Router {
         .route("/v1/nodes/{node}/clear-reason", post(clear_reason))
         .route("/v1/nodes/{node}/reboot", post(reboot))
         .route("/v1/nodes/{node}/health", post(health))
+        .route("/v1/nodes/{node}/checks/{name}", post(run_check))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(agent.clone(), require_token));
@@ -661,6 +679,7 @@ async fn health(
                     "not in service"
                 },
             ),
+            checks: vec![],
         }));
     };
     let (healthy, message) = match agent.run(&commands::site_command(template, node)).await {
@@ -682,7 +701,40 @@ async fn health(
     Ok(Json(HealthResult {
         healthy,
         message: validate::boring_text(&message, 200),
+        checks: vec![],
     }))
+}
+
+/// Runs one check of the checks file. Only configured names run: any other is refused
+/// with 400 before anything starts.
+async fn run_check(
+    State(agent): State<Shared>,
+    Path((node, name)): Path<(String, String)>,
+    body: Result<Option<Json<CheckRequest>>, JsonRejection>,
+) -> ApiResult<Json<CheckReport>> {
+    let node = validate::node_name(&node)?;
+    let name = validate::check_name(&name)?;
+    let req = body?.map(|Json(r)| r).unwrap_or_default();
+    let fault = req.fault.as_deref().map(validate::fault_code).transpose()?;
+    let Some(check) = agent.config.checks.get(name) else {
+        let known: Vec<&str> = agent.config.checks.names().collect();
+        return Err(ApiError::UnknownCheck(format!(
+            "no check named {name} is configured on this agent (configured: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let report = checks::run(check, node, fault, |argv, timeout| {
+        let agent = agent.clone();
+        async move { agent.run_for(&argv, timeout).await }
+    })
+    .await;
+    agent.metrics.check(name, report.passed);
+    tracing::info!(node, check = name, fault, passed = report.passed, attempts = report.attempts, duration_ms = report.duration_ms, message = %report.message, "check");
+    Ok(Json(report))
 }
 
 /// Cancels a job only if, checked now, it is active and preemptable.

@@ -29,6 +29,8 @@ pub enum Field {
     UserName,
     AccountName,
     Flag,
+    CheckName,
+    FaultCode,
 }
 
 impl Field {
@@ -50,6 +52,8 @@ impl fmt::Display for Field {
             Self::UserName => "user name",
             Self::AccountName => "account name",
             Self::Flag => "reservation flag",
+            Self::CheckName => "check name",
+            Self::FaultCode => "fault code",
         })
     }
 }
@@ -187,6 +191,16 @@ pub fn hostlist(value: &str) -> Result<Vec<String>, ValidationError> {
     Ok(names)
 }
 
+/// A health check's name (as the agent's checks file defines it).
+pub fn check_name(value: &str) -> Result<&str, ValidationError> {
+    name(Field::CheckName, value)
+}
+
+/// An OCI fault code or category (`HPCGPU-0001-01`).
+pub fn fault_code(value: &str) -> Result<&str, ValidationError> {
+    name(Field::FaultCode, value)
+}
+
 /// A reservation name.
 pub fn reservation_name(value: &str) -> Result<&str, ValidationError> {
     name(Field::ReservationName, value)
@@ -307,6 +321,12 @@ mod tests {
         );
         assert_eq!(user_name("root"), Ok("root"));
         assert_eq!(account_name("hpc_ops"), Ok("hpc_ops"));
+        assert_eq!(check_name("gpu-dcgm_diag.r1"), Ok("gpu-dcgm_diag.r1"));
+        assert_eq!(fault_code("HPCGPU-0001-01"), Ok("HPCGPU-0001-01"));
+        for bad in HOSTILE {
+            assert!(check_name(bad).is_err(), "{bad}");
+            assert!(fault_code(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

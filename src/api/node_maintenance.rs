@@ -91,6 +91,14 @@ pub struct OciEventRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub resource_name: Option<String>,
+    /// The event's fault ids (they choose its health checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 64)))]
+    pub fault_ids: Vec<String>,
+    /// The event's maintenance category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub category: Option<String>,
 }
 
 /// Phase of a node's maintenance.
@@ -196,12 +204,49 @@ pub struct NodeMaintenanceStatus {
     /// Last error, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Results of the named health checks of the last HealthCheck phase, in the order run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 17))]
+    pub health_checks: Vec<HealthCheckResult>,
+    /// What became of the webhook call for a failed check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub notification: Option<String>,
     /// The `metadata.generation` last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// What one named health check found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckResult {
+    /// The check's name in the agent's checks file.
+    #[schemars(length(max = 64))]
+    pub name: String,
+    /// The fault it ran for (`{fault}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub fault: Option<String>,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Attempts the agent made (1 + retries used).
+    pub attempts: u32,
+    /// Wall time of all attempts, in milliseconds.
+    pub duration_ms: u64,
+    /// `passed`, or why it failed.
+    #[serde(default)]
+    #[schemars(length(max = 512))]
+    pub message: String,
+    /// The end of its output.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub output: String,
+    /// When it finished.
+    pub time: Timestamp,
 }
 
 /// One recorded transition.

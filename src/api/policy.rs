@@ -83,6 +83,11 @@ pub struct MaintenancePolicySpec {
     /// started goes on). Unset: nothing is asked of Prometheus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blockers: Option<Blockers>,
+    /// Named checks of the agent (its checks file) run before a node goes back to work,
+    /// chosen by kind of work and fault. Unset: the agent's single health check
+    /// (`reboots.healthCheck`, and always for OCI work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checks: Option<HealthChecks>,
 
     /// Stop starting new work. Nodes already rebooting finish safely; nothing new starts.
     #[serde(default)]
@@ -283,6 +288,130 @@ fn default_max_attempts() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+
+/// Pattern of a check name (the agent's `validate::check_name`).
+const CHECK_NAME: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$";
+
+/// Named health checks, run in phase HealthCheck in order: `readiness` first, then the
+/// checks of the work; the first failure ends the work `Failed` with the node drained.
+/// The agent defines each check (argv, timeout, retries, what passes); the policy only
+/// names them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.readiness) || !self.reboot.exists(c, c == self.readiness)").message("healthChecks.readiness runs first already: leave it out of healthChecks.reboot"))]
+pub struct HealthChecks {
+    /// Run first, for every kind of work (the node answers: a light check the agent
+    /// retries with back-off), before the heavier ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = CHECK_NAME))]
+    pub readiness: Option<String>,
+    /// Checks after a rolling reboot, in order.
+    #[serde(default)]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 64), regex(pattern = CHECK_NAME)))]
+    pub reboot: Vec<String>,
+    /// Checks after OCI maintenance by fault: the first rule naming one of the event's
+    /// fault ids or its maintenance category (exact match, as for approval) picks them.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub oci: Vec<FaultChecks>,
+    /// Checks after OCI maintenance whose event no rule of `oci` names.
+    #[serde(default)]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 64), regex(pattern = CHECK_NAME)))]
+    pub oci_default: Vec<String>,
+    /// A webhook called once for each failed check (to open a ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+}
+
+/// The checks for OCI work with one of these faults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultChecks {
+    /// Fault ids (e.g. `HPCGPU-0001-01`) or maintenance categories (e.g. `FLEXIBLE`).
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))
+    )]
+    pub faults: Vec<String>,
+    /// Checks to run, in order (after `readiness`).
+    #[serde(default)]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 64), regex(pattern = CHECK_NAME)))]
+    pub checks: Vec<String>,
+}
+
+/// A webhook whose URL is kept in a Secret (it often carries a credential). It gets a
+/// JSON POST `{policy, work, node, fault, check, message, output}`, retried with back-off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// Secret (policy's namespace) holding the URL; the controller must be allowed to
+    /// read it (chart: `rbac.extraSecretNames`).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub secret_name: String,
+    /// Key of the URL in the Secret.
+    #[serde(default = "default_webhook_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_webhook_key() -> String {
+    "url".into()
+}
+
+/// The checks one piece of work runs, and the fault they are for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSelection {
+    /// In order: readiness first.
+    pub checks: Vec<String>,
+    /// `{fault}` of the checks: the fault the matching rule named, else the event's first
+    /// fault id, else its category.
+    pub fault: Option<String>,
+}
+
+impl HealthChecks {
+    /// The checks for a reboot (`faults` empty, no category) or for OCI work whose event
+    /// has `faults` and `category`.
+    pub fn select(
+        &self,
+        action: super::MaintenanceAction,
+        faults: &[String],
+        category: Option<&str>,
+    ) -> CheckSelection {
+        let mut checks: Vec<String> = self.readiness.iter().cloned().collect();
+        let fault = match action {
+            super::MaintenanceAction::Reboot => {
+                checks.extend(self.reboot.iter().cloned());
+                None
+            }
+            super::MaintenanceAction::OciMaintenance => {
+                let matched = self.oci.iter().find_map(|rule| {
+                    let hit = faults
+                        .iter()
+                        .map(String::as_str)
+                        .chain(category)
+                        .find(|f| rule.faults.iter().any(|r| r == f))?;
+                    Some((rule, hit.to_string()))
+                });
+                match matched {
+                    Some((rule, hit)) => {
+                        checks.extend(rule.checks.iter().cloned());
+                        Some(hit)
+                    }
+                    None => {
+                        checks.extend(self.oci_default.iter().cloned());
+                        faults.first().cloned().or(category.map(String::from))
+                    }
+                }
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        checks.retain(|c| seen.insert(c.clone()));
+        CheckSelection { checks, fault }
+    }
 }
 
 /// How a node is rebooted.
@@ -687,6 +816,74 @@ pub struct PlannedNode {
 
 #[cfg(test)]
 mod tests {
+    use super::super::MaintenanceAction;
+
+    #[test]
+    fn health_checks_are_chosen_by_work_and_fault() {
+        let hc: HealthChecks = serde_json::from_value(serde_json::json!({
+            "readiness": "ready",
+            "reboot": ["gpu-ecc"],
+            "oci": [
+                {"faults": ["HPCGPU-0001-01", "HPCGPU-0002-01"], "checks": ["gpu-dcgm", "gpu-ecc"]},
+                {"faults": ["HPCRDMA-0002-02"], "checks": ["nccl"]},
+                {"faults": ["HARDWARE"], "checks": ["hpl"]}
+            ],
+            "ociDefault": ["default", "ready"]
+        }))
+        .unwrap();
+        let sel = |action, faults: &[&str], category: Option<&str>| {
+            let faults: Vec<String> = faults.iter().map(|f| f.to_string()).collect();
+            let s = hc.select(action, &faults, category);
+            (s.checks, s.fault)
+        };
+        assert_eq!(
+            sel(MaintenanceAction::Reboot, &[], None),
+            (vec!["ready".into(), "gpu-ecc".into()], None)
+        );
+        assert_eq!(
+            sel(
+                MaintenanceAction::OciMaintenance,
+                &["HPCGPU-0002-01"],
+                Some("HARDWARE")
+            ),
+            (
+                vec!["ready".into(), "gpu-dcgm".into(), "gpu-ecc".into()],
+                Some("HPCGPU-0002-01".into())
+            ),
+            "the first rule that names a fault, before a category rule"
+        );
+        assert_eq!(
+            sel(
+                MaintenanceAction::OciMaintenance,
+                &["OTHER-1", "HPCRDMA-0002-02"],
+                None
+            )
+            .1,
+            Some("HPCRDMA-0002-02".into()),
+            "the fault the rule named"
+        );
+        assert_eq!(
+            sel(
+                MaintenanceAction::OciMaintenance,
+                &["OTHER-1"],
+                Some("HARDWARE")
+            ),
+            (vec!["ready".into(), "hpl".into()], Some("HARDWARE".into()))
+        );
+        assert_eq!(
+            sel(MaintenanceAction::OciMaintenance, &["hpcgpu-0001-01"], None),
+            (
+                vec!["ready".into(), "default".into()],
+                Some("hpcgpu-0001-01".into())
+            ),
+            "exact match only; the default, readiness once"
+        );
+        assert_eq!(
+            sel(MaintenanceAction::OciMaintenance, &[], None),
+            (vec!["ready".into(), "default".into()], None)
+        );
+    }
+
     use super::*;
 
     /// `Default` in Rust and defaults applied by serde (and the API server) agree.

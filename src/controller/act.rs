@@ -34,6 +34,9 @@ pub struct Effects<'a> {
     /// Present when the policy has unfinished OCI work.
     pub oci: Option<&'a OciClient>,
     pub max_attempts: u32,
+    pub policy: &'a MaintenancePolicy,
+    /// The URL of the policy's health-check webhook, or why it is unknown.
+    pub webhook: Option<Result<&'a str, &'a str>>,
 }
 
 /// Carry out `plan`: its new work created, then each update.
@@ -226,6 +229,14 @@ async fn apply_update(
     }
     if !errors.is_empty() {
         status.last_error = Some(truncate(&errors.join("; "), 1024));
+        current = write_work_status(ctx, &current, &status).await?;
+    }
+    // A failed health check ended the work: its webhook, once (this transition happens
+    // once per HealthCheck phase).
+    if let (Some(url), Some(failed)) = (effects.webhook, super::checks::failure(&before, &status)) {
+        let failed = failed.clone();
+        status.notification =
+            Some(super::checks::notify(ctx, effects.policy, nm, &failed, url).await);
         write_work_status(ctx, &current, &status).await?;
     }
     if status.phase.is_terminal() && before.phase != status.phase {

@@ -54,6 +54,19 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    namespace: String,
+    policy: String,
+    check: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OciCallLabels {
     verb: String,
     outcome: String,
@@ -103,6 +116,8 @@ pub struct Metrics {
     slurm_calls: Family<CallLabels, Counter>,
     slurm_latency: Family<CallLabels, Histogram, fn() -> Histogram>,
     oci_calls: Family<OciCallLabels, Counter>,
+    health_checks: Family<CheckLabels, Counter>,
+    webhook_calls: Family<WebhookLabels, Counter>,
     oci_latency: Family<OciCallLabels, Histogram, fn() -> Histogram>,
     oci_events: Family<OciEventLabels, Gauge>,
     oci_hard_due: Family<OciEventDueLabels, Gauge>,
@@ -123,9 +138,21 @@ impl Default for Metrics {
         let slurm_calls = Family::default();
         let slurm_latency = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         let oci_calls = Family::default();
+        let health_checks = Family::default();
+        let webhook_calls = Family::default();
         let oci_latency = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         let oci_events = Family::default();
         let oci_hard_due = Family::default();
+        registry.register(
+            "health_checks",
+            "Named health checks run, by policy, check and outcome (passed, failed, error)",
+            health_checks.clone(),
+        );
+        registry.register(
+            "health_webhook_calls",
+            "Webhook calls for failed health checks, by outcome (sent, failed)",
+            webhook_calls.clone(),
+        );
         registry.register(
             "oci_calls",
             "Calls to the OCI API (each attempt), by verb and outcome",
@@ -203,6 +230,8 @@ impl Default for Metrics {
             slurm_calls,
             slurm_latency,
             oci_calls,
+            health_checks,
+            webhook_calls,
             oci_latency,
             oci_events,
             oci_hard_due,
@@ -229,6 +258,25 @@ impl Metrics {
         let l = CallLabels { verb, outcome };
         self.slurm_calls.get_or_create(&l).inc();
         self.slurm_latency.get_or_create(&l).observe(secs);
+    }
+
+    /// A named health check's outcome: `passed`, `failed`, or `error` (it did not run).
+    pub fn health_check(&self, namespace: &str, policy: &str, check: &str, outcome: &'static str) {
+        self.health_checks
+            .get_or_create(&CheckLabels {
+                namespace: namespace.into(),
+                policy: policy.into(),
+                check: check.into(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A webhook call for a failed check, after its retries: `sent` or `failed`.
+    pub fn health_webhook(&self, outcome: &'static str) {
+        self.webhook_calls
+            .get_or_create(&WebhookLabels { outcome })
+            .inc();
     }
 
     /// A call to OCI.

@@ -7,6 +7,7 @@
 
 mod act;
 mod blockers;
+mod checks;
 pub mod cli;
 pub mod connect;
 pub mod discovery;

@@ -84,6 +84,16 @@ pub fn new_oci_work(
                 event_id: ev.spec.event_id.clone(),
                 instance_id: ev.spec.instance_id.clone(),
                 resource_name: Some(ev.name_any()),
+                fault_ids: ev
+                    .spec
+                    .fault_ids
+                    .iter()
+                    .filter(|f| f.len() <= 64)
+                    .take(32)
+                    .cloned()
+                    .collect(),
+                category: Some(ev.spec.maintenance_category.clone())
+                    .filter(|c| !c.is_empty() && c.len() <= 64),
             },
             reason,
             state: EventState {

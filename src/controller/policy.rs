@@ -17,7 +17,7 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
 
 use super::write::{announce_conditions, degrade, namespace, publish, write_policy_status};
-use super::{Context, Error, act, blockers, facts, oci_work};
+use super::{Context, Error, act, blockers, checks, facts, oci_work};
 use crate::api::node_maintenance::NodeMaintenancePhase as Phase;
 use crate::api::{MaintenancePolicy, NodeMaintenance};
 use crate::plan::status::{Mode, policy_status, reason};
@@ -226,8 +226,24 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     settings.blockers = blockers::gather(ctx, policy).await;
     let mut work: Vec<Work> = objects.values().map(facts::work_of).collect();
     let oci = facts::read_oci_events(ctx, policy, &mut work, now).await;
+    let health = match &policy.spec.health_checks {
+        Some(_) if !dry_run => {
+            checks::run(
+                ctx,
+                slurm.as_ref(),
+                policy,
+                &objects,
+                &work,
+                &snap.nodes,
+                now,
+            )
+            .await
+        }
+        Some(_) => Default::default(),
+        None => facts::health(ctx, slurm.as_ref(), &work).await,
+    };
     let snapshot = Snapshot {
-        health: facts::health(ctx, slurm.as_ref(), &work).await,
+        health,
         nodes: snap.nodes,
         jobs: snap.jobs,
         reservations: snap.reservations,
@@ -245,10 +261,23 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
     };
 
     if !dry_run {
+        let webhook = match policy
+            .spec
+            .health_checks
+            .as_ref()
+            .and_then(|h| h.webhook.as_ref())
+        {
+            Some(hook) => Some(checks::webhook_url(ctx, policy, hook).await),
+            None => None,
+        };
         let effects = act::Effects {
             slurm: slurm.as_ref(),
             oci: oci.as_ref(),
             max_attempts: settings.max_attempts,
+            policy,
+            webhook: webhook
+                .as_ref()
+                .map(|r| r.as_deref().map_err(String::as_str)),
         };
         act::carry_out(ctx, policy, &objects, &plan, &effects, now).await?;
         if policy.spec.oci.enabled {

@@ -246,6 +246,10 @@ impl Settings {
 pub struct HealthResult {
     pub healthy: bool,
     pub message: String,
+    /// The named checks run (empty for the agent's single health check); recorded on
+    /// the work's status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::api::node_maintenance::HealthCheckResult>,
 }
 
 /// What Slurm said, once per pass, about one partition.

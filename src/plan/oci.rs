@@ -224,6 +224,11 @@ pub(super) fn health_check(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStat
             node: w.node.clone(),
         }];
     }
+    if let Some(h) = ctx.health.get(&w.node)
+        && !h.checks.is_empty()
+    {
+        st.health_checks = h.checks.clone();
+    }
     match ctx.health.get(&w.node) {
         Some(h) if h.healthy => {
             st.last_error = None;

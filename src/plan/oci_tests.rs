@@ -373,6 +373,7 @@ fn the_whole_walk() {
         HealthResult {
             healthy: true,
             message: "ok".into(),
+            checks: vec![],
         },
     );
     let u = step(&w, &healthy, "SUCCEEDED", t(24));
@@ -410,6 +411,7 @@ fn failures_keep_the_node_drained() {
         HealthResult {
             healthy: false,
             message: "GPU missing".into(),
+            checks: vec![],
         },
     );
     let u = plan_oci(
@@ -517,6 +519,7 @@ fn a_lost_resume_is_asked_again() {
         HealthResult {
             healthy: false,
             message: "g1 is IDLE+DRAIN".into(),
+            checks: vec![],
         },
     );
     let b = budget(4, 2, &[]);
@@ -544,6 +547,7 @@ fn the_health_check_waits_for_the_node_to_respond() {
         HealthResult {
             healthy: false,
             message: "not in service".into(),
+            checks: vec![],
         },
     );
     let b = budget(4, 2, &[]);

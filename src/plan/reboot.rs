@@ -212,6 +212,11 @@ pub(super) fn returned(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) 
 /// HealthCheck: healthy for the settle time completes; unhealthy fails and drains.
 pub(super) fn health_check(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus) -> Vec<Action> {
     let now = ctx.now;
+    if let Some(h) = ctx.health.get(&w.node)
+        && !h.checks.is_empty()
+    {
+        st.health_checks = h.checks.clone();
+    }
     match ctx.health.get(&w.node) {
         None => vec![],
         Some(h) if h.healthy => {

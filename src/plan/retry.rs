@@ -72,12 +72,24 @@ pub fn retry(w: &Work, node: Option<&Node>, event_state: Option<&str>, now: Time
             resume: false,
         };
     }
-    status.attempts = 0;
-    status.reboot_issued_at = None;
-    status.boot_time_before = None;
-    status.reservation_name = None;
-    status.reservation_start = None;
-    transition(&mut status, Phase::Pending, now, message);
+    // A reboot that came back but failed its health check: the node is checked again
+    // (a new reboot would be no test of the fix, and one already booted completes).
+    let failed_its_checks = status
+        .transitions
+        .iter()
+        .rev()
+        .nth(1)
+        .is_some_and(|t| t.phase == Phase::HealthCheck);
+    if failed_its_checks {
+        transition(&mut status, Phase::HealthCheck, now, message);
+    } else {
+        status.attempts = 0;
+        status.reboot_issued_at = None;
+        status.boot_time_before = None;
+        status.reservation_name = None;
+        status.reservation_start = None;
+        transition(&mut status, Phase::Pending, now, message);
+    }
     let resume = node.state.is_drained()
         && node
             .reason
@@ -149,6 +161,26 @@ mod tests {
             status.transitions.last().unwrap().message,
             "retry requested (was: reboot timed out)"
         );
+    }
+
+    #[test]
+    fn a_reboot_that_failed_its_health_check_is_checked_again() {
+        let mut w = failed(MaintenanceAction::Reboot);
+        w.status.attempts = 1;
+        for phase in [Phase::HealthCheck, Phase::Failed] {
+            transition(&mut w.status, phase, t(2), "x");
+        }
+        let n = node(
+            "IDLE+DRAIN",
+            Some("slurm-maint: health check failed after reboot: check gpu-ecc failed"),
+        );
+        let Retry::Restart { status, resume } = retry(&w, Some(&n), None, t(5)) else {
+            panic!("refused")
+        };
+        assert!(resume);
+        assert_eq!(status.phase, Phase::HealthCheck);
+        assert_eq!(status.phase_since, Some(t(5)));
+        assert_eq!(status.attempts, 1, "no new reboot");
     }
 
     #[test]

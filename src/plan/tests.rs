@@ -31,6 +31,7 @@ fn spec() -> MaintenancePolicySpec {
         campaign: Default::default(),
         oci: Default::default(),
         blockers: None,
+        health_checks: None,
         paused: false,
         dry_run: false,
         interval: crate::api::Duration::secs(60),
@@ -750,6 +751,7 @@ fn full_state_machine_of_one_node() {
         HealthResult {
             healthy: true,
             message: "ok".into(),
+            checks: vec![],
         },
     );
     let p = pass(&snap, &mut work, now);
@@ -909,6 +911,7 @@ fn failed_health_check_fails_and_drains() {
         HealthResult {
             healthy: false,
             message: "GPU 3 missing".into(),
+            checks: vec![],
         },
     );
     let p = plan(

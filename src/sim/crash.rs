@@ -140,6 +140,15 @@ impl SlurmClient for Slurm {
         self.call(move |s| s.health_check(node))
     }
 
+    fn run_check<'a>(
+        &'a self,
+        node: &'a str,
+        check: &'a str,
+        fault: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<crate::agent::api::CheckReport, SlurmError>> {
+        self.call(move |s| s.run_check(node, check, fault))
+    }
+
     fn drain<'a>(
         &'a self,
         node: &'a str,

@@ -240,6 +240,10 @@ struct Inner {
     meter: bool,
     /// Inside [`SimCluster::exec_all`]: schedule once at its end.
     batch: bool,
+    /// Simulated named checks that fail: (node, check) → their output.
+    failing_checks: BTreeMap<(String, String), String>,
+    /// Named checks run: (node, check, fault).
+    checks_run: Vec<(String, String, Option<String>)>,
 }
 
 /// A simulated Slurm partition; clones share state.
@@ -848,6 +852,8 @@ impl SimCluster {
             started: HashMap::new(),
             meter: false,
             batch: false,
+            failing_checks: BTreeMap::new(),
+            checks_run: vec![],
         };
         for i in 0..inner.nodes.len() {
             let name = inner.nodes[i].name.clone();
@@ -1047,7 +1053,57 @@ impl SimCluster {
             HealthResult {
                 healthy: s.in_service(),
                 message: format!("{node} is {s}"),
+                checks: vec![],
             }
+        })
+    }
+
+    /// Make the named check `check` fail on `node`, printing `output` (a simulated site
+    /// check: it passes everywhere else once the node is in service).
+    pub fn fail_check(&self, node: &str, check: &str, output: &str) {
+        self.lock()
+            .failing_checks
+            .insert((node.into(), check.into()), output.into());
+    }
+
+    /// Let the named check `check` pass on `node` again (the fault was fixed).
+    pub fn fix_check(&self, node: &str, check: &str) {
+        self.lock()
+            .failing_checks
+            .remove(&(node.to_string(), check.to_string()));
+    }
+
+    /// The named checks run so far: (node, check, fault).
+    pub fn checks_run(&self) -> Vec<(String, String, Option<String>)> {
+        self.lock().checks_run.clone()
+    }
+
+    /// Run a simulated named check (synchronous [`SlurmClient::run_check`]): it fails
+    /// where [`SimCluster::fail_check`] said, and on a node not in service.
+    pub fn check(
+        &self,
+        node: &str,
+        check: &str,
+        fault: Option<&str>,
+    ) -> Result<crate::agent::api::CheckReport, SlurmError> {
+        let mut g = self.lock();
+        let i = g.node(node)?;
+        let state = g.state(&g.nodes[i]);
+        g.checks_run
+            .push((node.into(), check.into(), fault.map(String::from)));
+        let failing = g.failing_checks.get(&(node.into(), check.into())).cloned();
+        let (passed, message, output) = match failing {
+            _ if !state.in_service() => (false, "exit code 1".into(), format!("{node} is {state}")),
+            Some(output) => (false, "exit code 1".into(), output),
+            None => (true, "passed".into(), format!("{check}: ok")),
+        };
+        Ok(crate::agent::api::CheckReport {
+            name: check.into(),
+            passed,
+            attempts: 1,
+            duration_ms: 0,
+            message,
+            output,
         })
     }
 
@@ -1094,8 +1150,19 @@ impl SlurmClient for SimCluster {
             HealthResult {
                 healthy: s.in_service(),
                 message: format!("{node} is {s}"),
+                checks: vec![],
             }
         });
+        Box::pin(async move { out })
+    }
+
+    fn run_check<'a>(
+        &'a self,
+        node: &'a str,
+        check: &'a str,
+        fault: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<crate::agent::api::CheckReport, SlurmError>> {
+        let out = self.check(node, check, fault);
         Box::pin(async move { out })
     }
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::agent::api::{
-    CreateReservation, Done, DrainRequest, ErrorBody, NextState, PartitionSnapshot, RebootRequest,
-    StartTime, UpdateReservation,
+    CheckReport, CheckRequest, CreateReservation, Done, DrainRequest, ErrorBody, NextState,
+    PartitionSnapshot, RebootRequest, StartTime, UpdateReservation,
 };
 use crate::plan::{Action, HealthResult};
 use crate::tls;
@@ -78,6 +78,13 @@ pub trait SlurmClient: Send + Sync {
     /// Run the site's health check on a node.
     fn health_check<'a>(&'a self, node: &'a str)
     -> BoxFuture<'a, Result<HealthResult, SlurmError>>;
+    /// Run one named check of the agent's checks file on a node, for `fault`.
+    fn run_check<'a>(
+        &'a self,
+        node: &'a str,
+        check: &'a str,
+        fault: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<CheckReport, SlurmError>>;
     /// Take a node out of service with a reason (owned prefix added by the agent).
     fn drain<'a>(
         &'a self,
@@ -87,6 +94,10 @@ pub trait SlurmClient: Send + Sync {
     /// Return a node this operator drained to service.
     fn resume<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Done, SlurmError>>;
 }
+
+/// Longest wait for one named check's answer (its attempts, timeouts and back-off are
+/// the agent's).
+pub const CHECK_REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// [`SlurmClient`] over the agent's HTTP API, with a bearer token, timeouts and retries
 /// with backoff on transient errors only.
@@ -179,10 +190,24 @@ impl AgentClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, SlurmError> {
+        self.call_within(method, path, body, None).await
+    }
+
+    /// One call; `timeout` replaces the client's own.
+    async fn call_within<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<T, SlurmError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -353,6 +378,28 @@ impl SlurmClient for AgentClient {
                 reqwest::Method::POST,
                 &format!("/v1/nodes/{node}/health"),
                 Some(&serde_json::json!({})),
+            )
+            .await
+        })
+    }
+
+    /// Never retried (a check is not idempotent in cost), and allowed
+    /// [`CHECK_REQUEST_TIMEOUT`]: the agent bounds each check by its own timeouts.
+    fn run_check<'a>(
+        &'a self,
+        node: &'a str,
+        check: &'a str,
+        fault: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<CheckReport, SlurmError>> {
+        Box::pin(async move {
+            let body = CheckRequest {
+                fault: fault.map(String::from),
+            };
+            self.call_within(
+                reqwest::Method::POST,
+                &format!("/v1/nodes/{node}/checks/{check}"),
+                Some(&body),
+                Some(CHECK_REQUEST_TIMEOUT),
             )
             .await
         })

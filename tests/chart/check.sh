@@ -375,6 +375,22 @@ import json, sys; d = json.load(sys.stdin); print("       dashboard:", len(d["pa
     && pass "configmaps still not listable" || fail "configmaps listable"
 kubectl -n "$NS" get deployment slurm-maint-agent -o jsonpath='{.spec.template.spec.volumes[?(@.name=="slurm-etc")].projected.sources}' \
     | grep -q slurm-auth && pass "agent mounts slurm.conf ConfigMap and slurm.key Secret" || fail "agent Slurm volume"
+kubectl -n "$NS" get configmap slurm-maint-agent-checks -o jsonpath='{.data.checks\.yaml}' > "$WORK/checks.yaml" \
+    && python3 - "$WORK/checks.yaml" <<'EOF' && pass "agent checks ConfigMap holds the checks of the values" || fail "agent checks ConfigMap"
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))["checks"]
+assert [x["name"] for x in c] == ["ready", "gpu-ecc"], c
+assert c[0]["argv"] == ["scontrol", "show", "node", "{node}"] and c[0]["retries"] == 3, c[0]
+assert c[1]["failPattern"] == r"^\d+, *[1-9]", c[1]
+EOF
+kubectl -n "$NS" get deployment slurm-maint-agent -o json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["spec"]["template"]["spec"]
+agent = [c for c in d["containers"] if c["name"] == "agent"][0]
+assert "--checks-file=/etc/slurm-maint/checks/checks.yaml" in agent["args"], agent["args"]
+assert {"name": "checks", "mountPath": "/etc/slurm-maint/checks", "readOnly": True} in agent["volumeMounts"]
+assert [v for v in d["volumes"] if v["name"] == "checks"][0]["configMap"]["name"] == "slurm-maint-agent-checks"
+' && pass "agent runs with --checks-file from that ConfigMap" || fail "agent --checks-file"
 if ((!PDB)); then
     echo "  skip manifests/install.yaml: it is rendered for policy/v1, which $SERVER_VERSION does not serve"
 elif [[ $UPDATE_INSTALL == 1 ]]; then

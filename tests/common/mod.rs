@@ -202,7 +202,12 @@ fn wrapper_note() -> String {
 /// Start the agent with `token`; returns it with its URL and a client, once it answers a
 /// snapshot.
 pub async fn start_agent(token: &str) -> (AgentProc, String, AgentClient) {
-    let agent = spawn_agent(token, &[], |port| {
+    start_agent_with(token, &[]).await
+}
+
+/// [`start_agent`] with extra agent options.
+pub async fn start_agent_with(token: &str, extra: &[&str]) -> (AgentProc, String, AgentClient) {
+    let agent = spawn_agent(token, extra, |port| {
         let token = token.to_string();
         async move {
             let url = format!("http://127.0.0.1:{port}");
@@ -268,4 +273,75 @@ pub async fn resume_and_boot_times(
         .into_iter()
         .map(|n| (n.name, n.boot_time))
         .collect()
+}
+
+/// A local HTTP receiver for the health-check webhook on a free loopback port: records
+/// each POST's JSON body and answers with the next status of `answers` (200 after them).
+pub struct WebhookReceiver {
+    pub url: String,
+    pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    pub async fn start(answers: Vec<u16>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/tickets", listener.local_addr().unwrap());
+        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let seen = bodies.clone();
+        let task = tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break Some(buf[end + 4..end + 4 + len].to_vec());
+                    }
+                };
+                let Some(body) = body else { continue };
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                let status = answers.next().unwrap_or(200);
+                let reply = format!(
+                    "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        Self { url, bodies, task }
+    }
+
+    /// The bodies received so far.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

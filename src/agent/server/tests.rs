@@ -865,3 +865,226 @@ fn tokens_are_compared_in_constant_time() {
     assert!(token_matches(&format!(" {token}\n"), &token));
     assert!(!token_matches(&token[1..], &token));
 }
+
+fn checks_config(file: &str) -> Config {
+    Config {
+        checks: Arc::new(Checks::parse(file, Duration::from_secs(5)).unwrap()),
+        ..config()
+    }
+}
+
+const CHECKS: &str = r#"
+checks:
+  - name: gpu
+    argv: [/opt/check-gpu, --node, "{node}", "--fault={fault}"]
+    passPattern: 'all GPUs healthy'
+"#;
+
+#[tokio::test]
+async fn named_checks_run_only_what_is_configured() {
+    let canned = Canned::new().ok(&["/opt/check-gpu"], "all GPUs healthy\n");
+    let (app, runner) = app_with(checks_config(CHECKS), canned);
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node1/checks/gpu",
+        Some(json!({"fault": "HPCGPU-0001-01"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["passed"], true);
+    assert_eq!(body["attempts"], 1);
+    assert_eq!(body["output"], "all GPUs healthy");
+    assert_eq!(
+        runner.commands(),
+        [[
+            "/opt/check-gpu",
+            "--node",
+            "node1",
+            "--fault=HPCGPU-0001-01"
+        ]]
+    );
+    // No body: {fault} is `none`.
+    let (status, _) = call(&app, "POST", "/v1/nodes/node2/checks/gpu", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(runner.commands()[1][3], "--fault=none");
+
+    runner.reset();
+    let (status, body) = call(&app, "POST", "/v1/nodes/node1/checks/rm-rf", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "UnknownCheck");
+    assert_eq!(
+        body["error"],
+        "no check named rm-rf is configured on this agent (configured: gpu)"
+    );
+    for e in HOSTILE {
+        let (status, body) = call(
+            &app,
+            "POST",
+            &format!("/v1/nodes/node1/checks/{}", enc(e)),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}: {body}");
+        let (status, body) = call(
+            &app,
+            "POST",
+            &format!("/v1/nodes/{}/checks/gpu", enc(e)),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}: {body}");
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/v1/nodes/node1/checks/gpu",
+            Some(json!({ "fault": e })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}: {body}");
+    }
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/nodes/node1/checks/gpu",
+        Some(json!({"argv": ["sh", "-c", "reboot"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no argv from the request");
+    assert_eq!(runner.count(), 0, "{:?}", runner.commands());
+
+    // Unauthenticated: refused before anything runs.
+    let (status, _) = send(
+        &app,
+        request("POST", "/v1/nodes/node1/checks/gpu", None, None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(runner.count(), 0);
+    let (_, text) = call(&app, "GET", "/metrics", None).await;
+    let text = text.as_str().unwrap().to_string();
+    assert!(
+        text.contains(r#"slurm_maint_agent_checks_total{check="gpu",outcome="passed"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_health_command_is_the_check_named_default() {
+    let args = [
+        "agent",
+        "--health-command",
+        "/usr/local/bin/check {node}",
+        "--command-timeout",
+        "7s",
+    ];
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: crate::agent::AgentArgs,
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+    let config = cli.agent.config(Some(TOKEN.into())).unwrap();
+    let check = config.checks.get("default").unwrap();
+    assert_eq!(check.argv, ["/usr/local/bin/check", "{node}"]);
+    assert_eq!(check.timeout, Duration::from_secs(7));
+    let canned = Canned::new().fail(&["/usr/local/bin/check", "node1"], 1, "bad DIMM");
+    let (app, _) = app_with(config, canned);
+    let (status, body) = call(&app, "POST", "/v1/nodes/node1/checks/default", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["passed"], false);
+    assert_eq!(body["message"], "exit code 1");
+    assert_eq!(body["output"], "bad DIMM");
+}
+
+/// Real processes: checks that pass, fail, hang past their timeout, and flap then pass
+/// within their retries (a counter file).
+#[tokio::test]
+async fn named_checks_as_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("count");
+    let file = format!(
+        r#"
+checks:
+  - name: pass
+    argv: [sh, -c, 'echo "node $0 ok"', "{{node}}"]
+    passPattern: '^node node1 ok$'
+  - name: fail
+    argv: [sh, -c, 'echo "GPU 2: 4 uncorrected ECC errors" >&2; exit 3']
+  - name: hang
+    argv: [sh, -c, 'echo started; sleep 60']
+    timeout: 1s
+    retries: 1
+    backoff: 10ms
+  - name: flap
+    argv: [sh, -c, 'n=$(cat "$0" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$0"; echo "try $n"; [ $n -ge 3 ]', "{}"]
+    retries: 3
+    backoff: 10ms
+  - name: flap-too-long
+    argv: [sh, -c, 'exit 1']
+    retries: 2
+    backoff: 10ms
+"#,
+        counter.display()
+    );
+    let config = Config {
+        checks: Arc::new(Checks::parse(&file, Duration::from_secs(20)).unwrap()),
+        ..config()
+    };
+    let app = router(
+        config,
+        Arc::new(crate::agent::ProcessRunner::new(Duration::from_secs(20))),
+    );
+    let check = |name: &'static str| {
+        let app = app.clone();
+        async move {
+            let (status, body) = call(
+                &app,
+                "POST",
+                &format!("/v1/nodes/node1/checks/{name}"),
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{name}: {body}");
+            body
+        }
+    };
+    let b = check("pass").await;
+    assert_eq!(
+        (b["passed"].as_bool(), b["attempts"].as_u64()),
+        (Some(true), Some(1)),
+        "{b}"
+    );
+    assert_eq!(b["output"], "node node1 ok");
+
+    let b = check("fail").await;
+    assert_eq!(b["passed"], false, "{b}");
+    assert_eq!(b["message"], "exit code 3");
+    assert_eq!(b["output"], "GPU 2: 4 uncorrected ECC errors");
+
+    let started = Instant::now();
+    let b = check("hang").await;
+    assert_eq!(b["passed"], false, "{b}");
+    assert_eq!(b["attempts"], 2);
+    assert_eq!(
+        b["message"],
+        "did not finish within 1s and was killed (attempt 2 of 2)"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "killed at its timeout, not after sleep 60"
+    );
+
+    let b = check("flap").await;
+    assert_eq!(b["passed"], true, "{b}");
+    assert_eq!(b["attempts"], 3);
+    assert_eq!(b["output"], "try 3");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+
+    let b = check("flap-too-long").await;
+    assert_eq!(
+        (b["passed"].as_bool(), b["attempts"].as_u64()),
+        (Some(false), Some(3)),
+        "{b}"
+    );
+}
