@@ -202,6 +202,9 @@ SLURM_VERSIONS=(22.05 24.11 26.05)
 # The images of ./Dockerfile (tests/images/images.sh): the controller and one agent per
 # Slurm line, built with buildah from debootstrapped Debian bases (cached in
 # ~/.cache/slurm-maint) with the debug binary the test phases built copied in.
+# The real-clock trace on the 22.05 cluster (src/bench/live.rs), jobs at a quarter of
+# their length: the figures go to the log; the phase fails only if a campaign does not end.
+bench_live() { with_k8s; with_slurm; cargo run -q -- bench live --nodes 4 --scale 0.25; }
 images_build() { bash tests/images/images.sh build; }
 # images_on_slurm VERSION: the chart installed on the real API server, its agent pod (agent +
 # munged sidecar) run from the VERSION agent image against that Slurm cluster (snapshot,
@@ -243,6 +246,7 @@ phase "API server conformance against $K8S_NAME (--lib apiserver::)" conformance
 for v in "${SLURM_VERSIONS[@]}"; do
     phase "live suites on Slurm $v against $K8S_NAME" live_suites_on_slurm "$v"
 done
+phase "bench live: the real-clock trace on Slurm 22.05 against $K8S_NAME (×0.25)" bench_live
 phase "images: build controller + agents (./Dockerfile, buildah)" images_build
 for v in "${SLURM_VERSIONS[@]}"; do
     phase "images: the chart's pods on Slurm $v against $K8S_NAME (tests/images/)" images_on_slurm "$v"
