@@ -184,8 +184,13 @@ pub fn run(trace: &SwfTrace, p: &BusyParams, policy: Policy) -> Run {
         if done_at.is_some() && sim.maintenance_clear() {
             break;
         }
-        sim.advance(p.step);
-        sim.sample_for(p.step, allowed);
+        // Ours wakes when its plan says something is due, as the controller does.
+        let dt = match policy {
+            Policy::Ours => ours.wait(now, p.step),
+            _ => p.step,
+        };
+        sim.advance(dt);
+        sim.sample_for(dt, allowed);
     }
     sim.meter(false);
     if policy == Policy::Ours {

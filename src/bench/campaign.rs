@@ -143,6 +143,8 @@ pub struct Ours {
     /// Nodes whose work must end for the campaign to be done.
     wanted: usize,
     pub passes: u64,
+    /// What the last pass said is next due.
+    next_due: Option<Timestamp>,
 }
 
 impl Ours {
@@ -154,7 +156,19 @@ impl Ours {
             index: HashMap::new(),
             wanted,
             passes: 0,
+            next_due: None,
         }
+    }
+
+    /// How long until the next pass, as the controller waits: `step` (its interval), or
+    /// less when the last pass said something is due sooner (at least 1 s).
+    pub fn wait(&self, now: Timestamp, step: SignedDuration) -> SignedDuration {
+        self.next_due.map_or(step, |d| {
+            d.duration_since(now).clamp(
+                SignedDuration::from_secs(1),
+                step.max(SignedDuration::from_secs(1)),
+            )
+        })
     }
 
     /// One pass at the simulator's now; whether the campaign is done.
@@ -180,6 +194,7 @@ impl Ours {
         };
         let p = plan::plan("bench", &s, &snapshot, &self.work, now);
         self.passes += 1;
+        self.next_due = p.next_due;
         for nw in &p.new_work {
             self.index.insert(nw.name.clone(), self.work.len());
             self.work.push(Work {

@@ -117,11 +117,12 @@ pub(super) fn admit<'w>(
 }
 
 /// When `w` may start, if the timeline has room for it: OCI work now, for as long as OCI
-/// takes; a rolling reboot over jobs without a time limit now, until they end; one free
-/// now with nothing to cancel now or not yet (it stays in service, and goes first by its
-/// release when room comes); any other at its release time or the first room after it
-/// within the lead time (a node freed by cancelling its preemptable jobs has them
-/// cancelled only when its reservation starts: no job is ended early for a later slot).
+/// takes; a rolling reboot over jobs without a time limit now, until they end; any
+/// other at its release time if there is room then (within the lead time, or beyond it
+/// while fewer than `allowed` reservations are that far ahead) — never later, so no
+/// node stands empty waiting for a slot — except a node freed by cancelling its
+/// preemptable jobs, which takes the first room after it: its jobs run until then and
+/// are cancelled only when its reservation starts.
 fn room(
     ctx: &Ctx<'_>,
     tl: &Timeline,
@@ -139,10 +140,24 @@ fn room(
         return tl.fits(None, now, OPEN).then_some(now);
     }
     let want = release.time().unwrap_or(now).max(now);
-    let start = tl.first_fit(None, want, d, now + ctx.s.lead_time)?;
-    let idle_now = want == now && ctx.cancels(&w.node).is_empty();
-    (start == want || !idle_now).then_some(start)
+    let start = tl.first_fit(None, want, d, now + ctx.s.lead_time.max(FAR))?;
+    let beyond_lead = start > now + ctx.s.lead_time;
+    if beyond_lead
+        && tl
+            .spans()
+            .filter(|(_, s)| s.from > now + ctx.s.lead_time)
+            .count()
+            >= tl.allowed
+    {
+        return None;
+    }
+    (start == want || !ctx.cancels(&w.node).is_empty()).then_some(start)
 }
+
+/// How far ahead a reservation may be made: beyond the lead time, at most as many as
+/// the budget allows, so a busy node is held for its turn without thousands of
+/// reservations ahead.
+const FAR: SignedDuration = SignedDuration::from_hours(24 * 7);
 
 /// Long enough to stand for "until it ends" in a fit.
 const OPEN: SignedDuration = SignedDuration::from_hours(24 * 366);

@@ -230,18 +230,21 @@ fn earliest_release_first_under_the_budget() {
         ],
     );
     let p = plan("p", &s, &snap, &pending(&["n1", "n2", "n3", "n4"]), t(NOW));
-    assert_eq!(admitted(&p), ["n4", "n2"]);
-    // n3 and n1 are released beyond the lead time: not reserved yet, and no budget full.
+    // n4 and n2 are released within the lead time, n3 and n1 beyond it, where the
+    // budget still takes as many reservations ahead as it allows (2): all at their
+    // release times, none overlapping more than two.
+    assert_eq!(admitted(&p), ["n4", "n2", "n3", "n1"]);
     assert!(!p.budget_exhausted);
-    assert!(p.waiting["n3"].contains("beyond the reservation lead time"));
+    assert!(p.preview.is_empty());
     assert_eq!(
-        p.preview
-            .iter()
-            .map(|x| x.node.as_str())
-            .collect::<Vec<_>>(),
-        ["n3", "n1"]
+        reservation_starts(&p),
+        [
+            ("n4".into(), Some(t(NOW + 10))),
+            ("n2".into(), Some(t(NOW + 30))),
+            ("n3".into(), Some(t(NOW + 120))),
+            ("n1".into(), Some(t(NOW + 300)))
+        ]
     );
-    assert_eq!(p.preview[0].release_time, Some(t(NOW + 120)));
     let Action::CreateReservation {
         start, name, flags, ..
     } = &p.updates[0].actions[0]
@@ -328,7 +331,8 @@ fn reservations_ahead_hold_the_budget_only_over_their_interval() {
     assert!(p2.budget.reserved_ahead.contains("n3"));
     assert!(p2.waiting["n2"].starts_with("budget full: 0 of 1 allowed nodes out now"));
 
-    // Reboots of 20 min: n1 [15, 35) leaves no room for n2 at 30; n2 goes at 35.
+    // Reboots of 20 min: n1 [15, 35) leaves no room for n2 at its release (30), and n2
+    // is not held empty for a later slot; n3 fits at 45, n4 not at 60.
     let mut s3 = s.clone();
     s3.reboot_timeout = SignedDuration::from_mins(20);
     let p3 = plan("p", &s3, &snap, &pending(&["n1", "n2", "n3", "n4"]), t(NOW));
@@ -336,10 +340,10 @@ fn reservations_ahead_hold_the_budget_only_over_their_interval() {
         reservation_starts(&p3),
         [
             ("n1".into(), Some(t(NOW + 15))),
-            ("n2".into(), Some(t(NOW + 35))),
-            ("n3".into(), Some(t(NOW + 55)))
+            ("n3".into(), Some(t(NOW + 45)))
         ]
     );
+    assert!(p3.waiting["n2"].starts_with("budget full"));
 }
 
 #[test]
@@ -488,17 +492,20 @@ fn expedited_work_goes_first_and_skips_the_window_not_the_budget() {
     let work = pending(&["n1", "n2", "n3", "n4"]);
     s.expedited.insert(work[3].name.clone());
     // Window open: the expedited node first, then by name; the two that do not fit at
-    // the release time get the first room after it (a node's expected 10 min).
+    // their release time wait for room then (no node is held empty for a later slot).
     let p = plan("p", &s, &snap, &work, t(NOW));
-    assert_eq!(admitted(&p), ["n4", "n1", "n2", "n3"]);
+    assert_eq!(admitted(&p), ["n4", "n1"]);
     assert_eq!(
         reservation_starts(&p),
         [
             ("n4".into(), Some(t(NOW + 10))),
-            ("n1".into(), Some(t(NOW + 10))),
-            ("n2".into(), Some(t(NOW + 20))),
-            ("n3".into(), Some(t(NOW + 20)))
+            ("n1".into(), Some(t(NOW + 10)))
         ]
+    );
+    assert!(
+        p.waiting["n2"].starts_with("budget full"),
+        "{:?}",
+        p.waiting
     );
     // Window closed: only the expedited node.
     s.window_open = false;
@@ -1486,9 +1493,24 @@ fn many_candidates_see_the_budget_after_the_last_admission() {
     let names: Vec<String> = (0..200).map(|i| format!("n{i:03}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let p = plan("p", &s, &snap, &pending(&refs), t(NOW));
-    // 19 admitted (one slot is the drained node), earliest release first, n002 skipped.
+    // 19 admitted at their releases within the lead time (one slot is the drained
+    // node), earliest release first, n002 skipped; beyond the lead time, as many more
+    // as the budget allows, where the first 19 are back (+130 min on).
     let got = admitted(&p);
-    assert_eq!(got.len(), 19);
+    let starts = reservation_starts(&p);
+    let within = starts
+        .iter()
+        .filter(|(_, s)| *s <= Some(t(NOW + 60)))
+        .count();
+    assert_eq!(within, 19);
+    assert!(
+        starts
+            .iter()
+            .skip(19)
+            .all(|(_, s)| *s >= Some(t(NOW + 130))),
+        "{starts:?}"
+    );
+    assert_eq!(got.len(), 19 + 19);
     assert_eq!(got[..3], ["n000", "n001", "n003"]);
     assert!(
         p.waiting["n002"].contains("ops_firmware"),
@@ -1512,7 +1534,8 @@ fn many_candidates_see_the_budget_after_the_last_admission() {
             && w.contains("DRAIN")),
         "{full:?}"
     );
-    assert_eq!(p.budget.occupied().len(), 20);
+    // Out now or committed: the drained node and the 38 reservations ahead.
+    assert_eq!(p.budget.occupied().len(), 1 + 38);
 }
 
 /// Slurm 26.05 returned a rebooted node whose slurmd never reported a boot to service
@@ -1704,21 +1727,22 @@ fn the_plan_says_when_the_next_pass_is_due() {
     };
     assert_eq!(p.next_due, Some(t(NOW + 6) + super::wake::RETURN_POLL));
 
-    // A node released at +90 min, beyond the lead time (60 min): when it comes within.
+    // A node released at +90 min, beyond the lead time (60 min) but within what the
+    // budget takes that far ahead: reserved at its release now (a step).
     let far = snapshot(
         only("n2", "ALLOCATED"),
         vec![job(2, "n2", Some(NOW + 90), false)],
     );
     let p = plan("p", &s, &far, &pending(&["n2"]), t(NOW));
-    assert!(p.updates.is_empty(), "{:?}", p.updates);
-    assert_eq!(p.next_due, Some(t(NOW + 30)));
+    assert_eq!(reservation_starts(&p), [("n2".into(), Some(t(NOW + 90)))]);
+    assert_eq!(p.next_due, Some(t(NOW)));
 }
 
 /// The trace of the real-clock issue, termination on: at t=0 node4 is idle and node3
 /// runs only a preemptable job; both are free now, and the idle one goes first (nothing
-/// to cancel); node3 gets the next room (its job cancelled only then), then node1 and
-/// node2, whose jobs end in 2 min (10 min each). A job past its end releases its node
-/// now, like an idle node, and not before it.
+/// to cancel); node3 gets the next room (its job cancelled only then); node1 and node2,
+/// whose jobs end in 2 min, wait for room at that time. A job past its end releases its
+/// node now, like an idle node, and not before it.
 #[test]
 fn free_nodes_go_first_and_idle_before_cancelling() {
     let mut s = settings(25.0); // 1 of 4
@@ -1738,16 +1762,13 @@ fn free_nodes_go_first_and_idle_before_cancelling() {
     );
     let all = ["node1", "node2", "node3", "node4"];
     let p = plan("p", &s, &snap, &pending(&all), t(NOW));
-    assert_eq!(admitted(&p), ["node4", "node3", "node1", "node2"]);
+    assert_eq!(admitted(&p), ["node4", "node3"]);
     assert_eq!(
         reservation_starts(&p),
-        [
-            ("node4".into(), None),
-            ("node3".into(), Some(t(NOW + 10))),
-            ("node1".into(), Some(t(NOW + 20))),
-            ("node2".into(), Some(t(NOW + 30)))
-        ]
+        [("node4".into(), None), ("node3".into(), Some(t(NOW + 10)))]
     );
+    // node1 and node2 wait for room at their release, not held empty for later.
+    assert!(p.waiting["node1"].starts_with("budget full"));
     // node3's job is cancelled when its reservation starts, not for a slot to come.
     assert!(!p.actions().any(|a| matches!(a, Action::CancelJob { .. })));
 
@@ -1756,7 +1777,7 @@ fn free_nodes_go_first_and_idle_before_cancelling() {
     // than be held for later; node3 goes next.
     snap.jobs[0].end_time = Some(t(NOW - 1));
     let p = plan("p", &s, &snap, &pending(&all), t(NOW));
-    assert_eq!(admitted(&p), ["node1", "node3", "node2"]);
+    assert_eq!(admitted(&p), ["node1", "node3"]);
     assert_eq!(reservation_starts(&p)[0], ("node1".into(), None));
     assert!(p.waiting["node4"].starts_with("budget full"));
 }
