@@ -160,8 +160,9 @@ pub struct Budget {
     #[schemars(range(min = 1, max = 100000))]
     pub max_unavailable: Option<u32>,
 
-    /// A node whose maintenance reservation starts within this time already counts as
-    /// unavailable.
+    /// How far ahead reservations are made: within it, wherever the budget's timeline
+    /// has room at a node's release time; beyond it, at most as many as the budget
+    /// allows. Anyone's MAINT reservation starting within it shows as committed.
     #[serde(default = "default_lead_time")]
     #[x_kube(validation = range_rule("reservationLeadTime", "0s", "168h"))]
     pub reservation_lead_time: Duration,
@@ -763,17 +764,22 @@ pub struct BudgetStatus {
     pub partition: String,
     /// Nodes in the partition.
     pub total: u32,
-    /// Nodes out for maintenance (active or imminent reservation, or being worked on).
+    /// Nodes out for maintenance now (an active MAINT reservation, or being worked on).
     pub unavailable: u32,
     /// Nodes Slurm has DOWN/DRAIN/FAIL/NOT_RESPONDING/POWER_DOWN.
     pub down: u32,
-    /// |unavailable ∪ down|.
+    /// |unavailable ∪ down|: nodes out now.
     pub combined: u32,
     /// |unavailable ∩ down|.
     pub overlap: u32,
-    /// |unavailable ∪ down ∪ nodes reserved beyond the lead time|: what new work is
-    /// admitted against.
+    /// |unavailable ∪ down ∪ nodes committed to a reservation not yet started|; the
+    /// reservations ahead hold the budget only over their own intervals.
     pub committed: u32,
+    /// The most nodes out at any moment from now on on the budget's timeline (out now,
+    /// and every committed reservation over its expected interval): never above
+    /// `allowed` by our doing.
+    #[serde(default)]
+    pub peak: u32,
     /// Nodes allowed out at once.
     pub allowed: u32,
 }

@@ -379,6 +379,8 @@ impl Metrics {
                 ("down", b.down),
                 ("combined", b.combined),
                 ("overlap", b.overlap),
+                ("committed", b.committed),
+                ("peak", b.peak),
             ] {
                 self.budget
                     .get_or_create(&BudgetLabels {
@@ -430,6 +432,8 @@ impl Metrics {
             "down",
             "combined",
             "overlap",
+            "committed",
+            "peak",
         ] {
             self.budget.remove(&BudgetLabels {
                 namespace: namespace.into(),

@@ -96,6 +96,7 @@ impl BudgetFigures {
             combined: self.combined().len() as u32,
             overlap: self.overlap() as u32,
             committed: self.occupied().len() as u32,
+            peak: self.combined().len() as u32,
             allowed: self.allowed as u32,
         }
     }

@@ -363,7 +363,10 @@ pub fn policy_status(
 
     MaintenancePolicyStatus {
         observed_generation: generation,
-        budget: Some(b.to_status(partition)),
+        budget: Some(crate::api::policy::BudgetStatus {
+            peak: plan.peak_out as u32,
+            ..b.to_status(partition)
+        }),
         nodes_needing_work: plan.nodes_needing_work as u32,
         phases,
         next: plan.preview.clone(),
