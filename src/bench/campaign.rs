@@ -145,6 +145,8 @@ pub struct Ours {
     pub passes: u64,
     /// What the last pass said is next due.
     next_due: Option<Timestamp>,
+    /// The campaign's end as the last pass's status would say (`status.eta`).
+    pub eta: Option<Timestamp>,
 }
 
 impl Ours {
@@ -157,6 +159,7 @@ impl Ours {
             wanted,
             passes: 0,
             next_due: None,
+            eta: None,
         }
     }
 
@@ -195,6 +198,7 @@ impl Ours {
         let p = plan::plan("bench", &s, &snapshot, &self.work, now);
         self.passes += 1;
         self.next_due = p.next_due;
+        self.eta = plan::status::estimate_eta(&p, &self.work, now, p.per_node);
         for nw in &p.new_work {
             self.index.insert(nw.name.clone(), self.work.len());
             self.work.push(Work {
@@ -326,6 +330,44 @@ pub fn run_seed(
 mod tests {
     use super::*;
     use crate::bench::trace::{TraceParams, generate};
+
+    /// The ETA status shows, from the plan (release times and the time out learned from
+    /// the nodes done), against when the simulated campaign really ends: asked once a
+    /// quarter of the nodes are done, within a fifth of the campaign's length.
+    #[test]
+    fn the_eta_is_close_to_the_real_end() {
+        for seed in [1, 2, 3] {
+            let trace = generate(&TraceParams::new(60, seed));
+            let sim = sim_for(&trace, seed);
+            let start = sim.now();
+            let wanted = trace.iter().filter(|n| !n.down).count();
+            let mut ours = Ours::new(start, wanted);
+            let mut asked = None;
+            while !ours.pass(&sim) {
+                let done = ours
+                    .work
+                    .iter()
+                    .filter(|w| w.status.phase.is_terminal())
+                    .count();
+                if asked.is_none() && done * 4 >= wanted {
+                    asked = ours.eta;
+                }
+                sim.advance(SignedDuration::from_mins(1));
+                assert!(
+                    sim.now().duration_since(start) < LIMIT,
+                    "campaign did not end"
+                );
+            }
+            let end = sim.now();
+            let eta = asked.expect("an ETA once a quarter is done");
+            let off = eta.duration_since(end).as_secs_f64().abs();
+            let length = end.duration_since(start).as_secs_f64();
+            assert!(
+                off <= length / 5.0,
+                "seed {seed}: ETA {eta}, ended {end}, {off:.0} s off over {length:.0} s"
+            );
+        }
+    }
 
     #[test]
     fn small_campaigns_finish_within_the_budget() {
