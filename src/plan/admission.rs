@@ -90,7 +90,8 @@ pub(super) fn admit<'w>(
             tl.hold(&w.node, Span { from: start, to });
             statuses.insert(w.name.as_str(), status.clone());
             push_update(updates, w, status, actions);
-            out.budget = ctx.figures(work, statuses);
+            // The figures are made once, after the loop: thousands of admissions at
+            // 10 000 nodes would each rebuild them.
             full_note = None;
             continue;
         } else if let Some(r) = release {
@@ -103,7 +104,10 @@ pub(super) fn admit<'w>(
                     out.budget_exhausted = true;
                     // The same for every candidate until the budget changes: made once.
                     full_note
-                        .get_or_insert_with(|| full(ctx, &out.budget, work, statuses, tl, horizon))
+                        .get_or_insert_with(|| {
+                            let now = ctx.figures(work, statuses);
+                            full(ctx, &now, work, statuses, tl, horizon)
+                        })
                         .clone()
                 }
             };
@@ -113,6 +117,7 @@ pub(super) fn admit<'w>(
             out.not_started.push((r, w.node.clone()));
         }
     }
+    out.budget = ctx.figures(work, statuses);
     out
 }
 
@@ -140,18 +145,17 @@ fn room(
         return tl.fits(None, now, OPEN).then_some(now);
     }
     let want = release.time().unwrap_or(now).max(now);
-    let start = tl.first_fit(None, want, d, now + ctx.s.lead_time.max(FAR))?;
-    let beyond_lead = start > now + ctx.s.lead_time;
-    if beyond_lead
-        && tl
-            .spans()
-            .filter(|(_, s)| s.from > now + ctx.s.lead_time)
-            .count()
-            >= tl.allowed
-    {
+    let horizon = now + ctx.s.lead_time.max(FAR);
+    let start = if ctx.cancels(&w.node).is_empty() {
+        (want <= horizon && tl.fits(None, want, d)).then_some(want)?
+    } else {
+        tl.first_fit(None, want, d, horizon)?
+    };
+    let lead = now + ctx.s.lead_time;
+    if start > lead && tl.begins_after(lead) >= tl.allowed {
         return None;
     }
-    (start == want || !ctx.cancels(&w.node).is_empty()).then_some(start)
+    Some(start)
 }
 
 /// How far ahead a reservation may be made: beyond the lead time, at most as many as
@@ -171,7 +175,7 @@ fn full(
     tl: &Timeline,
     horizon: Timestamp,
 ) -> String {
-    let out_now = b.combined().len();
+    let out_now = tl.out_at(ctx.now).max(b.combined().len());
     let note = ctx.full_note(b, work, statuses);
     if out_now >= b.allowed {
         return format!(
@@ -183,7 +187,7 @@ fn full(
         "budget full: {out_now} of {} allowed nodes out now, the rest committed until {horizon} \
          ({} reserved ahead){note}",
         b.allowed,
-        tl.spans().filter(|(_, s)| s.from > ctx.now).count()
+        tl.begins_after(ctx.now)
     )
 }
 

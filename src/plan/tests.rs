@@ -1337,7 +1337,13 @@ fn independent_peak(
             }
         }
     }
-    let within = node.and_then(|n| spans.get(n).copied());
+    // The admitted node's own interval: from its reservation's start, for the expected
+    // time out (the hull with what held it before may begin earlier).
+    let within = node.and_then(|n| {
+        let w = work.iter().find(|w| w.node == n)?;
+        let from = status(w).reservation_start?.max(now);
+        Some((from, spans.get(n).map_or(from + d, |(_, b)| *b)))
+    });
     let moments: Vec<Timestamp> = std::iter::once(now)
         .chain(spans.values().map(|(a, _)| *a))
         .map(|m| within.map_or(m, |(a, _)| m.max(a)))

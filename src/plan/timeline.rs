@@ -51,60 +51,88 @@ impl Span {
     }
 }
 
-/// Nodes out over time, and how many may be out at once.
+/// Nodes out over time, and how many may be out at once. Begins and ends are kept
+/// sorted, so a count at a moment is two binary searches: a pass over thousands of
+/// candidates stays linear in them.
 #[derive(Clone, Debug, Default)]
 pub struct Timeline {
     pub allowed: usize,
     spans: BTreeMap<String, Span>,
+    /// Every span's `from`, sorted.
+    froms: Vec<Timestamp>,
+    /// Every bounded span's `to`, sorted.
+    tos: Vec<Timestamp>,
+    open: usize,
+}
+
+fn insert_sorted(v: &mut Vec<Timestamp>, t: Timestamp) {
+    let i = v.partition_point(|x| *x <= t);
+    v.insert(i, t);
+}
+
+fn remove_sorted(v: &mut Vec<Timestamp>, t: Timestamp) {
+    let i = v.partition_point(|x| *x < t);
+    if v.get(i) == Some(&t) {
+        v.remove(i);
+    }
 }
 
 impl Timeline {
     pub fn new(allowed: usize) -> Self {
         Self {
             allowed,
-            spans: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
     /// `node` is out over `span` (merged with what already holds it).
     pub fn hold(&mut self, node: &str, span: Span) {
-        let merged = match self.spans.get(node) {
-            Some(s) => s.hull(span),
+        let merged = match self.spans.get(node).copied() {
+            Some(old) => {
+                self.unindex(old);
+                old.hull(span)
+            }
             None => span,
         };
+        insert_sorted(&mut self.froms, merged.from);
+        match merged.to {
+            Some(t) => insert_sorted(&mut self.tos, t),
+            None => self.open += 1,
+        }
         self.spans.insert(node.to_string(), merged);
     }
 
-    pub fn release(&mut self, node: &str) -> Option<Span> {
-        self.spans.remove(node)
+    fn unindex(&mut self, s: Span) {
+        remove_sorted(&mut self.froms, s.from);
+        match s.to {
+            Some(t) => remove_sorted(&mut self.tos, t),
+            None => self.open -= 1,
+        }
     }
 
     pub fn span(&self, node: &str) -> Option<Span> {
         self.spans.get(node).copied()
     }
 
-    /// Nodes out at `t`.
+    /// Nodes out at `t`: begun by then, and not ended by then.
     pub fn out_at(&self, t: Timestamp) -> usize {
-        self.spans.values().filter(|s| s.covers(t)).count()
+        let begun = self.froms.partition_point(|x| *x <= t);
+        let ended = self.tos.partition_point(|x| *x <= t);
+        begun - ended
     }
 
     /// Whether one more node may be out over `[start, start + d)`; `except` (a node being
     /// moved) is left out of the count.
     pub fn fits(&self, except: Option<&str>, start: Timestamp, d: SignedDuration) -> bool {
         let end = start + d;
-        let others = || {
-            self.spans
-                .iter()
-                .filter(|(n, _)| Some(n.as_str()) != except)
-        };
+        let own = except.and_then(|n| self.spans.get(n));
+        let count = |t: Timestamp| self.out_at(t) - usize::from(own.is_some_and(|s| s.covers(t)));
         // The count only rises where a span begins: check the start and every later begin.
+        let lo = self.froms.partition_point(|x| *x <= start);
+        let hi = self.froms.partition_point(|x| *x < end);
         std::iter::once(start)
-            .chain(
-                others()
-                    .map(|(_, s)| s.from)
-                    .filter(|f| *f > start && *f < end),
-            )
-            .all(|t| others().filter(|(_, s)| s.covers(t)).count() < self.allowed)
+            .chain(self.froms[lo..hi.max(lo)].iter().copied())
+            .all(|t| count(t) < self.allowed)
     }
 
     /// The earliest start at or after `from`, and no later than `horizon`, at which one
@@ -117,30 +145,51 @@ impl Timeline {
         d: SignedDuration,
         horizon: Timestamp,
     ) -> Option<Timestamp> {
-        let mut starts: Vec<Timestamp> = std::iter::once(from)
-            .chain(
-                self.spans
-                    .iter()
-                    .filter(|(n, _)| Some(n.as_str()) != except)
-                    .filter_map(|(_, s)| s.to)
-                    .filter(|t| *t > from),
-            )
-            .filter(|t| *t <= horizon)
-            .collect();
-        starts.sort_unstable();
-        starts.dedup();
-        starts.into_iter().find(|t| self.fits(except, *t, d))
+        if from > horizon {
+            return None;
+        }
+        if self.fits(except, from, d) {
+            return Some(from);
+        }
+        // Nodes out with no known end fill the budget everywhere: nothing later fits.
+        if self.open
+            >= self.allowed
+                + usize::from(
+                    except.is_some_and(|n| self.spans.get(n).is_some_and(|s| s.to.is_none())),
+                )
+        {
+            return None;
+        }
+        let lo = self.tos.partition_point(|x| *x <= from);
+        let hi = self.tos.partition_point(|x| *x <= horizon);
+        let mut last = None;
+        for t in self.tos[lo..hi.max(lo)].iter().copied() {
+            if last == Some(t) {
+                continue;
+            }
+            last = Some(t);
+            if self.fits(except, t, d) {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// Nodes out with no known end: while they fill the budget, nothing fits anywhere.
     pub fn open_ended(&self) -> usize {
-        self.spans.values().filter(|s| s.to.is_none()).count()
+        self.open
+    }
+
+    /// Spans that begin after `t`.
+    pub fn begins_after(&self, t: Timestamp) -> usize {
+        self.froms.len() - self.froms.partition_point(|x| *x <= t)
     }
 
     /// The most nodes out at any moment from `now` on.
     pub fn peak(&self, now: Timestamp) -> usize {
+        let lo = self.froms.partition_point(|x| *x <= now);
         std::iter::once(now)
-            .chain(self.spans.values().map(|s| s.from).filter(|f| *f > now))
+            .chain(self.froms[lo..].iter().copied())
             .map(|t| self.out_at(t))
             .max()
             .unwrap_or(0)
