@@ -166,12 +166,7 @@ impl Ours {
     /// How long until the next pass, as the controller waits: `step` (its interval), or
     /// less when the last pass said something is due sooner (at least 1 s).
     pub fn wait(&self, now: Timestamp, step: SignedDuration) -> SignedDuration {
-        self.next_due.map_or(step, |d| {
-            d.duration_since(now).clamp(
-                SignedDuration::from_secs(1),
-                step.max(SignedDuration::from_secs(1)),
-            )
-        })
+        crate::controller::policy::wait_after(step, now, self.next_due)
     }
 
     /// One pass at the simulator's now; whether the campaign is done.

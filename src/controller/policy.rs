@@ -30,7 +30,7 @@ pub const MIN_WAKE: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
 
 /// The wait after a pass at `now`: the interval, or less when the plan says something
 /// is due sooner (never under [`MIN_WAKE`]).
-fn wait_after(
+pub fn wait_after(
     interval: jiff::SignedDuration,
     now: Timestamp,
     due: Option<Timestamp>,
