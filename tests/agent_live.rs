@@ -489,6 +489,7 @@ async fn a_reboot_without_a_new_boot_is_no_reboot() {
         jobs: snap.jobs.clone(),
         reservations: snap.reservations.clone(),
         health: Default::default(),
+        topology: snap.topology.clone(),
     };
     let now = jiff::Timestamp::now();
     let p = plan::plan("live", &s, &facts, std::slice::from_ref(&work), now);

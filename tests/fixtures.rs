@@ -296,6 +296,7 @@ fn planner_over(dir: &Path) {
         jobs: p.jobs.clone(),
         reservations: p.reservations.clone(),
         health: Default::default(),
+        topology: None,
     };
     let first = plan::plan("compute", &s, &snapshot, &[], now);
     assert_eq!(first.new_work.len(), 6);

@@ -19,6 +19,9 @@ pub struct PartitionSnapshot {
     pub reservations: Vec<Reservation>,
     /// All partitions (nodes are often shared between them).
     pub partitions: Vec<Partition>,
+    /// The network topology (switches, blocks), when Slurm has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<crate::slurm::topology::Topology>,
 }
 
 /// When a reservation starts: `"now"` or an RFC 3339 instant.

@@ -214,6 +214,7 @@ pub fn assemble(
         jobs,
         reservations,
         partitions: partitions.to_vec(),
+        topology: None,
     })
 }
 

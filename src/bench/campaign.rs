@@ -189,6 +189,7 @@ impl Ours {
             jobs: snap.jobs,
             reservations: snap.reservations,
             health,
+            topology: snap.topology,
         };
         let p = plan::plan("bench", &s, &snapshot, &self.work, now);
         self.passes += 1;

@@ -512,6 +512,7 @@ pub fn report(runs: usize) -> Result<String, String> {
         jobs,
         reservations: resv,
         health: Default::default(),
+        topology: None,
     };
     let work = works(now);
     let (t_plan, p) = median(runs, || {

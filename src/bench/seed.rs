@@ -374,6 +374,7 @@ mod tests {
             boot_time: Some(t(-10_000)),
             partitions: vec![partition.into()],
             reservation: None,
+            features: vec![],
         }
     }
 
@@ -412,6 +413,7 @@ mod tests {
             jobs,
             reservations,
             partitions: Vec::<Partition>::new(),
+            topology: None,
         }
     }
 

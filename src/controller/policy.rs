@@ -247,6 +247,7 @@ async fn pass(policy: &MaintenancePolicy, ctx: &Context, now: Timestamp) -> Resu
         nodes: snap.nodes,
         jobs: snap.jobs,
         reservations: snap.reservations,
+        topology: snap.topology,
     };
 
     let plan = if dry_run {

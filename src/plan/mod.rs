@@ -27,6 +27,7 @@ mod retime;
 pub mod retry;
 pub mod status;
 pub mod timeline;
+pub mod topology;
 mod transition;
 mod wake;
 pub mod window;
@@ -101,6 +102,9 @@ pub struct Settings {
     /// What Prometheus said of `spec.blockers` this pass (gathered by the caller).
     #[serde(default)]
     pub blockers: Blockers,
+    /// `spec.budget.topology`: domains the budget respects; `None`: nodes only.
+    #[serde(default)]
+    pub topology: Option<topology::TopologySettings>,
 }
 
 /// What Prometheus said, this pass, of the alerts in `spec.blockers`.
@@ -233,6 +237,7 @@ impl Settings {
                 drain_ahead: spec.oci.drain_ahead.as_span(),
             },
             blockers: Blockers::Unset,
+            topology: None,
         })
     }
 
@@ -263,6 +268,9 @@ pub struct Snapshot {
     pub reservations: Vec<Reservation>,
     /// Health-check results for nodes in the HealthCheck phase.
     pub health: BTreeMap<String, HealthResult>,
+    /// Slurm's topology, when the agent read one.
+    #[serde(default)]
+    pub topology: Option<crate::slurm::topology::Topology>,
 }
 
 /// One NodeMaintenance as the planner sees it.

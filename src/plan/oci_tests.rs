@@ -130,6 +130,7 @@ fn node(name: &str, state: &str) -> Node {
         boot_time: Some(t(-1000)),
         partitions: vec!["gpu".into()],
         reservation: None,
+        features: vec![],
     }
 }
 

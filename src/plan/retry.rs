@@ -136,6 +136,7 @@ mod tests {
             boot_time: Some(t(-10)),
             partitions: vec!["p".into()],
             reservation: None,
+            features: vec![],
         }
     }
 

@@ -56,6 +56,7 @@ fn node(name: &str, state: &str, boot_min: i64) -> Node {
         boot_time: Some(t(boot_min)),
         partitions: vec!["batch".into()],
         reservation: None,
+        features: vec![],
     }
 }
 

@@ -584,6 +584,7 @@ impl Inner {
                 boot_time: Some(n.boot_time),
                 partitions: vec![self.cfg.partition.clone(), SCAVENGER.into()],
                 reservation: self.active_resv(&n.name).map(|r| r.name.clone()),
+                features: vec![],
             })
             .collect();
         let partition = |name: &str, mode: &str, tier| Partition {
@@ -601,6 +602,7 @@ impl Inner {
                 partition(&self.cfg.partition, "OFF", 10),
                 partition(SCAVENGER, "CANCEL", 1),
             ],
+            topology: None,
         }
     }
 

@@ -380,6 +380,7 @@ async fn campaign(seed: u64) {
             jobs: snap.jobs,
             reservations: snap.reservations,
             health,
+            topology: snap.topology,
         };
         let p = plan::plan("p", &s, &snapshot, &work, now);
         assert_eq!(p.budget.allowed, allowed);

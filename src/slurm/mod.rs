@@ -4,6 +4,7 @@ pub mod client;
 pub mod hostlist;
 pub mod parse;
 pub mod state;
+pub mod topology;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ pub struct Node {
     pub partitions: Vec<String>,
     /// Reservation the node is currently in, if Slurm reports one.
     pub reservation: Option<String>,
+    /// Features Slurm lists for the node (`AvailableFeatures`), e.g. `rack-a1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// A running (or pending) Slurm job, reduced to what maintenance planning needs.

@@ -273,6 +273,7 @@ pub fn scontrol_nodes(output: &str, tz: &TimeZone) -> Result<Vec<Node>, ParseErr
                 boot_time: time_field(W, "BootTime", r, tz)?,
                 partitions: list(r.get("Partitions")),
                 reservation: r.get("ReservationName").map(String::from),
+                features: list(r.get("AvailableFeatures")),
             })
         })
         .collect()
@@ -511,6 +512,7 @@ pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
                     })
                     .unwrap_or_default(),
                 reservation: str_of(n, "reservation").map(String::from),
+                features: vec![],
             })
         })
         .collect()
@@ -563,6 +565,7 @@ fn sinfo_json_grouped(output: &str) -> Result<Vec<Node>, ParseError> {
                     boot_time: None,
                     partitions: partition.map(String::from).into_iter().collect(),
                     reservation: None,
+                    features: vec![],
                 }),
             }
         }
