@@ -205,6 +205,7 @@ async fn maint_reservation_lifecycle_and_foreign_reservations() {
     let create = Action::CreateReservation {
         name: name.clone(),
         node: "node1".into(),
+        with: vec![],
         start: Some(later),
         duration: jiff::SignedDuration::from_mins(30),
         users: vec!["root".into()],

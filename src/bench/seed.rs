@@ -259,6 +259,7 @@ impl SeedPolicy {
             actions.push(Action::CreateReservation {
                 name: format!("{}{}", cfg.prefix, n.name),
                 node: n.name.clone(),
+                with: vec![],
                 start: (start > now).then_some(start),
                 duration: cfg.duration,
                 users: vec!["root".into()],

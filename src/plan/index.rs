@@ -134,6 +134,7 @@ impl<'a> Ctx<'a> {
         Action::CreateReservation {
             name,
             node: node.to_string(),
+            with: vec![],
             start,
             duration: self.s.reservation.duration,
             users: self.s.reservation.users.clone(),

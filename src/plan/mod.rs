@@ -310,6 +310,10 @@ pub enum Action {
     CreateReservation {
         name: String,
         node: String,
+        /// The other nodes of a domain taken whole (`WholeDomain`): one reservation over
+        /// them all.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        with: Vec<String>,
         /// `None`: now.
         start: Option<Timestamp>,
         duration: SignedDuration,

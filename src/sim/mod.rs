@@ -642,6 +642,7 @@ impl Inner {
             Action::CreateReservation {
                 name,
                 node,
+                with,
                 start,
                 duration,
                 users,
@@ -649,7 +650,10 @@ impl Inner {
                 flags,
             } => {
                 owned(name)?;
-                self.node(node)?;
+                let nodes: Vec<String> = std::iter::once(node).chain(with).cloned().collect();
+                for n in &nodes {
+                    self.node(n)?;
+                }
                 if self.reservations.contains_key(name) {
                     return Err(refused(
                         409,
@@ -658,13 +662,15 @@ impl Inner {
                     ));
                 }
                 let start = start.filter(|t| *t > now).unwrap_or(now);
-                self.check_busy(node, start, flags)?;
+                for n in &nodes {
+                    self.check_busy(n, start, flags)?;
+                }
                 let end = start + (*duration).max(SignedDuration::from_secs(60));
                 self.add_resv(Reservation {
                     name: name.clone(),
                     start,
                     end,
-                    nodes: vec![node.clone()],
+                    nodes,
                     flags: flags.clone(),
                     users: users.clone(),
                     accounts: accounts.clone(),
@@ -679,7 +685,10 @@ impl Inner {
                 })?;
                 let start = start.filter(|t| *t > now).unwrap_or(now);
                 let len = r.end.duration_since(r.start);
-                self.check_busy(&r.nodes[0].clone(), start, &r.flags.clone())?;
+                let (nodes, flags) = (r.nodes.clone(), r.flags.clone());
+                for n in &nodes {
+                    self.check_busy(n, start, &flags)?;
+                }
                 let r = self.reservations.get_mut(name).expect("checked");
                 r.start = start;
                 r.end = start + len;

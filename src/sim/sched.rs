@@ -287,6 +287,7 @@ mod tests {
         sim.exec(&Action::CreateReservation {
             name: "slurm-maint-node001-c1".into(),
             node: "node001".into(),
+            with: vec![],
             start: Some(t0 + SignedDuration::from_secs(100)),
             duration: SignedDuration::from_secs(100),
             users: vec!["root".into()],
@@ -321,6 +322,7 @@ mod tests {
             sim.exec(&Action::CreateReservation {
                 name: format!("slurm-maint-r{k}"),
                 node: format!("node{node:03}"),
+                with: vec![],
                 start: Some(t0 + SignedDuration::from_mins(rng.range(30, 600) as i64)),
                 duration: SignedDuration::from_mins(rng.range(10, 120) as i64),
                 users: vec!["root".into()],

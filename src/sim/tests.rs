@@ -32,6 +32,7 @@ fn resv(name: &str, node: &str, start: Option<Timestamp>, flags: &[&str]) -> Act
     Action::CreateReservation {
         name: name.into(),
         node: node.into(),
+        with: vec![],
         start,
         duration: SignedDuration::from_hours(6),
         users: vec!["root".into()],

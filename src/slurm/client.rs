@@ -305,6 +305,7 @@ impl SlurmClient for AgentClient {
             Action::CreateReservation {
                 name,
                 node,
+                with,
                 start,
                 duration,
                 users,
@@ -314,7 +315,7 @@ impl SlurmClient for AgentClient {
                 "/v1/reservations".into(),
                 CreateReservation {
                     name: name.clone(),
-                    nodes: vec![node.clone()],
+                    nodes: std::iter::once(node).chain(with).cloned().collect(),
                     start: StartTime::from(*start),
                     duration_minutes: (duration.as_secs().max(60) as u64).div_ceil(60),
                     users: users.clone(),
