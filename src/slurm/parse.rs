@@ -1321,10 +1321,9 @@ JobId=9 JobName=pend UserId=bob(1001) JobState=PENDING TimeLimit=01:00:00 StartT
     fn no_topology_is_empty_and_other_kinds_are_left_out() {
         assert_eq!(scontrol_topology("").unwrap(), Topology::default());
         assert_eq!(scontrol_topology("\n  \n").unwrap(), Topology::default());
-        let t = scontrol_topology(
-            "AggregatedBlock=b[1-2] Nodes=n[1-4]\nBlockName=b1 Nodes=(null)\n",
-        )
-        .unwrap();
+        let t =
+            scontrol_topology("AggregatedBlock=b[1-2] Nodes=n[1-4]\nBlockName=b1 Nodes=(null)\n")
+                .unwrap();
         assert!(t.switches.is_empty());
         assert_eq!(t.blocks.len(), 1);
         assert!(t.blocks[0].nodes.is_empty());
