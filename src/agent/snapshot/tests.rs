@@ -59,13 +59,6 @@ const FIVE: [&str; 5] = [
     "scontrol show topology",
     "squeue",
 ];
-/// The partitions cached, the topology not (or the other way round: [`FOUR`]).
-const THREE_AND_TOPOLOGY: [&str; 4] = [
-    "scontrol show node",
-    "scontrol show reservation",
-    "scontrol show topology",
-    "squeue",
-];
 
 fn job(id: u64, partition: &str, state: &str, nodes: &str, qos: &str) -> String {
     let fields = [
