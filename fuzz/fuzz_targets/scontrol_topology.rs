@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 t.switches
                     .iter()
-                    .any(|s| &s.name == switch && s.level == level),
+                    .any(|s| s.name == switch && s.level == level),
                 "{switch} is no switch of level {level}"
             );
         }
