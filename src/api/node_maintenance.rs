@@ -22,6 +22,7 @@ use super::Condition;
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
     printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.action"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".status.domain","description":"The node's domain under the policy's budget.topology"}"#,
     printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attempts"}"#,
     printcolumn = r#"{"name":"Reservation Start","type":"string","jsonPath":".status.reservationStart","description":"When the node's maintenance reservation starts (UTC)"}"#,
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy","priority":1}"#,
@@ -186,9 +187,13 @@ pub struct NodeMaintenanceStatus {
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub transitions: Vec<Transition>,
-    /// Slurm reservation emptying the node.
+    /// Slurm reservation emptying the node (with `WholeDomain`, its domain's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_name: Option<String>,
+    /// The node's domain under the policy's `budget.topology`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub domain: Option<String>,
     /// When that reservation starts (the node's release time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_start: Option<Timestamp>,

@@ -166,6 +166,62 @@ pub struct Budget {
     #[serde(default = "default_lead_time")]
     #[x_kube(validation = range_rule("reservationLeadTime", "0s", "168h"))]
     pub reservation_lead_time: Duration,
+
+    /// Domains the budget respects beside the node count (switches, blocks, racks):
+    /// spread across them, or take each whole. Unset: nodes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<BudgetTopology>,
+}
+
+/// Where a topology-aware budget finds its domains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DomainSourceKind {
+    /// Slurm's `topology/tree`: the switch at `switchLevel` above each node.
+    SlurmSwitches,
+    /// Slurm's `topology/block`: each node's block.
+    SlurmBlocks,
+    /// The node's first feature starting with `featurePrefix` (e.g. `rack-`).
+    NodeFeature,
+}
+
+/// How a topology-aware budget treats its domains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TopologyModeKind {
+    /// At most `maxUnavailablePerDomain` nodes out in any one domain, on top of the
+    /// partition budget: no domain loses more than that.
+    Spread,
+    /// A domain's nodes are taken together once the domain's jobs have ended (one
+    /// reservation over the domain), rebooted together and returned whole; domains go
+    /// earliest release first under the partition budget, counted in nodes.
+    WholeDomain,
+}
+
+/// `budget.topology`: domains the budget respects. Down and drained nodes count in their
+/// domain as in the partition; a node the source does not place is a domain of its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.source == 'SlurmSwitches' || !has(self.switchLevel)").message("budget.topology.switchLevel applies to source SlurmSwitches only"),
+    validation = Rule::new("(self.source == 'NodeFeature') == has(self.featurePrefix)").message("budget.topology.featurePrefix is required with source NodeFeature, and applies to it only"),
+    validation = Rule::new("self.mode == 'Spread' || !has(self.maxUnavailablePerDomain)").message("budget.topology.maxUnavailablePerDomain applies to mode Spread only")
+)]
+pub struct BudgetTopology {
+    /// Where the domains come from.
+    pub source: DomainSourceKind,
+    /// With `SlurmSwitches`: the switch level (0: leaf switches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 16))]
+    pub switch_level: Option<u32>,
+    /// With `NodeFeature`: the prefix of the feature naming a node's domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
+    pub feature_prefix: Option<String>,
+    /// `Spread` or `WholeDomain`.
+    pub mode: TopologyModeKind,
+    /// With `Spread`: nodes that may be out at once in any one domain (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_unavailable_per_domain: Option<u32>,
 }
 
 impl Default for Budget {
@@ -174,6 +230,7 @@ impl Default for Budget {
             max_unavailable_percent: None,
             max_unavailable: None,
             reservation_lead_time: default_lead_time(),
+            topology: None,
         }
     }
 }
@@ -782,6 +839,45 @@ pub struct BudgetStatus {
     pub peak: u32,
     /// Nodes allowed out at once.
     pub allowed: u32,
+    /// Per-domain figures, with `budget.topology`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<TopologyStatus>,
+}
+
+/// Per-domain budget figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologyStatus {
+    /// `Spread` or `WholeDomain`.
+    pub mode: String,
+    /// Domains of the partition.
+    pub domains: u32,
+    /// Domains with a node out now (maintenance or down).
+    pub domains_out: u32,
+    /// The most nodes out now in any one domain.
+    pub max_out_in_a_domain: u32,
+    /// Nodes allowed out per domain (`Spread`), or the largest domain (`WholeDomain`).
+    pub allowed_per_domain: u32,
+    /// Partition nodes no domain holds (each counts as a domain of its own).
+    pub unplaced: u32,
+    /// Domains with a node out or committed, by name (at most 64).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub busy: Vec<DomainFigures>,
+}
+
+/// One domain's figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainFigures {
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Nodes of the partition in the domain.
+    pub total: u32,
+    /// Nodes out now (maintenance ∪ down).
+    pub out: u32,
+    /// Nodes committed to a reservation not yet started.
+    pub committed: u32,
 }
 
 /// Count of NodeMaintenances per phase.

@@ -13,7 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::index::Ctx;
 use super::release::Release;
-use super::timeline::{Span, Timeline};
+use super::timeline::{OPEN, Span, Timeline};
 use super::transition::{push_update, transition};
 use super::{BudgetFigures, Work, WorkUpdate, oci};
 use crate::api::NodeMaintenanceStatus;
@@ -139,17 +139,17 @@ fn room(
     // reservation: admission never starts work on a full budget.
     let now = ctx.now;
     let Some(release) = release else {
-        return tl.fits(None, now, OPEN).then_some(now);
+        return tl.fits(&w.node, false, now, OPEN).then_some(now);
     };
     if release == Release::Unknown {
-        return tl.fits(None, now, OPEN).then_some(now);
+        return tl.fits(&w.node, false, now, OPEN).then_some(now);
     }
     let want = release.time().unwrap_or(now).max(now);
     let horizon = now + ctx.s.lead_time.max(FAR);
     let start = if ctx.cancels(&w.node).is_empty() {
-        (want <= horizon && tl.fits(None, want, d)).then_some(want)?
+        (want <= horizon && tl.fits(&w.node, false, want, d)).then_some(want)?
     } else {
-        tl.first_fit(None, want, d, horizon)?
+        tl.first_fit(&w.node, false, want, d, horizon)?
     };
     let lead = now + ctx.s.lead_time;
     if start > lead && tl.begins_after(lead) >= tl.allowed {
@@ -162,9 +162,6 @@ fn room(
 /// the budget allows, so a busy node is held for its turn without thousands of
 /// reservations ahead.
 const FAR: SignedDuration = SignedDuration::from_hours(24 * 7);
-
-/// Long enough to stand for "until it ends" in a fit.
-const OPEN: SignedDuration = SignedDuration::from_hours(24 * 366);
 
 /// Why a full budget is full.
 fn full(

@@ -98,6 +98,7 @@ impl BudgetFigures {
             committed: self.occupied().len() as u32,
             peak: self.combined().len() as u32,
             allowed: self.allowed as u32,
+            topology: None,
         }
     }
 }

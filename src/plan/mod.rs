@@ -160,6 +160,8 @@ pub enum SpecError {
     Window(String),
     #[error("spec.reboots.maxAttempts must be at least 1")]
     MaxAttempts,
+    #[error("spec.budget.topology: {0}")]
+    Topology(&'static str),
 }
 
 impl Settings {
@@ -237,7 +239,12 @@ impl Settings {
                 drain_ahead: spec.oci.drain_ahead.as_span(),
             },
             blockers: Blockers::Unset,
-            topology: None,
+            topology: spec
+                .budget
+                .topology
+                .as_ref()
+                .map(topology::TopologySettings::from_spec)
+                .transpose()?,
         })
     }
 

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::{SignedDuration, Timestamp};
 
 use super::index::Ctx;
-use super::timeline::{NEXT_PASS_GUARD, Span, Timeline};
+use super::release::Release;
+use super::timeline::{NEXT_PASS_GUARD, OPEN, Span, Timeline};
 use super::transition::{push_update, transition};
 use super::{Action, RETIME_TOLERANCE, Work, WorkUpdate};
 use crate::api::NodeMaintenanceStatus;
@@ -64,13 +65,9 @@ pub(super) fn follow<'w>(
             push_update(updates, w, st, vec![Action::DeleteReservation { name }]);
             continue;
         };
-        tl.hold(
-            &w.node,
-            Span {
-                from: new,
-                to: Some(new + d),
-            },
-        );
+        // Over a job without a time limit the node is out until that job ends: unknown.
+        let to = (ctx.release(&w.node) != Release::Unknown).then_some(new + d);
+        tl.hold(&w.node, Span { from: new, to });
         // Later: always (the budget or a job needs it); earlier: past the tolerance.
         let moved = new <= now || new > start || start.duration_since(new) > RETIME_TOLERANCE;
         if !moved {
@@ -97,9 +94,11 @@ fn start_for(
     d: SignedDuration,
 ) -> Option<Timestamp> {
     let now = ctx.now;
-    let want = ctx.release(&w.node).time().unwrap_or(now).max(now);
+    let release = ctx.release(&w.node);
+    let want = release.time().unwrap_or(now).max(now);
+    let d = if release == Release::Unknown { OPEN } else { d };
     // Far enough to find any room there is.
     let horizon = want.max(start) + ctx.s.lead_time + d;
-    tl.first_fit(Some(&w.node), want, d, horizon)
-        .or_else(|| (start >= want && tl.fits(Some(&w.node), start, d)).then_some(start))
+    tl.first_fit(&w.node, true, want, d, horizon)
+        .or_else(|| (start >= want && tl.fits(&w.node, true, start, d)).then_some(start))
 }

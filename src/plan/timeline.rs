@@ -27,6 +27,9 @@ use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Ph
 /// starts at the very moment the pass that would move it runs.
 pub const NEXT_PASS_GUARD: SignedDuration = SignedDuration::from_secs(10);
 
+/// Long enough to stand for "until it ends" in a fit.
+pub const OPEN: SignedDuration = SignedDuration::from_hours(24 * 366);
+
 /// One node's time out of service: `[from, to)`, `to = None` when open-ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
@@ -53,7 +56,8 @@ impl Span {
 
 /// Nodes out over time, and how many may be out at once. Begins and ends are kept
 /// sorted, so a count at a moment is two binary searches: a pass over thousands of
-/// candidates stays linear in them.
+/// candidates stays linear in them. With a `Spread` topology each domain keeps a
+/// timeline of its own, and a node fits only where both have room.
 #[derive(Clone, Debug, Default)]
 pub struct Timeline {
     pub allowed: usize,
@@ -63,6 +67,15 @@ pub struct Timeline {
     /// Every bounded span's `to`, sorted.
     tos: Vec<Timestamp>,
     open: usize,
+    domains: Option<Box<Domains>>,
+}
+
+/// Per-domain timelines of a `Spread` budget.
+#[derive(Clone, Debug, Default)]
+struct Domains {
+    of: BTreeMap<String, String>,
+    per: BTreeMap<String, Timeline>,
+    allowed: usize,
 }
 
 fn insert_sorted(v: &mut Vec<Timestamp>, t: Timestamp) {
@@ -85,8 +98,28 @@ impl Timeline {
         }
     }
 
+    /// Also at most `allowed` nodes out at once in each domain (`of`: node → domain;
+    /// a node in none constrains only the partition).
+    pub fn with_domains(mut self, of: BTreeMap<String, String>, allowed: usize) -> Self {
+        self.domains = Some(Box::new(Domains {
+            of,
+            per: BTreeMap::new(),
+            allowed,
+        }));
+        self
+    }
+
     /// `node` is out over `span` (merged with what already holds it).
     pub fn hold(&mut self, node: &str, span: Span) {
+        if let Some(d) = self.domains.as_deref_mut()
+            && let Some(dom) = d.of.get(node)
+        {
+            let allowed = d.allowed;
+            d.per
+                .entry(dom.clone())
+                .or_insert_with(|| Timeline::new(allowed))
+                .hold(node, span);
+        }
         let merged = match self.spans.get(node).copied() {
             Some(old) => {
                 self.unindex(old);
@@ -121,58 +154,151 @@ impl Timeline {
         begun - ended
     }
 
-    /// Whether one more node may be out over `[start, start + d)`; `except` (a node being
-    /// moved) is left out of the count.
-    pub fn fits(&self, except: Option<&str>, start: Timestamp, d: SignedDuration) -> bool {
+    /// The timeline of `node`'s domain under a `Spread` budget, with its limit.
+    fn domain_of(&self, node: &str) -> Option<(Option<&Timeline>, usize)> {
+        let d = self.domains.as_deref()?;
+        let dom = d.of.get(node)?;
+        Some((d.per.get(dom), d.allowed))
+    }
+
+    /// Whether `k` more nodes may be out over `[start, start + d)`, the spans of
+    /// `except` (nodes being moved) left out of the count.
+    fn fits_in(&self, except: &[&str], k: usize, start: Timestamp, d: SignedDuration) -> bool {
         let end = start + d;
-        let own = except.and_then(|n| self.spans.get(n));
-        let count = |t: Timestamp| self.out_at(t) - usize::from(own.is_some_and(|s| s.covers(t)));
+        let own: Vec<Span> = except.iter().filter_map(|n| self.span(n)).collect();
+        let count = |t: Timestamp| self.out_at(t) - own.iter().filter(|s| s.covers(t)).count();
         // The count only rises where a span begins: check the start and every later begin.
         let lo = self.froms.partition_point(|x| *x <= start);
         let hi = self.froms.partition_point(|x| *x < end);
         std::iter::once(start)
             .chain(self.froms[lo..hi.max(lo)].iter().copied())
-            .all(|t| count(t) < self.allowed)
+            .all(|t| count(t) + k <= self.allowed)
     }
 
-    /// The earliest start at or after `from`, and no later than `horizon`, at which one
-    /// more node fits for `d` (`except` left out): `from` itself, or a moment another
-    /// node comes back.
+    /// Whether `node` may be out over `[start, start + d)`, in the partition and in its
+    /// domain; `moving`: its own span (a reservation being moved) is left out.
+    pub fn fits(&self, node: &str, moving: bool, start: Timestamp, d: SignedDuration) -> bool {
+        let ok = |tl: &Timeline| {
+            // A node counts once over the hull of what holds it: held already (another's
+            // reservation ends before), it is out from then on; and, not being moved, it
+            // counts again over its new interval, so nothing starts on a full budget.
+            let new = Span {
+                from: start,
+                to: Some(start + d),
+            };
+            let hull = tl.span(node).map_or(new, |o| o.hull(new));
+            let len = hull.to.map_or(OPEN, |e| e.duration_since(hull.from));
+            tl.fits_in(&[node], 1, hull.from, len) && (moving || tl.fits_in(&[], 1, start, d))
+        };
+        ok(self) && self.domain_of(node).and_then(|(tl, _)| tl).is_none_or(ok)
+    }
+
+    /// Whether all of `nodes` may be out together over `[start, start + d)` (a whole
+    /// domain); `moving`: their own spans are left out.
+    pub fn fits_all(
+        &self,
+        nodes: &[&str],
+        moving: bool,
+        start: Timestamp,
+        d: SignedDuration,
+    ) -> bool {
+        let except: &[&str] = if moving { nodes } else { &[] };
+        self.fits_in(except, nodes.len(), start, d)
+    }
+
+    /// Nodes out with no known end among the spans (`except`'s own left out).
+    fn open_except(&self, except: &[&str]) -> usize {
+        let own = except
+            .iter()
+            .filter(|n| self.span(n).is_some_and(|s| s.to.is_none()))
+            .count();
+        self.open - own
+    }
+
+    /// The earliest start at or after `from`, and no later than `horizon`, at which
+    /// `node` fits for `d` (see [`Self::fits`]): `from` itself, or a moment another node
+    /// of the partition or of its domain comes back.
     pub fn first_fit(
         &self,
-        except: Option<&str>,
+        node: &str,
+        moving: bool,
         from: Timestamp,
         d: SignedDuration,
         horizon: Timestamp,
     ) -> Option<Timestamp> {
+        let except: &[&str] = if moving { &[node] } else { &[] };
         if from > horizon {
             return None;
         }
-        if self.fits(except, from, d) {
-            return Some(from);
+        // Nodes out with no known end fill a budget everywhere: nothing later fits.
+        if self.open_except(except) >= self.allowed {
+            return self.fits(node, moving, from, d).then_some(from);
         }
-        // Nodes out with no known end fill the budget everywhere: nothing later fits.
-        if self.open
-            >= self.allowed
-                + usize::from(
-                    except.is_some_and(|n| self.spans.get(n).is_some_and(|s| s.to.is_none())),
-                )
-        {
+        let mut ends = self.ends_within(from, horizon);
+        if let Some((Some(tl), allowed)) = self.domain_of(node) {
+            if tl.open_except(except) >= allowed {
+                return None;
+            }
+            ends.extend(tl.ends_within(from, horizon));
+            ends.sort_unstable();
+            ends.dedup();
+        }
+        self.earliest(from, horizon, &ends, |t| self.fits(node, moving, t, d))
+    }
+
+    /// The earliest start at or after `from`, and no later than `horizon`, at which all
+    /// of `nodes` fit together for `d` (see [`Self::fits_all`]).
+    pub fn first_fit_all(
+        &self,
+        nodes: &[&str],
+        moving: bool,
+        from: Timestamp,
+        d: SignedDuration,
+        horizon: Timestamp,
+    ) -> Option<Timestamp> {
+        let except: &[&str] = if moving { nodes } else { &[] };
+        if self.open_except(except) + nodes.len() > self.allowed {
             return None;
         }
+        let ends = self.ends_within(from, horizon);
+        self.earliest(from, horizon, &ends, |t| self.fits_all(nodes, moving, t, d))
+    }
+
+    /// Distinct span ends in `(from, horizon]`, sorted.
+    fn ends_within(&self, from: Timestamp, horizon: Timestamp) -> Vec<Timestamp> {
         let lo = self.tos.partition_point(|x| *x <= from);
         let hi = self.tos.partition_point(|x| *x <= horizon);
-        let mut last = None;
-        for t in self.tos[lo..hi.max(lo)].iter().copied() {
-            if last == Some(t) {
-                continue;
-            }
-            last = Some(t);
-            if self.fits(except, t, d) {
-                return Some(t);
-            }
+        let mut v = self.tos[lo..hi.max(lo)].to_vec();
+        v.dedup();
+        v
+    }
+
+    fn earliest(
+        &self,
+        from: Timestamp,
+        horizon: Timestamp,
+        ends: &[Timestamp],
+        ok: impl Fn(Timestamp) -> bool,
+    ) -> Option<Timestamp> {
+        if from > horizon {
+            return None;
         }
-        None
+        std::iter::once(from)
+            .chain(ends.iter().copied())
+            .find(|t| ok(*t))
+    }
+
+    /// Per domain (of a `Spread` budget): nodes out at `t`.
+    pub fn domain_out_at(&self, t: Timestamp) -> BTreeMap<&str, usize> {
+        self.domains
+            .as_deref()
+            .map(|d| {
+                d.per
+                    .iter()
+                    .map(|(k, tl)| (k.as_str(), tl.out_at(t)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Nodes out with no known end: while they fill the budget, nothing fits anywhere.
@@ -364,18 +490,18 @@ mod tests {
     fn an_interval_fits_only_where_every_moment_has_room() {
         let mut tl = Timeline::new(1);
         tl.hold("a", span(0, Some(50)));
-        assert!(!tl.fits(Some("b"), t(0), D));
-        assert!(!tl.fits(Some("b"), t(49), D));
-        assert!(tl.fits(Some("b"), t(50), D));
+        assert!(!tl.fits("b", true, t(0), D));
+        assert!(!tl.fits("b", true, t(49), D));
+        assert!(tl.fits("b", true, t(50), D));
         // A node's own span is left out of its count.
-        assert!(tl.fits(Some("a"), t(0), D));
+        assert!(tl.fits("a", true, t(0), D));
         // A span that begins inside the interval counts there.
         tl.hold("c", span(200, Some(300)));
-        assert!(!tl.fits(Some("b"), t(150), D));
-        assert!(tl.fits(Some("b"), t(300), D));
-        assert_eq!(tl.first_fit(Some("b"), t(0), D, t(1000)), Some(t(50)));
-        assert_eq!(tl.first_fit(Some("b"), t(120), D, t(1000)), Some(t(300)));
-        assert_eq!(tl.first_fit(Some("b"), t(120), D, t(250)), None);
+        assert!(!tl.fits("b", true, t(150), D));
+        assert!(tl.fits("b", true, t(300), D));
+        assert_eq!(tl.first_fit("b", true, t(0), D, t(1000)), Some(t(50)));
+        assert_eq!(tl.first_fit("b", true, t(120), D, t(1000)), Some(t(300)));
+        assert_eq!(tl.first_fit("b", true, t(120), D, t(250)), None);
     }
 
     #[test]
@@ -383,9 +509,9 @@ mod tests {
         let mut tl = Timeline::new(2);
         tl.hold("down", span(0, None));
         tl.hold("a", span(10, Some(60)));
-        assert!(!tl.fits(Some("b"), t(20), D));
-        assert!(tl.fits(Some("b"), t(60), D));
-        assert_eq!(tl.first_fit(Some("b"), t(0), D, t(10_000)), Some(t(60)));
+        assert!(!tl.fits("b", true, t(20), D));
+        assert!(tl.fits("b", true, t(60), D));
+        assert_eq!(tl.first_fit("b", true, t(0), D, t(10_000)), Some(t(60)));
         assert_eq!(tl.peak(t(0)), 2);
         tl.hold("b", span(60, Some(160)));
         assert_eq!(tl.peak(t(0)), 2);

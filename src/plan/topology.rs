@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::SpecError;
+use crate::api::policy::{BudgetTopology, DomainSourceKind, TopologyModeKind};
 use crate::slurm::Node;
 use crate::slurm::topology::Topology;
 
@@ -35,6 +37,66 @@ pub enum TopologyMode {
 pub struct TopologySettings {
     pub source: DomainSource,
     pub mode: TopologyMode,
+}
+
+impl TopologySettings {
+    /// Validate `spec.budget.topology` (the CRD's CEL rules, again for any other caller).
+    pub fn from_spec(t: &BudgetTopology) -> Result<Self, SpecError> {
+        let source = match (t.source, t.switch_level, t.feature_prefix.as_deref()) {
+            (DomainSourceKind::SlurmSwitches, level, None) => DomainSource::SlurmSwitches {
+                level: level.unwrap_or(0),
+            },
+            (DomainSourceKind::SlurmBlocks, None, None) => DomainSource::SlurmBlocks,
+            (DomainSourceKind::NodeFeature, None, Some(p)) if !p.is_empty() => {
+                DomainSource::NodeFeature { prefix: p.into() }
+            }
+            (DomainSourceKind::NodeFeature, _, _) => {
+                return Err(SpecError::Topology(
+                    "source NodeFeature needs featurePrefix (and no switchLevel)",
+                ));
+            }
+            (_, Some(_), _) => {
+                return Err(SpecError::Topology(
+                    "switchLevel applies to source SlurmSwitches only",
+                ));
+            }
+            (_, _, Some(_)) => {
+                return Err(SpecError::Topology(
+                    "featurePrefix applies to source NodeFeature only",
+                ));
+            }
+        };
+        let mode = match (t.mode, t.max_unavailable_per_domain) {
+            (TopologyModeKind::Spread, Some(0)) => {
+                return Err(SpecError::Topology(
+                    "maxUnavailablePerDomain must be at least 1",
+                ));
+            }
+            (TopologyModeKind::Spread, n) => TopologyMode::Spread {
+                max_per_domain: n.unwrap_or(1),
+            },
+            (TopologyModeKind::WholeDomain, None) => TopologyMode::WholeDomain,
+            (TopologyModeKind::WholeDomain, Some(_)) => {
+                return Err(SpecError::Topology(
+                    "maxUnavailablePerDomain applies to mode Spread only",
+                ));
+            }
+        };
+        Ok(Self { source, mode })
+    }
+
+    /// What the source found nothing of, for the message that holds new work.
+    pub fn nothing_found(&self) -> String {
+        match &self.source {
+            DomainSource::SlurmSwitches { level } => {
+                format!("Slurm reports no switch at level {level} (topology/tree)")
+            }
+            DomainSource::SlurmBlocks => "Slurm reports no blocks (topology/block)".into(),
+            DomainSource::NodeFeature { prefix } => {
+                format!("no node of the partition has a feature starting with {prefix:?}")
+            }
+        }
+    }
 }
 
 /// Node → domain, for the nodes the source places; a node it does not place is a
