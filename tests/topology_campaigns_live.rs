@@ -20,8 +20,8 @@ fn topology_kind() -> String {
 
 /// node1..node6 → the cluster's domain of each (`name(1..=3)`).
 fn pairs(name: impl Fn(usize) -> String) -> BTreeMap<String, String> {
-    (1..=6)
-        .map(|i| (format!("node{i}"), name((i + 1) / 2)))
+    (1..=6usize)
+        .map(|i| (format!("node{i}"), name(i.div_ceil(2))))
         .collect()
 }
 

@@ -19,8 +19,8 @@ fn topology_kind() -> String {
 
 /// node1..node6 → the cluster's domain of each, named `{prefix}1..3` or `rack-a..c`.
 fn pairs(name: impl Fn(usize) -> String) -> BTreeMap<String, String> {
-    (1..=6)
-        .map(|i| (format!("node{i}"), name((i + 1) / 2)))
+    (1..=6usize)
+        .map(|i| (format!("node{i}"), name(i.div_ceil(2))))
         .collect()
 }
 
