@@ -38,6 +38,8 @@ for version in sorted(FIXTURES.glob("slurm-*")):
             targets = ["scontrol_reservations"]
         elif stem.startswith("scontrol-show-partition"):
             targets = ["scontrol_partitions"]
+        elif stem.startswith("scontrol-show-topology"):
+            targets = ["scontrol_topology"]
         elif stem.startswith("squeue-narrow"):
             targets = ["squeue_narrow"]
         elif stem.endswith(".json"):
@@ -53,6 +55,16 @@ for i, h in enumerate([
     "n[1-65536]", "host-[00-99]", "n1,n01,n001", "[1-3]",
 ]):
     put("hostlist", f"example-{i:02}", h)
+
+# Topologies beyond the captured ones: deeper trees, switches in a cycle, odd records.
+for i, t in enumerate([
+    "SwitchName=s1 Level=0 Nodes=n[1-2]\nSwitchName=s2 Level=0 Nodes=n[3-4]\n"
+    "SwitchName=m1 Level=1 Switches=s[1-2]\nSwitchName=top Level=2 Switches=m1\n",
+    "SwitchName=a Level=1 Switches=b\nSwitchName=b Level=1 Switches=a Nodes=n1\n",
+    "BlockName=b1 BlockIndex=0 Nodes=gpu[001-018] BlockSize=18\nAggregatedBlock=b[1-2] Nodes=gpu[001-036]\n",
+    "SwitchName=s1 Level=4294967296 Nodes=n1\n",
+]):
+    put("scontrol_topology", f"example-{i}", t)
 
 # Durations as policies write them.
 for i, d in enumerate(["90s", "10m", "6h", "1h30m", "0s", "2h0m5s", "999999999h"]):

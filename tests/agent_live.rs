@@ -128,8 +128,8 @@ async fn snapshot_is_batched_and_requests_are_authenticated_and_validated() {
     );
     assert_eq!(
         commands_run(&a).await - before,
-        4.0,
-        "one command per kind, whatever the node count"
+        5.0,
+        "one command per kind (partitions and topology too, cached from now on), whatever the node count"
     );
     // Partitions are cached now; they are read again to vouch for a job preemptable by its
     // partition, or when a node names a partition the cache lacks (other tests may run such

@@ -78,7 +78,7 @@ fn snapshots() -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(version_root(version))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.join("sinfo.json").exists())
+            .filter(|p| p.join("sinfo.json").exists() && p.join("scontrol-show-job.txt").exists())
             .collect();
         dirs.sort();
         assert!(dirs.len() >= 3, "{version} fixtures missing: {dirs:?}");
@@ -349,5 +349,112 @@ fn reason_then_reservation_on_newer_slurm() {
             "{version}"
         );
         assert_eq!(n6.reservation.as_deref(), Some("maint_node6"), "{version}");
+    }
+}
+
+fn names(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// `tests/slurm/capture-topology.sh`: `scontrol show topology` of clusters without a
+/// topology, with `topology/tree` (leaf1..3 of 2 nodes under `spine`) and, on 24.11+, with
+/// `topology/block` (block1..3 of 2 nodes); nodes carry Features rack-a..rack-c.
+#[test]
+fn topology_on_every_version() {
+    let tz = TimeZone::UTC;
+    let pairs = [["node1", "node2"], ["node3", "node4"], ["node5", "node6"]];
+    for version in VERSIONS {
+        let root = version_root(version);
+        let none = root.join("topology-none");
+        let t = parse::scontrol_topology(&read(&none, "scontrol-show-topology.txt")).unwrap();
+        assert_eq!(t, Default::default(), "{version}: no topology");
+        assert!(
+            !none.join("scontrol-show-topology.txt.exitcode").exists(),
+            "{version}"
+        );
+        if version == "22.05" {
+            assert_eq!(
+                read(&none, "scontrol-show-topology.txt.stderr"),
+                "scontrol: error: No topology information available\n"
+            );
+        }
+        let nodes = parse::scontrol_nodes(&read(&none, "scontrol-show-node.txt"), &tz).unwrap();
+        assert!(nodes.iter().all(|n| n.features.is_empty()), "{version}");
+
+        let mut kinds = vec!["tree"];
+        if version != "22.05" {
+            kinds.push("block");
+        }
+        for kind in kinds {
+            let dir = root.join(format!("topology-{kind}"));
+            let d = dir.display();
+            let t = parse::scontrol_topology(&read(&dir, "scontrol-show-topology.txt")).unwrap();
+            let (domains, expect_names): (_, Vec<String>) = if kind == "tree" {
+                assert!(t.blocks.is_empty(), "{d}");
+                assert_eq!(t.switches.len(), 4, "{d}");
+                for (i, pair) in pairs.iter().enumerate() {
+                    let s = &t.switches[i];
+                    assert_eq!(s.name, format!("leaf{}", i + 1), "{d}");
+                    assert_eq!(s.level, 0, "{d}");
+                    assert_eq!(names(&s.nodes), pair, "{d}");
+                    assert!(s.switches.is_empty(), "{d}");
+                }
+                let spine = &t.switches[3];
+                assert_eq!((spine.name.as_str(), spine.level), ("spine", 1), "{d}");
+                assert_eq!(names(&spine.switches), ["leaf1", "leaf2", "leaf3"], "{d}");
+                assert_eq!(
+                    spine.nodes.len(),
+                    6,
+                    "{d}: 22.05-26.05 list every node below"
+                );
+                let up = t.switch_domains(1);
+                assert_eq!(up.len(), 6, "{d}");
+                assert!(up.values().all(|s| s == "spine"), "{d}");
+                assert!(t.switch_domains(2).is_empty(), "{d}");
+                (
+                    t.switch_domains(0),
+                    (1..=3).map(|i| format!("leaf{i}")).collect(),
+                )
+            } else {
+                assert!(t.switches.is_empty(), "{d}");
+                assert_eq!(t.blocks.len(), 3, "{d}");
+                for (i, pair) in pairs.iter().enumerate() {
+                    assert_eq!(t.blocks[i].name, format!("block{}", i + 1), "{d}");
+                    assert_eq!(names(&t.blocks[i].nodes), pair, "{d}");
+                }
+                (
+                    t.block_domains(),
+                    (1..=3).map(|i| format!("block{i}")).collect(),
+                )
+            };
+            let want: BTreeMap<String, String> = pairs
+                .iter()
+                .zip(&expect_names)
+                .flat_map(|(pair, name)| pair.iter().map(|n| (n.to_string(), name.clone())))
+                .collect();
+            assert_eq!(domains, want, "{d}");
+
+            let nodes = parse::scontrol_nodes(&read(&dir, "scontrol-show-node.txt"), &tz).unwrap();
+            let features: BTreeMap<&str, Vec<&str>> = nodes
+                .iter()
+                .map(|n| (n.name.as_str(), names(&n.features)))
+                .collect();
+            let racks = ["rack-a", "rack-b", "rack-c"];
+            let want: BTreeMap<&str, Vec<&str>> = pairs
+                .iter()
+                .zip(racks)
+                .flat_map(|(pair, rack)| pair.iter().map(move |n| (*n, vec![rack])))
+                .collect();
+            assert_eq!(features, want, "{d}");
+            // sinfo --json: 22.05 lists features per node; 24.11+ group nodes of different
+            // features and print the first member's, which vouches for nothing.
+            for n in parse::sinfo_json(&read(&dir, "sinfo.json")).unwrap() {
+                if version == "22.05" {
+                    assert_eq!(names(&n.features), want[n.name.as_str()], "{d}: {}", n.name);
+                } else {
+                    assert!(n.features.is_empty(), "{d}: {}: {:?}", n.name, n.features);
+                }
+            }
+        }
     }
 }

@@ -102,6 +102,11 @@ pub fn show_partitions() -> Argv {
     argv(&["scontrol", "show", "partition", "-o"])
 }
 
+/// `scontrol show topology`: every switch (`topology/tree`) or block (`topology/block`).
+pub fn show_topology() -> Argv {
+    argv(&["scontrol", "show", "topology"])
+}
+
 /// `scontrol create reservation ReservationName=… StartTime=… Duration=… Nodes=…
 /// [Users=…] [Accounts=…] [Flags=…]`; empty lists are left out.
 pub fn create_reservation(r: &NewReservation, tz: &TimeZone) -> Argv {
@@ -289,6 +294,7 @@ mod tests {
             show_partitions(),
             s(&["scontrol", "show", "partition", "-o"])
         );
+        assert_eq!(show_topology(), s(&["scontrol", "show", "topology"]));
         assert_eq!(ping(), s(&["scontrol", "ping"]));
     }
 

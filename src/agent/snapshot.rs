@@ -13,6 +13,10 @@
 //!
 //! A stale cache can therefore only leave out partitions that began to preempt since it was
 //! filled (their jobs look non-preemptable: the safe side) until it expires.
+//!
+//! The topology (`scontrol show topology`: switches, blocks) is cached beside the partitions
+//! for the same TTL: Slurm changes it only on a reconfigure, so a pass runs that command at
+//! most once per TTL. Without a topology Slurm prints nothing and the snapshot has none.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -26,42 +30,78 @@ use super::commands::{self, Argv};
 use super::runner::SlurmError;
 use super::server::ApiError;
 use crate::slurm::parse;
+use crate::slurm::topology::Topology;
 use crate::slurm::{Job, Node, Partition};
 
 /// Default time `scontrol show partition` output is reused.
 pub const DEFAULT_PARTITION_TTL: Duration = Duration::from_secs(300);
 
-/// Partitions as last read, reused for `ttl` (never with a zero `ttl`).
+/// A value as last read, reused for `ttl` (never with a zero `ttl`).
 #[derive(Debug)]
-pub struct PartitionCache {
+struct Ttl<T> {
     ttl: Duration,
-    entry: Mutex<Option<(Instant, Arc<Vec<Partition>>)>>,
+    entry: Mutex<Option<(Instant, Arc<T>)>>,
 }
 
-impl PartitionCache {
-    pub fn new(ttl: Duration) -> Self {
+impl<T> Ttl<T> {
+    fn new(ttl: Duration) -> Self {
         Self {
             ttl,
             entry: Mutex::default(),
         }
     }
 
-    /// The cached partitions, if read less than `ttl` ago.
-    pub fn get(&self) -> Option<Arc<Vec<Partition>>> {
+    fn get(&self) -> Option<Arc<T>> {
         let entry = self.entry.lock().expect("cache lock");
         entry
             .as_ref()
             .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, p)| p.clone())
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        if !self.ttl.is_zero() {
+            *self.entry.lock().expect("cache lock") = Some((Instant::now(), value.clone()));
+        }
+        value
+    }
+}
+
+/// Partitions and the topology as last read, each reused for `ttl` (never with a zero
+/// `ttl`).
+#[derive(Debug)]
+pub struct PartitionCache {
+    partitions: Ttl<Vec<Partition>>,
+    topology: Ttl<Topology>,
+}
+
+impl PartitionCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            partitions: Ttl::new(ttl),
+            topology: Ttl::new(ttl),
+        }
+    }
+
+    /// The cached partitions, if read less than `ttl` ago.
+    pub fn get(&self) -> Option<Arc<Vec<Partition>>> {
+        self.partitions.get()
     }
 
     /// Remember partitions just read.
     pub fn put(&self, partitions: Vec<Partition>) -> Arc<Vec<Partition>> {
-        let partitions = Arc::new(partitions);
-        if !self.ttl.is_zero() {
-            *self.entry.lock().expect("cache lock") = Some((Instant::now(), partitions.clone()));
-        }
-        partitions
+        self.partitions.put(partitions)
+    }
+
+    /// The cached topology, if read less than `ttl` ago.
+    pub fn topology(&self) -> Option<Arc<Topology>> {
+        self.topology.get()
+    }
+
+    /// Remember a topology just read.
+    pub fn put_topology(&self, topology: Topology) -> Arc<Topology> {
+        self.topology.put(topology)
     }
 }
 
@@ -174,13 +214,15 @@ pub fn doubt(
 }
 
 /// The snapshot of `inputs.partition` from parsed output: its nodes, the active jobs on
-/// them with their preemptable flag, every reservation and partition.
+/// them with their preemptable flag, every reservation and partition, the topology when
+/// Slurm has one (all of it: domains span partitions).
 pub fn assemble(
     inputs: &Inputs,
     nodes: Vec<Node>,
     jobs: Vec<Job>,
     reservations: Vec<crate::slurm::Reservation>,
     partitions: &[Partition],
+    topology: &Topology,
 ) -> Result<PartitionSnapshot, ApiError> {
     let Some(record) = partitions.iter().find(|p| p.name == inputs.partition) else {
         return Err(ApiError::NotFound(format!(
@@ -214,12 +256,30 @@ pub fn assemble(
         jobs,
         reservations,
         partitions: partitions.to_vec(),
-        topology: None,
+        topology: (*topology != Topology::default()).then(|| topology.clone()),
     })
 }
 
+/// `scontrol show topology`'s stdout; Slurm's "no topology" message, should a version exit
+/// non-zero with it, is no topology.
+async fn read_topology<F, Fut>(run: &F) -> Result<String, SlurmError>
+where
+    F: Fn(Argv) -> Fut,
+    Fut: Future<Output = Result<String, SlurmError>>,
+{
+    match run(commands::show_topology()).await {
+        Err(SlurmError::Failed { message, .. })
+            if message.contains("No topology information available") =>
+        {
+            Ok(String::new())
+        }
+        other => other,
+    }
+}
+
 /// Take a snapshot, running commands with `run`: three commands while `cache` can vouch
-/// for its partitions, four otherwise (see the module documentation).
+/// for its partitions and topology, one more for each it cannot (see the module
+/// documentation).
 pub async fn take<F, Fut>(
     run: F,
     cache: &PartitionCache,
@@ -229,24 +289,37 @@ where
     F: Fn(Argv) -> Fut,
     Fut: Future<Output = Result<String, SlurmError>>,
 {
-    let (nodes, jobs, reservations, partitions) = match cache.get() {
+    let cached_topology = cache.topology();
+    let topology_text = async {
+        match &cached_topology {
+            Some(_) => Ok(None),
+            None => read_topology(&run).await.map(Some),
+        }
+    };
+    let (nodes, jobs, reservations, partitions, topology_text) = match cache.get() {
         Some(cached) => {
-            let (n, j, r) = tokio::try_join!(
+            let (n, j, r, t) = tokio::try_join!(
                 run(commands::show_nodes()),
                 run(commands::squeue_jobs()),
                 run(commands::show_reservations()),
+                topology_text,
             )?;
-            (n, j, r, Ok(cached))
+            (n, j, r, Ok(cached), t)
         }
         None => {
-            let (n, j, r, p) = tokio::try_join!(
+            let (n, j, r, p, t) = tokio::try_join!(
                 run(commands::show_nodes()),
                 run(commands::squeue_jobs()),
                 run(commands::show_reservations()),
                 run(commands::show_partitions()),
+                topology_text,
             )?;
-            (n, j, r, Err(p))
+            (n, j, r, Err(p), t)
         }
+    };
+    let topology = match topology_text {
+        Some(text) => cache.put_topology(parse::scontrol_topology(&text)?),
+        None => cached_topology.unwrap_or_default(),
     };
     let nodes = parse::scontrol_nodes(&nodes, inputs.tz)?;
     let jobs = parse::squeue_narrow(&jobs, inputs.tz, &[])?;
@@ -263,7 +336,7 @@ where
             }
         },
     };
-    assemble(inputs, nodes, jobs, reservations, &partitions)
+    assemble(inputs, nodes, jobs, reservations, &partitions, &topology)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use serde_json::Value;
 
+use super::topology::{Block, Switch, Topology};
 use super::{Job, Node, NodeState, Partition, Reservation, hostlist};
 
 /// Slurm output that cannot be understood.
@@ -401,6 +402,41 @@ pub fn scontrol_partitions(output: &str) -> Result<Vec<Partition>, ParseError> {
         .collect()
 }
 
+/// `scontrol show topology`: one `SwitchName=` line per switch (`topology/tree`), one
+/// `BlockName=` line per block (`topology/block`). Without a topology Slurm prints nothing
+/// on stdout (22.05 says `No topology information available` on stderr, exit 0; 24.11+ say
+/// nothing): an empty [`Topology`]. Lines of other kinds are left out.
+pub fn scontrol_topology(output: &str) -> Result<Topology, ParseError> {
+    const W: &str = "scontrol show topology";
+    let mut topology = Topology::default();
+    for (i, r) in parse_records(output).iter().enumerate() {
+        let missing = |field| ParseError::Missing {
+            what: W,
+            index: i,
+            field,
+        };
+        if r.has("SwitchName") {
+            let name = r.get("SwitchName").ok_or(missing("SwitchName"))?;
+            let level = r.get("Level").ok_or(missing("Level"))?;
+            topology.switches.push(Switch {
+                name: name.to_string(),
+                level: level
+                    .parse()
+                    .map_err(|_| value_err(W, "Level", level, "not a number"))?,
+                nodes: expand(W, "Nodes", r.get("Nodes"))?,
+                switches: expand(W, "Switches", r.get("Switches"))?,
+            });
+        } else if r.has("BlockName") {
+            let name = r.get("BlockName").ok_or(missing("BlockName"))?;
+            topology.blocks.push(Block {
+                name: name.to_string(),
+                nodes: expand(W, "Nodes", r.get("Nodes"))?,
+            });
+        }
+    }
+    Ok(topology)
+}
+
 fn json(what: &'static str, output: &str) -> Result<Value, ParseError> {
     serde_json::from_str(output).map_err(|e| ParseError::Json {
         what,
@@ -512,7 +548,7 @@ pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
                     })
                     .unwrap_or_default(),
                 reservation: str_of(n, "reservation").map(String::from),
-                features: vec![],
+                features: list(str_of(n, "features")),
             })
         })
         .collect()
@@ -521,7 +557,9 @@ pub fn sinfo_json(output: &str) -> Result<Vec<Node>, ParseError> {
 /// `sinfo --json` of 24.11 and later: groups of nodes per partition and state (as plain
 /// `sinfo` prints them), each node given once, with its first group's state and reason.
 /// A group has no boot time, and its reason is the first member's; only a group of one
-/// node vouches for that node's reason.
+/// node vouches for that node's reason. Features likewise: 24.11 and 26.05 group nodes of
+/// different features together and print the first member's (seen in
+/// `tests/fixtures/slurm-24.11/topology-tree/sinfo.json`).
 fn sinfo_json_grouped(output: &str) -> Result<Vec<Node>, ParseError> {
     const W: &str = "sinfo --json";
     let groups = json_array(W, output, "sinfo")?;
@@ -549,6 +587,11 @@ fn sinfo_json_grouped(output: &str) -> Result<Vec<Node>, ParseError> {
             .flatten()
             .filter(|r| !r.is_empty())
             .map(String::from);
+        let features = if names.len() == 1 {
+            list(g["features"]["total"].as_str())
+        } else {
+            vec![]
+        };
         let partition = g["partition"]["name"].as_str();
         for name in names {
             match nodes.iter_mut().find(|n| n.name == name) {
@@ -556,6 +599,9 @@ fn sinfo_json_grouped(output: &str) -> Result<Vec<Node>, ParseError> {
                     n.partitions.extend(partition.map(String::from));
                     if n.reason.is_none() {
                         n.reason.clone_from(&reason);
+                    }
+                    if n.features.is_empty() {
+                        n.features.clone_from(&features);
                     }
                 }
                 None => nodes.push(Node {
@@ -565,7 +611,7 @@ fn sinfo_json_grouped(output: &str) -> Result<Vec<Node>, ParseError> {
                     boot_time: None,
                     partitions: partition.map(String::from).into_iter().collect(),
                     reservation: None,
-                    features: vec![],
+                    features: features.clone(),
                 }),
             }
         }
@@ -1251,5 +1297,50 @@ JobId=9 JobName=pend UserId=bob(1001) JobState=PENDING TimeLimit=01:00:00 StartT
     fn bad_states_name_the_field() {
         let e = scontrol_nodes("NodeName=n1 State=SLEEPY\n", &utc()).unwrap_err();
         assert!(e.to_string().contains("bad State \"SLEEPY\""), "{e}");
+    }
+
+    #[test]
+    fn topology_of_switches_and_blocks() {
+        let t = scontrol_topology(
+            "SwitchName=s1 Level=0 LinkSpeed=1 Nodes=gpu[01-02]\n\
+             SwitchName=s2 Level=0 LinkSpeed=1 Nodes=gpu03\n\
+             SwitchName=top Level=1 LinkSpeed=1 Nodes=gpu[01-03] Switches=s[1-2]\n\
+             BlockName=b1 BlockIndex=0 Nodes=gpu[01-02] BlockSize=2\n",
+        )
+        .unwrap();
+        assert_eq!(t.switches.len(), 3);
+        assert_eq!(t.switches[1].nodes, ["gpu03"]);
+        assert_eq!(t.switches[2].level, 1);
+        assert_eq!(t.switches[2].switches, ["s1", "s2"]);
+        assert!(t.switches[0].switches.is_empty());
+        assert_eq!(t.blocks[0].nodes, ["gpu01", "gpu02"]);
+        assert_eq!(t.switch_domains(0)["gpu03"], "s2");
+    }
+
+    #[test]
+    fn no_topology_is_empty_and_other_kinds_are_left_out() {
+        assert_eq!(scontrol_topology("").unwrap(), Topology::default());
+        assert_eq!(scontrol_topology("\n  \n").unwrap(), Topology::default());
+        let t =
+            scontrol_topology("AggregatedBlock=b[1-2] Nodes=n[1-4]\nBlockName=b1 Nodes=(null)\n")
+                .unwrap();
+        assert!(t.switches.is_empty());
+        assert_eq!(t.blocks.len(), 1);
+        assert!(t.blocks[0].nodes.is_empty());
+    }
+
+    #[test]
+    fn topology_errors_name_the_field() {
+        let e = scontrol_topology("SwitchName=s1 Level=top Nodes=n1\n").unwrap_err();
+        assert!(e.to_string().contains("bad Level \"top\""), "{e}");
+        let e = scontrol_topology("SwitchName=s1 Nodes=n1\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "scontrol show topology: record 0 lacks Level"
+        );
+        let e = scontrol_topology("BlockName=b1 Nodes=n[3-1]\n").unwrap_err();
+        assert!(e.to_string().contains("bad Nodes \"n[3-1]\""), "{e}");
+        let e = scontrol_topology("BlockName=(null) Nodes=n1\n").unwrap_err();
+        assert!(e.to_string().contains("lacks BlockName"), "{e}");
     }
 }

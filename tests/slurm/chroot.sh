@@ -13,6 +13,7 @@
 #   exec VERSION -- CMD..  run CMD inside the chroot with the cluster's environment
 #   live VERSION -- CMD..  up, export env, run CMD on the host, down; exits with CMD's status
 #   capture VERSION        tests/slurm/capture-fixtures.sh inside -> tests/fixtures/slurm-VERSION/
+#   capture-topology VERSION  tests/slurm/capture-topology.sh inside -> slurm-VERSION/topology-*/
 #
 # VERSION: 24.11 (trixie) | 26.05 (sid); 22.05 means the host's own packages, for which
 # up/down/env/status/live/capture call tests/slurm/cluster.sh directly (same interface).
@@ -35,7 +36,8 @@
 # Ports: chosen free at `up` (slurmctld + one per slurmd), kept in state/ports while up.
 #
 # Knobs: SLURM_MAINT_CACHE, SLURM_NODES (6), DEBIAN_MIRROR (http://deb.debian.org/debian),
-#        SLURM_UP_TIMEOUT (passed to cluster.sh; default here 60).
+#        SLURM_UP_TIMEOUT (passed to cluster.sh; default here 60), SLURM_TOPOLOGY (passed to
+#        cluster.sh: tree or block gives the cluster a topology.conf and node Features).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -232,7 +234,7 @@ inner_env() {
     local ports
     ports="$(cat "$STATE/ports" 2>/dev/null || true)"
     echo env -u SLURM_MAINT_AGENT_WRAPPER PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        SLURM_TEST_DIR="$STATE" SLURM_CONF="$CONF" SLURM_NODES="$NODES" $ports
+        SLURM_TEST_DIR="$STATE" SLURM_CONF="$CONF" SLURM_NODES="$NODES" SLURM_TOPOLOGY="${SLURM_TOPOLOGY:-}" $ports
 }
 
 in_chroot() {
@@ -343,14 +345,16 @@ cmd_live() {
     return "$rc"
 }
 
+# cmd_capture [SCRIPT]: tests/slurm/SCRIPT (capture-fixtures.sh) inside, on a fresh cluster.
 cmd_capture() {
+    local script="${1:-capture-fixtures.sh}"
     cmd_build
     mount_root
     write_wrappers
     pick_ports > "$STATE/ports"
     local rc=0
     in_chroot env FIXTURE_DIR="$REPO_ROOT/tests/fixtures/slurm-$VERSION" SLURM_UP_TIMEOUT="${SLURM_UP_TIMEOUT:-60}" \
-        bash "$SCRIPT_DIR/capture-fixtures.sh" || rc=$?
+        bash "$SCRIPT_DIR/$script" || rc=$?
     cmd_down
     return "$rc"
 }
@@ -375,6 +379,7 @@ host_cmd() {
             log "slurm 22.05: '$*' exited $rc"
             return "$rc" ;;
         capture) exec bash "$SCRIPT_DIR/capture-fixtures.sh" ;;
+        capture-topology) exec bash "$SCRIPT_DIR/capture-topology.sh" ;;
         *) usage ;;
     esac
 }
@@ -401,6 +406,7 @@ main() {
         exec) cmd_exec "$@" ;;
         live) cmd_live "$@" ;;
         capture) cmd_capture ;;
+        capture-topology) cmd_capture capture-topology.sh ;;
         *) usage ;;
     esac
 }

@@ -100,6 +100,7 @@ ReservationName=slurm-maint-node4-c1 StartTime=2026-12-01T00:00:00 EndTime=2026-
         .ok(&["squeue"], squeue)
         .ok(&["scontrol", "show", "reservation", "-o"], reservations)
         .ok(&["scontrol", "show", "partition", "-o"], partitions)
+        .ok(&["scontrol", "show", "topology"], "")
         .ok(
             &["scontrol", "show", "job", "-o", "7"],
             "JobId=7 JobName=j7 UserId=alice(1000) JobState=RUNNING TimeLimit=01:00:00 StartTime=2026-11-22T06:00:00 EndTime=2026-11-22T07:00:00 Partition=batch NodeList=node1 QOS=normal\n",
@@ -339,7 +340,7 @@ async fn snapshot_commands_do_not_grow_with_nodes_and_partitions_are_cached() {
         let (app, runner) = app(cluster(n));
         let (status, body) = call(&app, "GET", "/v1/partitions/batch/snapshot", None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(runner.count(), 4, "{:?}", runner.commands());
+        assert_eq!(runner.count(), 5, "{:?}", runner.commands());
         let mut seen = runner.commands();
         seen.sort();
         let mut want = vec![
@@ -347,6 +348,7 @@ async fn snapshot_commands_do_not_grow_with_nodes_and_partitions_are_cached() {
             commands::squeue_jobs(),
             commands::show_reservations(),
             commands::show_partitions(),
+            commands::show_topology(),
         ];
         want.sort();
         assert_eq!(seen, want);

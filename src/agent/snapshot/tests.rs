@@ -51,6 +51,14 @@ const FOUR: [&str; 4] = [
     "scontrol show reservation",
     "squeue",
 ];
+/// The first pass, or one after the cache expired: partitions and topology too.
+const FIVE: [&str; 5] = [
+    "scontrol show node",
+    "scontrol show partition",
+    "scontrol show reservation",
+    "scontrol show topology",
+    "squeue",
+];
 
 fn job(id: u64, partition: &str, state: &str, nodes: &str, qos: &str) -> String {
     let fields = [
@@ -97,6 +105,8 @@ fn slurm(jobs: &str) -> Slurm {
         "No reservations in the system\n",
     );
     s.set("scontrol show partition", partitions("CANCEL"));
+    // 24.11+ without a topology: nothing at all.
+    s.set("scontrol show topology", "");
     s
 }
 
@@ -216,7 +226,8 @@ async fn three_commands_while_the_cache_vouches() {
     );
     let cache = PartitionCache::new(Duration::from_secs(300));
     let first = take_with(&s, &cache, "batch").await;
-    assert_eq!(s.asked(), FOUR);
+    assert_eq!(s.asked(), FIVE);
+    assert_eq!(first.topology, None, "no topology");
     assert_eq!(flags(&first), [(1, false), (2, true)]);
     for _ in 0..3 {
         let again = take_with(&s, &cache, "batch").await;
@@ -230,7 +241,11 @@ async fn three_commands_while_the_cache_vouches() {
     let uncached = PartitionCache::new(Duration::ZERO);
     for _ in 0..2 {
         take_with(&s, &uncached, "batch").await;
-        assert_eq!(s.asked(), FOUR, "TTL 0 reads partitions every time");
+        assert_eq!(
+            s.asked(),
+            FIVE,
+            "TTL 0 reads partitions and topology every time"
+        );
     }
 }
 
@@ -256,10 +271,10 @@ async fn a_stale_preempt_mode_never_makes_a_job_preemptable() {
     assert_eq!(flags(&take_with(&s, &cache, "batch").await), [(7, false)]);
     assert_eq!(s.asked(), THREE);
     std::thread::sleep(Duration::from_millis(2100));
-    // Then each answer that relies on it is read fresh.
-    for _ in 0..2 {
+    // Then each answer that relies on it is read fresh (the first with the expired topology).
+    for want in [&FIVE[..], &FOUR[..]] {
         assert_eq!(flags(&take_with(&s, &cache, "batch").await), [(7, true)]);
-        assert_eq!(s.asked(), FOUR);
+        assert_eq!(s.asked(), want);
     }
     // Preemptable by QOS: no partition needs vouching.
     s.set("squeue", job(8, "scavenger", "RUNNING", "node3", "spot"));
@@ -322,4 +337,118 @@ async fn slurm_errors_pass_through() {
         .await
         .unwrap_err();
     assert!(matches!(err, ApiError::Output(_)), "{err}");
+}
+
+fn fixture(path: &str) -> String {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// Real `scontrol show topology` of 24.11 (blocks) and 22.05 (switches) in the snapshot,
+/// read once per TTL like the partitions.
+#[tokio::test]
+async fn the_topology_is_read_once_per_ttl() {
+    let s = slurm(&job(1, "batch", "RUNNING", "node1", "normal"));
+    s.set(
+        "scontrol show topology",
+        fixture("slurm-24.11/topology-block/scontrol-show-topology.txt"),
+    );
+    let cache = PartitionCache::new(Duration::from_secs(2));
+    let first = take_with(&s, &cache, "batch").await;
+    assert_eq!(s.asked(), FIVE);
+    let t = first.topology.as_ref().expect("a topology");
+    let blocks: Vec<(&str, &[String])> = t
+        .blocks
+        .iter()
+        .map(|b| (b.name.as_str(), b.nodes.as_slice()))
+        .collect();
+    assert_eq!(
+        blocks,
+        [
+            ("block1", &["node1".to_string(), "node2".into()][..]),
+            ("block2", &["node3".to_string(), "node4".into()][..]),
+            ("block3", &["node5".to_string(), "node6".into()][..]),
+        ]
+    );
+    assert!(t.switches.is_empty());
+    // Every block, also of nodes outside the partition: a domain may span partitions.
+    assert_eq!(first.nodes.len(), 4);
+
+    // A reconfigure to switches shows only once the cache expires.
+    s.set(
+        "scontrol show topology",
+        fixture("slurm-22.05/topology-tree/scontrol-show-topology.txt"),
+    );
+    let again = take_with(&s, &cache, "batch").await;
+    assert_eq!(s.asked(), THREE);
+    assert_eq!(again.topology, first.topology);
+    std::thread::sleep(Duration::from_millis(2100));
+    let later = take_with(&s, &cache, "batch").await;
+    assert_eq!(s.asked(), FIVE);
+    let t = later.topology.expect("a topology");
+    assert!(t.blocks.is_empty());
+    assert_eq!(t.switch_domains(0)["node3"], "leaf2");
+    assert_eq!(t.switch_domains(1)["node6"], "spine");
+}
+
+/// Partitions read again for a doubt do not read the topology again.
+#[tokio::test]
+async fn a_partition_doubt_leaves_the_topology_cached() {
+    let s = slurm(&job(8, "scavenger", "RUNNING", "node2", "normal"));
+    let cache = PartitionCache::new(Duration::from_secs(300));
+    take_with(&s, &cache, "batch").await;
+    assert_eq!(s.asked(), FIVE);
+    take_with(&s, &cache, "batch").await;
+    assert_eq!(
+        s.asked(),
+        FOUR,
+        "partitions doubted (job 8), the topology not"
+    );
+}
+
+#[tokio::test]
+async fn topology_answers_of_real_slurm_without_one() {
+    let qos: [String; 0] = [];
+    // 22.05: a message on stderr, exit 0; the agent only sees the empty stdout.
+    let s = slurm("");
+    let cache = PartitionCache::new(Duration::ZERO);
+    let snap = take(|argv| s.run(argv), &cache, &inputs("batch", &qos))
+        .await
+        .unwrap();
+    assert_eq!(snap.topology, None);
+    // Should a version exit 1 with that message: still no topology, no error.
+    s.answers.lock().unwrap().remove("scontrol show topology");
+    let run = |argv: Argv| {
+        let asked = commands::verb(&argv);
+        let fut = s.run(argv);
+        async move {
+            if asked == "scontrol show topology" {
+                return CommandOutput {
+                    stderr: "scontrol: error: No topology information available\n".into(),
+                    code: Some(1),
+                    ..Default::default()
+                }
+                .into_result(&commands::show_topology());
+            }
+            fut.await
+        }
+    };
+    let snap = take(run, &cache, &inputs("batch", &qos)).await.unwrap();
+    assert_eq!(snap.topology, None);
+    // Any other failure, or output that is no topology, fails the snapshot.
+    let err = take(|argv| s.run(argv), &cache, &inputs("batch", &qos))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("scontrol show topology"), "{err}");
+    s.set(
+        "scontrol show topology",
+        "SwitchName=s1 Level=zero Nodes=node1\n",
+    );
+    let err = take(|argv| s.run(argv), &cache, &inputs("batch", &qos))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::Output(_)), "{err}");
+    assert!(err.to_string().contains("bad Level"), "{err}");
 }
