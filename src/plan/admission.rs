@@ -14,8 +14,9 @@ use jiff::{SignedDuration, Timestamp};
 use super::index::Ctx;
 use super::release::Release;
 use super::timeline::{OPEN, Span, Timeline};
+use super::topology::{TopologyMode, TopologySettings};
 use super::transition::{push_update, transition};
-use super::{BudgetFigures, Work, WorkUpdate, oci};
+use super::{BudgetFigures, Work, WorkUpdate, oci, reservation_name};
 use crate::api::NodeMaintenanceStatus;
 use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};
 
@@ -61,18 +62,51 @@ pub(super) fn admit<'w>(
         budget_exhausted: false,
         not_started: vec![],
     };
-    let mut candidates = candidates(ctx, work, statuses, &mut out);
-    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.node.cmp(&b.1.node)));
+    let candidates = candidates(ctx, work, statuses, &mut out);
     let horizon = ctx.now + ctx.s.lead_time;
     let mut full_note: Option<String> = None;
     let held = ctx.s.blockers.hold();
-    for (rank, w) in candidates {
+    for unit in units(ctx, candidates) {
+        let (rank, w) = match unit {
+            Unit::One(rank, w) => (rank, w),
+            Unit::Domain(rank, domain, members) => {
+                let Rank::Reboot { release, .. } = rank else {
+                    continue;
+                };
+                let why = members.iter().find_map(|w| gate(ctx, w, held.as_deref()));
+                let why = why.map(str::to_string).or_else(|| {
+                    domain_room(ctx, tl, &domain, &members, release, d)
+                        .map(|start| {
+                            reserve_domain(
+                                ctx, &domain, &members, release, start, statuses, updates, tl, d,
+                            );
+                        })
+                        .err()
+                });
+                if let Some(why) = why {
+                    if why.starts_with("budget full") {
+                        out.budget_exhausted = true;
+                    }
+                    for w in &members {
+                        out.waiting.insert(w.node.clone(), why.clone());
+                        out.not_started.push((release, w.node.clone()));
+                    }
+                }
+                continue;
+            }
+        };
         let release = match rank {
             Rank::Oci(_) if ctx.s.paused || held.is_some() => continue,
             Rank::Oci(_) => None,
             Rank::Reboot { release, .. } => Some(release),
         };
-        if let Some(why) = release.and(gate(ctx, w, held.as_deref())) {
+        let gap = ctx
+            .topology_gap
+            .as_ref()
+            .map(|g| format!("spec.budget.topology: {g}; new rolling reboots wait"));
+        if let Some(why) = release.and(gap) {
+            out.waiting.insert(w.node.clone(), why);
+        } else if let Some(why) = release.and(gate(ctx, w, held.as_deref())) {
             out.waiting.insert(w.node.clone(), why.to_string());
         } else if let Some(start) = room(ctx, tl, w, release, d) {
             let mut status = statuses[w.name.as_str()].clone();
@@ -156,6 +190,197 @@ fn room(
         return None;
     }
     Some(start)
+}
+
+/// Candidates as admission takes them: one node, or under `WholeDomain` a domain's
+/// rolling reboots together.
+enum Unit<'w> {
+    One(Rank, &'w Work),
+    Domain(Rank, String, Vec<&'w Work>),
+}
+
+impl Unit<'_> {
+    fn key(&self) -> (&Rank, &str) {
+        match self {
+            Unit::One(r, w) => (r, &w.node),
+            Unit::Domain(r, d, _) => (r, d),
+        }
+    }
+}
+
+/// The candidates in admission's order. A domain ranks by the latest release of its
+/// nodes (its jobs have all ended then), expedited if any of its work is.
+fn units<'w>(ctx: &Ctx<'_>, mut candidates: Vec<(Rank, &'w Work)>) -> Vec<Unit<'w>> {
+    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.node.cmp(&b.1.node)));
+    let whole = matches!(
+        &ctx.s.topology,
+        Some(TopologySettings {
+            mode: TopologyMode::WholeDomain,
+            ..
+        })
+    );
+    if !whole || ctx.topology_gap.is_some() {
+        return candidates
+            .into_iter()
+            .map(|(r, w)| Unit::One(r, w))
+            .collect();
+    }
+    let mut units = vec![];
+    let mut domains: BTreeMap<&str, Vec<(Rank, &'w Work)>> = BTreeMap::new();
+    for (rank, w) in candidates {
+        match (&rank, ctx.domain(&w.node)) {
+            (Rank::Reboot { .. }, Some(d)) => domains.entry(d).or_default().push((rank, w)),
+            _ => units.push(Unit::One(rank, w)),
+        }
+    }
+    for (domain, members) in domains {
+        let mut not_expedited = true;
+        let mut release = Release::At(ctx.now);
+        let mut cancels = 0;
+        for (r, _) in &members {
+            if let Rank::Reboot {
+                not_expedited: n,
+                release: r,
+                cancels: c,
+            } = r
+            {
+                not_expedited &= *n;
+                release = release.max(*r);
+                cancels += c;
+            }
+        }
+        let rank = Rank::Reboot {
+            not_expedited,
+            release,
+            cancels,
+        };
+        let members = members.into_iter().map(|(_, w)| w).collect();
+        units.push(Unit::Domain(rank, domain.to_string(), members));
+    }
+    units.sort_by(|a, b| a.key().cmp(&b.key()));
+    units
+}
+
+/// When a whole domain may start: where the timeline has room for all of its nodes
+/// together at the domain's release (the first room after it when jobs are to be
+/// cancelled), within the lead time or while fewer than `allowed` are reserved beyond
+/// it; otherwise why not.
+fn domain_room(
+    ctx: &Ctx<'_>,
+    tl: &Timeline,
+    domain: &str,
+    members: &[&Work],
+    release: Release,
+    d: SignedDuration,
+) -> Result<Timestamp, String> {
+    let now = ctx.now;
+    let nodes: Vec<&str> = members.iter().map(|w| w.node.as_str()).collect();
+    if nodes.len() > tl.allowed {
+        return Err(format!(
+            "domain {domain} has {} nodes to take whole, more than the {} the budget allows out at once",
+            nodes.len(),
+            tl.allowed
+        ));
+    }
+    let full = || {
+        format!(
+            "budget full for domain {domain}: its {} nodes do not fit together at {}",
+            nodes.len(),
+            release
+                .time()
+                .map_or("now".to_string(), |t| t.max(now).to_string())
+        )
+    };
+    let Some(want) = release.time() else {
+        return tl
+            .fits_all(&nodes, false, now, OPEN)
+            .then_some(now)
+            .ok_or_else(full);
+    };
+    let want = want.max(now);
+    let horizon = now + ctx.s.lead_time.max(FAR);
+    let cancels = nodes.iter().any(|n| !ctx.cancels(n).is_empty());
+    let start = if cancels {
+        tl.first_fit_all(&nodes, false, want, d, horizon)
+    } else {
+        (want <= horizon && tl.fits_all(&nodes, false, want, d)).then_some(want)
+    };
+    let start = start.ok_or_else(full)?;
+    let lead = now + ctx.s.lead_time;
+    if start > lead && tl.begins_after(lead) + nodes.len() > tl.allowed {
+        return Err(format!(
+            "domain {domain} released at {start}, beyond the reservation lead time ({})",
+            ctx.s.lead_time
+        ));
+    }
+    Ok(start)
+}
+
+/// Pending → Reserved for a whole domain: one reservation over its nodes from `start`.
+#[allow(clippy::too_many_arguments)]
+fn reserve_domain<'w>(
+    ctx: &Ctx<'_>,
+    domain: &str,
+    members: &[&'w Work],
+    release: Release,
+    start: Timestamp,
+    statuses: &mut BTreeMap<&'w str, NodeMaintenanceStatus>,
+    updates: &mut Vec<WorkUpdate>,
+    tl: &mut Timeline,
+    d: SignedDuration,
+) {
+    let now = ctx.now;
+    let name = reservation_name(
+        &ctx.s.reservation.prefix,
+        &domain_token(domain),
+        members[0].campaign.as_deref(),
+    );
+    let nodes: Vec<&str> = members.iter().map(|w| w.node.as_str()).collect();
+    let at = match release {
+        Release::Unknown => Release::Unknown,
+        Release::At(_) => Release::At(start),
+    };
+    let to = (release != Release::Unknown).then_some(start + d);
+    let when = match at.time() {
+        None => "now, over jobs without a time limit".to_string(),
+        Some(t) if t > now => t.to_string(),
+        Some(_) => "now".to_string(),
+    };
+    for (i, w) in members.iter().enumerate() {
+        let mut status = statuses[w.name.as_str()].clone();
+        let mut actions = vec![];
+        if i == 0 {
+            actions.push(ctx.create_domain_reservation(name.clone(), &nodes, at));
+        }
+        if start <= now {
+            actions.extend(ctx.cancels(&w.node));
+        }
+        transition(
+            &mut status,
+            Phase::Reserved,
+            now,
+            format!("reservation {name} over domain {domain} starts {when}"),
+        );
+        status.reservation_name = Some(name.clone());
+        status.reservation_start = Some(start.max(now));
+        status.domain = Some(domain.to_string());
+        status.last_error = None;
+        tl.hold(&w.node, Span { from: start, to });
+        statuses.insert(w.name.as_str(), status.clone());
+        push_update(updates, w, status, actions);
+    }
+}
+
+/// A domain's name as it goes into a reservation's name (Slurm's and the agent's
+/// characters).
+pub(super) fn domain_token(domain: &str) -> String {
+    domain
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '.' | '-' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// How far ahead a reservation may be made: beyond the lead time, at most as many as

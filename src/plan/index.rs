@@ -24,6 +24,13 @@ pub(super) struct Ctx<'a> {
     pub health: &'a BTreeMap<String, HealthResult>,
     /// `<prefix>-`: the start of our reservations' names.
     ours: String,
+    /// Node → domain under `budget.topology` (nodes the source places).
+    pub domain_of: BTreeMap<String, String>,
+    /// `budget.topology` is set but its source found no domain: why.
+    pub topology_gap: Option<String>,
+    /// Our reservations held by several works (a domain taken whole): name → the
+    /// works' nodes and whether each has ended.
+    pub shared: BTreeMap<String, Vec<(String, bool)>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -38,7 +45,17 @@ impl<'a> Ctx<'a> {
             foreign: BTreeMap::new(),
             health: &snapshot.health,
             ours: format!("{}-", s.reservation.prefix),
+            domain_of: BTreeMap::new(),
+            topology_gap: None,
+            shared: BTreeMap::new(),
         };
+        if let Some(t) = &s.topology {
+            ctx.domain_of =
+                super::topology::domains(&t.source, snapshot.topology.as_ref(), &snapshot.nodes);
+            if ctx.domain_of.is_empty() {
+                ctx.topology_gap = Some(t.nothing_found());
+            }
+        }
         for r in &snapshot.reservations {
             ctx.reservations.insert(r.name.as_str(), r);
             if !r.name.starts_with(&ctx.ours) {
@@ -98,6 +115,56 @@ impl<'a> Ctx<'a> {
             node: node.to_string(),
         })
         .collect()
+    }
+
+    /// Note which of our reservations several works hold (`WholeDomain`).
+    pub fn share(&mut self, work: &[&Work]) {
+        let mut by: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
+        for w in work {
+            if let Some(name) = &w.status.reservation_name {
+                by.entry(name.clone())
+                    .or_default()
+                    .push((w.node.clone(), w.status.phase.is_terminal()));
+            }
+        }
+        by.retain(|_, v| v.len() > 1);
+        for v in by.values_mut() {
+            v.sort();
+        }
+        self.shared = by;
+    }
+
+    /// The other nodes of the work's reservation, when a domain shares it.
+    pub fn sharing(&self, w: &Work) -> Option<&[(String, bool)]> {
+        let name = w.status.reservation_name.as_deref()?;
+        self.shared.get(name).map(Vec::as_slice)
+    }
+
+    /// The domain of `node` under `budget.topology`, if any places it.
+    pub fn domain(&self, node: &str) -> Option<&str> {
+        self.domain_of.get(node).map(String::as_str)
+    }
+
+    /// Our reservation over a whole domain's `nodes` (the first named `node` in the
+    /// action, the rest `with`).
+    pub fn create_domain_reservation(
+        &self,
+        name: String,
+        nodes: &[&str],
+        release: Release,
+    ) -> Action {
+        let mut a = self.create_reservation(name, nodes[0], release);
+        if let Action::CreateReservation {
+            with, flags, start, ..
+        } = &mut a
+        {
+            with.extend(nodes[1..].iter().map(|n| n.to_string()));
+            let busy = start.is_none() && nodes.iter().any(|n| self.busy(n));
+            if busy && !flags.iter().any(|f| f == "IGNORE_JOBS") {
+                flags.push("IGNORE_JOBS".into());
+            }
+        }
+        a
     }
 
     pub fn reservation_for(&self, w: &Work) -> String {

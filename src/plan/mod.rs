@@ -532,10 +532,12 @@ pub fn plan(
     work: &[Work],
     now: Timestamp,
 ) -> Plan {
-    let ctx = index::Ctx::new(s, snapshot, now);
+    let mut ctx = index::Ctx::new(s, snapshot, now);
     // Work sorted by name, so input order never changes the plan.
     let mut work: Vec<&Work> = work.iter().collect();
     work.sort_by(|a, b| a.name.cmp(&b.name));
+    ctx.share(&work);
+    let ctx = ctx;
     let mut statuses: BTreeMap<&str, NodeMaintenanceStatus> = work
         .iter()
         .map(|w| (w.name.as_str(), w.status.clone()))
@@ -545,6 +547,9 @@ pub fn plan(
     let mut updates: Vec<WorkUpdate> = vec![];
     for w in &work {
         let mut status = w.status.clone();
+        if s.topology.is_some() && !status.phase.is_terminal() {
+            status.domain = ctx.domain_of.get(&w.node).cloned();
+        }
         let actions = machine::step(&ctx, w, &mut status);
         if status != w.status || !actions.is_empty() {
             statuses.insert(w.name.as_str(), status.clone());

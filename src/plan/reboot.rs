@@ -10,9 +10,18 @@ use super::{Action, BOOT_CLOCK_SKEW, REASON_PREFIX, Work, needs_reboot};
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, NodeMaintenanceStatus};
 use crate::slurm::Node;
 
-/// Our reservation of the work, when Slurm has it.
+/// Our reservation of the work, when Slurm has it. A domain's reservation goes with
+/// the last of its works to end, so the domain returns whole.
 fn delete_reservation(ctx: &Ctx<'_>, w: &Work) -> Option<Action> {
     let name = ctx.reservation_for(w);
+    if let Some(members) = ctx.sharing(w) {
+        let others_ended = members.iter().all(|(n, ended)| *n == w.node || *ended);
+        let ended_before = w.status.phase.is_terminal();
+        let first = members.first().is_some_and(|(n, _)| *n == w.node);
+        if !others_ended || (ended_before && !first) {
+            return None;
+        }
+    }
     ctx.reservations
         .contains_key(name.as_str())
         .then_some(Action::DeleteReservation { name })
@@ -75,7 +84,21 @@ pub(super) fn taken_out(ctx: &Ctx<'_>, w: &Work, st: &mut NodeMaintenanceStatus)
             // Status said Reserved but Slurm has no reservation (a pass died between the
             // two, or someone deleted it): create it again, same name.
             st.reservation_start = Some(release.time().unwrap_or(now).max(now));
-            return vec![ctx.create_reservation(name, &w.node, release)];
+            let Some(members) = ctx.sharing(w) else {
+                return vec![ctx.create_reservation(name, &w.node, release)];
+            };
+            // A domain's: made again once, by its first work, over every work not ended.
+            let live: Vec<&str> = members
+                .iter()
+                .filter(|(_, ended)| !ended)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if live.first() != Some(&w.node.as_str()) {
+                return vec![];
+            }
+            let release = live.iter().map(|n| ctx.release(n)).max().unwrap_or(release);
+            st.reservation_start = Some(release.time().unwrap_or(now).max(now));
+            return vec![ctx.create_domain_reservation(name, &live, release)];
         }
         // Not started yet: [`super::retime`] moves it with the jobs and the budget.
         Some(r) if r.start > now => return vec![],

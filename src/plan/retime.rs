@@ -39,12 +39,37 @@ pub(super) fn follow<'w>(
         })
         .collect();
     ahead.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+    // A domain's reservation moves as one, with its works.
+    let mut groups: BTreeMap<String, Vec<&Work>> = BTreeMap::new();
+    ahead.retain(|(_, w)| {
+        let name = ctx.reservation_for(w);
+        if ctx.shared.contains_key(&name) {
+            groups.entry(name).or_default().push(w);
+            return false;
+        }
+        true
+    });
     let ours: BTreeSet<&str> = work.iter().map(|w| w.node.as_str()).collect();
     let down_elsewhere = ctx
         .nodes
         .values()
         .filter(|n| !n.state.in_service() && !ours.contains(n.name.as_str()))
         .count();
+    let down_elsewhere_ = down_elsewhere;
+    for (name, members) in groups {
+        let start = ctx.reservations[name.as_str()].start;
+        follow_domain(
+            ctx,
+            &name,
+            &members,
+            start,
+            statuses,
+            updates,
+            tl,
+            d,
+            down_elsewhere_,
+        );
+    }
     for (start, w) in ahead {
         let mut st = statuses[w.name.as_str()].clone();
         let name = ctx.reservation_for(w);
@@ -101,4 +126,77 @@ fn start_for(
     let horizon = want.max(start) + ctx.s.lead_time + d;
     tl.first_fit(&w.node, true, want, d, horizon)
         .or_else(|| (start >= want && tl.fits(&w.node, true, start, d)).then_some(start))
+}
+
+/// Retime a domain's reservation: to the latest release of its nodes (or the first
+/// room after it) where all of them fit together.
+#[allow(clippy::too_many_arguments)]
+fn follow_domain<'w>(
+    ctx: &Ctx<'_>,
+    name: &str,
+    members: &[&'w Work],
+    start: Timestamp,
+    statuses: &mut BTreeMap<&'w str, NodeMaintenanceStatus>,
+    updates: &mut Vec<WorkUpdate>,
+    tl: &mut Timeline,
+    d: SignedDuration,
+    down_elsewhere: usize,
+) {
+    let now = ctx.now;
+    let nodes: Vec<&str> = members.iter().map(|w| w.node.as_str()).collect();
+    let release = nodes
+        .iter()
+        .map(|n| ctx.release(n))
+        .max()
+        .unwrap_or(Release::At(now));
+    let want = release.time().unwrap_or(now).max(now);
+    let dd = if release == Release::Unknown { OPEN } else { d };
+    let horizon = want.max(start) + ctx.s.lead_time + dd;
+    let new = tl
+        .first_fit_all(&nodes, true, want, dd, horizon)
+        .or_else(|| (start >= want && tl.fits_all(&nodes, true, start, dd)).then_some(start))
+        .or_else(|| {
+            let soon = now + ctx.s.interval + NEXT_PASS_GUARD;
+            (down_elsewhere + nodes.len() <= tl.allowed)
+                .then_some(start.max(soon + NEXT_PASS_GUARD))
+        });
+    let Some(new) = new else {
+        let why = "budget exceeded by nodes down elsewhere: the domain's reservation withdrawn";
+        for (i, w) in members.iter().enumerate() {
+            let mut st = statuses[w.name.as_str()].clone();
+            transition(&mut st, Phase::Pending, now, why);
+            st.reservation_name = None;
+            st.reservation_start = None;
+            statuses.insert(w.name.as_str(), st.clone());
+            let actions = if i == 0 {
+                vec![Action::DeleteReservation { name: name.into() }]
+            } else {
+                vec![]
+            };
+            push_update(updates, w, st, actions);
+        }
+        return;
+    };
+    let to = (release != Release::Unknown).then_some(new + d);
+    for n in &nodes {
+        tl.hold(n, Span { from: new, to });
+    }
+    let moved = new <= now || new > start || start.duration_since(new) > RETIME_TOLERANCE;
+    if !moved {
+        return;
+    }
+    for (i, w) in members.iter().enumerate() {
+        let mut st = statuses[w.name.as_str()].clone();
+        st.reservation_start = Some(new);
+        statuses.insert(w.name.as_str(), st.clone());
+        let actions = if i == 0 {
+            vec![Action::UpdateReservationStart {
+                name: name.into(),
+                start: (new > now).then_some(new),
+            }]
+        } else {
+            vec![]
+        };
+        push_update(updates, w, st, actions);
+    }
 }

@@ -1788,3 +1788,5 @@ fn free_nodes_go_first_and_idle_before_cancelling() {
     assert_eq!(reservation_starts(&p)[0], ("node1".into(), None));
     assert!(p.waiting["node4"].starts_with("budget full"));
 }
+
+mod topology;

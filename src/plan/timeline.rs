@@ -20,6 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::Work;
 use super::index::Ctx;
+use super::topology::{TopologyMode, TopologySettings};
 use crate::api::NodeMaintenanceStatus;
 use crate::api::node_maintenance::{MaintenanceAction, NodeMaintenancePhase as Phase};
 
@@ -383,6 +384,13 @@ pub(super) fn build(
 ) -> Timeline {
     let now = ctx.now;
     let mut tl = Timeline::new(ctx.s.limit.allowed(ctx.nodes.len()));
+    if let Some(TopologySettings {
+        mode: TopologyMode::Spread { max_per_domain },
+        ..
+    }) = &ctx.s.topology
+    {
+        tl = tl.with_domains(ctx.domain_of.clone(), *max_per_domain as usize);
+    }
     let open = Span {
         from: now,
         to: None,
@@ -426,6 +434,29 @@ pub(super) fn build(
         let release = ctx.release(&w.node).time();
         if let Some(span) = in_flight(w, st, now, release, safe, ctx.s.interval) {
             tl.hold(&w.node, span);
+        }
+    }
+    // A domain's node whose work has ended stays in the domain's reservation until the
+    // last of its works ends: out as long as the longest of them.
+    for members in ctx.shared.values() {
+        let live: Vec<Span> = members
+            .iter()
+            .filter(|(n, _)| {
+                work.iter()
+                    .any(|w| w.node == *n && !statuses[w.name.as_str()].phase.is_terminal())
+            })
+            .filter_map(|(n, _)| tl.span(n))
+            .collect();
+        let Some(hull) = live.into_iter().reduce(Span::hull) else {
+            continue;
+        };
+        for (n, _) in members {
+            let ended = work
+                .iter()
+                .any(|w| w.node == *n && statuses[w.name.as_str()].phase.is_terminal());
+            if ended && ctx.nodes.contains_key(n.as_str()) {
+                tl.hold(n, hull);
+            }
         }
     }
     tl
