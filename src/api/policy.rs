@@ -870,6 +870,7 @@ pub struct TopologyStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DomainFigures {
+    /// The domain: a switch, a block or a feature.
     #[schemars(length(max = 253))]
     pub name: String,
     /// Nodes of the partition in the domain.
