@@ -442,6 +442,9 @@ pub struct Plan {
     pub per_node: SignedDuration,
     /// The most nodes out at any moment from now on, committed reservations included.
     pub peak_out: usize,
+    /// Per-domain figures, with `budget.topology`.
+    #[serde(default)]
+    pub topology: Option<crate::api::policy::TopologyStatus>,
 }
 
 impl Plan {
@@ -606,6 +609,10 @@ pub fn plan(
             release_time: r.time(),
         })
         .collect();
+    let topology = s
+        .topology
+        .as_ref()
+        .map(|t| topology::figures(t, &ctx.domain_of, snapshot, &a.budget));
     Plan {
         budget: a.budget,
         observed,
@@ -623,6 +630,7 @@ pub fn plan(
         next_due,
         per_node: typical,
         peak_out: tl.peak(now),
+        topology,
     }
 }
 

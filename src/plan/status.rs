@@ -365,6 +365,7 @@ pub fn policy_status(
         observed_generation: generation,
         budget: Some(crate::api::policy::BudgetStatus {
             peak: plan.peak_out as u32,
+            topology: plan.topology.clone(),
             ..b.to_status(partition)
         }),
         nodes_needing_work: plan.nodes_needing_work as u32,
@@ -523,6 +524,7 @@ mod tests {
             next_due: None,
             per_node: SignedDuration::from_mins(10),
             peak_out: 0,
+            topology: None,
         }
     }
 

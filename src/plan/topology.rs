@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::SpecError;
-use crate::api::policy::{BudgetTopology, DomainSourceKind, TopologyModeKind};
+use crate::api::policy::{
+    BudgetTopology, DomainFigures, DomainSourceKind, TopologyModeKind, TopologyStatus,
+};
 use crate::slurm::Node;
 use crate::slurm::topology::Topology;
 
@@ -117,6 +119,57 @@ pub fn domains(
                 let f = n.features.iter().find(|f| f.starts_with(prefix.as_str()))?;
                 Some((n.name.clone(), f.clone()))
             })
+            .collect(),
+    }
+}
+
+/// Most domains listed by name in status.
+const LISTED: usize = 64;
+
+/// Per-domain figures for status: out now (maintenance ∪ down) and committed ahead.
+pub fn figures(
+    t: &TopologySettings,
+    domain_of: &BTreeMap<String, String>,
+    snapshot: &super::Snapshot,
+    b: &super::BudgetFigures,
+) -> TopologyStatus {
+    let mut per: BTreeMap<&str, DomainFigures> = BTreeMap::new();
+    let mut unplaced = 0;
+    let out = b.combined();
+    for n in &snapshot.nodes {
+        let Some(d) = domain_of.get(&n.name) else {
+            unplaced += 1;
+            continue;
+        };
+        let f = per.entry(d.as_str()).or_insert_with(|| DomainFigures {
+            name: d.clone(),
+            ..Default::default()
+        });
+        f.total += 1;
+        if out.contains(&n.name) {
+            f.out += 1;
+        } else if b.reserved_ahead.contains(&n.name) {
+            f.committed += 1;
+        }
+    }
+    let (mode, allowed_per_domain) = match t.mode {
+        TopologyMode::Spread { max_per_domain } => ("Spread", max_per_domain),
+        TopologyMode::WholeDomain => (
+            "WholeDomain",
+            per.values().map(|f| f.total).max().unwrap_or(0),
+        ),
+    };
+    TopologyStatus {
+        mode: mode.into(),
+        domains: per.len() as u32,
+        domains_out: per.values().filter(|f| f.out > 0).count() as u32,
+        max_out_in_a_domain: per.values().map(|f| f.out).max().unwrap_or(0),
+        allowed_per_domain,
+        unplaced,
+        busy: per
+            .into_values()
+            .filter(|f| f.out > 0 || f.committed > 0)
+            .take(LISTED)
             .collect(),
     }
 }

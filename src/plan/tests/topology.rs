@@ -82,6 +82,15 @@ fn spread_counts_a_down_node_in_its_domain() {
     let p = plan("p", &spread(6, 1), &snapshot(nodes, vec![]), &all(), t(NOW));
     assert_eq!(admitted(&p), ["n3", "n5"]);
     assert!(p.waiting["n2"].contains("budget full"), "{:?}", p.waiting);
+    let f = p.topology.expect("per-domain figures");
+    assert_eq!((f.mode.as_str(), f.domains, f.unplaced), ("Spread", 3, 0));
+    assert_eq!((f.max_out_in_a_domain, f.allowed_per_domain), (1, 1));
+    let rack_a = f
+        .busy
+        .iter()
+        .find(|d| d.name == "rack-a")
+        .expect("rack-a busy");
+    assert_eq!((rack_a.total, rack_a.out), (2, 1));
 }
 
 #[test]
