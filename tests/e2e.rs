@@ -894,6 +894,66 @@ async fn invalid_policies_are_refused_at_apply_time() {
             }
             other => panic!("{other:?}"),
         }
+        // budget.topology: each field only with the source or mode it belongs to.
+        for (i, (topology, want)) in [
+            (
+                json!({"source": "NodeFeature", "mode": "Spread"}),
+                "featurePrefix is required",
+            ),
+            (
+                json!({"source": "SlurmBlocks", "mode": "Spread", "featurePrefix": "rack-"}),
+                "featurePrefix is required",
+            ),
+            (
+                json!({"source": "SlurmBlocks", "mode": "Spread", "switchLevel": 1}),
+                "switchLevel applies",
+            ),
+            (
+                json!({"source": "SlurmBlocks", "mode": "WholeDomain", "maxUnavailablePerDomain": 1}),
+                "maxUnavailablePerDomain applies",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bad = policy(
+                &format!("t{i}"),
+                json!({"budget": {"topology": topology}}),
+            );
+            match api.create(&PostParams::default(), &bad).await {
+                Err(kube::Error::Api(s)) => {
+                    assert_eq!(s.code, 422, "{topology}: {s:?}");
+                    assert!(s.message.contains(want), "{topology}: {}", s.message);
+                }
+                other => panic!("{topology}: {other:?}"),
+            }
+        }
+    }
+    // budget.topology OpenAPI: an unknown source or mode, a per-domain limit of 0.
+    for (i, topology) in [
+        json!({"source": "Racks", "mode": "Spread"}),
+        json!({"source": "SlurmBlocks", "mode": "Half"}),
+        json!({"source": "SlurmSwitches", "mode": "Spread", "maxUnavailablePerDomain": 0}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Not a MaintenancePolicy the Rust types can hold: sent as JSON.
+        let mut bad = serde_json::to_value(policy(&format!("o{i}"), json!({}))).unwrap();
+        bad["spec"]["budget"]["topology"] = topology.clone();
+        let bad: kube::api::DynamicObject = serde_json::from_value(bad).unwrap();
+        let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            c.client.clone(),
+            &c.namespace,
+            &kube::api::ApiResource::erase::<MaintenancePolicy>(&()),
+        );
+        match raw.create(&PostParams::default(), &bad).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{topology}: {s:?}");
+                assert!(s.message.contains("topology"), "{topology}: {}", s.message);
+            }
+            other => panic!("{topology}: {other:?}"),
+        }
     }
     assert!(
         api.list(&ListParams::default())
@@ -902,6 +962,20 @@ async fn invalid_policies_are_refused_at_apply_time() {
             .items
             .is_empty()
     );
+    // The valid combinations are taken.
+    for (i, topology) in [
+        json!({"source": "SlurmSwitches", "switchLevel": 1, "mode": "Spread", "maxUnavailablePerDomain": 2}),
+        json!({"source": "SlurmBlocks", "mode": "WholeDomain"}),
+        json!({"source": "NodeFeature", "featurePrefix": "rack-", "mode": "Spread"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ok = policy(&format!("v{i}"), json!({"budget": {"topology": topology}}));
+        api.create(&PostParams::default(), &ok)
+            .await
+            .unwrap_or_else(|e| panic!("{topology}: {e}"));
+    }
     c.cleanup().await;
 }
 

@@ -168,14 +168,16 @@ conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
 #          controller_live, oci_live, alerts_live (a real Prometheus), blockers_live
 #          (spec.blockers against a real Prometheus) and faults_live (slurmctld, the agent,
 #          kube-apiserver and etcd stopped mid-campaign; a node hanging on its reboot) run
-#          here; then topology_live with the cluster restarted on a topology/tree
-#          (SLURM_TOPOLOGY=tree), and the cluster restarted as it was.
+#          here; then topology_live and topology_campaigns_live (Spread and WholeDomain
+#          campaigns, Slurm sampled every second) with the cluster restarted on a
+#          topology/tree (SLURM_TOPOLOGY=tree), and the cluster restarted as it was.
 #   24.11 (trixie), 26.05 (sid): `tests/slurm/chroot.sh live VERSION -- CMD` brings that
 #          cluster up in its chroot (built once, ~1 min, then cached in
 #          ~/.cache/slurm-maint), exports its env (the agent and the Slurm commands the tests
 #          run go into the chroot), runs every live binary (slurm_live, agent_live,
 #          controller_live, oci_live) with --no-fail-fast and takes the cluster down; then
-#          the same for topology_live on a topology/block cluster (SLURM_TOPOLOGY=block).
+#          the same for topology_live and topology_campaigns_live on a topology/block
+#          cluster (SLURM_TOPOLOGY=block).
 live_suites_on_slurm() {
     local version="$1"
     with_k8s
@@ -187,7 +189,8 @@ live_suites_on_slurm() {
                 --test blockers_live --test faults_live || rc=$?
             # topology_live on the host's cluster with a topology/tree, then as it was
             (export SLURM_TOPOLOGY=tree; bash tests/slurm/cluster.sh up \
-                && cargo test --no-fail-fast --test topology_live) || rc=$?
+                && cargo test --no-fail-fast --test topology_live --test topology_campaigns_live) \
+                || rc=$?
             bash tests/slurm/cluster.sh up || rc=$?
             return "$rc"
             ;;
@@ -201,7 +204,7 @@ live_suites_on_slurm() {
                 --test slurm_live --test agent_live --test controller_live --test oci_live || rc=$?
             # topology_live on a cluster with a topology/block (chroot.sh live restarts it so)
             SLURM_TOPOLOGY=block bash tests/slurm/chroot.sh live "$version" -- cargo test \
-                --no-fail-fast --test topology_live || rc=$?
+                --no-fail-fast --test topology_live --test topology_campaigns_live || rc=$?
             return "$rc"
             ;;
         *)
