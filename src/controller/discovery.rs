@@ -4,7 +4,8 @@
 //! the mirrors. Only the leader discovers.
 //!
 //! The loop looks at the policies every [`LOOK_EVERY`] (virtual time), so a new policy
-//! is discovered within that. Under a virtual clock ([`Context::tick`]) a tick makes it
+//! is discovered within that; a clock that has not moved since the last look is not
+//! looked at again. Under a virtual clock ([`Context::tick`]) a tick makes it
 //! look at once, and the policy passes of that tick run after it, so a driver of the clock
 //! sees one order of events on any machine.
 
@@ -31,10 +32,16 @@ pub async fn run(
     let mut ticks = ctx.discovery_ticks.subscribe();
     tokio::pin!(shutdown);
     let mut ticked = false;
+    let mut looked_at: Option<Timestamp> = None;
     loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = look(&ctx, &policies) => {}
+        // A clock that has not moved makes nothing due (under a fast virtual pace the
+        // sleep below is 10 ms): no list then.
+        let now = (ctx.clock)();
+        if ticked || looked_at != Some(now) {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                ran = look(&ctx, &policies, now) => if ran { looked_at = Some(now) },
+            }
         }
         if ticked {
             ctx.clock_moved.send_modify(|n| *n = n.wrapping_add(1));
@@ -50,17 +57,17 @@ pub async fn run(
     }
 }
 
-/// One look: every policy whose discovery is due is discovered.
-async fn look(ctx: &Context, policies: &Api<MaintenancePolicy>) {
+/// One look at `now`: every policy whose discovery is due is discovered. False when it
+/// could not look (not the leader, the policies not listed).
+async fn look(ctx: &Context, policies: &Api<MaintenancePolicy>, now: Timestamp) -> bool {
     if !ctx.leadership.is_leader() {
-        return;
+        return false;
     }
-    let now = (ctx.clock)();
     let list = match policies.list(&ListParams::default()).await {
         Ok(l) => l.items,
         Err(e) => {
             tracing::warn!(error = %e, "policies not listed for OCI discovery");
-            return;
+            return false;
         }
     };
     let _round = ctx.mirrors.write().await;
@@ -73,6 +80,7 @@ async fn look(ctx: &Context, policies: &Api<MaintenancePolicy>) {
         };
         discover_policy(ctx, p, &ns, &name, now).await;
     }
+    true
 }
 
 /// Mirror the policy's OCI maintenance events when its `spec.oci.discoveryInterval` has
