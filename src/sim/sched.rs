@@ -457,4 +457,47 @@ mod tests {
         }
         assert!(seen > 150 && sim.backlog() == (0, 0), "{seen}");
     }
+
+    #[test]
+    fn a_block_job_takes_a_whole_block_with_every_node_free() {
+        use crate::slurm::topology::{Block, Topology};
+        let block = |name: &str, nodes: [&str; 2]| Block {
+            name: name.into(),
+            nodes: nodes.map(String::from).to_vec(),
+        };
+        let sim = SimCluster::new(SimConfig {
+            nodes: 4,
+            arrivals: Some(vec![job(1, 0, 2, 100, 100), job(2, 0, 2, 100, 100)]),
+            topology: Some(Topology {
+                switches: vec![],
+                blocks: vec![
+                    block("b1", ["node001", "node002"]),
+                    block("b2", ["node003", "node004"]),
+                ],
+            }),
+            block_jobs: true,
+            ..SimConfig::default()
+        });
+        let t0 = sim.now();
+        // One node of b1 out for an hour: b1 takes no block job, though node002 is free.
+        sim.exec(&Action::CreateReservation {
+            name: "slurm-maint-node001-c1".into(),
+            node: "node001".into(),
+            with: vec![],
+            start: Some(t0),
+            duration: SignedDuration::from_hours(1),
+            users: vec!["root".into()],
+            accounts: vec![],
+            flags: vec!["MAINT".into()],
+        })
+        .unwrap();
+        sim.advance(SignedDuration::from_secs(1));
+        let jobs = sim.peek().jobs;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].nodes, ["node003", "node004"]);
+        sim.advance(SignedDuration::from_hours(2));
+        assert_eq!((started(&sim, 1), started(&sim, 2)), (Some(0), Some(100)));
+        // The snapshot carries the topology, as the agent's does.
+        assert_eq!(sim.peek().topology.map(|t| t.blocks.len()), Some(2));
+    }
 }
