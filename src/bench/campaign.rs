@@ -152,8 +152,13 @@ pub struct Ours {
 impl Ours {
     /// A campaign that wants every node booted before `start` rebooted.
     pub fn new(start: Timestamp, wanted: usize) -> Self {
+        Self::with_spec(spec(start), wanted)
+    }
+
+    /// A campaign run by `spec` (its `campaign.rebootRequiredBefore` says which nodes).
+    pub fn with_spec(spec: MaintenancePolicySpec, wanted: usize) -> Self {
         Self {
-            spec: spec(start),
+            spec,
             work: vec![],
             index: HashMap::new(),
             wanted,

@@ -9,6 +9,7 @@ pub mod live;
 pub mod optimum;
 pub mod pass;
 pub mod seed;
+pub mod topology;
 pub mod trace;
 
 use jiff::SignedDuration;
@@ -23,9 +24,12 @@ pub struct BenchArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
     /// Whole campaigns on the simulated partition: ours, the seed's policy, the optimum.
+    /// With `--topology`: a partition in blocks busy with block-sized jobs, ours
+    /// topology-blind, with Spread and with WholeDomain.
     Campaign {
-        /// Partition sizes of the generated traces.
-        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        /// Partition sizes of the generated traces (default 100,1000,10000; with
+        /// `--topology`, 64).
+        #[arg(long, value_delimiter = ',')]
         nodes: Vec<usize>,
         /// Trace seed.
         #[arg(long, default_value_t = 1)]
@@ -36,6 +40,21 @@ pub enum BenchCommand {
         /// Virtual minutes between passes at 10 000 nodes and more (1 below).
         #[arg(long, default_value_t = 5)]
         big_step_mins: i64,
+        /// The topology benchmark: blocks, block jobs, blind / Spread / WholeDomain.
+        #[arg(long)]
+        topology: bool,
+        /// With `--topology`: nodes per block.
+        #[arg(long, default_value_t = 8)]
+        block_size: usize,
+        /// With `--topology`: offered load of the block jobs (block-hours per block-hour).
+        #[arg(long, default_value_t = 0.85)]
+        load: f64,
+        /// With `--topology`: nodes out at once for every policy (default: one block).
+        #[arg(long)]
+        budget: Option<usize>,
+        /// With `--topology`: days of arrivals after the campaign's start.
+        #[arg(long, default_value_t = 5.0)]
+        days: f64,
     },
     /// A campaign on the real test cluster (`tests/slurm/cluster.sh up`): the trace of
     /// 4 (or 6) nodes with both termination settings, ours against the exact optimum.
@@ -141,7 +160,35 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             seed,
             trace,
             big_step_mins,
+            topology,
+            block_size,
+            load,
+            budget,
+            days,
         } => {
+            if topology {
+                if nodes.len() > 1 {
+                    return Err("--topology: give one --nodes".into());
+                }
+                if !(load > 0.0 && load.is_finite() && days > 0.0 && days.is_finite()) {
+                    return Err(format!("--load {load} --days {days}: must be positive"));
+                }
+                let mut p = topology::TopoParams::new(
+                    nodes.first().copied().unwrap_or(64),
+                    block_size,
+                    seed,
+                );
+                p.load = load;
+                p.days = days;
+                p.budget = budget.unwrap_or(block_size);
+                print!("{}", topology::report(&p)?);
+                return Ok(());
+            }
+            let nodes = if nodes.is_empty() {
+                vec![100, 1000, 10000]
+            } else {
+                nodes
+            };
             let file = match trace {
                 None => None,
                 Some(p) => Some((

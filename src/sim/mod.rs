@@ -104,6 +104,12 @@ pub struct SimConfig {
     /// backfill by the simulator itself: the partition starts empty, nothing is drawn,
     /// each node's reboot duration is drawn once at creation.
     pub arrivals: Option<Vec<swf::Arrival>>,
+    /// What the snapshot reports as `scontrol show topology` (`None`: no topology).
+    pub topology: Option<crate::slurm::topology::Topology>,
+    /// Trace arrivals are block jobs: each runs on every node of one block of
+    /// `topology` (exclusive), and starts only on a block whose every node is up,
+    /// undrained, empty and clear of reservations for its limit (see `sched`).
+    pub block_jobs: bool,
 }
 
 /// One node of a trace-driven partition.
@@ -137,6 +143,8 @@ impl Default for SimConfig {
             refill: true,
             coarse: false,
             arrivals: None,
+            topology: None,
+            block_jobs: false,
         }
     }
 }
@@ -602,7 +610,7 @@ impl Inner {
                 partition(&self.cfg.partition, "OFF", 10),
                 partition(SCAVENGER, "CANCEL", 1),
             ],
-            topology: None,
+            topology: self.cfg.topology.clone(),
         }
     }
 

@@ -8,6 +8,11 @@
 //! the reservations; the nodes giving it that time are its own. A later job may start now
 //! (backfill) on other free nodes, and on the head's nodes only if its limit ends by the
 //! shadow time, so backfill never delays the head.
+//!
+//! With `SimConfig::block_jobs`, every job runs on all the nodes of one block of the
+//! topology (Slurm's `topology/block` with a job that asks for a whole block): it starts
+//! only on a block whose every node is schedulable as above, and its shadow time is the
+//! earliest moment a whole block is, the same rule for backfill holding on that block.
 
 use std::collections::BTreeSet;
 
@@ -93,8 +98,108 @@ impl Inner {
         self.started.insert(a.id, now);
     }
 
+    /// The topology's blocks as node indices (nodes the partition lacks left out).
+    fn block_nodes(&self) -> Vec<Vec<usize>> {
+        let Some(t) = &self.cfg.topology else {
+            return vec![];
+        };
+        t.blocks
+            .iter()
+            .map(|b| {
+                b.nodes
+                    .iter()
+                    .filter_map(|n| self.node(n).ok())
+                    .collect::<Vec<usize>>()
+            })
+            .filter(|b| !b.is_empty())
+            .collect()
+    }
+
+    /// Whether every node of `block` can start a job of length `len` now.
+    fn block_fits(&self, block: &[usize], len: SignedDuration) -> bool {
+        block
+            .iter()
+            .all(|&i| self.schedulable(i) && self.clear_of_reservations(i, self.now, len))
+    }
+
+    /// The earliest moment every node of `block` can run a job of length `len` at once;
+    /// `None` while one of them is down, drained or rebooting.
+    fn block_available_for(&self, block: &[usize], len: SignedDuration) -> Option<Timestamp> {
+        let mut t = self.now;
+        for &i in block {
+            t = t.max(self.available_for(i, len)?);
+        }
+        let mut resvs: Vec<(Timestamp, Timestamp)> = block
+            .iter()
+            .flat_map(|&i| self.resvs_on(&self.nodes[i].name).map(|r| (r.start, r.end)))
+            .collect();
+        resvs.sort();
+        loop {
+            let before = t;
+            for &(s, e) in &resvs {
+                if s < t + len && e > t {
+                    t = e;
+                }
+            }
+            if t == before {
+                return Some(t);
+            }
+        }
+    }
+
+    /// FIFO with EASY backfill for block jobs (see the module's comment).
+    fn schedule_blocks(&mut self) {
+        let now = self.now;
+        let blocks = self.block_nodes();
+        let pick = |s: &Self, a: &Arrival, skip: Option<usize>| {
+            (0..blocks.len()).find(|&k| {
+                Some(k) != skip
+                    && blocks[k].len() >= a.nodes
+                    && s.block_fits(&blocks[k], secs(a.limit))
+            })
+        };
+        let head = loop {
+            let Some((&key, a)) = self.queue.first_key_value() else {
+                return;
+            };
+            let Some(k) = pick(self, a, None) else {
+                break key;
+            };
+            let a = self.queue.remove(&key).expect("listed");
+            self.start_job(&a, &blocks[k]);
+        };
+        // The head waits: the block that frees first for it is its own until then.
+        let a = &self.queue[&head];
+        let (need, len) = (a.nodes, secs(a.limit));
+        let theirs: Option<(Timestamp, usize)> = (0..blocks.len())
+            .filter(|&k| blocks[k].len() >= need)
+            .filter_map(|k| self.block_available_for(&blocks[k], len).map(|t| (t, k)))
+            .min();
+        let candidates: Vec<(Timestamp, u64)> = self
+            .queue
+            .keys()
+            .skip(1)
+            .take(BACKFILL_DEPTH)
+            .copied()
+            .collect();
+        for key in candidates {
+            let a = &self.queue[&key];
+            let by_shadow = theirs.is_some_and(|(s, _)| now + secs(a.limit) <= s);
+            let skip = theirs.filter(|_| !by_shadow).map(|(_, k)| k);
+            let Some(k) = pick(self, a, skip) else {
+                continue;
+            };
+            let a = self.queue.remove(&key).expect("listed");
+            self.start_job(&a, &blocks[k]);
+        }
+    }
+
     /// Start what FIFO with EASY backfill starts now.
     pub(super) fn schedule(&mut self) {
+        if self.cfg.block_jobs {
+            self.schedule_blocks();
+            return;
+        }
         let now = self.now;
         let mut free: BTreeSet<usize> = (0..self.nodes.len())
             .filter(|&i| self.schedulable(i))
@@ -351,5 +456,48 @@ mod tests {
             }
         }
         assert!(seen > 150 && sim.backlog() == (0, 0), "{seen}");
+    }
+
+    #[test]
+    fn a_block_job_takes_a_whole_block_with_every_node_free() {
+        use crate::slurm::topology::{Block, Topology};
+        let block = |name: &str, nodes: [&str; 2]| Block {
+            name: name.into(),
+            nodes: nodes.map(String::from).to_vec(),
+        };
+        let sim = SimCluster::new(SimConfig {
+            nodes: 4,
+            arrivals: Some(vec![job(1, 0, 2, 100, 100), job(2, 0, 2, 100, 100)]),
+            topology: Some(Topology {
+                switches: vec![],
+                blocks: vec![
+                    block("b1", ["node001", "node002"]),
+                    block("b2", ["node003", "node004"]),
+                ],
+            }),
+            block_jobs: true,
+            ..SimConfig::default()
+        });
+        let t0 = sim.now();
+        // One node of b1 out for an hour: b1 takes no block job, though node002 is free.
+        sim.exec(&Action::CreateReservation {
+            name: "slurm-maint-node001-c1".into(),
+            node: "node001".into(),
+            with: vec![],
+            start: Some(t0),
+            duration: SignedDuration::from_hours(1),
+            users: vec!["root".into()],
+            accounts: vec![],
+            flags: vec!["MAINT".into()],
+        })
+        .unwrap();
+        sim.advance(SignedDuration::from_secs(1));
+        let jobs = sim.peek().jobs;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].nodes, ["node003", "node004"]);
+        sim.advance(SignedDuration::from_hours(2));
+        assert_eq!((started(&sim, 1), started(&sim, 2)), (Some(0), Some(100)));
+        // The snapshot carries the topology, as the agent's does.
+        assert_eq!(sim.peek().topology.map(|t| t.blocks.len()), Some(2));
     }
 }
