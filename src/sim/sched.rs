@@ -175,13 +175,7 @@ impl Inner {
             .filter(|&k| blocks[k].len() >= need)
             .filter_map(|k| self.block_available_for(&blocks[k], len).map(|t| (t, k)))
             .min();
-        let candidates: Vec<(Timestamp, u64)> = self
-            .queue
-            .keys()
-            .skip(1)
-            .take(BACKFILL_DEPTH)
-            .copied()
-            .collect();
+        let candidates = self.backfill_candidates();
         for key in candidates {
             let a = &self.queue[&key];
             let by_shadow = theirs.is_some_and(|(s, _)| now + secs(a.limit) <= s);
@@ -192,6 +186,16 @@ impl Inner {
             let a = self.queue.remove(&key).expect("listed");
             self.start_job(&a, &blocks[k]);
         }
+    }
+
+    /// The queued jobs behind the head that backfill may start, in queue order.
+    fn backfill_candidates(&self) -> Vec<(Timestamp, u64)> {
+        self.queue
+            .keys()
+            .skip(1)
+            .take(BACKFILL_DEPTH)
+            .copied()
+            .collect()
     }
 
     /// Start what FIFO with EASY backfill starts now.
@@ -243,13 +247,7 @@ impl Inner {
         } else {
             (None, BTreeSet::new())
         };
-        let candidates: Vec<(Timestamp, u64)> = self
-            .queue
-            .keys()
-            .skip(1)
-            .take(BACKFILL_DEPTH)
-            .copied()
-            .collect();
+        let candidates = self.backfill_candidates();
         for key in candidates {
             if free.is_empty() {
                 break;
