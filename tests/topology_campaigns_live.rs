@@ -217,6 +217,20 @@ async fn campaign(
             p.status
         );
     }
+    // Complete means returned: none of our reservations is left in Slurm.
+    let left: Vec<String> = slurm
+        .snapshot("batch")
+        .await
+        .unwrap()
+        .reservations
+        .into_iter()
+        .filter(|r| r.name.starts_with("slurm-maint"))
+        .map(|r| r.name)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{name}: campaign complete with reservations left in Slurm: {left:?}"
+    );
     let items = Api::<NodeMaintenance>::namespaced(c.client.clone(), &c.namespace)
         .list(&ListParams::default())
         .await

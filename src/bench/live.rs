@@ -189,8 +189,23 @@ async fn run_once(
     let (loads, allowed) = trace(nodes);
     let names: Vec<&str> = loads.iter().map(|l| l.node).collect();
     let list = format!("node[1-{}]", loads.len());
-    // A clean start: nothing of an earlier run left on the nodes.
+    // A clean start: nothing of an earlier run left on the nodes, and no reservation of
+    // ours (this bench's or another test's) holding the partition's budget.
     let _ = sh(&["scancel", "-w", &names.join(",")]);
+    for r in slurm
+        .snapshot("batch")
+        .await
+        .map_err(|e| e.to_string())?
+        .reservations
+        .iter()
+        .filter(|r| r.name.starts_with("slurm-maint"))
+    {
+        eprintln!(
+            "bench live: deleting reservation {} left by an earlier run",
+            r.name
+        );
+        sh(&["scontrol", "delete", &format!("ReservationName={}", r.name)])?;
+    }
     let _ = sh(&[
         "scontrol",
         "update",

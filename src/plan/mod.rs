@@ -565,6 +565,7 @@ pub fn plan(
             });
         }
     }
+    reboot::release_returned_domains(&ctx, &work, &statuses, &mut updates);
     campaign::clear_stale_reasons(&ctx, &work, &statuses, &mut updates);
     let (new_work, nodes_needing_work) =
         campaign::new_work(policy, &ctx, snapshot, &work, &statuses);

@@ -5,8 +5,10 @@
 //! then the health check and the settle time.
 
 use super::index::Ctx;
-use super::transition::{fail_drained, transition};
-use super::{Action, BOOT_CLOCK_SKEW, REASON_PREFIX, Work, needs_reboot};
+use std::collections::BTreeMap;
+
+use super::transition::{fail_drained, push_update, transition};
+use super::{Action, BOOT_CLOCK_SKEW, REASON_PREFIX, Work, WorkUpdate, needs_reboot};
 use crate::api::node_maintenance::{NodeMaintenancePhase as Phase, NodeMaintenanceStatus};
 use crate::slurm::Node;
 
@@ -66,6 +68,47 @@ pub(super) fn precheck(
 
 fn node<'a>(ctx: &Ctx<'a>, w: &Work) -> &'a Node {
     ctx.nodes[w.node.as_str()]
+}
+
+/// A domain whose last works all end in one pass: none of them saw the others ended, so
+/// its reservation goes here, in that pass, once (on the update of the domain's first node).
+pub(super) fn release_returned_domains(
+    ctx: &Ctx<'_>,
+    work: &[&Work],
+    statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    updates: &mut Vec<WorkUpdate>,
+) {
+    for name in ctx.shared.keys() {
+        if !ctx.reservations.contains_key(name.as_str()) {
+            continue;
+        }
+        let holders: Vec<&Work> = work
+            .iter()
+            .copied()
+            .filter(|w| w.status.reservation_name.as_deref() == Some(name.as_str()))
+            .collect();
+        let all_ended = holders.iter().all(|w| {
+            statuses
+                .get(w.name.as_str())
+                .is_some_and(|s| s.phase.is_terminal())
+        });
+        let deleted = updates
+            .iter()
+            .flat_map(|u| &u.actions)
+            .any(|a| matches!(a, Action::DeleteReservation { name: n } if n == name));
+        let Some(first) = holders.iter().min_by(|a, b| a.node.cmp(&b.node)) else {
+            continue;
+        };
+        if all_ended && !deleted {
+            let status = statuses[first.name.as_str()].clone();
+            push_update(
+                updates,
+                first,
+                status,
+                vec![Action::DeleteReservation { name: name.clone() }],
+            );
+        }
+    }
 }
 
 /// Terminal work keeps no reservation of ours behind.

@@ -212,6 +212,41 @@ fn a_domain_returns_whole_its_reservation_goes_with_its_last_work() {
     assert_eq!(deletes(&p), 1);
 }
 
+#[test]
+fn a_domain_whose_works_end_in_one_pass_loses_its_reservation_in_that_pass() {
+    let mut snap = snapshot(racks(), vec![]);
+    snap.topology = Some(blocks());
+    let mut s = whole(2);
+    let mut work = pending(&["n1", "n2"]);
+    let p = plan("p", &s, &snap, &work, t(NOW));
+    apply(&mut work, &p);
+    let name = work[0].status.reservation_name.clone().unwrap();
+    assert_eq!(
+        work[1].status.reservation_name.as_deref(),
+        Some(name.as_str())
+    );
+    snap.reservations.push(Reservation {
+        name: name.clone(),
+        start: t(NOW + 30),
+        end: t(NOW + 600),
+        nodes: vec!["n1".into(), "n2".into()],
+        flags: vec!["MAINT".into()],
+        users: vec!["root".into()],
+        accounts: vec![],
+        partition: None,
+    });
+    // The campaign withdrawn while both wait in the reservation: both end in this pass.
+    s.reboot_required_before = None;
+    let p = plan("p", &s, &snap, &work, t(NOW + 1));
+    let deletes: Vec<_> = p
+        .actions()
+        .filter(|a| matches!(a, Action::DeleteReservation { name: n } if *n == name))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{:?}", p.updates);
+    apply(&mut work, &p);
+    assert!(work.iter().all(|w| w.status.phase == Phase::Completed));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
