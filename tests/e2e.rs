@@ -174,7 +174,7 @@ impl Controller {
     }
 
     /// A crash: tasks aborted wherever they are.
-    fn kill(self) {
+    fn abort(&self) {
         for t in &self.tasks {
             t.abort();
         }
@@ -216,24 +216,57 @@ fn progressing(p: &MaintenancePolicy) -> Option<String> {
         .map(|c| c.reason.clone())
 }
 
-/// Wait (real time) until the controller has passed at the current virtual minute.
+/// Wait (real time) until the controller has passed at the current virtual minute: one
+/// GET, then a watch on the policy from that version (polling would load the server more
+/// than the controller does).
 async fn wait_for_pass(c: &TestCluster, sim: &SimCluster, name: &str) -> MaintenancePolicy {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let p = get_policy(c, name).await;
-        if p.status
+    wait_for_pass_or(c, sim, name, || {}).await
+}
+
+/// As [`wait_for_pass`], calling `meanwhile` at least every 100 ms while it waits.
+async fn wait_for_pass_or(
+    c: &TestCluster,
+    sim: &SimCluster,
+    name: &str,
+    mut meanwhile: impl FnMut(),
+) -> MaintenancePolicy {
+    use futures::TryStreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let api: Api<MaintenancePolicy> = Api::namespaced(c.client.clone(), &c.namespace);
+    let now = sim.now();
+    let passed = |p: &MaintenancePolicy| {
+        p.status
             .as_ref()
             .and_then(|s| s.last_pass)
-            .is_some_and(|t| t >= sim.now())
-        {
+            .is_some_and(|t| t >= now)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let fields = format!("metadata.name={name}");
+    loop {
+        let p = get_policy(c, name).await;
+        if passed(&p) {
             return p;
+        }
+        meanwhile();
+        let rv = p.resource_version().expect("resourceVersion");
+        let wp = WatchParams::default().fields(&fields).timeout(10);
+        let slice = deadline.min(tokio::time::Instant::now() + Duration::from_millis(100));
+        // A watch that fails or ends (expired version, timeout) is opened again after a GET.
+        if let Ok(stream) = api.watch(&wp, &rv).await {
+            let mut stream = Box::pin(stream);
+            while let Ok(Ok(Some(event))) = tokio::time::timeout_at(slice, stream.try_next()).await
+            {
+                match event {
+                    WatchEvent::Modified(p) if passed(&p) => return p,
+                    WatchEvent::Error(_) => break,
+                    _ => {}
+                }
+            }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no pass at {} within 30 s",
-            sim.now()
+            "no pass at {now} within 30 s"
         );
-        tokio::time::sleep(Duration::from_millis(3)).await;
     }
 }
 
@@ -406,29 +439,15 @@ async fn crashes_at_any_point_resume_without_double_effects() {
     loop {
         // A pass at this minute: the replica's own, or one a crashed replica finished
         // (its status written) before it died.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let p = loop {
-            let p = get_policy(&c, "roll").await;
-            if p.status
-                .as_ref()
-                .and_then(|s| s.last_pass)
-                .is_some_and(|t| t >= sim.now())
-            {
-                break p;
-            }
+        let p = wait_for_pass_or(&c, &sim, "roll", || {
             if wire.is_tripped() {
-                ctl.kill();
+                ctl.abort();
                 restarts += 1;
                 wire = Tripwire::new();
                 ctl = Controller::start_crashing(&c, &sim, &format!("e2e-{restarts}"), &wire);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no pass at {} within 30 s",
-                sim.now()
-            );
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        };
+        })
+        .await;
         sim.sample();
         if campaign_over(&p) {
             break;

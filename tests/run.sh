@@ -193,16 +193,21 @@ manifests_check() { with_k8s; bash tests/k8s/manifests.sh; }
 e2e_real() { with_k8s; cargo test --no-fail-fast --test e2e; }
 conformance_real() { with_k8s; cargo test --no-fail-fast --lib apiserver::; }
 
+# faults_on_slurm: faults_live on the host's 22.05 cluster (slurmctld, the agent,
+# kube-apiserver and etcd stopped mid-campaign; a node hanging on its reboot). It stops the
+# API server, so it runs alone, before anything else uses the server.
+faults_on_slurm() { with_k8s; with_slurm; cargo test --no-fail-fast --test faults_live; }
+
 # live_suites_on_slurm VERSION: the live test binaries against a real Slurm VERSION
-# cluster and the real API server (SLURM_MAINT_E2E_KUBECONFIG).
+# cluster and the real API server (SLURM_MAINT_E2E_KUBECONFIG). The three lines run at
+# once (each its own cluster, ports and state; the suites mostly wait on Slurm's clock).
 #   22.05: the host's cluster (tests/slurm/cluster.sh, started above); its slurm_live,
 #          agent_live and agent_abuse already ran in the embedded-server phase, so
-#          controller_live, oci_live, alerts_live (a real Prometheus), blockers_live
-#          (spec.blockers against a real Prometheus) and faults_live (slurmctld, the agent,
-#          kube-apiserver and etcd stopped mid-campaign; a node hanging on its reboot) run
-#          here; then topology_live and topology_campaigns_live (Spread and WholeDomain
-#          campaigns, Slurm sampled every second) with the cluster restarted on a
-#          topology/tree (SLURM_TOPOLOGY=tree), and the cluster restarted as it was.
+#          controller_live, oci_live, alerts_live (a real Prometheus) and blockers_live
+#          (spec.blockers against a real Prometheus) run here; then topology_live and
+#          topology_campaigns_live (Spread and WholeDomain campaigns, Slurm sampled every
+#          second) with the cluster restarted on a topology/tree (SLURM_TOPOLOGY=tree), and
+#          the cluster restarted as it was; then the real-clock bench (bench_live).
 #   24.11 (trixie), 26.05 (sid): `tests/slurm/chroot.sh live VERSION -- CMD` brings that
 #          cluster up in its chroot (built once, ~1 min, then cached in
 #          ~/.cache/slurm-maint), exports its env (the agent and the Slurm commands the tests
@@ -218,7 +223,7 @@ live_suites_on_slurm() {
             with_slurm
             local rc=0
             cargo test --no-fail-fast --test controller_live --test oci_live --test alerts_live \
-                --test blockers_live --test faults_live || rc=$?
+                --test blockers_live || rc=$?
             # topology_live on the host's cluster with a topology/tree, then as it was
             (export SLURM_TOPOLOGY=tree; bash tests/slurm/cluster.sh up \
                 && cargo test --no-fail-fast --test topology_live --test topology_campaigns_live) \
@@ -290,25 +295,27 @@ phase "alert rules: rendered from the chart, promtool test rules (tests/alerts/r
 phase "smoke: $K8S_NAME facts (tests/k8s/smoke.sh)" k8s_smoke
 phase "CRDs and manifests/ applied to $K8S_NAME (tests/k8s/manifests.sh)" manifests_check
 phase "API server conformance against $K8S_NAME (--lib apiserver::)" conformance_real
-# 22.05's live suites first: faults_live stops kube-apiserver and etcd, so nothing else
-# may use the server meanwhile. The e2e suite (mostly waiting on the server) then runs in
-# the background beside the other phases.
-phase "live suites on Slurm 22.05 against $K8S_NAME" live_suites_on_slurm 22.05
+phase "faults on Slurm 22.05 against $K8S_NAME (tests/faults_live.rs)" faults_on_slurm
+# Then what mostly waits runs at once: the e2e suite (on the server), 24.11's and 26.05's
+# live suites (their chroots' clusters) in the background, 22.05's and the bench (the
+# host's cluster) in front; the images build beside them.
 phase_start "e2e against $K8S_NAME" e2e_real
 for v in "${SLURM_VERSIONS[@]:1}"; do
-    phase "live suites on Slurm $v against $K8S_NAME" live_suites_on_slurm "$v"
+    phase_start "live suites on Slurm $v against $K8S_NAME" live_suites_on_slurm "$v"
 done
+phase "live suites on Slurm 22.05 against $K8S_NAME" live_suites_on_slurm 22.05
 phase "bench live: the real-clock trace on Slurm 22.05 against $K8S_NAME (×0.25)" bench_live
 phase "images: build controller + agents (./Dockerfile, buildah)" images_build
+phase_end
 for v in "${SLURM_VERSIONS[@]}"; do
     phase "images: the chart's pods on Slurm $v against $K8S_NAME (tests/images/)" images_on_slurm "$v"
 done
-phase_end
 
 cleanup
 echo
 echo "== time per phase"
 printf '%s\n' "${TIMES[@]}"
+echo "wall time: ${SECONDS} s (background phases overlap the others)"
 echo
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "== ${#FAILED[@]} phase(s) failed:"
