@@ -66,6 +66,7 @@ pub(super) fn admit<'w>(
     let horizon = ctx.now + ctx.s.lead_time;
     let mut full_note: Option<String> = None;
     let held = ctx.s.blockers.hold();
+    let mut domains_ahead = domains_reserved_beyond(statuses, horizon);
     for unit in units(ctx, candidates) {
         let (rank, w) = match unit {
             Unit::One(rank, w) => (rank, w),
@@ -75,8 +76,11 @@ pub(super) fn admit<'w>(
                 };
                 let why = members.iter().find_map(|w| gate(ctx, w, held.as_deref()));
                 let why = why.map(str::to_string).or_else(|| {
-                    domain_room(ctx, tl, &domain, &members, release, d)
+                    domain_room(ctx, tl, &domain, &members, release, d, domains_ahead)
                         .map(|start| {
+                            if start > horizon {
+                                domains_ahead += 1;
+                            }
                             reserve_domain(
                                 ctx, &domain, &members, release, start, statuses, updates, tl, d,
                             );
@@ -261,10 +265,25 @@ fn units<'w>(ctx: &Ctx<'_>, mut candidates: Vec<(Rank, &'w Work)>) -> Vec<Unit<'
     units
 }
 
+/// Domains whose one reservation begins beyond `lead`.
+fn domains_reserved_beyond(
+    statuses: &BTreeMap<&str, NodeMaintenanceStatus>,
+    lead: Timestamp,
+) -> usize {
+    statuses
+        .values()
+        .filter(|s| s.phase == Phase::Reserved && s.domain.is_some())
+        .filter(|s| s.reservation_start.is_some_and(|t| t > lead))
+        .filter_map(|s| s.reservation_name.as_deref())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
 /// When a whole domain may start: where the timeline has room for all of its nodes
 /// together at the domain's release (the first room after it when jobs are to be
-/// cancelled), within the lead time or while fewer than `allowed` are reserved beyond
-/// it; otherwise why not.
+/// cancelled), within the lead time or while fewer than `allowed` domains (`ahead`) are
+/// reserved beyond it — a domain's one reservation counts once, as a node's does, so a
+/// budget of one domain still holds the next domains for their turns; otherwise why not.
 fn domain_room(
     ctx: &Ctx<'_>,
     tl: &Timeline,
@@ -272,6 +291,7 @@ fn domain_room(
     members: &[&Work],
     release: Release,
     d: SignedDuration,
+    ahead: usize,
 ) -> Result<Timestamp, String> {
     let now = ctx.now;
     let nodes: Vec<&str> = members.iter().map(|w| w.node.as_str()).collect();
@@ -307,7 +327,7 @@ fn domain_room(
     };
     let start = start.ok_or_else(full)?;
     let lead = now + ctx.s.lead_time;
-    if start > lead && tl.begins_after(lead) + nodes.len() > tl.allowed {
+    if start > lead && ahead >= tl.allowed {
         return Err(format!(
             "domain {domain} released at {start}, beyond the reservation lead time ({})",
             ctx.s.lead_time

@@ -213,6 +213,44 @@ fn a_domain_returns_whole_its_reservation_goes_with_its_last_work() {
 }
 
 #[test]
+fn a_budget_of_one_domain_still_holds_the_next_domains_beyond_the_lead_time() {
+    let mut snap = snapshot(
+        racks(),
+        (1..=6)
+            .map(|i| {
+                let end = NOW + 120 * (1 + (i as i64 - 1) / 2);
+                job(i, &format!("n{i}"), Some(end), false)
+            })
+            .collect(),
+    );
+    snap.topology = Some(blocks());
+    let mut s = whole(2);
+    s.lead_time = SignedDuration::from_mins(30);
+    let p = plan("p", &s, &snap, &all(), t(NOW));
+    // Each domain under one reservation at its release, one after the other: as many
+    // reservations ahead as the budget's two nodes would have, not one domain's worth.
+    let starts: BTreeMap<String, Timestamp> = p
+        .updates
+        .iter()
+        .filter(|u| u.status.phase == Phase::Reserved)
+        .map(|u| {
+            (
+                u.status.reservation_name.clone().unwrap(),
+                u.status.reservation_start.unwrap(),
+            )
+        })
+        .collect();
+    let mut starts: Vec<Timestamp> = starts.into_values().collect();
+    starts.sort();
+    assert_eq!(starts, vec![t(NOW + 120), t(NOW + 240)], "{:?}", p.waiting);
+    assert!(
+        p.waiting["n5"].contains("beyond the reservation lead time"),
+        "{:?}",
+        p.waiting
+    );
+}
+
+#[test]
 fn a_domain_whose_works_end_in_one_pass_loses_its_reservation_in_that_pass() {
     let mut snap = snapshot(racks(), vec![]);
     snap.topology = Some(blocks());
