@@ -495,12 +495,14 @@ mod tests {
         assert_eq!(spread.multi_out_mins, 0, "{spread:?}");
         assert_eq!(spread.max_out_in_block, 1, "{spread:?}");
         assert_eq!(whole.split_mins, 0, "{whole:?}");
+        // Sums of the same block-hours in another order differ in the last bits.
+        let at_most = |a: f64, b: f64| a <= b + 1e-9;
         assert!(
-            whole.unusable_bh <= spread.unusable_bh,
+            at_most(whole.unusable_bh, spread.unusable_bh),
             "{whole:?} {spread:?}"
         );
         assert!(
-            whole.unusable_bh <= blind.unusable_bh,
+            at_most(whole.unusable_bh, blind.unusable_bh),
             "{whole:?} {blind:?}"
         );
     }
