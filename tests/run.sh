@@ -257,7 +257,14 @@ SLURM_VERSIONS=(22.05 24.11 26.05)
 # ~/.cache/slurm-maint) with the debug binary the test phases built copied in.
 # The real-clock trace on the 22.05 cluster (src/bench/live.rs), jobs at a quarter of
 # their length: the figures go to the log; the phase fails only if a campaign does not end.
-bench_live() { with_k8s; with_slurm; cargo run -q -- bench live --nodes 4 --scale 0.25; }
+# The binary the test phases built, run as it is: `cargo run` (dev profile) would relink it
+# under the live suites running beside it, and their `cargo test` (test profile) relink it
+# again under the bench.
+bench_live() {
+    with_k8s
+    with_slurm
+    "${CARGO_TARGET_DIR:-target}/debug/slurm-maint" bench live --nodes 4 --scale 0.25
+}
 images_build() { bash tests/images/images.sh build; }
 # images_on_slurm VERSION: the chart installed on the real API server, its agent pod (agent +
 # munged sidecar) run from the VERSION agent image against that Slurm cluster (snapshot,
