@@ -53,6 +53,20 @@ fn whole(count: u32) -> Settings {
     with(count, TopologyMode::WholeDomain, DomainSource::SlurmBlocks)
 }
 
+/// Our MAINT reservation `name` over block b1 (n1, n2) from `start`.
+fn domain_b1_reservation(name: &str, start: Timestamp) -> Reservation {
+    Reservation {
+        name: name.into(),
+        start,
+        end: t(NOW + 600),
+        nodes: vec!["n1".into(), "n2".into()],
+        flags: vec!["MAINT".into()],
+        users: vec!["root".into()],
+        accounts: vec![],
+        partition: None,
+    }
+}
+
 fn all() -> Vec<Work> {
     pending(&["n1", "n2", "n3", "n4", "n5", "n6"])
 }
@@ -185,16 +199,7 @@ fn a_domain_returns_whole_its_reservation_goes_with_its_last_work() {
     let p = plan("p", &s, &snap, &work, t(NOW));
     apply(&mut work, &p);
     let name = work[0].status.reservation_name.clone().unwrap();
-    snap.reservations.push(Reservation {
-        name: name.clone(),
-        start: t(NOW),
-        end: t(NOW + 600),
-        nodes: vec!["n1".into(), "n2".into()],
-        flags: vec!["MAINT".into()],
-        users: vec!["root".into()],
-        accounts: vec![],
-        partition: None,
-    });
+    snap.reservations.push(domain_b1_reservation(&name, t(NOW)));
     // n1 done, n2 still checking: the reservation stays, and n1 still counts as out.
     work[0].status.phase = Phase::Completed;
     work[1].status.phase = Phase::HealthCheck;
@@ -263,16 +268,8 @@ fn a_domain_whose_works_end_in_one_pass_loses_its_reservation_in_that_pass() {
         work[1].status.reservation_name.as_deref(),
         Some(name.as_str())
     );
-    snap.reservations.push(Reservation {
-        name: name.clone(),
-        start: t(NOW + 30),
-        end: t(NOW + 600),
-        nodes: vec!["n1".into(), "n2".into()],
-        flags: vec!["MAINT".into()],
-        users: vec!["root".into()],
-        accounts: vec![],
-        partition: None,
-    });
+    snap.reservations
+        .push(domain_b1_reservation(&name, t(NOW + 30)));
     // The campaign withdrawn while both wait in the reservation: both end in this pass.
     s.reboot_required_before = None;
     let p = plan("p", &s, &snap, &work, t(NOW + 1));
